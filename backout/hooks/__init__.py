@@ -1,0 +1,1 @@
+"""The release-phase hook (`backout release`)."""

@@ -1,0 +1,319 @@
+"""The environment contract of the design doc, read into one typed object.
+
+Every variable is checked when the settings are loaded; a command then says which ones it needs
+with `Settings.require`, so a missing one is reported by name before anything runs. Values of
+secrets (tokens, URLs with passwords) are never echoed in errors or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
+MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
+AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore")
+
+HEROKU_API_URL = "https://api.heroku.com"
+HEROKU_DATA_URL = "https://api.data.heroku.com"
+GITHUB_API_URL = "https://api.github.com"
+PYPI_URL = "https://pypi.org"
+
+POSTGRES_FORM = "postgres://USER:PASSWORD@HOST:PORT/DBNAME"
+REDIS_FORM = "redis://[:PASSWORD@]HOST:PORT or rediss://... for TLS"
+HTTP_FORM = "an http:// or https:// URL"
+
+# The names a command can ask for, with the form shown when one is missing.
+_FORMS = {
+    "DATABASE_URL": POSTGRES_FORM,
+    "BACKOUT_DATABASE_URL": POSTGRES_FORM,
+    "REDIS_URL": REDIS_FORM,
+    "HEROKU_API_KEY": "a Platform API token (heroku authorizations:create)",
+    "HEROKU_APP_NAME": "the app's name (heroku labs:enable runtime-dyno-metadata sets it)",
+    "HEROKU_RELEASE_VERSION": "vNN (heroku labs:enable runtime-dyno-metadata sets it)",
+    "BACKOUT_HEALTH_URL": "one or more URLs, comma-separated: https://myapp.herokuapp.com/health",
+    "GITHUB_TOKEN": "a GitHub token with contents:write and issues:write",
+}
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    urls: tuple[str, ...] = ()
+    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    body: str | None = None
+    timeout: float = 5.0
+    interval: float = 10.0
+    threshold: int = 3
+    grace: float = 60.0
+    window: float = 600.0
+    cooldown: float = 1800.0
+
+    def accepts(self, status: int) -> bool:
+        return any(lo <= status <= hi for lo, hi in self.expect)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = field(default=None, repr=False)
+    backout_database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    heroku_api_key: str | None = field(default=None, repr=False)
+    heroku_api_url: str = HEROKU_API_URL
+    heroku_data_url: str = HEROKU_DATA_URL
+    app_name: str | None = None
+    release_version: int | None = None
+    slug_commit: str | None = None
+    backup: str = "pg_dump"
+    backup_dir: Path = Path(".backout/backups")
+    migrations: str = "none"
+    migrations_path: Path | None = None
+    health: HealthSettings = HealthSettings()
+    auto_rollback: str = "code"
+    notify_url: str | None = field(default=None, repr=False)
+    sentry_dsn: str | None = field(default=None, repr=False)
+    github_token: str | None = field(default=None, repr=False)
+    github_api_url: str = GITHUB_API_URL
+    pypi_url: str = PYPI_URL
+
+    @property
+    def ledger_url(self) -> str | None:
+        """Where the ledger lives: BACKOUT_DATABASE_URL, else DATABASE_URL."""
+        return self.backout_database_url or self.database_url
+
+    def require(self, *names: str) -> None:
+        """Fail with ConfigError naming the first variable in `names` that is not set."""
+        present = {
+            "DATABASE_URL": self.database_url,
+            "BACKOUT_DATABASE_URL": self.ledger_url,
+            "REDIS_URL": self.redis_url,
+            "HEROKU_API_KEY": self.heroku_api_key,
+            "HEROKU_APP_NAME": self.app_name,
+            "HEROKU_RELEASE_VERSION": self.release_version,
+            "BACKOUT_HEALTH_URL": self.health.urls or None,
+            "GITHUB_TOKEN": self.github_token,
+        }
+        for name in names:
+            if name not in present:
+                raise ValueError(f"unknown setting {name}")
+            if present[name] in (None, "", ()):
+                shown = "DATABASE_URL or BACKOUT_DATABASE_URL" if name == "BACKOUT_DATABASE_URL" else name
+                raise ConfigError(shown, "is not set", _FORMS[name])
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold, for redaction."""
+        from .redact import secrets_from_env
+
+        env = {
+            "HEROKU_API_KEY": self.heroku_api_key or "",
+            "GITHUB_TOKEN": self.github_token or "",
+            "SENTRY_DSN": self.sentry_dsn or "",
+            "DATABASE_URL": self.database_url or "",
+            "BACKOUT_DATABASE_URL": self.backout_database_url or "",
+            "REDIS_URL": self.redis_url or "",
+            "BACKOUT_NOTIFY_URL": self.notify_url or "",
+        }
+        return secrets_from_env(env)
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every variable of the contract; raise ConfigError on the first bad one."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def parsed(name: str, parse: Callable[[str], T], default: T) -> T:
+        value = get(name)
+        return default if value is None else parse(value)
+
+    database_url = parsed("DATABASE_URL", _postgres_url("DATABASE_URL"), None)
+    backout_database_url = parsed("BACKOUT_DATABASE_URL", _postgres_url("BACKOUT_DATABASE_URL"), None)
+    # Heroku Redis has set REDIS_TLS_URL beside REDIS_URL on some plans; prefer the TLS one.
+    redis_url = parsed("REDIS_TLS_URL", _redis_url("REDIS_TLS_URL"), None) or parsed(
+        "REDIS_URL", _redis_url("REDIS_URL"), None
+    )
+    health = HealthSettings(
+        urls=parsed("BACKOUT_HEALTH_URL", _url_list("BACKOUT_HEALTH_URL"), ()),
+        expect=parsed("BACKOUT_HEALTH_EXPECT", _status_ranges, ((200, 399),)),
+        body=get("BACKOUT_HEALTH_BODY"),
+        timeout=parsed("BACKOUT_HEALTH_TIMEOUT", _seconds("BACKOUT_HEALTH_TIMEOUT", positive=True), 5.0),
+        interval=parsed("BACKOUT_HEALTH_INTERVAL", _seconds("BACKOUT_HEALTH_INTERVAL", positive=True), 10.0),
+        threshold=parsed("BACKOUT_HEALTH_THRESHOLD", _count("BACKOUT_HEALTH_THRESHOLD"), 3),
+        grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), 60.0),
+        window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), 600.0),
+        cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), 1800.0),
+    )
+    return Settings(
+        database_url=database_url,
+        backout_database_url=backout_database_url,
+        redis_url=redis_url,
+        heroku_api_key=get("HEROKU_API_KEY"),
+        heroku_api_url=parsed("BACKOUT_HEROKU_API_URL", _http_url("BACKOUT_HEROKU_API_URL"), HEROKU_API_URL),
+        heroku_data_url=parsed("BACKOUT_HEROKU_DATA_URL", _http_url("BACKOUT_HEROKU_DATA_URL"), HEROKU_DATA_URL),
+        app_name=parsed("HEROKU_APP_NAME", _app_name, None),
+        release_version=parsed("HEROKU_RELEASE_VERSION", _release_version, None),
+        slug_commit=get("HEROKU_SLUG_COMMIT"),
+        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), "pg_dump"),
+        backup_dir=parsed("BACKOUT_BACKUP_DIR", Path, Path(".backout/backups")),
+        migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
+        migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
+        health=health,
+        auto_rollback=parsed(
+            "BACKOUT_AUTO_ROLLBACK", _choice("BACKOUT_AUTO_ROLLBACK", AUTO_ROLLBACK_POLICIES), "code"
+        ),
+        notify_url=parsed("BACKOUT_NOTIFY_URL", _http_url("BACKOUT_NOTIFY_URL", secret=True), None),
+        sentry_dsn=parsed("SENTRY_DSN", _http_url("SENTRY_DSN", secret=True), None),
+        github_token=get("GITHUB_TOKEN"),
+        github_api_url=parsed("BACKOUT_GITHUB_API_URL", _http_url("BACKOUT_GITHUB_API_URL"), GITHUB_API_URL),
+        pypi_url=parsed("BACKOUT_PYPI_URL", _http_url("BACKOUT_PYPI_URL"), PYPI_URL),
+    )
+
+
+def setting_names() -> list[str]:
+    """Every environment variable the settings read (app.json and docs are checked against it)."""
+    return [
+        "DATABASE_URL", "BACKOUT_DATABASE_URL", "REDIS_URL", "REDIS_TLS_URL", "HEROKU_API_KEY",
+        "BACKOUT_HEROKU_API_URL", "BACKOUT_HEROKU_DATA_URL", "HEROKU_APP_NAME", "HEROKU_RELEASE_VERSION",
+        "HEROKU_SLUG_COMMIT", "BACKOUT_BACKUP", "BACKOUT_BACKUP_DIR", "BACKOUT_MIGRATIONS",
+        "BACKOUT_MIGRATIONS_PATH", "BACKOUT_HEALTH_URL", "BACKOUT_HEALTH_EXPECT", "BACKOUT_HEALTH_BODY",
+        "BACKOUT_HEALTH_TIMEOUT", "BACKOUT_HEALTH_INTERVAL", "BACKOUT_HEALTH_THRESHOLD",
+        "BACKOUT_HEALTH_GRACE", "BACKOUT_HEALTH_WINDOW", "BACKOUT_HEALTH_COOLDOWN",
+        "BACKOUT_AUTO_ROLLBACK", "BACKOUT_NOTIFY_URL", "SENTRY_DSN", "GITHUB_TOKEN",
+        "BACKOUT_GITHUB_API_URL", "BACKOUT_PYPI_URL",
+    ]
+
+
+# Parsers. Each returns a function of the raw value that raises ConfigError naming the variable.
+# Values are quoted back only for variables that cannot hold a secret.
+
+
+def _postgres_url(name: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(name, "is not a valid URL", POSTGRES_FORM) from None
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ConfigError(name, "is not a PostgreSQL URL", POSTGRES_FORM)
+        if not parts.hostname and "host=" not in parts.query:
+            raise ConfigError(name, "has no host", POSTGRES_FORM)
+        if not parts.path.strip("/"):
+            raise ConfigError(name, "has no database name", POSTGRES_FORM)
+        return value
+
+    return parse
+
+
+def _redis_url(name: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018
+        except ValueError:
+            raise ConfigError(name, "is not a valid URL", REDIS_FORM) from None
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(name, "is not a Redis URL", REDIS_FORM)
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ConfigError(name, "has no host", REDIS_FORM)
+        return value
+
+    return parse
+
+
+def _http_url(name: str, secret: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            shown = "" if secret else f" ({value!r})"
+            raise ConfigError(name, f"is not an http(s) URL{shown}", HTTP_FORM)
+        return value.rstrip("/")
+
+    return parse
+
+
+def _url_list(name: str) -> Callable[[str], tuple[str, ...]]:
+    one = _http_url(name)
+
+    def parse(value: str) -> tuple[str, ...]:
+        return tuple(one(part.strip()) for part in value.split(",") if part.strip())
+
+    return parse
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ConfigError(name, f"is {value!r}", "one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
+    form = "a number of seconds greater than 0" if positive else "a number of seconds, 0 or more"
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(name, f"is {value!r}", form) from None
+        if number != number or number < 0 or (positive and number == 0) or number == float("inf"):
+            raise ConfigError(name, f"is {value!r}", form)
+        return number
+
+    return parse
+
+
+def _count(name: str) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(name, f"is {value!r}", "a whole number, 1 or more")
+        return int(value)
+
+    return parse
+
+
+def _status_ranges(value: str) -> tuple[tuple[int, int], ...]:
+    form = "HTTP status codes or ranges, comma-separated: 200-399 or 200,204"
+    ranges = []
+    for part in value.split(","):
+        lo, _, hi = part.strip().partition("-")
+        hi = hi or lo
+        if not (lo.isdigit() and hi.isdigit() and 100 <= int(lo) <= int(hi) <= 599):
+            raise ConfigError("BACKOUT_HEALTH_EXPECT", f"is {value!r}", form)
+        ranges.append((int(lo), int(hi)))
+    return tuple(ranges)
+
+
+def _release_version(value: str) -> int:
+    digits = value[1:] if value[:1] in ("v", "V") else value
+    if not digits.isdigit() or int(digits) < 1:
+        raise ConfigError("HEROKU_RELEASE_VERSION", f"is {value!r}", "vNN, for example v42")
+    return int(digits)
+
+
+def _app_name(value: str) -> str:
+
+    if not re.fullmatch(r"[a-z][a-z0-9-]{1,29}", value):
+        raise ConfigError(
+            "HEROKU_APP_NAME", f"is {value!r}", "a Heroku app name: lowercase letters, digits and dashes, 2-30"
+        )
+    return value
+
+

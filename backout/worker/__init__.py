@@ -1,0 +1,1 @@
+"""The RQ worker process: queues, JSON serializer, scheduler, health monitor loop."""
