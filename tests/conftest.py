@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 from typing import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -12,7 +15,6 @@ import pytest
 import redis
 
 SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_SERVER = os.environ.get("BACKOUT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 
 def database_url(name: str) -> str:
@@ -48,12 +50,42 @@ def database(make_database: Callable[[], str]) -> str:
     return make_database()
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A real Redis for this test session: BACKOUT_TEST_REDIS_URL if set, else a private
+    redis-server on a free loopback port, so that concurrent test runs never share a queue."""
+    if os.environ.get("BACKOUT_TEST_REDIS_URL"):
+        yield os.environ["BACKOUT_TEST_REDIS_URL"]
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start; is it installed (scripts/setup)?")
+            time.sleep(0.05)
+    client.close()
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database of its own for this test (index 1-15 picked by the xdist worker), flushed before and after."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = 1 + int(worker.lstrip("gw") or 0) % 15
-    url = f"{REDIS_SERVER}/{index}"
+def redis_url(redis_server: str) -> Iterator[str]:
+    """Database 0 of the session's Redis, flushed before and after the test."""
+    url = f"{redis_server}/0"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url
