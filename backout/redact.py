@@ -9,7 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "********"
 
 # Environment variables whose values are secrets wherever they turn up.
-SECRET_VARIABLES = ("HEROKU_API_KEY", "GITHUB_TOKEN", "SENTRY_DSN")
+SECRET_VARIABLES = (
+    "HEROKU_API_KEY", "GITHUB_TOKEN", "SENTRY_DSN", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_HEALTH_WEBHOOK_SECRET",
+)
 URL_VARIABLES = ("DATABASE_URL", "BACKOUT_DATABASE_URL", "REDIS_URL", "REDIS_TLS_URL", "BACKOUT_NOTIFY_URL")
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?!PASSWORD@)(?P<password>[^@/\s]+)@", re.I)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
@@ -21,11 +21,13 @@ T = TypeVar("T")
 BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
 AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore")
+REDIRECT_POLICIES = ("follow", "refuse")
 
 HEROKU_API_URL = "https://api.heroku.com"
 HEROKU_DATA_URL = "https://api.data.heroku.com"
 GITHUB_API_URL = "https://api.github.com"
 PYPI_URL = "https://pypi.org"
+SENTRY_API_URL = "https://sentry.io"
 
 POSTGRES_FORM = "postgres://USER:PASSWORD@HOST:PORT/DBNAME"
 REDIS_FORM = "redis://[:PASSWORD@]HOST:PORT or rediss://... for TLS"
@@ -55,6 +57,17 @@ class HealthSettings:
     grace: float = 60.0
     window: float = 600.0
     cooldown: float = 1800.0
+    # A (dotted path, expected value) pair from BACKOUT_HEALTH_JSON.
+    json: tuple[str, str] | None = None
+    redirects: str = "follow"
+    error_threshold: int = 6
+    release_header: str | None = None
+    release_field: str | None = None
+    dry_run: bool = False
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_port: int | None = None
+    sentry_ratio: float = 2.0
 
     def accepts(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.expect)
@@ -82,6 +95,10 @@ class Settings:
     github_token: str | None = field(default=None, repr=False)
     github_api_url: str = GITHUB_API_URL
     pypi_url: str = PYPI_URL
+    sentry_api_token: str | None = field(default=None, repr=False)
+    sentry_api_url: str = SENTRY_API_URL
+    sentry_org: str | None = None
+    sentry_project: str | None = None
 
     @property
     def ledger_url(self) -> str | None:
@@ -119,6 +136,8 @@ class Settings:
             "BACKOUT_DATABASE_URL": self.backout_database_url or "",
             "REDIS_URL": self.redis_url or "",
             "BACKOUT_NOTIFY_URL": self.notify_url or "",
+            "BACKOUT_SENTRY_API_TOKEN": self.sentry_api_token or "",
+            "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
         }
         return secrets_from_env(env)
 
@@ -153,7 +172,37 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), 60.0),
         window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), 600.0),
         cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), 1800.0),
+        json=parsed("BACKOUT_HEALTH_JSON", _json_match, None),
+        redirects=parsed("BACKOUT_HEALTH_REDIRECTS", _choice("BACKOUT_HEALTH_REDIRECTS", REDIRECT_POLICIES), "follow"),
+        error_threshold=parsed("BACKOUT_HEALTH_ERROR_THRESHOLD", _count("BACKOUT_HEALTH_ERROR_THRESHOLD"), 0),
+        release_header=parsed("BACKOUT_HEALTH_RELEASE_HEADER", _header_name, None),
+        release_field=parsed("BACKOUT_HEALTH_RELEASE_FIELD", _json_path("BACKOUT_HEALTH_RELEASE_FIELD"), None),
+        dry_run=parsed("BACKOUT_HEALTH_DRY_RUN", _flag("BACKOUT_HEALTH_DRY_RUN"), False),
+        webhook_url=parsed("BACKOUT_HEALTH_WEBHOOK_URL", _http_url("BACKOUT_HEALTH_WEBHOOK_URL"), None),
+        webhook_secret=get("BACKOUT_HEALTH_WEBHOOK_SECRET"),
+        webhook_port=parsed("BACKOUT_HEALTH_WEBHOOK_PORT", _port, None),
+        sentry_ratio=parsed("BACKOUT_HEALTH_SENTRY_RATIO", _ratio, 2.0),
     )
+    # Errors (a probe that could not be made) default to twice the failure threshold: a network
+    # hiccup between the worker and the app is weaker evidence than a wrong answer.
+    if not health.error_threshold:
+        health = replace(health, error_threshold=2 * health.threshold)
+    if health.webhook_url and not health.webhook_secret:
+        raise ConfigError(
+            "BACKOUT_HEALTH_WEBHOOK_SECRET", "is not set but BACKOUT_HEALTH_WEBHOOK_URL is",
+            "a random string of 32 characters or more, the secret the app webhook signs deliveries with",
+        )
+    sentry_check = {
+        name: get(name) for name in ("BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT")
+    }
+    if any(sentry_check.values()):
+        for name, value in sentry_check.items():
+            if not value:
+                raise ConfigError(
+                    name, "is not set but another BACKOUT_SENTRY_* variable is",
+                    "all three of BACKOUT_SENTRY_API_TOKEN (scope event:read), BACKOUT_SENTRY_ORG "
+                    "and BACKOUT_SENTRY_PROJECT (slugs), or none of them",
+                )
     return Settings(
         database_url=database_url,
         backout_database_url=backout_database_url,
@@ -177,6 +226,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         github_token=get("GITHUB_TOKEN"),
         github_api_url=parsed("BACKOUT_GITHUB_API_URL", _http_url("BACKOUT_GITHUB_API_URL"), GITHUB_API_URL),
         pypi_url=parsed("BACKOUT_PYPI_URL", _http_url("BACKOUT_PYPI_URL"), PYPI_URL),
+        sentry_api_token=sentry_check["BACKOUT_SENTRY_API_TOKEN"],
+        sentry_api_url=parsed("BACKOUT_SENTRY_API_URL", _http_url("BACKOUT_SENTRY_API_URL"), SENTRY_API_URL),
+        sentry_org=sentry_check["BACKOUT_SENTRY_ORG"],
+        sentry_project=sentry_check["BACKOUT_SENTRY_PROJECT"],
     )
 
 
@@ -191,6 +244,11 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_GRACE", "BACKOUT_HEALTH_WINDOW", "BACKOUT_HEALTH_COOLDOWN",
         "BACKOUT_AUTO_ROLLBACK", "BACKOUT_NOTIFY_URL", "SENTRY_DSN", "GITHUB_TOKEN",
         "BACKOUT_GITHUB_API_URL", "BACKOUT_PYPI_URL",
+        "BACKOUT_HEALTH_JSON", "BACKOUT_HEALTH_REDIRECTS", "BACKOUT_HEALTH_ERROR_THRESHOLD",
+        "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
+        "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
+        "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT",
     ]
 
 
@@ -299,6 +357,62 @@ def _status_ranges(value: str) -> tuple[tuple[int, int], ...]:
             raise ConfigError("BACKOUT_HEALTH_EXPECT", f"is {value!r}", form)
         ranges.append((int(lo), int(hi)))
     return tuple(ranges)
+
+
+def _json_path(name: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", value):
+            raise ConfigError(name, f"is {value!r}", "a JSON field name, dotted for nested fields: release or meta.release")
+        return value
+
+    return parse
+
+
+def _json_match(value: str) -> tuple[str, str]:
+    path, sep, expected = value.partition("=")
+    form = "FIELD=VALUE, dotted for nested fields: status=ok or checks.db=true"
+    if not sep or not expected.strip():
+        raise ConfigError("BACKOUT_HEALTH_JSON", f"is {value!r}", form)
+    try:
+        path = _json_path("BACKOUT_HEALTH_JSON")(path.strip())
+    except ConfigError:
+        raise ConfigError("BACKOUT_HEALTH_JSON", f"is {value!r}", form) from None
+    return path, expected.strip()
+
+
+def _header_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~\-]+", value):
+        raise ConfigError("BACKOUT_HEALTH_RELEASE_HEADER", f"is {value!r}", "an HTTP header name: X-Release-Version")
+    return value
+
+
+def _flag(name: str) -> Callable[[str], bool]:
+    def parse(value: str) -> bool:
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(name, f"is {value!r}", "true or false")
+
+    return parse
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise ConfigError("BACKOUT_HEALTH_WEBHOOK_PORT", f"is {value!r}", "a TCP port, 1-65535 (0 picks a free one)")
+    return int(value)
+
+
+def _ratio(value: str) -> float:
+    form = "a number greater than 1: 2 means twice the previous release's errors"
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError("BACKOUT_HEALTH_SENTRY_RATIO", f"is {value!r}", form) from None
+    if not (1 < number < float("inf")):
+        raise ConfigError("BACKOUT_HEALTH_SENTRY_RATIO", f"is {value!r}", form)
+    return number
 
 
 def _release_version(value: str) -> int:
