@@ -289,7 +289,8 @@ class ReleasesWithRollback:
 
     def __init__(self, versions: int, posts: list[str], existing: dict[int, str] | None = None) -> None:
         self.releases = [release(v, description=(existing or {}).get(v, f"Deploy {v}")) for v in range(1, versions + 1)]
-        self.posts = posts  # each: "ok", "fail" (503, nothing done), "done-then-fail" (made it, then 503)
+        # each: "ok", "fail" (503, nothing done), "done-then-fail" / "done-then-disconnect" (made it, no answer)
+        self.posts = posts
 
     def __call__(self, req: Request) -> Reply:
         newest_first = sorted(self.releases, key=lambda r: -r["version"])
@@ -305,11 +306,14 @@ class ReleasesWithRollback:
         target = next(r for r in self.releases if r["id"] == req.json()["release"])
         made = release(len(self.releases) + 1, description=f"Rollback to v{target['version']}", current=True)
         self.releases.append(made)
+        if outcome == "done-then-disconnect":
+            return Reply(disconnect=True)
         return Reply(201, made) if outcome == "ok" else Reply(503, {"id": "unavailable", "message": "lost"})
 
 
-def test_rollback_that_worked_but_answered_503_is_not_done_twice(serve, clock):
-    app = ReleasesWithRollback(5, ["done-then-fail", "ok"])
+@pytest.mark.parametrize("lost", ["done-then-fail", "done-then-disconnect"])
+def test_rollback_that_worked_but_lost_its_answer_is_not_done_twice(serve, clock, lost):
+    app = ReleasesWithRollback(5, [lost, "ok"])
     api = serve(app)
     made = client(api, clock).rollback("shop", "v3")
     assert (made["version"], made["description"]) == (6, "Rollback to v3")
