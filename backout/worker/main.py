@@ -1,0 +1,119 @@
+"""`backout worker [--burst]`: the RQ worker that runs backout's jobs.
+
+- Listens to `backout-rollback` before `backout-routine`, so a rollback never waits behind routine work.
+- JSON serializer everywhere and the allowlisted job class: only `backout.jobs.*` functions run.
+- Its scheduler is on (delayed and periodic jobs, such as the health watch, are enqueued on time).
+- Heroku's shutdown: on SIGTERM the dyno gets about 30 s before SIGKILL. The work horse ignores
+  SIGTERM and the worker stops taking jobs (RQ's warm shutdown), so a short job ends normally; a
+  job still running after IMMINENT_SHUTDOWN seconds gets `ShutDownImminentException`, records that
+  it was interrupted and hands its request back to the queue, and whatever is killed anyway is
+  found by the ledger sweep (`recovery.requeue_lost`) and run again, once, by the next worker.
+- The sweep runs when the worker starts and every MAINTENANCE_INTERVAL seconds, with RQ's own
+  registry cleaning (abandoned jobs).
+- With SENTRY_DSN: job failures, killed work horses and abandoned jobs are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+import sentry_sdk
+from redis import Redis
+from rq.exceptions import AbandonedJobError
+from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
+
+from .. import redis_conn, sentry
+from ..redact import redact
+from ..settings import Settings
+from .allowlist import AllowlistedJob
+from .queues import QUEUE_NAMES
+from .recovery import requeue_lost
+from .serializer import SERIALIZER
+
+log = logging.getLogger(__name__)
+
+# Seconds between sweeps of the ledger for lost requests (and RQ registry cleaning).
+MAINTENANCE_INTERVAL = 30
+# How often a busy worker refreshes its job's heartbeat; the sweep judges liveness by it.
+JOB_MONITORING_INTERVAL = 5
+# Heroku sends SIGKILL about 30 s after SIGTERM; a job still running this long after SIGTERM is
+# interrupted so that it can record where it stopped before the kill.
+IMMINENT_SHUTDOWN = 20
+
+
+class _BackoutWorkerMixin:
+    """What both worker classes add to RQ: the settings, and the ledger sweep with maintenance."""
+
+    settings: Settings
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[misc]
+        try:
+            requeued = requeue_lost(self.settings, self.connection)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a ledger outage must not stop the worker
+            log.error("could not sweep the ledger for lost requests: %s", redact(str(exc), self.settings.secrets()))
+            return
+        if requeued:
+            log.warning("re-enqueued %d lost rollback request(s): %s", len(requeued), ", ".join(requeued))
+
+
+class BackoutWorker(_BackoutWorkerMixin, HerokuWorker):
+    """The production worker: a forked work horse per job, with Heroku's signal handling."""
+
+    imminent_shutdown_delay = IMMINENT_SHUTDOWN
+
+
+class BackoutSimpleWorker(_BackoutWorkerMixin, SimpleWorker):
+    """Runs jobs in its own process (no fork): for tests and the benchmark."""
+
+
+def build_worker(connection: Redis, settings: Settings, simple: bool = False, name: str | None = None) -> BaseWorker:
+    """A worker on backout's queues, rollback queue first."""
+    cls = BackoutSimpleWorker if simple else BackoutWorker
+    worker = cls(
+        list(QUEUE_NAMES),
+        name=name,
+        connection=connection,
+        serializer=SERIALIZER,
+        job_class=AllowlistedJob,
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        # The idle loop wakes this often, so the sweep runs on time even when no job arrives.
+        worker_ttl=MAINTENANCE_INTERVAL + 15,
+        job_monitoring_interval=JOB_MONITORING_INTERVAL,
+        exception_handlers=[_report_abandoned],
+        work_horse_killed_handler=_report_killed_horse,
+    )
+    worker.settings = settings
+    return worker
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("REDIS_URL", "BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
+    if sentry.init(settings):
+        log.info("reporting job failures to Sentry")
+    connection = redis_conn.from_settings(settings)
+    worker = build_worker(connection, settings)
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=os.environ.get("BACKOUT_LOG_LEVEL", "INFO").upper())
+    return 0
+
+
+def _report_abandoned(job: Any, exc_type: type, exc_value: BaseException, traceback: Any) -> bool:
+    # RQ calls the worker's exception handlers for failed jobs (the RQ integration reports those)
+    # and, when it cleans the started-job registry, for jobs whose worker vanished.
+    if exc_type is AbandonedJobError:
+        message = f"job {job.id} on {job.origin} was abandoned: its worker stopped without finishing it"
+        log.error(message)
+        sentry_sdk.capture_message(message, level="error")
+    return True
+
+
+def _report_killed_horse(job: Any, pid: int, status: int, rusage: Any) -> None:
+    signal_number = os.WTERMSIG(status) if status and os.WIFSIGNALED(status) else None
+    how = f"by signal {signal_number}" if signal_number else f"with status {status}"
+    message = f"the work horse running job {job.id} ({job.func_name}) was killed {how}"
+    log.error(message)
+
+    sentry_sdk.capture_message(message, level="error")

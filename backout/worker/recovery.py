@@ -1,0 +1,122 @@
+"""Re-enqueueing rollback requests that Redis lost.
+
+The ledger is the truth and Redis is transport: a request is written to the ledger before its job
+is enqueued, so a Redis restart without persistence, a flush, or a worker killed mid-job can lose
+the job but never the request. The worker calls `requeue_lost` when it starts and every
+maintenance interval. A request still 'queued' or 'running' is given its job again when:
+
+- its job is not in Redis at all;
+- its job ended (finished, failed, stopped) without the request reaching a final status, which is
+  what a job cut short by a shutdown leaves behind;
+- it is 'running' but nobody holds the app's lock: the job takes the lock before it marks the
+  request running and releases it only after the final status, and PostgreSQL drops the lock the
+  moment the process holding it dies;
+- its job is 'started' but its worker stopped sending heartbeats.
+
+Re-running is safe because the job is idempotent: it records each step and re-checks the app's
+state, so a request that is given its job twice still rolls back once. After MAX_ATTEMPTS runs
+the request is marked failed and people are told, so a job that always crashes does not loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import JobStatus
+
+from .. import ledger
+from ..notify import notify
+from ..settings import Settings
+from .allowlist import AllowlistedJob
+from .queues import REQUEST_JOBS, ROLLBACK, enqueue_once, request_job_id
+from .serializer import SERIALIZER
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+# A busy worker refreshes its job's heartbeat every job_monitoring_interval (5 s in backout's worker).
+STALE_HEARTBEAT = timedelta(seconds=60)
+_ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+_LOCK_KEY = "backout:recovery"
+
+
+def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
+    """Give every lost request its job again; returns the ids of the requests re-enqueued.
+
+    Two workers may sweep at once; a short Redis lock lets one of them do it.
+    """
+    settings.require("BACKOUT_DATABASE_URL")
+    lock = connection.lock(_LOCK_KEY, timeout=120)
+    if not lock.acquire(blocking=False):
+        return []
+    requeued = []
+    try:
+        conn = ledger.connect(settings.ledger_url)
+        try:
+            for request in ledger.list_requests(conn, statuses=["queued", "running"], limit=1000):
+                if request["dry_run"] or request["kind"] not in REQUEST_JOBS:
+                    continue
+                reason = _why_lost(request, connection, settings)
+                if reason is None:
+                    continue
+                # The job may have finished between listing and looking at Redis.
+                current = ledger.get_request(conn, request["id"])
+                if current is None or current["status"] not in ("queued", "running"):
+                    continue
+                if _requeue(conn, connection, settings, current, reason):
+                    requeued.append(current["id"])
+        finally:
+            conn.close()
+    finally:
+        lock.release()
+    return requeued
+
+
+def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | None:
+    try:
+        job = AllowlistedJob.fetch(request_job_id(request["id"]), connection=connection, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return "its job is not in Redis"
+    status = job.get_status(refresh=False)
+    if status in _ENDED:
+        return f"its job ended ({status.value}) before the request did"
+    if status != JobStatus.STARTED:
+        return None  # queued, scheduled or deferred: a worker will get to it
+    if request["status"] == "running":
+        assert settings.ledger_url is not None
+        with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as free:
+            if free:
+                return "the worker running it died (the app lock is free)"
+    heartbeat = job.last_heartbeat
+    if heartbeat is not None and heartbeat.tzinfo is None:
+        heartbeat = heartbeat.replace(tzinfo=timezone.utc)
+    if heartbeat is None or datetime.now(timezone.utc) - heartbeat > STALE_HEARTBEAT:
+        return "its worker stopped sending heartbeats"
+    return None
+
+
+def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str) -> bool:
+    request_id = request["id"]
+    if request["attempts"] >= MAX_ATTEMPTS:
+        error = f"gave up after {request['attempts']} attempts: {reason}"
+        ledger.record_step(conn, request_id, "requeue", "failed", {"reason": reason})
+        ledger.update_request(conn, request_id, status="failed", error=error, finished_at="now")
+        log.error("rollback request %s: %s", request_id, error)
+        notify(settings, "rollback.failed", f"Rollback {request_id} of {request['app']} failed: {error}",
+               {"request_id": request_id, "app": request["app"], "error": error})
+        return False
+    job_id = request_job_id(request_id)
+    try:
+        AllowlistedJob.fetch(job_id, connection=connection, serializer=SERIALIZER).delete()
+    except NoSuchJobError:
+        pass
+    enqueue_once(connection, ROLLBACK, REQUEST_JOBS[request["kind"]], [request_id], job_id,
+                 secrets=settings.secrets())
+    ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
+    if request["status"] == "running":
+        ledger.update_request(conn, request_id, status="queued")
+    log.warning("rollback request %s re-enqueued: %s", request_id, reason)
+    return True
