@@ -1,0 +1,16 @@
+"""The `none` backup strategy: the checkpoint records migrations and release only.
+
+A rollback to such a checkpoint can undo code, config and migrations, but cannot restore data.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import BackupContext
+
+
+def take(ctx: "BackupContext") -> dict:
+    ctx.progress("backup: none (BACKOUT_BACKUP=none); the checkpoint holds no copy of the data")
+    return {"strategy": "none"}

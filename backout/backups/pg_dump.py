@@ -1,0 +1,380 @@
+"""The `pg_dump` backup strategy: a custom-format dump compressed with multi-threaded zstd.
+
+pg_dump's own compression is single-threaded gzip and most of its run time. Here pg_dump writes
+its custom format uncompressed (`-Fc -Z0`) to a pipe and the stream is compressed with zstd on
+every core into `<dir>/<checkpoint id>.dump.zst`. The archive is written under a temporary name,
+fsynced, renamed when complete and readable by its owner only; then it is read back, checked
+against its sha256 and zstd checksum, and streamed decompressed into `pg_restore --list`.
+
+The reading side (`open_archive`, `decompress_to`, `verify`) is what a restore uses. The archive
+was written to a pipe, so its table of contents has no data offsets: pg_restore reads it
+sequentially from a pipe, or from a decompressed file (in parallel too, skipping forward).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, BinaryIO, Callable
+
+import zstandard
+
+from ..errors import BackoutError
+from ..output import human_bytes
+from ..redact import mask_url, redact
+from .libpq import client_args, database_name
+
+if TYPE_CHECKING:
+    from . import BackupContext
+
+SUFFIX = ".dump.zst"
+# Level 3 with one worker per core beats pg_dump -Fc's gzip on both time and size for text and
+# jsonb (bench/checkpoint_bench.py measures it); higher levels cost more time than they save space.
+ZSTD_LEVEL = 3
+CHUNK = 1 << 20
+PROGRESS_EVERY = 10.0
+LEDGER_SCHEMA = "backout"
+
+Progress = Callable[[str], None]
+
+
+def take(ctx: "BackupContext") -> dict:
+    """The strategy's entry point: dump the app's database into the backup directory."""
+    return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress)
+
+
+def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL) -> dict:
+    """Dump `database_url` (without the ledger's schema) into `path`, verify it, and describe it.
+
+    Returns {"path", "size", "sha256", "format", "compression", "level", "dump_size", "entries",
+    "seconds"}. On any failure nothing is left at `path` or under a temporary name, and a
+    BackoutError says what went wrong in one line.
+    """
+    say = progress or (lambda message: None)
+    path = Path(path).absolute()
+    if path.exists():
+        raise BackoutError(f"backup file {path} already exists; refusing to overwrite it")
+    _make_dir(path.parent)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    started = time.monotonic()
+    say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
+    try:
+        sha256, size, dump_size = _write(database_url, temp, say, level)
+        say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(size)} written; verifying")
+        checked = verify(temp, sha256)
+        if checked["dump_size"] != dump_size:
+            raise BackoutError(
+                f"backup {path} reads back as {checked['dump_size']} bytes, but pg_dump wrote {dump_size}"
+            )
+        os.rename(temp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        _remove(temp)
+        raise
+    seconds = round(time.monotonic() - started, 3)
+    say(f"backup: complete and verified, {checked['entries']} archive entries, {human_bytes(size)} "
+        f"in {seconds:.1f}s")
+    return {
+        "path": str(path), "size": size, "sha256": sha256, "format": "custom", "compression": "zstd",
+        "level": level, "dump_size": dump_size, "entries": checked["entries"], "seconds": seconds,
+        "database": database_name(database_url),
+    }
+
+
+def pg_dump_command(database_url: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """pg_dump's argv (no password in it) and its environment (PGPASSWORD), ledger excluded."""
+    conninfo, env = client_args(database_url)
+    argv = [
+        _program("pg_dump"), "--format=custom", "--compress=0", f"--exclude-schema={LEDGER_SCHEMA}",
+        # A table locked by someone else fails the dump in a while instead of hanging the release.
+        "--lock-wait-timeout=120s", *extra, f"--dbname={conninfo}",
+    ]
+    return argv, env
+
+
+def open_archive(path: str | os.PathLike) -> BinaryIO:
+    """A readable stream of the archive's decompressed bytes (a pg_dump custom-format archive).
+
+    Reading past the end of a truncated or corrupt archive raises BackoutError, so a restore
+    never mistakes half an archive for a whole one.
+    """
+    return io.BufferedReader(_ArchiveReader(open(path, "rb"), str(path)), CHUNK)
+
+
+def decompress_to(path: str | os.PathLike, dest: str | os.PathLike | IO[bytes]) -> int:
+    """Write the decompressed archive to a file path (created mode 0600) or a binary stream such as
+    a child's stdin; returns the number of bytes written."""
+    if isinstance(dest, (str, os.PathLike)):
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as out:
+            return decompress_to(path, out)
+    written = 0
+    with open_archive(path) as reader:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                break
+            dest.write(chunk)
+            written += len(chunk)
+    dest.flush()
+    return written
+
+
+def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
+    """Read the whole archive back: its sha256 (when given), zstd's checksum, and pg_restore's
+    table of contents. Returns {"sha256", "dump_size", "entries"}; raises BackoutError if unreadable."""
+    argv = [_program("pg_restore"), "--list"]
+    restore = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing = _Collector(restore.stdout, keep_all=True)
+    errors = _Collector(restore.stderr)
+    digest = hashlib.sha256()
+    dump_size = 0
+    feeding = True
+    try:
+        with io.BufferedReader(_ArchiveReader(open(path, "rb"), str(path), digest), CHUNK) as reader:
+            while True:
+                chunk = reader.read(CHUNK)
+                if not chunk:
+                    break
+                dump_size += len(chunk)
+                if feeding:
+                    try:
+                        restore.stdin.write(chunk)
+                    except BrokenPipeError:
+                        # pg_restore --list stops after the table of contents; the rest is still
+                        # read so that the checksums cover every byte.
+                        feeding = False
+        _close_quietly(restore.stdin)
+    except BaseException:
+        _stop(restore)
+        raise
+    status = restore.wait()
+    listing.join()
+    errors.join()
+    if status != 0:
+        raise BackoutError(f"backup {path} is not a readable archive: pg_restore --list: {errors.last_error()}")
+    found = digest.hexdigest()
+    if sha256 is not None and found != sha256:
+        raise BackoutError(f"backup {path} has sha256 {found}, but {sha256} was recorded when it was written")
+    entries = sum(1 for line in listing.text().splitlines() if line and not line.startswith(";"))
+    return {"sha256": found, "dump_size": dump_size, "entries": entries}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int]:
+    argv, env = pg_dump_command(database_url)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except BaseException:
+        os.close(fd)
+        raise
+    errors = _Collector(dump.stderr)
+    _grow_pipe(dump.stdout.fileno())
+    out = _HashingWriter(fd)
+    dump_size = 0
+    try:
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        with compressor.stream_writer(out, closefd=False, write_size=CHUNK) as writer:
+            source = dump.stdout.fileno()
+            next_report = time.monotonic() + PROGRESS_EVERY
+            while True:
+                chunk = os.read(source, CHUNK)
+                if not chunk:
+                    break
+                writer.write(chunk)
+                dump_size += len(chunk)
+                if time.monotonic() >= next_report:
+                    say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
+                    next_report = time.monotonic() + PROGRESS_EVERY
+        os.fsync(fd)
+    except OSError as exc:
+        _stop(dump)
+        raise _disk_error(exc, temp) from None
+    except BaseException:
+        _stop(dump)
+        raise
+    finally:
+        os.close(fd)
+    status = dump.wait()
+    errors.join()
+    if status != 0:
+        message = redact(errors.last_error(), _secrets(env))
+        raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
+    return out.digest.hexdigest(), out.size, dump_size
+
+
+class _HashingWriter:
+    """The file the compressor writes to: counts and hashes what it writes."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _ArchiveReader(io.RawIOBase):
+    """Decompresses a zstd archive as it is read; hashes the compressed bytes when asked; raises
+    BackoutError when the archive is corrupt, truncated, or has bytes after its end."""
+
+    def __init__(self, raw: IO[bytes], name: str, digest: "hashlib._Hash | None" = None) -> None:
+        super().__init__()
+        self.raw = raw
+        self.name = name
+        self.digest = digest
+        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self.pending = memoryview(b"")
+        self.finished = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "memoryview | bytearray") -> int:
+        while not self.pending and not self.finished:
+            self._fill()
+        size = min(len(buffer), len(self.pending))
+        buffer[:size] = self.pending[:size]
+        self.pending = self.pending[size:]
+        return size
+
+    def _fill(self) -> None:
+        chunk = self.raw.read(CHUNK)
+        if self.digest is not None:
+            self.digest.update(chunk)
+        if not chunk:
+            self.finished = True
+            if not self.decompressor.eof:
+                raise BackoutError(f"backup {self.name} is truncated: the archive ends before its last byte")
+            return
+        if self.decompressor.eof:
+            raise BackoutError(f"backup {self.name} is corrupt: it has data after the end of the archive")
+        try:
+            self.pending = memoryview(self.decompressor.decompress(chunk))
+        except zstandard.ZstdError as exc:
+            raise BackoutError(f"backup {self.name} is corrupt: {exc}") from None
+        if self.decompressor.eof and self.decompressor.unused_data:
+            raise BackoutError(f"backup {self.name} is corrupt: it has data after the end of the archive")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
+class _Collector(threading.Thread):
+    """Drains a child's pipe on a thread, so that a chatty child never blocks on a full pipe."""
+
+    def __init__(self, pipe: IO[bytes], keep_all: bool = False) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: deque[bytes] = deque(maxlen=None if keep_all else 50)
+        self.start()
+
+    def run(self) -> None:
+        for line in self.pipe:
+            self.lines.append(line)
+        self.pipe.close()
+
+    def text(self) -> str:
+        return b"".join(self.lines).decode("utf-8", "replace")
+
+    def last_error(self) -> str:
+        """The most telling line: the first `error:` line, else the last line, without the program name."""
+        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
+        chosen = next((line for line in lines if "error:" in line), lines[-1] if lines else "no message")
+        for prefix in ("pg_dump: error: ", "pg_restore: error: ", "pg_dump: ", "pg_restore: "):
+            if chosen.startswith(prefix):
+                return chosen[len(prefix):]
+        return chosen
+
+
+def _disk_error(exc: OSError, temp: Path) -> BackoutError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BackoutError(f"no space left for the backup in {temp.parent} (BACKOUT_BACKUP_DIR); "
+                            "free some space or point BACKOUT_BACKUP_DIR at a larger disk")
+    if exc.errno == errno.EFBIG:
+        return BackoutError(f"the backup is larger than this process may write in {temp.parent} "
+                            "(file size limit); raise the limit or choose another BACKOUT_BACKUP_DIR")
+    return BackoutError(f"cannot write the backup in {temp.parent}: {exc.strerror or exc}")
+
+
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackoutError(f"cannot create the backup directory {directory} (BACKOUT_BACKUP_DIR): "
+                           f"{exc.strerror or exc}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BackoutError(f"cannot write in the backup directory {directory} (BACKOUT_BACKUP_DIR)")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _grow_pipe(fd: int) -> None:
+    # A 1 MiB pipe instead of 64 KiB: fewer, larger reads from pg_dump. Linux only, best effort.
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except OSError:
+        pass
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _close_quietly(stream: IO[bytes] | None) -> None:
+    if stream is None:
+        return
+    try:
+        stream.close()
+    except BrokenPipeError:
+        pass
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _secrets(env: dict[str, str]) -> list[str]:
+    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
