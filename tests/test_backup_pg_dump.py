@@ -170,7 +170,6 @@ def test_file_size_limit_fails_cleanly_and_removes_the_temporary_file(database, 
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
         from backout.backups import pg_dump
         from backout.errors import BackoutError
         try:
