@@ -37,7 +37,6 @@ def init(settings: Settings) -> bool:
         dsn=settings.sentry_dsn,
         release=f"backout@{__version__}",
         integrations=[RqIntegration()],
-        send_default_pii=False,
         before_send=lambda event, hint: scrub(event, secrets),
         before_breadcrumb=lambda crumb, hint: scrub(crumb, secrets),
     )
