@@ -91,3 +91,18 @@ def test_a_failed_job_is_reported_scrubbed(envelopes) -> None:
     assert '"rq-job"' in sent
     assert TOKEN not in sent
     assert PASSWORD not in sent
+
+
+@pytest.mark.integration
+def test_an_abandoned_job_is_reported(envelopes) -> None:
+    server, settings = envelopes
+    conn = redis.Redis.from_url(settings.redis_url)
+    queues.enqueue_once(conn, queues.ROLLBACK, queues.ROLLBACK_JOB, ["rb_GONE"], "rollback-rb_GONE")
+    q = queues.queue(queues.ROLLBACK, conn)
+    q.remove("rollback-rb_GONE")
+    # A worker took the job and vanished: its entry in the started registry expired long ago.
+    conn.zadd(q.started_job_registry.key, {"rollback-rb_GONE:lost-execution": 1})
+    build_worker(conn, settings, simple=True).clean_registries()
+    sent = _sent(server)
+    assert "job rollback-rb_GONE on backout-rollback was abandoned" in sent
+    assert q.fetch_job("rollback-rb_GONE").get_status() == "failed"
