@@ -1,0 +1,37 @@
+"""Migration-tool adapters: read the tool's state, save down scripts, run down migrations.
+
+    adapter = get_adapter(settings.migrations, settings.migrations_path)
+    adapter.applied(conn)            # ids applied, from the tool's own table
+    adapter.pending(conn)            # SavedMigration records to keep in the checkpoint
+    adapter.check_down_plan(conn, saved)   # [] or what makes the plan impossible
+    adapter.run_down(conn, saved)    # undo them, newest first
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .alembic import AlembicAdapter
+from .base import DownMigrationError, MigrationAdapter, SavedMigration
+from .dbmate import DbmateAdapter
+from .django import DjangoAdapter
+from .golang_migrate import GolangMigrateAdapter
+from .none import NoMigrations
+from .prisma import PrismaAdapter
+
+ADAPTERS: dict[str, type[MigrationAdapter]] = {
+    a.tool: a for a in (PrismaAdapter, AlembicAdapter, DjangoAdapter, DbmateAdapter, GolangMigrateAdapter, NoMigrations)
+}
+
+__all__ = ["ADAPTERS", "DownMigrationError", "MigrationAdapter", "SavedMigration", "get_adapter"]
+
+
+def get_adapter(tool: str, path: Path | str | None = None) -> MigrationAdapter:
+    """The adapter for `tool` (BACKOUT_MIGRATIONS), reading migrations at `path`
+    (BACKOUT_MIGRATIONS_PATH) or the tool's conventional place, relative to the working directory."""
+    adapter = ADAPTERS.get(tool)
+    if adapter is None:
+        raise ConfigError("BACKOUT_MIGRATIONS", f"is {tool!r}", "one of " + ", ".join(ADAPTERS))
+    chosen = Path(path) if path is not None else adapter.conventional_path()
+    return adapter(chosen.absolute())

@@ -1,0 +1,253 @@
+"""Alembic: revision files in the script directory's `versions/`, state in `alembic_version`
+(the current heads).
+
+The saved down "script" of a revision is its whole revision file. Undoing runs Alembic's own
+downgrade on those files: they are written into a temporary script directory with an env.py of
+ours that uses the given connection (each revision in its own transaction, as PostgreSQL allows
+DDL in one), plus a stub for the target revision when the target's own file was not saved, and
+`alembic downgrade <target>` moves alembic_version there. Alembic and SQLAlchemy are the app's
+dependencies, so they are imported only when used.
+"""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import psycopg
+
+from ..errors import BadInput
+from . import script
+from .base import DownMigrationError, MigrationAdapter, Progress, SavedMigration, missing_path, read_file
+
+_ENV_PY = '''\
+"""Written by backout: run the saved revisions on the connection backout lends."""
+from alembic import context
+
+context.configure(
+    connection=context.config.attributes["connection"],
+    transaction_per_migration=True,
+    on_version_apply=[context.config.attributes["on_version_apply"]],
+)
+with context.begin_transaction():
+    context.run_migrations()
+'''
+
+_STUB = '''\
+"""Written by backout: the revision the downgrade stops at, whose own file was not saved."""
+revision = {revision!r}
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+class AlembicAdapter(MigrationAdapter):
+    tool = "alembic"
+    default_path = "alembic.ini"
+    state_table = "alembic_version"
+    state_columns = ("version_num",)
+
+    @classmethod
+    def conventional_path(cls) -> Path:
+        return Path("alembic.ini") if Path("alembic.ini").is_file() else Path("alembic")
+
+    def applied(self, conn: psycopg.Connection) -> list[str]:
+        """The heads in alembic_version (Alembic records nothing else), sorted."""
+        if self.state_table_columns(conn) is None:
+            return []
+        return sorted(v for (v,) in self._query(conn, "SELECT version_num FROM alembic_version"))
+
+    def available(self) -> list[SavedMigration]:
+        scripts = list(self._script_directory().walk_revisions())  # heads first
+        found = []
+        for s in reversed(scripts):
+            path = Path(s.path)
+            source = read_file(path)
+            down, reason = downgrade_source(source)
+            found.append(SavedMigration(
+                tool=self.tool, id=s.revision, name=(s.doc or path.stem).strip(), down=down,
+                transactional=True, reversible=down is not None, files={path.name: source},
+                parents=_as_list(s.down_revision), irreversible_reason=reason,
+            ))
+        return found
+
+    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+        """The revisions that are neither a current head nor below one."""
+        available = self.available()
+        parents = {m.id: m.parents for m in available}
+        reached: set[str] = set()
+        stack = list(self.applied(conn))
+        while stack:
+            revision = stack.pop()
+            if revision not in reached:
+                reached.add(revision)
+                stack.extend(parents.get(revision, []))
+        return [m for m in available if m.id not in reached]
+
+    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+        heads = set(self.applied(conn))
+        plan = {m.id for m in migrations}
+        below = {p for m in migrations for p in m.parents}
+        expected = plan - below
+        problems = []
+        for head in sorted(heads - expected):
+            if head in plan:
+                problems.append(f"alembic_version is at {head}, below the newest saved revision (downgraded by hand?)")
+            else:
+                problems.append(f"alembic_version has {head}, which no saved revision file holds"
+                                " (migrated by hand since the checkpoint?)")
+        problems += [f"{e} is not a head in alembic_version (downgraded by hand?)" for e in sorted(expected - heads)]
+        targets = _targets(migrations)
+        if len(targets) > 1:
+            problems.append(f"the saved revisions start from several revisions ({', '.join(sorted(targets))});"
+                            " alembic downgrade goes to one")
+        return problems
+
+    def run_down(
+        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+    ) -> list[str]:
+        say = progress or (lambda message: None)
+        script.require_idle(conn)
+        self.refuse_if_impossible(conn, migrations)
+        if not migrations:
+            return []
+        from alembic import command
+        from alembic.config import Config
+
+        target = next(iter(_targets(migrations)), None)
+        ran: list[str] = []
+
+        def applied_step(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+            ran.append(step.up_revision_id)
+            say(f"down alembic {step.up_revision_id} done")
+
+        with tempfile.TemporaryDirectory(prefix="backout-alembic-") as tmp:
+            write_script_directory(Path(tmp), migrations, target)
+            config = Config()
+            config.set_main_option("script_location", tmp)
+            config.attributes["on_version_apply"] = applied_step
+            say(f"alembic downgrade {target or 'base'}: {len(migrations)} revisions")
+            with lent_to_sqlalchemy(conn) as connection:
+                config.attributes["connection"] = connection
+                try:
+                    command.downgrade(config, target or "base")
+                except Exception as exc:
+                    failed = next((m.id for m in reversed(migrations) if m.id not in ran), "?")
+                    text = str(exc).strip()
+                    raise DownMigrationError(ran, failed, text.splitlines()[0] if text else type(exc).__name__) from exc
+        say(f"down migrations done: {len(ran)} undone")
+        return ran
+
+    def _script_directory(self) -> Any:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        path = self.path
+        if path.is_dir() and (path / "alembic.ini").is_file() and not (path / "env.py").is_file():
+            path = path / "alembic.ini"
+        if path.is_file():
+            config = Config(str(path))
+            location = config.get_main_option("script_location")
+            if not location:
+                raise BadInput(f"{path} has no script_location in its [alembic] section")
+            # Alembic reads a relative location from the working directory; an app started
+            # elsewhere still means the one beside its alembic.ini.
+            if ":" not in location and not Path(location).is_absolute() and not Path(location).exists():
+                config.set_main_option("script_location", str(path.parent / location))
+        elif path.is_dir():
+            config = Config()
+            config.set_main_option("script_location", str(path))
+        else:
+            raise missing_path(self.tool, path, "alembic.ini or the Alembic script directory")
+        return ScriptDirectory.from_config(config)
+
+
+def downgrade_source(source: str) -> tuple[str | None, str | None]:
+    """The source of the revision's downgrade(), or None and why it cannot undo anything."""
+    functions = {n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+    down, up = functions.get("downgrade"), functions.get("upgrade")
+    if down is None:
+        return None, "its revision file has no downgrade()"
+    body = [s for s in down.body if not _is_filler(s)]
+    if body and isinstance(body[0], ast.Raise):
+        return None, "its downgrade() raises"
+    if not body and up is not None and any(not _is_filler(s) for s in up.body):
+        return None, "its downgrade() does nothing, while its upgrade() does something"
+    return ast.get_source_segment(source, down), None
+
+
+def write_script_directory(root: Path, migrations: list[SavedMigration], target: str | None) -> None:
+    """An Alembic script directory holding the saved revision files and our env.py."""
+    versions = root / "versions"
+    versions.mkdir()
+    (root / "env.py").write_text(_ENV_PY)
+    for m in migrations:
+        for name, text in m.files.items():
+            (versions / Path(name).name).write_text(text)
+    if target is not None and target not in {m.id for m in migrations}:
+        (versions / f"backout_target_{target}.py").write_text(_STUB.format(revision=target))
+
+
+@contextmanager
+def lent_to_sqlalchemy(conn: psycopg.Connection) -> Iterator[Any]:
+    """A SQLAlchemy connection over the caller's psycopg connection, which stays open after."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    was = conn.autocommit
+    conn.autocommit = False  # SQLAlchemy's transactions are the DB-API's implicit ones
+    engine = create_engine("postgresql+psycopg://", creator=lambda: _Lent(conn), poolclass=StaticPool)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+        conn.autocommit = was
+
+
+class _Lent:
+    """The psycopg connection as SQLAlchemy's pool sees it: everything but close()."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        object.__setattr__(self, "_conn", conn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._conn, name, value)
+
+    def close(self) -> None:
+        pass
+
+
+def _targets(migrations: list[SavedMigration]) -> set[str]:
+    """The revisions the saved ones sit on: what the downgrade goes back to (none means base)."""
+    plan = {m.id for m in migrations}
+    return {p for m in migrations for p in m.parents if p not in plan}
+
+
+def _is_filler(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Pass) or (
+        isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+    )
+
+
+def _as_list(value: str | tuple[str, ...] | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)

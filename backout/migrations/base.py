@@ -1,0 +1,245 @@
+"""What every migration-tool adapter shares: the saved-migration record, the error of a failed
+down step, reading the tool's state table, and the down-plan checks and loop.
+
+An adapter reads the tool's own state table and migration files and never runs the tool's
+forward migrations; it runs down scripts saved earlier, updating the state table the way the
+tool itself would leave it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import psycopg
+
+from ..errors import BackoutError, BadInput, PlanRefused
+from . import script
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class SavedMigration:
+    """One migration as found in the code, with what is needed to undo it after the code is gone.
+
+    `down` is the down script (SQL, or for Alembic the source of `downgrade()`), None when the
+    migration is irreversible, and then `irreversible_reason` says why. `transactional` says
+    whether the down script runs in a transaction. `files` maps paths relative to the migrations
+    directory to their contents. `parents` are the ids this migration comes right after (Alembic's
+    down_revision, Django's dependencies, the previous file for the others): the state a down
+    migration returns to.
+    """
+
+    tool: str
+    id: str
+    name: str
+    down: str | None
+    transactional: bool
+    reversible: bool
+    files: dict[str, str]
+    parents: list[str] = field(default_factory=list)
+    irreversible_reason: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> SavedMigration:
+        required = ("tool", "id", "name", "down", "transactional", "reversible", "files")
+        missing = [key for key in required if key not in d]
+        if missing:
+            raise BackoutError(f"saved migration record {d.get('id', '?')} lacks {', '.join(missing)}")
+        return cls(
+            tool=d["tool"], id=str(d["id"]), name=d["name"], down=d["down"],
+            transactional=bool(d["transactional"]), reversible=bool(d["reversible"]),
+            files=dict(d["files"]), parents=[str(p) for p in d.get("parents") or []],
+            irreversible_reason=d.get("irreversible_reason"),
+        )
+
+
+class DownMigrationError(BackoutError):
+    """A down script failed. Its own step was rolled back where it ran in a transaction; the steps
+    before it (`ran`) stay undone, and the tool's state table says so."""
+
+    def __init__(self, ran: list[str], failed: str, reason: str) -> None:
+        self.ran = list(ran)
+        self.failed = failed
+        self.reason = reason
+        done = ", ".join(self.ran) if self.ran else "none"
+        super().__init__(f"down migration {failed} failed: {reason} (undone before it: {done})")
+
+
+class MigrationAdapter:
+    """The interface and the shared parts. Subclasses set the class attributes and implement
+    `applied`, `available` and `_undo` (or override `run_down` when the tool runs its own)."""
+
+    tool: ClassVar[str]
+    default_path: ClassVar[str]
+    state_table: ClassVar[str]
+    state_columns: ClassVar[tuple[str, ...]]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def conventional_path(cls) -> Path:
+        """Where the tool keeps its migrations by convention, relative to the app's root."""
+        return Path(cls.default_path)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # --- reading state -------------------------------------------------------------------------
+
+    def applied(self, conn: psycopg.Connection) -> list[str]:
+        """Applied migration ids in order, from the tool's own table; [] when it does not exist."""
+        raise NotImplementedError
+
+    def available(self) -> list[SavedMigration]:
+        """Every migration in the code, oldest first."""
+        raise NotImplementedError
+
+    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+        """The migrations in the code that are not applied yet, oldest first."""
+        done = set(self.applied(conn))
+        return [m for m in self.available() if m.id not in done]
+
+    def state_table_columns(self, conn: psycopg.Connection) -> set[str] | None:
+        """The columns of the tool's state table, None when there is no such table yet.
+
+        Raises BackoutError naming the table and the expected columns when some are missing.
+        """
+        with conn.transaction():
+            cur = conn.execute(
+                "SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s)"
+                " AND a.attnum > 0 AND NOT a.attisdropped",
+                [self.state_table],
+            )
+            columns = {row[0] for row in cur.fetchall()}
+        if not columns:
+            return None
+        missing = [c for c in self.state_columns if c not in columns]
+        if missing:
+            raise BackoutError(
+                f"the {self.tool} state table {self.state_table} has an unexpected shape: it lacks "
+                f"{', '.join(missing)}; expected columns {', '.join(self.state_columns)}"
+                f" (is BACKOUT_MIGRATIONS={self.tool} the tool that made it?)"
+            )
+        return columns
+
+    def _query(self, conn: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with conn.transaction():
+            return conn.execute(sql, params).fetchall()
+
+    # --- down migrations -----------------------------------------------------------------------
+
+    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+        """What makes undoing `migrations` (oldest first) impossible; [] when nothing does."""
+        problems = [self._irreversible(m) for m in migrations if not m.reversible or m.down is None]
+        problems += [
+            f"{m.id} was saved by {m.tool}, not {self.tool}" for m in migrations if m.tool != self.tool
+        ]
+        if migrations:
+            problems += self._state_problems(conn, migrations)
+        return problems
+
+    def run_down(
+        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+    ) -> list[str]:
+        """Undo `migrations` (oldest first, as `pending` lists them), newest first; the ids undone.
+
+        Refuses with PlanRefused, before changing anything, when `check_down_plan` finds problems.
+        """
+        say = progress or (lambda message: None)
+        script.require_idle(conn)
+        self.refuse_if_impossible(conn, migrations)
+        ran: list[str] = []
+        for m in reversed(migrations):
+            say(f"down {self.tool} {m.id} ({m.name})")
+            try:
+                self._undo(conn, m)
+            except (psycopg.Error, BackoutError) as exc:
+                raise DownMigrationError(ran, m.id, _first_line(exc)) from exc
+            ran.append(m.id)
+        say(f"down migrations done: {len(ran)} undone")
+        return ran
+
+    def refuse_if_impossible(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> None:
+        problems = self.check_down_plan(conn, migrations)
+        if problems:
+            raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
+
+    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+        """Run one down script and update the state table; leave both consistent on failure."""
+        raise NotImplementedError
+
+    def _irreversible(self, m: SavedMigration) -> str:
+        return f"{m.id} ({m.name}) is irreversible: {m.irreversible_reason or 'it has no down script'}"
+
+    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+        """For tools that list every applied migration: the plan must be exactly the newest ones."""
+        applied = self.applied(conn)
+        plan = [m.id for m in migrations]
+        problems = [
+            f"{i} is not applied, though the checkpoint recorded it (rolled back by hand?)"
+            for i in plan if i not in applied
+        ]
+        positions = [applied.index(i) for i in plan if i in applied]
+        if positions:
+            later = [a for a in applied[min(positions):] if a not in plan]
+            problems += [
+                f"{a} was applied after the checkpoint and has no saved down script (migrated by hand?)"
+                for a in later
+            ]
+        return problems
+
+    def _run_sql_step(
+        self, conn: psycopg.Connection, m: SavedMigration, record: Callable[[psycopg.Connection], None]
+    ) -> None:
+        """The down script, then `record` (the state-table update), in one transaction when the
+        migration is transactional; otherwise as the tools run such files: one query string
+        outside any transaction block, and the record only after it succeeded."""
+        assert m.down is not None
+        if m.transactional:
+            with conn.transaction():
+                script.execute(conn, m.down)
+                record(conn)
+            return
+        try:
+            with script.autocommit(conn):
+                script.execute(conn, m.down)
+        except psycopg.Error as exc:
+            raise BackoutError(_first_line(exc) + _partial_note(m.down, self.state_table)) from exc
+        with conn.transaction():
+            record(conn)
+
+
+def expect_rows(cur: psycopg.Cursor, table: str, what: str) -> None:
+    """A state-table update that matched nothing means the state changed under us: stop."""
+    if cur.rowcount < 1:
+        raise BackoutError(f"{table} has no row for {what} any more (changed while undoing?)")
+
+
+def read_file(path: Path) -> str:
+    """A migration file exactly as stored: no newline translation, so checksums still match."""
+    return path.read_bytes().decode("utf-8")
+
+
+def missing_path(tool: str, path: Path, expected: str) -> BadInput:
+    return BadInput(
+        f"{tool} migrations not found: {path} does not exist; set BACKOUT_MIGRATIONS_PATH to {expected}"
+    )
+
+
+def _partial_note(sql: str, table: str) -> str:
+    if script.controls_transactions(sql):
+        return (f"; the script commits transactions itself, so statements before the failing one "
+                f"may have taken effect, while {table} still lists the migration: check the schema")
+    return "; PostgreSQL rolled the whole script back (one query string runs as one implicit transaction)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,135 @@
+"""golang-migrate: `migrations/<version>_<title>.up.sql` and `.down.sql`, state in
+`schema_migrations(version bigint, dirty boolean)`: one row, the current version.
+
+golang-migrate does not wrap a file in a transaction (its documentation says to add BEGIN/COMMIT
+to the file for that), so these migrations are saved as non-transactional and their down scripts
+run the way its PostgreSQL driver runs them: the whole file as one query string. Around the run
+the row goes where golang-migrate puts it: (target, dirty) first, (target, clean) after; a target
+below the first migration empties the table.
+
+When a down file fails, PostgreSQL has rolled the whole query string back (it runs as one implicit
+transaction), so the row goes back to the version undone, clean. Only a file that commits
+transactions itself can leave half its work behind; then the row stays dirty, as golang-migrate
+leaves it, because nobody knows the state for sure.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from ..errors import BackoutError
+from . import script
+from .base import MigrationAdapter, SavedMigration, missing_path, read_file
+
+_FILE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")  # golang-migrate's source/parse.go
+
+
+class GolangMigrateAdapter(MigrationAdapter):
+    tool = "golang-migrate"
+    default_path = "migrations"
+    state_table = "schema_migrations"
+    state_columns = ("version", "dirty")
+
+    def current(self, conn: psycopg.Connection) -> tuple[int, bool] | None:
+        """The (version, dirty) row, None when there is no table or no row."""
+        if self.state_table_columns(conn) is None:
+            return None
+        rows = self._query(conn, "SELECT version, dirty FROM schema_migrations LIMIT 1")
+        return (int(rows[0][0]), bool(rows[0][1])) if rows else None
+
+    def applied(self, conn: psycopg.Connection) -> list[str]:
+        """The current version as the only id (golang-migrate records nothing else), also when dirty."""
+        state = self.current(conn)
+        return [str(state[0])] if state is not None and state[0] >= 0 else []
+
+    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+        """The migrations above the current version, which is what `migrate up` applies."""
+        state = self.current(conn)
+        version = state[0] if state is not None else -1
+        return [m for m in self.available() if int(m.id) > version]
+
+    def available(self) -> list[SavedMigration]:
+        if not self.path.is_dir():
+            raise missing_path(self.tool, self.path, "the directory of the golang-migrate files")
+        files: dict[int, dict[str, tuple[str, str]]] = {}
+        for path in self.path.iterdir():
+            match = _FILE.match(path.name)
+            if match and path.is_file():
+                version, title, direction = int(match.group(1)), match.group(2), match.group(3)
+                if direction in files.get(version, {}):
+                    raise BackoutError(f"two {direction} files for version {version} in {self.path}")
+                files.setdefault(version, {})[direction] = (path.name, title)
+        found: list[SavedMigration] = []
+        for version in sorted(files):
+            pair = files[version]
+            saved = {name: read_file(self.path / name) for name, _ in pair.values()}
+            title = (pair.get("up") or pair["down"])[1]
+            down = saved[pair["down"][0]] if "down" in pair else None
+            if down is None:
+                up = _FILE.match(pair["up"][0])
+                assert up is not None
+                reason = f"there is no {up.group(1)}_{up.group(2)}.down.{up.group(4)} beside its up file"
+            elif script.is_blank(down):
+                reason = f"its {pair['down'][0]} is empty"
+            else:
+                reason = None
+            found.append(SavedMigration(
+                tool=self.tool, id=str(version), name=title, down=None if reason else down,
+                transactional=False, reversible=reason is None, files=saved,
+                parents=[found[-1].id] if found else [], irreversible_reason=reason,
+            ))
+        return found
+
+    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+        state = self.current(conn)
+        newest = migrations[-1].id
+        if state is None:
+            return [f"schema_migrations records no version; the checkpoint expected {newest}"]
+        version, dirty = state
+        problems = []
+        if dirty:
+            problems.append(f"schema_migrations is dirty at version {version}: a migration failed halfway"
+                            " and needs fixing by hand (migrate force)")
+        if str(version) != newest:
+            problems.append(f"the current version is {version}, the checkpoint expected {newest}"
+                            " (migrated by hand since?)")
+        for before, after in zip(migrations, migrations[1:]):
+            if after.parents != [before.id]:
+                problems.append(f"the saved migrations are not consecutive: {after.id} does not come"
+                                f" right after {before.id}")
+        return problems
+
+    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+        assert m.down is not None
+        target = int(m.parents[0]) if m.parents else None
+        with conn.transaction():
+            _set_version(conn, target, dirty=True)
+        try:
+            with script.autocommit(conn):
+                script.execute(conn, m.down)
+        except psycopg.Error as exc:
+            error = str(exc).strip().splitlines()[0]
+            if script.controls_transactions(m.down):
+                raise BackoutError(
+                    f"{error}; the file commits transactions itself, so part of it may have taken effect:"
+                    f" schema_migrations is left dirty at {-1 if target is None else target}, as"
+                    " golang-migrate leaves it; check the schema, then run migrate force"
+                ) from exc
+            with conn.transaction():
+                _set_version(conn, int(m.id), dirty=False)
+            raise BackoutError(
+                f"{error}; PostgreSQL rolled the whole file back (one query string runs as one implicit"
+                f" transaction), so schema_migrations is back at {m.id}"
+            ) from exc
+        with conn.transaction():
+            _set_version(conn, target, dirty=False)
+
+def _set_version(conn: psycopg.Connection, version: int | None, dirty: bool) -> None:
+    """golang-migrate's SetVersion: empty the table, then one row unless going below the first
+    migration (where a dirty state is still recorded, as version -1)."""
+    conn.execute("TRUNCATE schema_migrations")
+    if version is not None or dirty:
+        conn.execute("INSERT INTO schema_migrations (version, dirty) VALUES (%s, %s)",
+                     [-1 if version is None else version, dirty])
