@@ -162,10 +162,11 @@ class AlembicAdapter(MigrationAdapter):
             location = config.get_main_option("script_location")
             if not location:
                 raise BadInput(f"{path} has no script_location in its [alembic] section")
-            # Alembic reads a relative location from the working directory; an app started
-            # elsewhere still means the one beside its alembic.ini.
-            if ":" not in location and not Path(location).is_absolute() and not Path(location).exists():
-                config.set_main_option("script_location", str(path.parent / location))
+            # Alembic reads a relative location from the working directory, which is the ini's
+            # directory when run as the docs say; prefer that, wherever backout was started.
+            beside = path.parent / location
+            if ":" not in location and not Path(location).is_absolute() and beside.is_dir():
+                config.set_main_option("script_location", str(beside))
         elif path.is_dir():
             config = Config()
             config.set_main_option("script_location", str(path))
@@ -202,37 +203,26 @@ def write_script_directory(root: Path, migrations: list[SavedMigration], target:
 
 @contextmanager
 def lent_to_sqlalchemy(conn: psycopg.Connection) -> Iterator[Any]:
-    """A SQLAlchemy connection over the caller's psycopg connection, which stays open after."""
+    """A SQLAlchemy connection over the caller's psycopg connection, which stays open after.
+
+    The engine's pool holds that one connection and is never disposed of (disposing would close
+    it); returning the connection to the pool only rolls back whatever is left open.
+    """
     from sqlalchemy import create_engine
     from sqlalchemy.pool import StaticPool
 
     was = conn.autocommit
     conn.autocommit = False  # SQLAlchemy's transactions are the DB-API's implicit ones
-    engine = create_engine("postgresql+psycopg://", creator=lambda: _Lent(conn), poolclass=StaticPool)
+    # No hstore lookup: it would register adapters on the caller's connection.
+    engine = create_engine("postgresql+psycopg://", creator=lambda: conn, poolclass=StaticPool,
+                           use_native_hstore=False)
     try:
         with engine.connect() as connection:
             yield connection
     finally:
-        engine.dispose()
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
         conn.autocommit = was
-
-
-class _Lent:
-    """The psycopg connection as SQLAlchemy's pool sees it: everything but close()."""
-
-    def __init__(self, conn: psycopg.Connection) -> None:
-        object.__setattr__(self, "_conn", conn)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._conn, name, value)
-
-    def close(self) -> None:
-        pass
 
 
 def _targets(migrations: list[SavedMigration]) -> set[str]:
