@@ -1,0 +1,225 @@
+"""`backout release -- CMD ...`: the release-phase hook.
+
+1. Take a checkpoint; if that fails, exit non-zero so Heroku does not deploy the release.
+2. Run the migrate command as a child, its output streaming straight to the release log.
+3. On success record the migration state after it, mark the checkpoint complete, and schedule the
+   post-deploy health watch when Redis is configured (a missing Redis only warns).
+4. On failure undo, newest first, the migrations it recorded as applied in this run, from the down
+   scripts saved in the checkpoint; mark the checkpoint failed; exit non-zero.
+5. A rollback release (Heroku runs the release phase again for it) takes no new checkpoint; the
+   migrate command still runs, and finds nothing to do.
+6. Progress lines carry the elapsed time, so a slow backup shows in the release log.
+
+Without HEROKU_API_KEY the Platform API is not asked: the checkpoint then has no release id,
+previous release or config fingerprint, and a rollback release cannot be told from a deploy (it
+gets a checkpoint of its own, which is harmless). BACKOUT_BACKUP=heroku needs the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+from typing import Any, Callable, Sequence
+
+import psycopg
+
+from .. import checkpoint, ledger
+from ..errors import BackoutError
+from ..output import Progress
+from ..redact import redact
+from ..settings import Settings
+
+HEALTH_JOB = "backout.jobs.health.watch_release"
+HEALTH_QUEUE = "backout-routine"
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    argv = list(args.command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    # Heroku stops a release phase that runs too long with SIGTERM: turn it into an exception so
+    # the checkpoint is marked failed on the way out instead of being left 'running'.
+    signal.signal(signal.SIGTERM, _terminated)
+    return run(settings, argv, Progress())
+
+
+def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None) -> int:
+    """The hook's whole run; returns the exit status (0 deployed, non-zero not deployed)."""
+    settings.require("DATABASE_URL", "HEROKU_APP_NAME", "HEROKU_RELEASE_VERSION")
+    if settings.backup == "heroku":
+        settings.require("HEROKU_API_KEY")
+    app, version = settings.app_name, settings.release_version
+    assert app is not None and version is not None
+    say = progress
+    if heroku is None and settings.heroku_api_key:
+        from ..heroku import HerokuClient
+
+        heroku = HerokuClient.from_settings(settings)
+    if heroku is None:
+        say("warning: HEROKU_API_KEY is not set: no previous release, config fingerprint or rollback "
+            "detection from the Platform API")
+    from ..migrations import get_adapter
+
+    adapter = get_adapter(settings.migrations, settings.migrations_path)
+    assert settings.ledger_url is not None
+    say(f"release v{version} of {app}")
+    with ledger.connect(settings.ledger_url) as ledger_conn:
+        facts = _platform_facts(settings, heroku, app, version)
+        release = checkpoint.release_from_api(settings, facts, heroku)
+        if release.is_rollback:
+            say(f"v{version} rolls back to v{release.rollback_of}: no new checkpoint")
+            return _run_only(settings, argv, say)
+        earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
+        if earlier is not None:
+            # The release phase of the same release ran again: its checkpoint stands.
+            say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
+            return _run_only(settings, argv, say)
+        with checkpoint.database_connection(settings.database_url or "") as app_conn:
+            try:
+                cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
+                                     facts=facts, progress=say, complete=False, app_conn=app_conn)
+            except BackoutError:
+                say("checkpoint failed: the release is not deployed")
+                raise
+            return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
+
+
+def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict:
+    if heroku is None:
+        return {}
+    try:
+        return checkpoint.lookup(settings, heroku, app, version, release=True, config=True,
+                                 addon=settings.backup in ("heroku", "pitr"))
+    except BackoutError as exc:
+        raise BackoutError(f"cannot read release v{version} of {app} from the Platform API: {exc}") from None
+
+
+def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psycopg.Connection, cp: dict,
+             adapter: Any, argv: Sequence[str], say: Callable[[str], None]) -> int:
+    try:
+        status = _run_child(argv, say)
+        if status == 0:
+            after = adapter.applied(app_conn)
+            ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status="complete",
+                                     completed_at="now")
+        else:
+            undone, problem = _undo(app_conn, cp, adapter, say)
+            error = f"the migrate command exited with status {status}"
+            if undone:
+                error += f"; undid {', '.join(undone)}"
+            if problem:
+                error += f"; {problem}"
+            ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=error,
+                                     migrations_after=adapter.applied(app_conn))
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
+        ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=redact(reason, settings.secrets()))
+        raise
+    if status != 0:
+        say(f"{error}: the release is not deployed")
+        return status if 0 < status < 126 else 1
+    say(f"checkpoint {cp['id']} complete: {len(after)} migrations applied")
+    schedule_watch(settings, cp["app"], cp["release_version"], say)
+    return 0
+
+
+def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[str], None]) -> tuple[list[str], str]:
+    """Undo the migrations the failed command applied in this run, from the saved down scripts.
+
+    Those are the migrations that were pending at the checkpoint and are pending no longer (some
+    tools, Alembic for one, record only the newest applied revision, so the applied lists cannot
+    simply be compared).
+    """
+    from ..migrations import DownMigrationError, SavedMigration
+
+    saved = [SavedMigration.from_json(d) for d in cp["down_scripts"] or []]
+    still_pending = {m.id for m in adapter.pending(app_conn)}
+    new = [m for m in saved if m.id not in still_pending]
+    if not new:
+        return [], ""
+    ids = ", ".join(m.id for m in new)
+    say(f"undoing {len(new)} migration(s) the failed command applied: {ids}")
+    try:
+        # run_down takes them oldest first, as applied, and undoes them newest first.
+        return adapter.run_down(app_conn, new, progress=say), ""
+    except DownMigrationError as exc:
+        return exc.ran, f"{exc}; checkpoint {cp['id']} holds the database as it was"
+    except Exception as exc:  # noqa: BLE001 - whatever broke, the release fails with the reason recorded
+        reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
+        return [], f"cannot undo {ids}: {reason}; checkpoint {cp['id']} holds the database as it was"
+
+
+def _run_only(settings: Settings, argv: Sequence[str], say: Callable[[str], None]) -> int:
+    status = _run_child(argv, say)
+    if status != 0:
+        say(f"the migrate command exited with status {status}: the release is not deployed")
+        return status if 0 < status < 126 else 1
+    schedule_watch(settings, settings.app_name or "", settings.release_version, say)
+    return 0
+
+
+def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
+    """Run the migrate command with our stdout and stderr, so its output streams as it comes."""
+    if not argv:
+        say("no migrate command given (backout release -- CMD ...); nothing to run")
+        return 0
+    say(f"running: {' '.join(argv)}")
+    try:
+        child = subprocess.Popen(list(argv))
+    except FileNotFoundError:
+        raise BackoutError(
+            f"the migrate command {argv[0]!r} was not found; check the release line of the Procfile "
+            "(give the command as words after --, or -- sh -c '...' for a shell line)"
+        ) from None
+    except PermissionError:
+        raise BackoutError(f"the migrate command {argv[0]!r} is not executable") from None
+    try:
+        status = child.wait()
+    except BaseException:
+        child.terminate()
+        child.wait()
+        raise
+    say(f"migrate command exited with status {status}")
+    return status if status >= 0 else 128 - status
+
+
+def schedule_watch(settings: Settings, app: str, version: int | None, say: Callable[[str], None]) -> str | None:
+    """Enqueue the post-deploy health watch of this release; returns the job id, or None with a
+    warning when Redis is not configured or not reachable (a deploy does not fail for it)."""
+    if not settings.redis_url:
+        say("warning: REDIS_URL is not set: no post-deploy health watch is scheduled")
+        return None
+    import redis
+    from rq import Queue
+    from rq.exceptions import DuplicateJobError
+    from rq.serializers import JSONSerializer
+
+    from ..redis_conn import connect
+
+    job_id = f"watch-{app}-v{version}"
+    # The watch lasts the grace period and the verification window; give it room beyond both.
+    timeout = int(settings.health.grace + settings.health.window + 600)
+    client = connect(settings.redis_url)
+    # A Redis that does not answer must not hold up the release phase.
+    client.connection_pool.connection_kwargs.update(socket_connect_timeout=5, socket_timeout=10)
+    try:
+        queue = Queue(HEALTH_QUEUE, connection=client, serializer=JSONSerializer)
+        # By name, so that the hook never imports the job's code.
+        queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True, job_timeout=timeout,
+                      result_ttl=7 * 86400, failure_ttl=7 * 86400,
+                      description=f"health watch of {app} v{version}")
+    except DuplicateJobError:
+        say(f"health watch {job_id} was already scheduled")
+    except (redis.RedisError, OSError) as exc:
+        say(f"warning: could not schedule the health watch (Redis: {redact(str(exc), settings.secrets())}); "
+            "the release goes ahead without it")
+        return None
+    finally:
+        client.close()
+    say(f"health watch {job_id} scheduled on {HEALTH_QUEUE}")
+    return job_id
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise BackoutError("terminated by SIGTERM (Heroku stops a release phase after an hour)")
