@@ -1,0 +1,140 @@
+"""Which releases are being watched, and which worker watches each app, kept in Redis.
+
+Every worker runs a monitor; one watch per app runs at a time, in whichever monitor holds the
+app's owner key (`SET NX` with a TTL the holder renews while it watches). A worker that dies stops
+renewing, the key expires, and another monitor takes the watch over from the record here, so a
+watch survives its worker. The ledger keeps the story (health events); this is only who does what.
+
+Keys, all under `backout:health:`:
+- `watches`: hash app -> JSON watch record (release_version, started_at, urls, phase ...)
+- `owner:<app>`: the holding monitor's id, with a TTL
+- `auto-rollback:<app>:<version>`: set once, when an auto-rollback of that release is requested
+- channel `events`: wakes monitors when a watch is registered or a dyno webhook arrives
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable
+
+import redis
+
+PREFIX = "backout:health:"
+WATCHES = PREFIX + "watches"
+CHANNEL = PREFIX + "events"
+AUTO_ROLLBACK_MARK_TTL = 90 * 86400
+
+# Registers a record unless the app already has a watch of the same or a newer release.
+_REGISTER = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local version = cjson.decode(current)['release_version']
+  if version >= tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# Merges fields into the record, only while it is still the watch of that release.
+_UPDATE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local record = cjson.decode(current)
+if record['release_version'] ~= tonumber(ARGV[2]) then return 0 end
+for key, value in pairs(cjson.decode(ARGV[3])) do record[key] = value end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(record))
+return 1
+"""
+_REMOVE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+if cjson.decode(current)['release_version'] ~= tonumber(ARGV[2]) then return 0 end
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def new_record(app: str, release_version: int, started_at: float, urls: Iterable[str], **extra: Any) -> dict[str, Any]:
+    """A watch record: what a monitor needs to watch a release, JSON-friendly."""
+    return {"app": app, "release_version": int(release_version), "started_at": float(started_at),
+            "urls": list(urls), "phase": "watching", "registered_at": time.time(), **extra}
+
+
+class WatchRegistry:
+    def __init__(self, connection: redis.Redis) -> None:
+        self.redis = connection
+        self._register = connection.register_script(_REGISTER)
+        self._update = connection.register_script(_UPDATE)
+        self._remove = connection.register_script(_REMOVE)
+        self._renew = connection.register_script(_RENEW)
+        self._release = connection.register_script(_RELEASE)
+
+    def register(self, record: dict[str, Any]) -> bool:
+        """Store the watch; False when the app already has one of this or a newer release."""
+        added = self._register(keys=[WATCHES], args=[record["app"], json.dumps(record), record["release_version"]])
+        if added:
+            self.wake({"type": "watch", "app": record["app"]})
+        return bool(added)
+
+    def get(self, app: str) -> dict[str, Any] | None:
+        raw = self.redis.hget(WATCHES, app)
+        return json.loads(raw) if raw else None
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(WATCHES).items()}
+
+    def update(self, app: str, release_version: int, **fields: Any) -> bool:
+        return bool(self._update(keys=[WATCHES], args=[app, release_version, json.dumps(fields)]))
+
+    def remove(self, app: str, release_version: int) -> bool:
+        return bool(self._remove(keys=[WATCHES], args=[app, release_version]))
+
+    # --- owners -----------------------------------------------------------------------------------
+
+    def claim(self, apps: Iterable[str], owner: str, ttl: float) -> set[str]:
+        """The apps among `apps` whose watch this owner now holds (taken when nobody held it)."""
+        apps = list(apps)
+        if not apps:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for app in apps:
+            pipe.set(_owner_key(app), owner, nx=True, px=int(ttl * 1000))
+        return {app for app, ok in zip(apps, pipe.execute()) if ok}
+
+    def renew(self, apps: Iterable[str], owner: str, ttl: float) -> set[str]:
+        """The apps among `apps` this owner still holds, their TTL renewed."""
+        apps = list(apps)
+        if not apps:
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for app in apps:
+            self._renew(keys=[_owner_key(app)], args=[owner, int(ttl * 1000)], client=pipe)
+        return {app for app, ok in zip(apps, pipe.execute()) if ok}
+
+    def release(self, app: str, owner: str) -> None:
+        self._release(keys=[_owner_key(app)], args=[owner])
+
+    def owner(self, app: str) -> str | None:
+        raw = self.redis.get(_owner_key(app))
+        return raw.decode() if raw else None
+
+    # --- the once-per-release mark and wake-ups ---------------------------------------------------
+
+    def mark_auto_rollback(self, app: str, release_version: int, request_hint: str) -> bool:
+        """True for the first caller only: the Redis half of "at most one auto-rollback per release"."""
+        return bool(self.redis.set(f"{PREFIX}auto-rollback:{app}:{release_version}", request_hint,
+                                   nx=True, ex=AUTO_ROLLBACK_MARK_TTL))
+
+    def wake(self, message: dict[str, Any]) -> None:
+        self.redis.publish(CHANNEL, json.dumps(message))
+
+
+def _owner_key(app: str) -> str:
+    return f"{PREFIX}owner:{app}"
