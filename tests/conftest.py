@@ -91,3 +91,19 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A fresh sandbox (a local Heroku) on a free loopback port, with its own state file and work
+    directory under tmp_path. Its add-on databases get unique names on SERVER_URL's server and are
+    dropped, with its dynos stopped, after the test. Use `.url`, `.token`, `.env` (the
+    BACKOUT_HEROKU_API_URL, BACKOUT_HEROKU_DATA_URL and HEROKU_API_KEY a client needs), `.faults`
+    (scripted 429/5xx, slow answers, failing release phases), `.requests` (every API request
+    served) and `.log_path(app)`."""
+    from backout.sandbox.server import start
+
+    box = start(port=0, state_path=tmp_path / "sandbox.json", work_dir=tmp_path / "sandbox",
+                postgres_url=SERVER_URL, stop_timeout=5)
+    yield box
+    box.stop(drop_databases=True)
