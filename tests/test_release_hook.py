@@ -50,13 +50,14 @@ format = %(levelname)s [%(name)s] %(message)s
 
 ENV_PY = """\
 import os
+import re
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import create_engine
 
 fileConfig(context.config.config_file_name)
-url = os.environ["DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", os.environ["DATABASE_URL"])
 with create_engine(url).connect() as connection:
     # One transaction per revision, as many apps configure it: a failure keeps the ones before.
     context.configure(connection=connection, transaction_per_migration=True)
