@@ -142,3 +142,30 @@ def test_which_downgrades_count_as_irreversible():
     assert downgrade_source(revision("    pass", "    pass"))[1] is None  # nothing to undo
     assert "raises" in downgrade_source(revision("    op.drop_table('t')", "    raise NotImplementedError"))[1]
     assert "no downgrade" in downgrade_source("def upgrade():\n    pass\n")[1]
+
+
+def test_version_locations_from_alembic_ini_are_read_as_alembic_reads_them(tmp_path):
+    project = fixture_tree("alembic", tmp_path)
+    more = project / "more_versions"
+    more.mkdir()
+    (more / "5e6f708192a3_add_notes.py").write_text(
+        '"""add notes\n\nRevision ID: 5e6f708192a3\n"""\nfrom alembic import op\n\n'
+        'revision = "5e6f708192a3"\ndown_revision = "4d5e6f708192"\n\n\n'
+        'def upgrade():\n    op.execute("CREATE TABLE notes (id int)")\n\n\n'
+        'def downgrade():\n    op.execute("DROP TABLE notes")\n'
+    )
+    (more / "__init__.py").write_text("")
+    ini = project / "alembic.ini"
+    base = ini.read_text()
+    for setting in ("version_locations = %(here)s/more_versions, %(here)s/alembic/versions",  # legacy split
+                    "path_separator = os\nversion_locations = %(here)s/more_versions:alembic/versions"):
+        ini.write_text(base.replace("script_location = alembic", f"script_location = alembic\n{setting}"))
+        found = get_adapter("alembic", ini).available()
+        assert [m.id for m in found] == [CUSTOMERS, INVOICES, STATUS, DROP_PHONE, "5e6f708192a3"]
+        assert found[-1].name == "add notes" and found[-1].parents == [DROP_PHONE]
+    # The script directory itself also works, without an ini.
+    assert [m.id for m in get_adapter("alembic", project / "alembic").available()][-1] == DROP_PHONE
+
+    (more / "helpers.py").write_text("def shared():\n    pass\n")
+    with pytest.raises(BackoutError, match="helpers.py is in the Alembic versions directory but sets no revision"):
+        get_adapter("alembic", ini).available()

@@ -116,6 +116,7 @@ def test_a_state_changed_by_hand_is_named_and_nothing_runs(database, tmp_path):
         assert UNIQUE in problem and "irreversible" in problem and "migrate:down section is empty" in problem
         with pytest.raises(PlanRefused):
             adapter.run_down(conn, [orders, index, unique])
+        assert f"{ORDERS} is in the plan 2 times" in adapter.check_down_plan(conn, [orders, orders, index])
         conn.execute("delete from schema_migrations where version = %s", [INDEX])
         problems = adapter.check_down_plan(conn, [orders, index])
         assert any(INDEX in p and "not applied" in p for p in problems)

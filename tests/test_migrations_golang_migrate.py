@@ -54,7 +54,8 @@ def test_undoing_every_migration_empties_the_version_table(database, tmp_path):
     assert not drop_index.reversible and "000004_drop_owner_index.down.sql" in drop_index.irreversible_reason
 
     migrate_up(database, tree, 1, 2, 3)
-    saved = through_json([accounts, balance, transfers])
+    # As a rollback across two checkpoints may hand them over: the newer checkpoint's first.
+    saved = through_json([transfers, accounts, balance])
     shutil.rmtree(tree)
     with psycopg.connect(database, autocommit=True) as conn:
         assert adapter.applied(conn) == ["3"] and adapter.check_down_plan(conn, saved) == []

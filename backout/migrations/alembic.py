@@ -6,12 +6,15 @@ downgrade on those files: they are written into a temporary script directory wit
 ours that uses the given connection (each revision in its own transaction, as PostgreSQL allows
 DDL in one), plus a stub for the target revision when the target's own file was not saved, and
 `alembic downgrade <target>` moves alembic_version there. Alembic and SQLAlchemy are the app's
-dependencies, so they are imported only when used.
+dependencies, imported only for that: reading the revisions parses their files instead.
 """
 
 from __future__ import annotations
 
 import ast
+import configparser
+import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +22,11 @@ from typing import Any, Iterator
 
 import psycopg
 
-from ..errors import BadInput
+from ..errors import BackoutError, BadInput
 from . import script
-from .base import DownMigrationError, MigrationAdapter, Progress, SavedMigration, missing_path, read_file
+from .base import (
+    DownMigrationError, MigrationAdapter, Progress, SavedMigration, missing_path, oldest_first, read_file,
+)
 
 _ENV_PY = '''\
 """Written by backout: run the saved revisions on the connection backout lends."""
@@ -70,18 +75,19 @@ class AlembicAdapter(MigrationAdapter):
         return sorted(v for (v,) in self._query(conn, "SELECT version_num FROM alembic_version"))
 
     def available(self) -> list[SavedMigration]:
-        scripts = list(self._script_directory().walk_revisions())  # heads first
+        """The revision files, oldest first, read without importing them (nor Alembic: that
+        import alone costs the release phase half a second)."""
         found = []
-        for s in reversed(scripts):
-            path = Path(s.path)
+        for path in self._revision_files():
             source = read_file(path)
+            revision, parents, message = revision_header(source, path)
             down, reason = downgrade_source(source)
             found.append(SavedMigration(
-                tool=self.tool, id=s.revision, name=(s.doc or path.stem).strip(), down=down,
-                transactional=True, reversible=down is not None, files={path.name: source},
-                parents=_as_list(s.down_revision), irreversible_reason=reason,
+                tool=self.tool, id=revision, name=message or path.stem, down=down, transactional=True,
+                reversible=down is not None, files={path.name: source}, parents=parents,
+                irreversible_reason=reason,
             ))
-        return found
+        return oldest_first(found)
 
     def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
         """The revisions that are neither a current head nor below one."""
@@ -144,35 +150,70 @@ class AlembicAdapter(MigrationAdapter):
                 try:
                     command.downgrade(config, target or "base")
                 except Exception as exc:
-                    failed = next((m.id for m in reversed(migrations) if m.id not in ran), "?")
+                    failed = next((m.id for m in reversed(oldest_first(migrations)) if m.id not in ran), "?")
                     text = str(exc).strip()
                     raise DownMigrationError(ran, failed, text.splitlines()[0] if text else type(exc).__name__) from exc
         say(f"down migrations done: {len(ran)} undone")
         return ran
 
-    def _script_directory(self) -> Any:
-        from alembic.config import Config
-        from alembic.script import ScriptDirectory
+    def _revision_files(self) -> list[Path]:
+        """The .py files in the version locations, as Alembic's ScriptDirectory lists them."""
+        locations, recursive = self._version_locations()
+        files: dict[Path, None] = {}
+        for location in locations:
+            candidates = location.rglob("*.py") if recursive else location.glob("*.py")
+            for path in sorted(candidates):
+                if path.is_file() and not path.name.startswith((".#", "__init__")):
+                    files.setdefault(path.resolve())
+        return list(files)
 
+    def _version_locations(self) -> tuple[list[Path], bool]:
         path = self.path
         if path.is_dir() and (path / "alembic.ini").is_file() and not (path / "env.py").is_file():
             path = path / "alembic.ini"
-        if path.is_file():
-            config = Config(str(path))
-            location = config.get_main_option("script_location")
-            if not location:
-                raise BadInput(f"{path} has no script_location in its [alembic] section")
-            # Alembic reads a relative location from the working directory, which is the ini's
-            # directory when run as the docs say; prefer that, wherever backout was started.
-            beside = path.parent / location
-            if ":" not in location and not Path(location).is_absolute() and beside.is_dir():
-                config.set_main_option("script_location", str(beside))
-        elif path.is_dir():
-            config = Config()
-            config.set_main_option("script_location", str(path))
-        else:
+        if path.is_dir():
+            return [path / "versions"], False
+        if not path.is_file():
             raise missing_path(self.tool, path, "alembic.ini or the Alembic script directory")
-        return ScriptDirectory.from_config(config)
+        ini = configparser.ConfigParser(defaults={"here": str(path.parent)})
+        ini.read(path)
+        location = ini.get("alembic", "script_location", fallback=None)
+        if not location:
+            raise BadInput(f"{path} has no script_location in its [alembic] section")
+        if ":" in location and not Path(location).is_absolute():
+            raise BadInput(f"{path} names its script directory as a package resource ({location});"
+                           " set BACKOUT_MIGRATIONS_PATH to that directory")
+        listed = ini.get("alembic", "version_locations", fallback=None)
+        if listed:
+            separator = ini.get("alembic", "path_separator", fallback=None) or ini.get(
+                "alembic", "version_path_separator", fallback=None)
+            if separator is None:  # Alembic's legacy splitting
+                names = re.split(r", *|(?: +)", listed)
+            else:
+                names = listed.split(_SEPARATORS.get(separator, separator))
+            locations = [_beside(path, name.strip()) for name in names if name.strip()]
+        else:
+            locations = [_beside(path, location) / "versions"]
+        return locations, ini.getboolean("alembic", "recursive_version_locations", fallback=False)
+
+
+def revision_header(source: str, path: Path) -> tuple[str, list[str], str]:
+    """(revision, down revisions, message) from a revision file's module-level assignments and
+    the first paragraph of its docstring."""
+    tree = ast.parse(source)
+    values = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and node.value is not None:
+                try:
+                    values[target.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    raise BackoutError(f"{path}: {target.id} is not a plain string, so backout cannot read it") from None
+    if not isinstance(values.get("revision"), str):
+        raise BackoutError(f"{path} is in the Alembic versions directory but sets no revision id")
+    docstring = ast.get_docstring(tree) or ""
+    return values["revision"], _as_list(values.get("down_revision")), docstring.split("\n\n")[0].strip()
 
 
 def downgrade_source(source: str) -> tuple[str | None, str | None]:
@@ -223,6 +264,18 @@ def lent_to_sqlalchemy(conn: psycopg.Connection) -> Iterator[Any]:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.rollback()
         conn.autocommit = was
+
+
+_SEPARATORS = {"space": " ", "newline": "\n", "os": os.pathsep}
+
+
+def _beside(ini: Path, location: str) -> Path:
+    """A location from alembic.ini. Alembic reads relative ones from the working directory,
+    which is the ini's directory when run as documented; prefer that, wherever backout runs."""
+    given = Path(location)
+    if given.is_absolute() or not (ini.parent / given).exists():
+        return given.absolute()
+    return ini.parent / given
 
 
 def _targets(migrations: list[SavedMigration]) -> set[str]:

@@ -136,19 +136,22 @@ class MigrationAdapter:
     # --- down migrations -----------------------------------------------------------------------
 
     def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
-        """What makes undoing `migrations` (oldest first) impossible; [] when nothing does."""
+        """What makes undoing `migrations` impossible; [] when nothing does."""
         problems = [self._irreversible(m) for m in migrations if not m.reversible or m.down is None]
         problems += [
             f"{m.id} was saved by {m.tool}, not {self.tool}" for m in migrations if m.tool != self.tool
         ]
+        ids = [m.id for m in migrations]
+        problems += [f"{i} is in the plan {ids.count(i)} times" for i in dict.fromkeys(ids) if ids.count(i) > 1]
         if migrations:
-            problems += self._state_problems(conn, migrations)
+            problems += self._state_problems(conn, oldest_first(migrations))
         return problems
 
     def run_down(
         self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
-        """Undo `migrations` (oldest first, as `pending` lists them), newest first; the ids undone.
+        """Undo `migrations`, newest first; the ids undone. They may come in any order (from several
+        checkpoints, say): each goes after the ones it depends on.
 
         Refuses with PlanRefused, before changing anything, when `check_down_plan` finds problems.
         """
@@ -156,7 +159,7 @@ class MigrationAdapter:
         script.require_idle(conn)
         self.refuse_if_impossible(conn, migrations)
         ran: list[str] = []
-        for m in reversed(migrations):
+        for m in reversed(oldest_first(migrations)):
             say(f"down {self.tool} {m.id} ({m.name})")
             try:
                 self._undo(conn, m)
@@ -214,6 +217,21 @@ class MigrationAdapter:
             raise BackoutError(_first_line(exc) + _partial_note(m.down, self.state_table)) from exc
         with conn.transaction():
             record(conn)
+
+
+def oldest_first(migrations: list[SavedMigration]) -> list[SavedMigration]:
+    """The migrations with each after those of its parents that are in the list; otherwise in
+    the order given."""
+    ids = {m.id for m in migrations}
+    placed: set[str] = set()
+    ordered: list[SavedMigration] = []
+    remaining = list(migrations)
+    while remaining:
+        ready = next((m for m in remaining if all(p in placed or p not in ids for p in m.parents)), remaining[0])
+        ordered.append(ready)
+        placed.add(ready.id)
+        remaining.remove(ready)
+    return ordered
 
 
 def expect_rows(cur: psycopg.Cursor, table: str, what: str) -> None:
