@@ -461,3 +461,27 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
             receiver.shutdown()
             receiver.server_close()
         connection.close()
+
+
+class MonitorThread:
+    """`run_monitor` on a daemon thread, as `backout worker` runs it beside its RQ loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(settings,), name="backout-health-monitor", daemon=True)
+        self.thread.start()
+
+    def _run(self, settings: Settings) -> None:
+        try:
+            run_monitor(settings, self.stop_event)
+        except Exception:  # noqa: BLE001 - the worker goes on running rollbacks without its monitor
+            log.exception("the health monitor stopped")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching and hand the watches back, so another worker takes them over at once."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+def start_monitor(settings: Settings) -> MonitorThread:
+    return MonitorThread(settings)

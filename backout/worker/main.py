@@ -96,7 +96,16 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
         log.info("reporting job failures to Sentry")
     connection = redis_conn.from_settings(settings)
     worker = build_worker(connection, settings)
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=os.environ.get("BACKOUT_LOG_LEVEL", "INFO").upper())
+    # The health monitor watches releases beside the RQ loop; a burst run only drains the queues.
+    from ..monitor import start_monitor
+
+    monitor = None if args.burst else start_monitor(settings)
+    try:
+        worker.work(burst=args.burst, with_scheduler=True,
+                    logging_level=os.environ.get("BACKOUT_LOG_LEVEL", "INFO").upper())
+    finally:
+        if monitor is not None:
+            monitor.stop()
     return 0
 
 
