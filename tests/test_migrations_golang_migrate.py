@@ -119,6 +119,45 @@ def test_a_down_file_that_commits_itself_leaves_the_version_dirty_as_golang_migr
         assert any("dirty at version 1" in p for p in problems)
 
 
+def test_after_a_failed_migrate_up_the_dirty_version_is_cleared_and_the_run_undone(database, tmp_path):
+    """What the release hook does when `migrate up` fails: undo the migrations it applied."""
+    tree = fixture_tree("golang-migrate", tmp_path) / "migrations"
+    broken = tree / "000003_create_transfers.up.sql"
+    broken.write_text(broken.read_text() + "SELECT 1/0;\n")
+    adapter = get_adapter("golang-migrate", tree)
+    migrate_up(database, tree, 1)
+    before = schema_of(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        saved = adapter.pending(conn)
+    migrate_up(database, tree, 2)
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate_up(database, tree, 3)
+    assert version_row(database) == [(3, True)]  # golang-migrate's mark of a failed migration
+    with psycopg.connect(database, autocommit=True) as conn:
+        still_pending = {m.id for m in adapter.pending(conn)}
+        applied_in_run = [m for m in saved if m.id not in still_pending]
+        assert [m.id for m in applied_in_run] == ["2", "3"]
+        assert adapter.check_down_plan(conn, applied_in_run) == []
+        assert adapter.run_down(conn, applied_in_run) == ["3", "2"]
+    assert schema_of(database) == before
+    assert version_row(database) == [(1, False)]
+
+
+def test_a_dirty_version_from_a_file_that_commits_itself_is_refused(database, tmp_path):
+    tree = fixture_tree("golang-migrate", tmp_path) / "migrations"
+    broken = tree / "000002_add_balance.up.sql"
+    broken.write_text("BEGIN;\n" + broken.read_text() + "COMMIT;\nSELECT 1/0;\n")
+    adapter = get_adapter("golang-migrate", tree)
+    migrate_up(database, tree, 1)
+    with psycopg.connect(database, autocommit=True) as conn:
+        balance = adapter.pending(conn)[0]
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate_up(database, tree, 2)
+    with psycopg.connect(database, autocommit=True) as conn:
+        [problem] = adapter.check_down_plan(conn, [balance])
+    assert "dirty at version 2" in problem and "migrate force" in problem
+
+
 def test_a_state_changed_by_hand_is_named_and_nothing_runs(database, tmp_path):
     tree = fixture_tree("golang-migrate", tmp_path) / "migrations"
     adapter = get_adapter("golang-migrate", tree)

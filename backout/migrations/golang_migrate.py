@@ -89,7 +89,7 @@ class GolangMigrateAdapter(MigrationAdapter):
             return [f"schema_migrations records no version; the checkpoint expected {newest}"]
         version, dirty = state
         problems = []
-        if dirty:
+        if dirty and not (str(version) == newest and _failed_up_rolled_back(migrations[-1])):
             problems.append(f"schema_migrations is dirty at version {version}: a migration failed halfway"
                             " and needs fixing by hand (migrate force)")
         if str(version) != newest:
@@ -104,6 +104,12 @@ class GolangMigrateAdapter(MigrationAdapter):
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
         assert m.down is not None
         target = int(m.parents[0]) if m.parents else None
+        if self.current(conn) == (int(m.id), True):
+            # Its up file failed, and PostgreSQL rolled it back whole (the plan checks made sure
+            # it could): nothing of it to undo, only golang-migrate's dirty mark to clear.
+            with conn.transaction():
+                _set_version(conn, target, dirty=False)
+            return
         with conn.transaction():
             _set_version(conn, target, dirty=True)
         try:
@@ -125,6 +131,14 @@ class GolangMigrateAdapter(MigrationAdapter):
             ) from exc
         with conn.transaction():
             _set_version(conn, target, dirty=False)
+
+
+def _failed_up_rolled_back(m: SavedMigration) -> bool:
+    """Whether a failure of this migration's up file left nothing behind: true when the file does
+    not control transactions, as PostgreSQL runs it as one implicit transaction."""
+    up = [text for name, text in m.files.items() if ".up." in name]
+    return bool(up) and not script.controls_transactions(up[0])
+
 
 def _set_version(conn: psycopg.Connection, version: int | None, dirty: bool) -> None:
     """golang-migrate's SetVersion: empty the table, then one row unless going below the first
