@@ -62,6 +62,21 @@ def gather_facts(settings: Settings, conn: psycopg.Connection, client: Any, app:
                  target=ledger.latest_verified_checkpoint(conn, app, before_version=version))
 
 
+def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[str, Any]:
+    """The commits of a release and of the one it replaced, from their checkpoints: release-match
+    and the Sentry check compare by commit (sentry-sdk names a Heroku release after it)."""
+    checkpoint = ledger.checkpoint_for_release(conn, app, version)
+    if checkpoint is None:
+        return {"commit": None, "previous": None}
+    previous = None
+    if checkpoint.get("previous_release_version"):
+        before = ledger.checkpoint_for_release(conn, app, checkpoint["previous_release_version"])
+        if before is not None:
+            previous = {"version": before["release_version"], "commit": before.get("slug_commit"),
+                        "started_at": _epoch(before["created_at"])}
+    return {"commit": checkpoint.get("slug_commit"), "previous": previous}
+
+
 def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registry: WatchRegistry,
               watch: dict[str, Any], step: Step, now: float) -> str | None:
     """Record the failure and carry out the decision. Returns the rollback request id, if one was made."""

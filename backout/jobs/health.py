@@ -16,6 +16,7 @@ from rq import get_current_job
 
 from .. import ledger, redis_conn
 from ..errors import BadInput, HerokuAPIError
+from ..health_actions import release_commits
 from ..health_policy import Policy
 from ..health_watches import WatchRegistry, new_record
 from ..notify import notify
@@ -45,7 +46,7 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
             ledger.record_health_event(conn, app=app, release_version=version, kind="watch_skipped", reason=reason)
             log.warning("%s: %s", app, reason)
             return {"app": app, "release_version": version, "watching": False, "reason": reason}
-        record = new_record(app, version, started_at, settings.health.urls, **_releases(conn, app, version))
+        record = new_record(app, version, started_at, settings.health.urls, **release_commits(conn, app, version))
         connection = redis_conn.connect(settings.redis_url)
         try:
             registered = WatchRegistry(connection).register(record)
@@ -64,27 +65,6 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
         return {"app": app, "release_version": version, "watching": True, "started_at": started_at}
     finally:
         conn.close()
-
-
-def _releases(conn: Any, app: str, version: int) -> dict[str, Any]:
-    """The commits of the release and the one it replaced, from their checkpoints: release-match
-    and the Sentry check compare by commit (sentry-sdk names a Heroku release after it)."""
-    checkpoint = ledger.checkpoint_for_release(conn, app, version)
-    if checkpoint is None:
-        return {"commit": None, "previous": None}
-    previous = None
-    if checkpoint.get("previous_release_version"):
-        before = ledger.checkpoint_for_release(conn, app, checkpoint["previous_release_version"])
-        if before is not None:
-            previous = {"version": before["release_version"], "commit": before.get("slug_commit"),
-                        "started_at": _epoch(before["created_at"])}
-    return {"commit": checkpoint.get("slug_commit"), "previous": previous}
-
-
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def _version(value: int | str) -> int:
