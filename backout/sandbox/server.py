@@ -192,6 +192,16 @@ class Sandbox:
         """Every API request served so far: {"method", "path", "status"}, in order."""
         return list(self._api.log)
 
+    @property
+    def routes(self) -> list[tuple[str, str, str | None]]:
+        """Every route served: (method, path pattern, the official schema link's href or None)."""
+        return [(r.method, r.pattern, r.schema_href) for r in self._api.router.routes]
+
+    def match(self, method: str, path: str) -> tuple[str, str, str | None]:
+        """The route that serves a request (raises ApiError for none)."""
+        route, _ = self._api.router.match(method, path)
+        return route.method, route.pattern, route.schema_href
+
     def log_path(self, app_name: str) -> Path:
         """The app's log: dyno output, release phases, router and dyno state changes."""
         return self.work_dir / "logs" / f"{app_name}.log"
