@@ -103,14 +103,20 @@ def release_from_api(settings: Settings, facts: Mapping[str, Any], heroku: Any =
         older = [r for r in heroku.list_releases(settings.app_name or "")
                  if r.get("version", 0) < version and r.get("status") in (None, "succeeded")]
         previous = older[0]["version"] if older else None
+    return release_from_info(info, version=version, commit=settings.slug_commit, previous_version=previous)
+
+
+def release_from_info(info: Mapping[str, Any], *, version: int | None = None, commit: str | None = None,
+                      previous_version: int | None = None) -> Release:
+    """A Release from a Platform API release object (a safety checkpoint uses the current release)."""
     slug = info.get("slug") or {}
     return Release(
-        version=version,
+        version=version if version is not None else info.get("version"),
         id=info.get("id"),
         slug_id=slug.get("id"),
-        commit=settings.slug_commit,
+        commit=commit,
         description=info.get("description"),
-        previous_version=previous,
+        previous_version=previous_version,
         rollback_of=rollback_target(info.get("description")),
     )
 
@@ -128,16 +134,20 @@ def take(
     request_id: str | None = None,
     complete: bool = True,
     app_conn: psycopg.Connection | None = None,
+    app: str | None = None,
 ) -> dict:
-    """Take a checkpoint of settings.database_url and return its ledger row.
+    """Take a checkpoint of settings.database_url for `app` (default HEROKU_APP_NAME) and return
+    its ledger row.
 
     With `complete=False` it stays 'running' for the caller to finish (the release hook completes
     it after the migrate command). On failure it is marked 'failed' with the reason and the
     BackoutError is raised. `facts` are Platform API answers already fetched by `lookup`.
     """
-    settings.require("DATABASE_URL", "HEROKU_APP_NAME")
+    settings.require("DATABASE_URL")
+    if app is None:
+        settings.require("HEROKU_APP_NAME")
+        app = settings.app_name
     say = progress or (lambda message: None)
-    app = settings.app_name
     database_url = settings.database_url
     assert app is not None and database_url is not None
     if adapter is None:

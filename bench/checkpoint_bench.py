@@ -235,6 +235,39 @@ def take_checkpoint(settings: settings_module.Settings, ledger_conn: psycopg.Con
     return checkpoint.take(settings, ledger_conn, release, adapter=adapter)
 
 
+def pitr_as_the_hook_does(work: Path, runs: int = 20) -> list[float]:
+    """Time what BACKOUT_BACKUP=pitr adds to a release phase, Platform API included, against the
+    sandbox on loopback: the round trips to api.heroku.com add their latency on top."""
+    from backout.heroku import HerokuClient
+    from backout.sandbox.server import start
+
+    box = start(port=0, state_path=work / "sandbox.json", work_dir=work / "sandbox", postgres_url=SERVER_URL)
+    try:
+        with HerokuClient(box.token, box.url, box.url) as client:
+            client.create_app("bench-pitr")
+            client.create_addon("bench-pitr", "heroku-postgresql:essential-0")
+            version = client.current_release("bench-pitr")["version"]
+            settings = settings_module.load({
+                "DATABASE_URL": client.config_vars("bench-pitr")["DATABASE_URL"], "HEROKU_APP_NAME": "bench-pitr",
+                "HEROKU_RELEASE_VERSION": f"v{version}", "HEROKU_API_KEY": box.token,
+                "BACKOUT_HEROKU_API_URL": box.url, "BACKOUT_HEROKU_DATA_URL": box.url,
+                "BACKOUT_BACKUP": "pitr", "BACKOUT_MIGRATIONS": "none",
+            })
+            adapter = get_adapter("none")
+
+            def hook_checkpoint() -> None:
+                with ledger.connect(settings.database_url) as ledger_conn:
+                    facts = checkpoint.lookup(settings, client, "bench-pitr", version, release=True, config=True,
+                                              addon=True)
+                    release = checkpoint.release_from_api(settings, facts, client)
+                    checkpoint.take(settings, ledger_conn, release, heroku=client, adapter=adapter, facts=facts)
+
+            hook_checkpoint()
+            return [timed(hook_checkpoint) for _ in range(runs)]
+    finally:
+        box.stop(drop_databases=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=520, help="database size to build (default 520)")
@@ -296,6 +329,7 @@ def run(url: str, args: argparse.Namespace) -> int:
         pitr_times = [timed(lambda: take_checkpoint(pitr_settings, ledger_conn)) for _ in range(20)]
         none_settings = checkpoint_settings(url, "none", work / "none")
         none_times = [timed(lambda: take_checkpoint(none_settings, ledger_conn)) for _ in range(20)]
+    hook_times = pitr_as_the_hook_does(work)
 
     best = {name: min(runs) for name, runs in results.items()}
     fc_time, fc_size = best["fc"]
@@ -318,9 +352,13 @@ def run(url: str, args: argparse.Namespace) -> int:
     print(f"pitr checkpoint (whole take: ledger rows, LSN, migration state, mark): median "
           f"{pitr_median * 1000:.1f} ms, max {max(pitr_times) * 1000:.1f} ms over {len(pitr_times)}; "
           f"none: median {statistics.median(none_times) * 1000:.1f} ms")
+    hook_median = statistics.median(hook_times)
+    print(f"pitr checkpoint as the hook takes it against the local sandbox (ledger and database "
+          f"connections, Platform API release/current/config/add-on lookups, take): median "
+          f"{hook_median * 1000:.1f} ms, max {max(hook_times) * 1000:.1f} ms over {len(hook_times)}")
     ok_time = best["ours"][0] <= 0.4 * fc_time
     ok_size = best["ours"][1] <= fc_size
-    ok_pitr = pitr_median <= 0.2
+    ok_pitr = max(pitr_median, hook_median) <= 0.2
     print(f"target: ours <= 0.4x the time of -Fc: {'met' if ok_time else 'NOT met'}; archive no larger: "
           f"{'met' if ok_size else 'NOT met'}; pitr <= 0.2 s: {'met' if ok_pitr else 'NOT met'}")
     if not args.dir:

@@ -198,15 +198,13 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
     from ..redis_conn import connect
 
     job_id = f"watch-{app}-v{version}"
-    # The watch lasts the grace period and the verification window; give it room beyond both.
-    timeout = int(settings.health.grace + settings.health.window + 600)
     client = connect(settings.redis_url)
     # A Redis that does not answer must not hold up the release phase.
     client.connection_pool.connection_kwargs.update(socket_connect_timeout=5, socket_timeout=10)
     try:
         queue = Queue(HEALTH_QUEUE, connection=client, serializer=JSONSerializer)
         # By name, so that the hook never imports the job's code.
-        queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True, job_timeout=timeout,
+        queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True,
                       result_ttl=7 * 86400, failure_ttl=7 * 86400,
                       description=f"health watch of {app} v{version}")
     except DuplicateJobError:
