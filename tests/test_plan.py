@@ -57,3 +57,9 @@ def test_describe_says_what_changes() -> None:
 def test_describe_says_when_there_is_nothing_to_do() -> None:
     text = describe(_plan(noop=True, steps=["verify"]))
     assert "nothing to do: the app already runs the target's slug and config vars" in text
+
+
+def test_config_set_by_add_ons_is_left_out() -> None:
+    current = {"DATABASE_URL": "postgres://new", "FLAG": "on"}
+    target = {"DATABASE_URL": "postgres://old"}
+    assert config_changes(current, target, managed={"DATABASE_URL"}) == {"added": [], "removed": ["FLAG"], "changed": []}

@@ -1,0 +1,246 @@
+"""The code/config rollback job: `run_rollback(request_id)`.
+
+The job takes only the ledger request's id; everything else (the plan, the app, who asked) is read
+from the ledger, and secrets from the worker's environment. It
+
+1. takes the app's lock, so one rollback per app runs at a time (a second request waits for it);
+2. checks whether the app already runs the target's slug and config vars: then it records success
+   without making a release (a request merged into an earlier one that got there first, or a job
+   delivered twice);
+3. runs the database step of the plan first, when there is one;
+4. calls the Platform API rollback, follows the new release's release phase to `succeeded` or
+   `failed`, and verifies that the current release has the target's slug and config vars (except
+   those that add-ons set: Heroku does not roll back add-ons, so they stay as they are);
+5. records each step in the ledger and tells people (webhook, Sentry) how it ended.
+
+A job that runs twice rolls back once: the rollback release it made is recorded as soon as Heroku
+answers, and a retried job also looks for a `Rollback to vN` release made since the plan before it
+asks for another. A job cut short by the worker's shutdown puts its request back in the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rq.exceptions import ShutDownImminentException
+
+from .. import ledger
+from ..errors import BackoutError
+from ..heroku import HerokuClient
+from ..notify import notify
+from ..plan import addon_config_vars, config_changes
+from ..redact import redact
+from ..settings import Settings, load
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = ("succeeded", "failed", "refused")
+# How long a request waits for another rollback of the same app before it gives up.
+LOCK_WAIT = 30 * 60
+# Heroku stops a release phase after an hour.
+RELEASE_PHASE_TIMEOUT = 3600
+RELEASE_POLL = 1.0
+
+
+class RollbackFailed(BackoutError):
+    """The rollback was carried out as far as it could go and did not reach the target."""
+
+    def __init__(self, message: str, result: dict) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run_rollback(request_id: str) -> dict:
+    """Carry out one rollback request from the ledger; returns its result (also stored in the ledger)."""
+    settings = load()
+    settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
+    assert settings.ledger_url is not None
+    conn = ledger.connect(settings.ledger_url)
+    try:
+        request = ledger.get_request(conn, request_id)
+        if request is None:
+            raise BackoutError(f"rollback request {request_id} is not in the ledger")
+        if request["status"] in FINAL_STATUSES or request["dry_run"]:
+            log.info("rollback request %s is already %s; nothing to do", request_id, request["status"])
+            return request["result"] or {"status": request["status"]}
+        ledger.update_request(conn, request_id, attempts=request["attempts"] + 1)
+        with _app_lock(conn, settings, request) as held:
+            if not held:
+                return _finish(conn, settings, request, "failed", {"status": "failed"},
+                               f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
+            # Another delivery of this same request may have finished it while this one waited.
+            request = ledger.get_request(conn, request_id)
+            if request["status"] in FINAL_STATUSES:
+                return request["result"] or {"status": request["status"]}
+            ledger.update_request(conn, request_id, status="running", **({} if request["started_at"] else {"started_at": "now"}))
+            try:
+                with HerokuClient.from_settings(settings) as client:
+                    result = _carry_out(conn, client, request)
+            except ShutDownImminentException:
+                ledger.record_step(conn, request_id, "interrupted", "failed",
+                                   {"reason": "the worker is shutting down; the request goes back to the queue"})
+                ledger.update_request(conn, request_id, status="queued")
+                raise
+            except RollbackFailed as exc:
+                return _finish(conn, settings, request, "failed", exc.result, str(exc))
+            except Exception as exc:
+                error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
+                _close_open_step(conn, request_id, error)
+                _finish(conn, settings, request, "failed", {"status": "failed"}, error)
+                if isinstance(exc, BackoutError):
+                    return {"status": "failed"}
+                raise  # a bug: let RQ and Sentry report it too
+            return _finish(conn, settings, request, "succeeded", result, None)
+    finally:
+        conn.close()
+
+
+def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
+    request_id, app = request["id"], request["app"]
+    plan = request["plan"]
+    target = plan["target"]
+    result: dict[str, Any] = {"status": "failed", "target_version": target["version"], "rolled_back": False}
+    target_config = client.release_config_vars(app, target["version"])
+    managed = addon_config_vars(client, app)
+
+    release = _release_made_earlier(conn, client, request)
+    if release is None:
+        current = client.current_release(app)
+        if _runs(client, app, current, target, target_config, managed):
+            merged = _merged_into(conn, request, current)
+            detail = {"reason": "the app already runs the target's slug and config vars",
+                      "current_version": current["version"], "merged_into": merged}
+            ledger.record_step(conn, request_id, "code_rollback", "skipped", detail)
+            ledger.record_step(conn, request_id, "verify", "done", {"release_version": current["version"]})
+            return {**result, "status": "succeeded", "release_version": current["version"],
+                    "release_id": current["id"], "merged_into": merged}
+        if plan.get("db_step"):
+            _run_database_step(conn, request)
+        ledger.record_step(conn, request_id, "code_rollback", "started",
+                           {"target_version": target["version"], "from_version": current["version"]})
+        release = client.rollback(app, target["id"])
+        ledger.record_step(conn, request_id, "code_rollback", "done",
+                           {"release_id": release["id"], "release_version": release["version"]})
+    result.update(rolled_back=True, release_version=release["version"], release_id=release["id"])
+
+    ledger.record_step(conn, request_id, "release_phase", "started", {"release_version": release["version"]})
+    final = client.wait_release(app, release["id"], timeout=RELEASE_PHASE_TIMEOUT, poll=RELEASE_POLL)
+    if final.get("status") != "succeeded":
+        current = client.current_release(app)
+        result["current_version"] = current["version"]
+        ledger.record_step(conn, request_id, "release_phase", "failed",
+                           {"release_version": final["version"], "status": final.get("status"),
+                            "current_version": current["version"]})
+        raise RollbackFailed(
+            f"the release phase of v{final['version']} (rollback to v{target['version']}) ended "
+            f"{final.get('status')}; {app} is still on v{current['version']}", result)
+    ledger.record_step(conn, request_id, "release_phase", "done", {"release_version": final["version"]})
+
+    current = client.current_release(app)
+    problems = []
+    if current["id"] != final["id"]:
+        problems.append(f"the current release is v{current['version']}, not the rollback release v{final['version']}")
+    if _slug_id(current) != target.get("slug_id"):
+        problems.append(f"its slug is {_slug_id(current)}, not v{target['version']}'s {target.get('slug_id')}")
+    differ = config_changes(target_config, client.config_vars(app), managed)
+    differ = sorted(name for names in differ.values() for name in names)
+    if differ:
+        problems.append(f"config vars differ from v{target['version']}'s: {', '.join(differ)}")
+    result["current_version"] = current["version"]
+    if problems:
+        ledger.record_step(conn, request_id, "verify", "failed", {"problems": problems})
+        raise RollbackFailed("verification failed: " + "; ".join(problems), result)
+    ledger.record_step(conn, request_id, "verify", "done",
+                       {"release_version": current["version"], "slug_id": _slug_id(current)})
+    return {**result, "status": "succeeded"}
+
+
+def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dict | None:
+    """The rollback release an earlier run of this request made, if any."""
+    for step in reversed(ledger.steps(conn, request["id"])):
+        if step["step"] == "code_rollback" and step["status"] == "done":
+            return client.release_info(request["app"], step["detail"]["release_id"])
+    if request["attempts"] <= 1:
+        return None  # this is the first run: nothing can have been made yet
+    # A run killed between Heroku's answer and the ledger write left no step; Heroku has the release.
+    plan = request["plan"]
+    description = f"Rollback to v{plan['target']['version']}"
+    for release in client.list_releases(request["app"]):
+        if release["version"] <= plan["current"]["version"]:
+            break
+        if release.get("description") == description and release.get("status") in ("pending", "succeeded"):
+            ledger.record_step(conn, request["id"], "code_rollback", "done",
+                               {"release_id": release["id"], "release_version": release["version"],
+                                "found": "made by an earlier run of this request"})
+            return release
+    return None
+
+
+def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:
+    if _slug_id(current) != target.get("slug_id"):
+        return False
+    return not any(config_changes(target_config, client.config_vars(app), managed).values())
+
+
+def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
+    """The earlier request whose rollback made the current release, when there is one."""
+    for other in ledger.list_requests(conn, request["app"], statuses=["succeeded"], limit=20):
+        if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
+            return other["id"]
+    return None
+
+
+def _run_database_step(conn: Any, request: dict) -> None:
+    # Plans with a database step are refused until the database jobs are installed, so only a
+    # request planned by a newer backout can get here; this worker cannot carry it out.
+    ledger.record_step(conn, request["id"], request["plan"]["db_step"].get("kind", "database"), "failed",
+                       {"reason": "this worker has no database rollback jobs"})
+    raise BackoutError("this worker cannot run database steps (--db down|restore); upgrade backout on the worker")
+
+
+def _slug_id(release: dict) -> str | None:
+    slug = release.get("slug")
+    return slug.get("id") if isinstance(slug, dict) else None
+
+
+@contextmanager
+def _app_lock(conn: Any, settings: Settings, request: dict) -> Iterator[bool]:
+    assert settings.ledger_url is not None
+    with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as held:
+        if held:
+            yield True
+            return
+    ledger.record_step(conn, request["id"], "lock", "started",
+                       {"reason": f"another rollback of {request['app']} is running; waiting for it"})
+    with ledger.app_lock(settings.ledger_url, request["app"], timeout=LOCK_WAIT) as held:
+        if held:
+            ledger.record_step(conn, request["id"], "lock", "done", None)
+        yield held
+
+
+def _close_open_step(conn: Any, request_id: str, error: str) -> None:
+    """Record as failed the step that was under way when an error cut the job short."""
+    steps = ledger.steps(conn, request_id)
+    if steps and steps[-1]["status"] == "started":
+        ledger.record_step(conn, request_id, steps[-1]["step"], "failed", {"error": error})
+
+
+def _finish(conn: Any, settings: Settings, request: dict, status: str, result: dict, error: str | None) -> dict:
+    request_id, app = request["id"], request["app"]
+    if error is not None:
+        error = redact(error, settings.secrets())
+    result = {**result, "status": status}
+    ledger.update_request(conn, request_id, status=status, result=result, error=error, finished_at="now")
+    target = request["plan"]["target"]["version"]
+    who = request["requested_by"]
+    if status == "succeeded" and not result.get("rolled_back"):
+        text = f"{app} already runs v{target}'s code and config; nothing rolled back (request {request_id} by {who})"
+    elif status == "succeeded":
+        text = f"Rolled {app} back to v{target} as release v{result['release_version']} (request {request_id} by {who})"
+    else:
+        text = f"Rollback of {app} to v{target} failed: {error} (request {request_id} by {who})"
+    log.log(logging.INFO if status == "succeeded" else logging.ERROR, text)
+    notify(settings, f"rollback.{status}", text, {"request_id": request_id, "app": app, **result})
+    return result

@@ -1,0 +1,206 @@
+"""Rollbacks end to end: `enqueue_rollback` from a script, the job in a real RQ worker, the sandbox
+(a local Heroku) and a real ledger. Each test owns its sandbox, database and Redis database.
+
+The app `shop` has these releases (v1 is Heroku's empty initial release):
+
+    v2 config FEATURE=old    v3 deploy slug A    v4 config FEATURE=new    v5 deploy slug B (current)
+
+so a rollback to v3 must bring back slug A with FEATURE=old, as a new release v6 "Rollback to v3".
+The slugs' release phase sleeps for as many seconds as the file `delay` says (0 when absent), so a
+test can make the rollback release's phase slow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import redis
+
+from backout import enqueue_rollback, ledger
+from backout import settings as settings_module
+from backout.heroku import HerokuClient
+from backout.worker import queues
+from backout.worker.main import build_worker
+from stub_http import Reply, StubServer
+
+pytestmark = pytest.mark.integration
+
+APP = "shop"
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "it") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Shop:
+    """The sandbox app `shop` with five releases, and what a test needs around it."""
+
+    def __init__(self, sandbox: Any, database: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sandbox, self.database, self.redis_url, self.tmp = sandbox, database, redis_url, tmp_path
+        self.delay_file = tmp_path / "delay"
+        self.hook = StubServer(lambda request: Reply(200, "ok"))
+        self.env = {
+            "DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_NOTIFY_URL": self.hook.url + "/hook",
+            "BACKOUT_LOG_LEVEL": "INFO", **sandbox.env,
+        }
+        # Jobs run in this process (SimpleWorker) read their settings from the environment.
+        for name in settings_module.setting_names():
+            monkeypatch.delenv(name, raising=False)
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        self.settings = settings_module.load(self.env)
+        self.client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.workers: list[subprocess.Popen] = []
+        self.client.create_app(APP)
+        self.client.update_config_vars(APP, {"FEATURE": "old"})                    # v2
+        self.slug_a = self.deploy("a")                                             # v3
+        self.client.update_config_vars(APP, {"FEATURE": "new"})                    # v4
+        self.slug_b = self.deploy("b")                                             # v5
+
+    def deploy(self, code: str) -> str:
+        processes = {"release": f"sleep $(cat {self.delay_file} 2>/dev/null || echo 0)"}
+        slug = self.client.create_slug(APP, processes, commit=f"{code}{time.time_ns()}")
+        self.client.upload_slug(slug["blob"]["url"], _tarball(code))
+        release = self.client.create_release(APP, slug["id"])
+        done = self.client.wait_release(APP, release["id"], timeout=30, poll=0.05)
+        assert done["status"] == "succeeded", done
+        return slug["id"]
+
+    def run_worker(self) -> None:
+        """Run the queued jobs in a real RQ worker in this process, then return."""
+        build_worker(self.redis, self.settings, simple=True).work(burst=True, logging_level="WARNING")
+
+    def start_worker(self, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
+        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **self.env}
+        proc = subprocess.Popen([sys.executable, "-m", "backout", "worker", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
+    def worker_log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("worker-*.log")))
+
+    def request(self, request_id: str) -> dict:
+        conn = ledger.connect(self.database)
+        try:
+            return ledger.get_request(conn, request_id)
+        finally:
+            conn.close()
+
+    def steps(self, request_id: str) -> list[tuple[str, str]]:
+        conn = ledger.connect(self.database)
+        try:
+            return [(s["step"], s["status"]) for s in ledger.steps(conn, request_id)]
+        finally:
+            conn.close()
+
+    def rollback_releases(self, version: int = 3) -> list[dict]:
+        return [r for r in self.client.list_releases(APP) if r["description"] == f"Rollback to v{version}"]
+
+    def config(self) -> dict:
+        return self.client.config_vars(APP)
+
+    def notified(self) -> list[dict]:
+        return [r.json() for r in self.hook.requests]
+
+    def close(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.workers:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.hook.close()
+        self.client.close()
+        self.redis.close()
+
+
+def _tarball(code: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = code.encode()
+        info = tarfile.TarInfo("./app/VERSION")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def shop(sandbox, database, redis_url, tmp_path, monkeypatch):
+    app = Shop(sandbox, database, redis_url, tmp_path, monkeypatch)
+    yield app
+    app.close()
+
+
+def test_a_rollback_from_a_script(shop: Shop) -> None:
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    request = shop.request(request_id)
+    assert request["status"] == "queued" and request["job_id"] == f"rollback-{request_id}"
+    assert request["requested_by"].count("@") == 1
+    assert request["plan"]["target"]["version"] == 3 and request["plan"]["current"]["version"] == 5
+    assert request["plan"]["config_changes"]["changed"] == ["FEATURE"]
+    assert shop.client.current_release(APP)["version"] == 5  # nothing changed before the worker ran
+
+    shop.run_worker()
+
+    request = shop.request(request_id)
+    assert request["status"] == "succeeded", request
+    current = shop.client.current_release(APP)
+    assert current["description"] == "Rollback to v3" and current["version"] == 6
+    assert current["slug"]["id"] == shop.slug_a
+    assert shop.config()["FEATURE"] == "old"
+    assert request["result"] == {"status": "succeeded", "rolled_back": True, "target_version": 3,
+                                 "release_version": 6, "release_id": current["id"], "current_version": 6}
+    assert shop.steps(request_id) == [
+        ("plan", "done"), ("code_rollback", "started"), ("code_rollback", "done"),
+        ("release_phase", "started"), ("release_phase", "done"), ("verify", "done"),
+    ]
+    [note] = shop.notified()
+    assert note["event"] == "rollback.succeeded"
+    assert note["text"].startswith("Rolled shop back to v3 as release v6")
+
+
+def test_the_same_request_twice_rolls_back_once(shop: Shop) -> None:
+    first = enqueue_rollback(APP, "v3", settings=shop.settings)
+    # The sweep (or a retry) enqueues the same request again: it is queued once.
+    assert not queues.enqueue_once(shop.redis, queues.ROLLBACK, queues.ROLLBACK_JOB, [first], f"rollback-{first}")
+    assert queues.queue(queues.ROLLBACK, shop.redis).count == 1
+    # A second request for the same release, made before the first ran.
+    second = enqueue_rollback(APP, "v3", settings=shop.settings)
+    shop.run_worker()
+
+    assert shop.request(first)["status"] == "succeeded"
+    merged = shop.request(second)
+    assert merged["status"] == "succeeded"
+    assert merged["result"]["rolled_back"] is False and merged["result"]["merged_into"] == first
+    assert ("code_rollback", "skipped") in shop.steps(second)
+    assert len(shop.rollback_releases()) == 1
+
+    # A job delivered once more after it finished does nothing.
+    from backout.jobs.rollback import run_rollback
+
+    assert run_rollback(first)["release_version"] == 6
+    assert len(shop.rollback_releases()) == 1
+    assert shop.request(first)["attempts"] == 1
