@@ -178,3 +178,33 @@ def test_a_platform_api_that_refuses_the_token_fails_the_release(heroku: Heroku,
     assert release["status"] == "failed"
     assert "cannot read release" in release["output"] and "not-the-token" not in release["output"]
     assert _checkpoints(db, "shop-badkey") == []
+
+
+def test_a_heroku_backup_that_cannot_be_captured_stops_the_release(heroku: Heroku, tmp_path: Path) -> None:
+    db = heroku.app("shop-nobackup", BACKOUT_BACKUP="heroku")
+    heroku.box.faults.script(422, method="POST", path=r"/backups$", error_id="invalid_params",
+                             message="You have reached the maximum number of manual backups")
+    release = heroku.deploy("shop-nobackup", [A1], commit="abab7777")
+    assert release["status"] == "failed", release["output"]
+    assert "maximum number of manual backups" in release["output"]
+    assert "checkpoint failed: the release is not deployed" in release["output"]
+    [cp] = _checkpoints(db, "shop-nobackup")
+    assert cp["status"] == "failed" and "maximum number of manual backups" in cp["error"]
+    import psycopg
+
+    with psycopg.connect(db) as conn:  # the migrate command never ran
+        assert conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None
+
+
+def test_a_heroku_backup_needs_an_addon_attached_as_database(heroku: Heroku, tmp_path: Path) -> None:
+    heroku.client.create_app("shop-detached")
+    heroku.client.create_addon("shop-detached", "heroku-postgresql:essential-0", attachment_name="ANALYTICS_DB")
+    db = heroku.client.config_vars("shop-detached")["ANALYTICS_DB_URL"]
+    heroku.client.update_config_vars("shop-detached", {
+        "HEROKU_API_KEY": heroku.box.token, "BACKOUT_BACKUP": "heroku", "DATABASE_URL": db,
+        "BACKOUT_MIGRATIONS": "alembic", "BACKOUT_MIGRATIONS_PATH": "alembic.ini",
+    })
+    release = heroku.deploy("shop-detached", [A1], commit="cdcd8888")
+    assert release["status"] == "failed", release["output"]
+    assert "backout: app shop-detached has no add-on attached as DATABASE" in release["output"]
+    assert _checkpoints(db, "shop-detached") == []

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from .. import checkpoint, ledger
-from ..errors import BackoutError
+from ..errors import BackoutError, HerokuAPIError
 from ..output import Progress
 from ..redact import redact
 from ..settings import Settings
@@ -91,7 +91,7 @@ def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> 
     try:
         return checkpoint.lookup(settings, heroku, app, version, release=True, config=True,
                                  addon=settings.backup in ("heroku", "pitr"))
-    except BackoutError as exc:
+    except HerokuAPIError as exc:
         raise BackoutError(f"cannot read release v{version} of {app} from the Platform API: {exc}") from None
 
 
