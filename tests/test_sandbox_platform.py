@@ -211,6 +211,11 @@ def test_a_slug_tarball_outside_app_or_with_a_wrong_checksum_is_refused(api: Api
     outside = requests.put(slug["blob"]["url"], data=buf.getvalue(), timeout=10)
     assert outside.status_code == 400 and "./app/" in outside.json()["message"]
     assert requests.put(slug["blob"]["url"], data=b"not a tarball", timeout=10).status_code == 400
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("./app"), io.BytesIO(b""))  # a file, not the app's directory
+    flat = requests.put(slug["blob"]["url"], data=buf.getvalue(), timeout=10)
+    assert flat.status_code == 400 and "directory" in flat.json()["message"]
     unsigned = requests.put(slug["blob"]["url"].split("?")[0], data=tarball({"x": "y"}), timeout=10)
     assert unsigned.status_code == 403
     checked = api.ok("POST", "/apps/sbx-blobs/slugs",

@@ -197,7 +197,9 @@ def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) ->
     call("PATCH", "/apps/sbx-schema/config-vars", {"FOO": "bar", "GONE": None})
     call("GET", "/apps/sbx-schema/config-vars")
     call("GET", f"/apps/sbx-schema/releases/{release['id']}/config-vars")
-    call("POST", "/apps/sbx-schema/releases", {"release": release["id"]}, expect=201)
+    rollback = call("POST", "/apps/sbx-schema/releases", {"release": release["id"]}, expect=201)
+    # Its release phase restarts the dynos when it ends: wait, so that dyno ids stay put below.
+    call.wait(lambda: call("GET", f"/apps/sbx-schema/releases/{rollback['id']}")["status"] == "succeeded", "rollback")
 
     call("GET", "/apps/sbx-schema/formation")
     call("PATCH", "/apps/sbx-schema/formation", {"updates": [{"type": "worker", "quantity": 1}]})

@@ -5,6 +5,7 @@ by method and a regular expression on the path, and applies to the next `times` 
 
     sandbox.faults.script(429, times=3, path=r"/releases", retry_after=1)
     sandbox.faults.script(503, times=2)
+    sandbox.faults.script(503, path=r"/releases$", method="POST", after=True)  # done, yet answered 503
     sandbox.faults.slow(2.5, path=r"^/apps/[^/]+$")
     sandbox.faults.fail_release("myapp")
 
@@ -40,6 +41,7 @@ class Rule:
     retry_after: float | None = None
     error_id: str | None = None
     message: str | None = None
+    after: bool = False  # answer with the error only after the request has done its work
     hits: int = 0
     _regex: re.Pattern[str] | None = field(default=None, repr=False)
 
@@ -58,7 +60,8 @@ class Rule:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "times_left": self.times, "hits": self.hits, "method": self.method,
-                "path": self.path, "status": self.status, "delay": self.delay, "retry_after": self.retry_after}
+                "path": self.path, "status": self.status, "delay": self.delay, "retry_after": self.retry_after,
+                "after": self.after}
 
 
 class Faults:
@@ -73,13 +76,15 @@ class Faults:
 
     def script(self, status: int, *, times: int = 1, method: str | None = None, path: str | None = None,
                retry_after: float | None = None, delay: float = 0.0, error_id: str | None = None,
-               message: str | None = None) -> int:
+               message: str | None = None, after: bool = False) -> int:
         """Answer the next `times` matching requests with `status` (429, 500, 503, ...) in Heroku's
-        error shape, after `delay` seconds. Returns the rule's id."""
+        error shape, after `delay` seconds. With `after`, the request is carried out first and only
+        its answer is lost, as when a gateway times out on a request that went through. Returns the
+        rule's id."""
         if not 400 <= status <= 599:
             raise ValueError(f"status {status} is not an error status (400-599)")
         return self._add(times=times, method=method, path=path, status=status, delay=delay,
-                         retry_after=retry_after, error_id=error_id, message=message)
+                         retry_after=retry_after, error_id=error_id, message=message, after=after)
 
     def slow(self, seconds: float, *, times: int = 1, method: str | None = None, path: str | None = None) -> int:
         """Delay the next `times` matching requests by `seconds`, then answer them normally."""
@@ -147,7 +152,7 @@ class Faults:
 
     def apply_json(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add rules from a JSON body: `{"status": 503, "times": 2, "method": "GET", "path": "...",
-        "retry_after": 1, "delay": 0.5}`, `{"delay": 2}` for a slow answer, or
+        "retry_after": 1, "delay": 0.5, "after": false}`, `{"delay": 2}` for a slow answer, or
         `{"fail_release": {"app": "myapp", "times": 1}}`. Raises ValueError naming the problem."""
         if "fail_release" in body:
             spec = body["fail_release"]
@@ -155,7 +160,7 @@ class Faults:
                 raise ValueError('fail_release must be {"app": "<name or id>", "times": N}')
             self.fail_release(spec["app"], int(spec.get("times", 1)))
             return {"fail_release": spec}
-        known = {"status", "times", "method", "path", "retry_after", "delay", "id", "message"}
+        known = {"status", "times", "method", "path", "retry_after", "delay", "id", "message", "after"}
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -163,7 +168,7 @@ class Faults:
         if "status" in body:
             rule_id = self.script(int(body["status"]), retry_after=body.get("retry_after"),
                                   delay=float(body.get("delay", 0)), error_id=body.get("id"),
-                                  message=body.get("message"), **common)
+                                  message=body.get("message"), after=bool(body.get("after", False)), **common)
         elif "delay" in body:
             rule_id = self.slow(float(body["delay"]), **common)
         else:

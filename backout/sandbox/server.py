@@ -65,12 +65,13 @@ class Api:
 
     def handle(self, req: Request) -> Response:
         token = None
+        rule = None
         try:
             if not req.path.startswith("/sandbox/"):
                 rule = self.faults.take(req.method, req.path)
                 if rule is not None:
                     time.sleep(rule.delay)
-                    if rule.status is not None:
+                    if rule.status is not None and not rule.after:
                         raise rule.error()
             route, params = self.router.match(req.method, req.path)
             if not route.public:
@@ -83,6 +84,8 @@ class Api:
                         raise ApiError(429, "rate_limit", "Your account reached the API rate limit\n"
                                        "Please wait a few minutes before making new requests")
             response = route.handler(req, **params)
+            if rule is not None and rule.after and rule.status is not None:
+                raise rule.error()
         except ApiError as exc:
             response = Response(exc.status, exc.body(), exc.headers)
         except Exception:

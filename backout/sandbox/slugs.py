@@ -79,4 +79,7 @@ def _unpack(blob: Path, into: Path) -> None:
             tar.extractall(into, members=members, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise BadSlug(f"the blob is not a gzipped tar of ./app ({exc})") from None
-    (into / "app").mkdir(exist_ok=True)
+    app = into / "app"
+    if app.exists() and not app.is_dir():
+        raise BadSlug("the slug tarball's ./app is a file; it must be the directory holding the app")
+    app.mkdir(exist_ok=True)
