@@ -50,7 +50,7 @@ for app, name in json.loads({targets!r}):
 print({marker!r} + json.dumps(found))
 '''
 _NOT_SQL = "-- THIS OPERATION CANNOT BE WRITTEN AS SQL"
-_SQLMIGRATE_TIMEOUT = 600
+_SQLMIGRATE_TIMEOUT = 300
 
 
 @dataclass
