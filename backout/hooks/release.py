@@ -55,7 +55,8 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
     if heroku is None and settings.heroku_api_key:
         from ..heroku import HerokuClient
 
-        heroku = HerokuClient.from_settings(settings)
+        with HerokuClient.from_settings(settings) as client:
+            return run(settings, argv, progress, client)
     if heroku is None:
         say("warning: HEROKU_API_KEY is not set: no previous release, config fingerprint or rollback "
             "detection from the Platform API")
