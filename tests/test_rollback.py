@@ -59,6 +59,8 @@ class Shop:
         self.env = {
             "DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_NOTIFY_URL": self.hook.url + "/hook",
             "BACKOUT_LOG_LEVEL": "INFO", **sandbox.env,
+            # The worker's health monitor wakes this often, so a stopped worker exits at once.
+            "BACKOUT_HEALTH_INTERVAL": "0.5",
         }
         # Jobs run in this process (SimpleWorker) read their settings from the environment.
         for name in settings_module.setting_names():
@@ -204,3 +206,119 @@ def test_the_same_request_twice_rolls_back_once(shop: Shop) -> None:
     assert run_rollback(first)["release_version"] == 6
     assert len(shop.rollback_releases()) == 1
     assert shop.request(first)["attempts"] == 1
+
+
+def test_two_concurrent_requests_run_one_after_the_other(shop: Shop) -> None:
+    shop.delay_file.write_text("1")  # each rollback release's phase takes a second
+    # Two idle workers: each takes one of the two requests at the same moment.
+    shop.start_worker()
+    shop.start_worker()
+    wait_for(lambda: len(shop.redis.smembers("rq:workers")) == 2, what="two workers")
+    to_v3 = enqueue_rollback(APP, "v3", settings=shop.settings)
+    to_v4 = enqueue_rollback(APP, "v4", settings=shop.settings)
+    wait_for(lambda: all(shop.request(r)["status"] in ("succeeded", "failed") for r in (to_v3, to_v4)),
+             timeout=60, what="both rollbacks")
+
+    first, second = shop.request(to_v3), shop.request(to_v4)
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded"), shop.worker_log()[-3000:]
+    conn = ledger.connect(shop.database)
+    try:
+        spans = {}
+        for request_id in (to_v3, to_v4):
+            steps = ledger.steps(conn, request_id)
+            begun = next(s["at"] for s in steps if s["step"] == "code_rollback")
+            ended = next(s["at"] for s in steps if s["step"] == "verify")
+            spans[request_id] = (begun, ended)
+    finally:
+        conn.close()
+    # Never in parallel: one finished verifying before the other began.
+    (a_begun, a_ended), (b_begun, b_ended) = sorted(spans.values())
+    assert a_ended < b_begun
+    # The one that waited said so, and the app ends on whichever ran last.
+    waited = [r for r in (to_v3, to_v4) if ("lock", "started") in shop.steps(r)]
+    assert len(waited) == 1
+    last = max(spans, key=lambda r: spans[r][1])
+    assert shop.client.current_release(APP)["description"] == ("Rollback to v3" if last == to_v3 else "Rollback to v4")
+
+
+def test_a_worker_killed_mid_job_is_finished_once_by_the_next(shop: Shop) -> None:
+    shop.delay_file.write_text("3")
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    worker = shop.start_worker()
+    wait_for(lambda: ("release_phase", "started") in shop.steps(request_id), timeout=30, what="the release phase")
+    # Heroku's SIGKILL: the worker, its work horse and its scheduler, all at once.
+    _kill_tree(worker.pid)
+    worker.wait(10)
+    assert shop.request(request_id)["status"] == "running"
+
+    # A new worker (the dyno restarted) finds the request in the ledger and finishes it.
+    replacement = shop.start_worker("--burst")
+    assert replacement.wait(60) == 0, shop.worker_log()[-3000:]
+    request = shop.request(request_id)
+    assert request["status"] == "succeeded", (request, shop.worker_log()[-3000:])
+    assert request["attempts"] == 2
+    assert len(shop.rollback_releases()) == 1
+    assert shop.client.current_release(APP)["description"] == "Rollback to v3"
+    steps = shop.steps(request_id)
+    assert steps.count(("code_rollback", "done")) == 1 and ("requeue", "done") in steps
+    assert "the worker running it died" in shop.worker_log()
+
+
+def test_a_request_redis_lost_is_carried_out(shop: Shop) -> None:
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    shop.redis.flushdb()  # Redis restarted without persistence
+    shop.run_worker()     # the worker's sweep at start re-enqueues it from the ledger
+    assert shop.request(request_id)["status"] == "succeeded"
+    assert ("requeue", "done") in shop.steps(request_id)
+    assert shop.client.current_release(APP)["description"] == "Rollback to v3"
+
+
+def test_bursts_of_429_and_503_are_ridden_out(shop: Shop) -> None:
+    faults = shop.sandbox.faults
+    limited = faults.script(429, times=3, method="POST", path=r"/releases$", retry_after=0.2)
+    unavailable = faults.script(503, times=2, method="GET", path=r"/releases/")
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    shop.run_worker()
+    assert faults.hits(limited) == 3 and faults.hits(unavailable) == 2
+    assert shop.request(request_id)["status"] == "succeeded"
+    assert len(shop.rollback_releases()) == 1
+
+
+def test_a_failing_release_phase_leaves_the_app_where_it_was(shop: Shop) -> None:
+    shop.sandbox.faults.fail_release(APP)
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    shop.run_worker()
+    request = shop.request(request_id)
+    assert request["status"] == "failed"
+    assert request["error"] == "the release phase of v6 (rollback to v3) ended failed; shop is still on v5"
+    assert request["result"]["current_version"] == 5
+    assert ("release_phase", "failed") in shop.steps(request_id)
+    assert ("verify", "done") not in shop.steps(request_id)
+    current = shop.client.current_release(APP)
+    assert current["version"] == 5 and current["slug"]["id"] == shop.slug_b
+    [note] = shop.notified()
+    assert note["event"] == "rollback.failed" and "still on v5" in note["text"]
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process under it."""
+    def children(p: int) -> list[int]:
+        try:
+            found = []
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    found += [int(c) for c in f.read().split()]
+            return found
+        except FileNotFoundError:
+            return []
+
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children(p)
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
