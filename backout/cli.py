@@ -74,6 +74,26 @@ def _demo(p: argparse.ArgumentParser) -> str:
     return "backout.demo:command"
 
 
+def _package_rollback(p: argparse.ArgumentParser) -> str:
+    p.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the GitHub repository of the package")
+    p.add_argument("--bad", required=True, metavar="V", help="the bad version, as PyPI shows it (1.2.3)")
+    p.add_argument("--good", metavar="V",
+                   help="the version to go back to (default: the newest older one in the changelog and GitHub "
+                        "releases that is not yanked or rolled back)")
+    p.add_argument("--reason", help="why the bad version is withdrawn (goes into the changelog, notes and issue)")
+    p.add_argument("--tag-prefix", metavar="P", help="what comes before the version in tags (default: detected; v)")
+    p.add_argument("--version-file", metavar="PATH", help="the file holding the version (default: detected)")
+    p.add_argument("--changelog", metavar="PATH", help="the changelog (default: CHANGELOG.md, CHANGES.md, ...)")
+    p.add_argument("--checkout", metavar="PATH",
+                   help="a clone of the repository to work in (default: a temporary clone made with GITHUB_TOKEN)")
+    p.add_argument("--pypi-project", metavar="NAME", help="the project on PyPI (default: from pyproject.toml/setup.cfg)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.add_argument("--confirm", metavar="OWNER/NAME", help="the repository again, required to delete its tag and release")
+    p.add_argument("--recheck", action="store_true", help="only re-check PyPI for the yank and record it")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    return "backout.package_rollback.cli:command"
+
+
 COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], str]]] = [
     ("release", "release-phase hook: checkpoint, run the migrate command, schedule the health watch", _release),
     ("worker", "RQ worker with scheduler and health monitor", _worker),
@@ -83,6 +103,8 @@ COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], str]]] = [
     ("health", "probe an app once now and print the verdict", _health),
     ("sandbox", "run the local Heroku (Platform API and Data API) on loopback", _sandbox),
     ("demo", "play the whole story end to end on this machine", _demo),
+    ("package-rollback", "take back a bad package release: GitHub tag and release, PyPI, changelog, users",
+     _package_rollback),
 ]
 
 

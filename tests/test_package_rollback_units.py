@@ -232,3 +232,19 @@ def test_disagreeing_or_missing_version_files_are_refused():
     read, listdir = tree({"pyproject.toml": "[project\n"})
     with pytest.raises(BadInput, match="pyproject.toml at v1 is not valid TOML"):
         version_file.detect(read, listdir, Version("1"), where="v1")
+
+
+# -- git credentials --
+
+
+def test_the_token_reaches_git_through_the_environment_for_its_https_host_only():
+    import base64
+
+    from backout.package_rollback.gitrepo import auth_env
+
+    env = auth_env("https://github.com/acme/widgets.git", "ghp_secret")
+    assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraHeader"
+    assert env["GIT_CONFIG_VALUE_0"] == "Authorization: Basic " + base64.b64encode(b"x-access-token:ghp_secret").decode()
+    assert auth_env("file:///srv/widgets.git", "ghp_secret") == {}
+    assert auth_env("git@github.com:acme/widgets.git", "ghp_secret") == {}
+    assert auth_env("https://github.com/acme/widgets.git", None) == {}

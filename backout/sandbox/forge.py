@@ -219,7 +219,7 @@ class Forge:
     def __init__(self, state: State, server: ThreadingHTTPServer) -> None:
         self.state = state
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="forge-sandbox", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="forge-sandbox", daemon=True)
         host, port = server.server_address[:2]
         self.url = f"http://{host}:{port}"
 

@@ -25,7 +25,7 @@ QUEUE_NAMES = (ROLLBACK, ROUTINE)
 
 ROLLBACK_JOB = "backout.jobs.rollback.run_rollback"
 # The job that carries out a ledger request of each kind (the worker re-enqueues lost ones).
-REQUEST_JOBS = {"heroku": ROLLBACK_JOB}
+REQUEST_JOBS = {"heroku": ROLLBACK_JOB, "package": "backout.jobs.package_rollback.run_package_rollback"}
 
 # A release phase may run for up to an hour on Heroku; a rollback job outlives it.
 ROLLBACK_TIMEOUT = 2 * 3600
