@@ -25,9 +25,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when the handler was made,
+    so a replaced stderr (a test harness, a daemonized worker) never leaves a closed stream behind."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(level: str | None = None) -> None:
     """Log to stderr with secrets masked; BACKOUT_LOG_LEVEL sets the level (default INFO)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter(secrets_from_env(dict(os.environ))))
     root = logging.getLogger()
