@@ -266,6 +266,7 @@ def test_a_failed_config_release_leaves_the_config_as_it_was(api: Api, sandbox: 
     api.ok("PATCH", "/apps/sbx-failcfg/config-vars", json={"FOO": "now"})
     assert api.settled("sbx-failcfg", api.ok("GET", "/apps/sbx-failcfg/releases")[-1]["id"])["status"] == "succeeded"
     assert api.ok("GET", "/apps/sbx-failcfg/config-vars")["FOO"] == "now"
+    assert api.web("sbx-failcfg")["env"]["FOO"] == "now"  # the dynos restarted with the new config
 
 
 def test_a_release_phase_can_call_back_into_the_api(api: Api, sandbox: Any) -> None:

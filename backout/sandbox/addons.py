@@ -59,10 +59,7 @@ class AddOns:
                     addon["state"] = "deprovisioned"
                     addon["error"] = True
                     addon["provision_message"] = "Provisioning was interrupted: the sandbox stopped while it ran."
-            if any(a.get("database", {}).get("cluster") == "pitr" for a in data["addons"].values()):
-                pitr = True
-            else:
-                pitr = False
+            pitr = any((a.get("database") or {}).get("cluster") == "pitr" for a in data["addons"].values())
         if pitr:
             # Apps connect to these databases: the cluster must be up on the port their URLs name.
             self.databases.pitr_cluster()

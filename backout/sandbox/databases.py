@@ -26,6 +26,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import BackoutError
+from .pitr import PitrCluster
 
 PITR_TIERS = ("standard", "premium", "private", "shield")
 SHARED_TIERS = ("essential", "mini", "basic", "hobby")
@@ -60,28 +61,26 @@ class Databases:
     def __init__(self, server_url: str, pitr_state: dict[str, Any], work_dir: Path,
                  save: Callable[[], None]) -> None:
         self.server_url = server_url
-        self._pitr_state = pitr_state  # part of the sandbox state: {"port", "root"}
+        self._pitr_state = pitr_state  # part of the sandbox state: {"root": the cluster's directory}
         self._work_dir = work_dir
         self._save = save
-        self._pitr: Any = None
+        self._pitr: PitrCluster | None = None
         self._pitr_lock = threading.Lock()
 
     # -- clusters -------------------------------------------------------------------------------
 
-    def pitr_cluster(self) -> Any:
+    def pitr_cluster(self) -> PitrCluster:
         """The sandbox's PitrCluster, started on first use, on the same port and directory as before a restart."""
         with self._pitr_lock:
             if self._pitr is None:
-                from .pitr import PitrCluster
-
                 root = self._pitr_state.get("root")
                 if not root:
                     root = self._pitr_root()
                     self._pitr_state["root"] = root
-                cluster = PitrCluster(Path(root), port=None)
+                    self._save()
+                # The cluster keeps its own port across restarts, so add-on URLs stay valid.
+                cluster = PitrCluster(Path(root))
                 cluster.start()
-                self._pitr_state["port"] = cluster.port
-                self._save()
                 self._pitr = cluster
             return self._pitr
 
@@ -125,17 +124,17 @@ class Databases:
         self.pitr_cluster().restore_to(source["name"], when, name)
         admin = self.admin_url("pitr")
         return {"cluster": "pitr", "name": name, "role": source["role"], "password": source["password"],
-                "url": _url(admin, name, source["role"], source["password"]), "shared_role": "yes"}
+                "url": _url(admin, name, source["role"], source["password"])}
 
     def drop(self, record: dict[str, str]) -> None:
         admin = self.admin_url(record["cluster"])
         with connect(admin) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(record["name"])))
-            if not record.get("shared_role"):
-                still_owns = conn.execute("SELECT 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
-                                          "WHERE r.rolname = %s", (record["role"],)).fetchone()
-                if not still_owns:
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(record["role"])))
+            # A rolled-back database shares its source's role: the role goes with the last of them.
+            still_owns = conn.execute("SELECT 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                                      "WHERE r.rolname = %s", (record["role"],)).fetchone()
+            if not still_owns:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(record["role"])))
 
     def stats(self, record: dict[str, str]) -> dict[str, Any]:
         """Size, table count and server version, for the Data API's database info."""

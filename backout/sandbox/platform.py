@@ -31,7 +31,7 @@ from .faults import Faults
 from .app_router import AppRouter
 from .routing import ApiError, invalid, not_found
 from .signed_urls import Signer
-from .slugs import SlugFiles
+from .slugs import BadSlug, SlugFiles
 from .store import Store, new_id, now
 from .webhooks import Webhooks
 
@@ -249,8 +249,6 @@ class Platform:
             return self.render_slug(slug, "get")
 
     def receive_blob(self, slug_id: str, copy_body: Callable[[Any], int]) -> None:
-        from .slugs import BadSlug
-
         with self.store.lock:
             slug = self.store.data["slugs"].get(slug_id)
             if slug is None:

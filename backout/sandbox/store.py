@@ -46,7 +46,7 @@ def empty_state() -> dict[str, Any]:
         "webhooks": {},
         "transfers": {},
         "transfer_nums": {},  # app id -> last transfer number
-        "pitr": {"port": None},
+        "pitr": {"root": None},
     }
 
 
