@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,7 +62,8 @@ class Api:
         self.token = token
         self.limiter = limiter
         self.faults = faults
-        self.log: list[dict[str, Any]] = []  # every request served: method, path, status
+        # The requests served, newest last: method, path, status (the last 10,000 of them).
+        self.log: deque[dict[str, Any]] = deque(maxlen=10_000)
 
     def handle(self, req: Request) -> Response:
         token = None
@@ -192,7 +194,7 @@ class Sandbox:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Every API request served so far: {"method", "path", "status"}, in order."""
+        """The API requests served (the last 10,000), oldest first: {"method", "path", "status"}."""
         return list(self._api.log)
 
     @property

@@ -41,7 +41,6 @@ class Webhooks:
         self._timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
         self._stopped = threading.Event()
-        self._http = requests.Session()
 
     def emit(self, app_id: str, entity: str, action: str, data: dict[str, Any],
              previous: dict[str, Any] | None = None) -> None:
@@ -91,7 +90,7 @@ class Webhooks:
             if hook.get("authorization"):
                 headers["Authorization"] = hook["authorization"]
             try:
-                answer = self._http.post(hook["url"], data=body, headers=headers, timeout=self._timeout)
+                answer = requests.post(hook["url"], data=body, headers=headers, timeout=self._timeout)
                 if 200 <= answer.status_code < 300:
                     return
                 outcome = f"status {answer.status_code}"
