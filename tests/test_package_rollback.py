@@ -3,9 +3,9 @@ standing for GitHub's, the ledger in a real PostgreSQL, a real webhook receiver.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -259,8 +259,6 @@ def test_bad_input_exits_2_and_changes_nothing(world, case):
     run = cli(world, *confirm, *args, env=env)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.count("backout: ") == 1
-    import re
-
     assert re.search(message, run.stderr), run.stderr
     assert snapshot(world) == before
     assert "Traceback" not in run.stderr

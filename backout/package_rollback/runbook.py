@@ -349,17 +349,24 @@ _STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
 
 def changelog_entry(plan: dict) -> list[str]:
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
+    on_pypi = bool((plan.get("pypi") or {}).get("published"))
     return [
         f"Rolled back {plan['bad']}: this release is the code of {plan['good']}, published as "
         f"{plan['rollback_version']}. Reason: {plan['reason']}.",
-        f"{plan['bad']} is withdrawn: its tag and GitHub release are deleted and it is yanked on PyPI. If you "
-        f"pinned `{project}=={plan['bad']}`, move to `{project}=={plan['rollback_version']}`.",
+        f"{plan['bad']} is withdrawn: its tag and GitHub release are deleted"
+        f"{' and it is yanked on PyPI' if on_pypi else ''}. If you pinned `{project}=={plan['bad']}`, move to "
+        f"`{project}=={plan['rollback_version']}`.",
     ]
 
 
 def announcement(ctx: Context) -> tuple[str, str]:
     plan = ctx.plan
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
+    yank = ctx.recorded(YANK_STEP)
+    pypi = {
+        "done": f"- On PyPI, {plan['bad']} is yanked: installers skip it unless it is pinned exactly.",
+        "started": f"- On PyPI, {plan['bad']} is being yanked: installers will skip it unless it is pinned exactly.",
+    }.get(yank[-1]["status"] if yank else "", f"- {plan['bad']} was not published on PyPI." if plan.get("pypi") else "")
     title = f"{plan['bad']} was withdrawn; upgrade to {plan['rollback_version']}"
     lines = [
         f"Release {plan['bad']} of {project} was bad and has been rolled back. Reason: {plan['reason']}.",
@@ -367,7 +374,7 @@ def announcement(ctx: Context) -> tuple[str, str]:
         f"- {plan['rollback_version']} is the code of {plan['good']} again (tag `{plan['tags']['new']}`), "
         "published by the release workflow.",
         f"- The tag `{plan['tags']['bad']}` and its GitHub release are deleted.",
-        f"- On PyPI, {plan['bad']} is being yanked: installers skip it unless it is pinned exactly.",
+        pypi,
         "",
         f"What to do: `pip install --upgrade {project}` gets {plan['rollback_version']}. If you pinned "
         f"`{project}=={plan['bad']}`, change the pin to `{project}=={plan['rollback_version']}`.",

@@ -6,6 +6,12 @@ data is a real bare repository on disk: the git refs and contents endpoints read
 git itself, so a `git push` to the bare repository shows up in the API at once, as a push to GitHub
 does. Releases, issues, tokens and PyPI projects live in the state file.
 
+GitHub routes: `GET /repos/{o}/{r}`, `GET .../git/ref/{ref}`, `GET .../git/matching-refs/{prefix}`,
+`POST .../git/refs`, `DELETE .../git/refs/{ref}`, `GET .../git/tags/{sha}`, `GET|POST .../releases`,
+`GET .../releases/tags/{tag}`, `GET|PATCH|DELETE .../releases/{id}`, `GET|POST .../issues`,
+`GET .../contents/{path}?ref=`, `GET /user`. PyPI routes: `GET /pypi/{project}/json`,
+`GET /pypi/{project}/{version}/json`, and `POST /_sandbox/pypi/{project}/{version}/yank`.
+
 Fidelity, as on GitHub: `Authorization: Bearer` or `token`; a classic token's `X-OAuth-Scopes`
 header and 404s for what its scopes do not cover; a fine-grained token's 403 "Resource not
 accessible by personal access token" with `X-Accepted-GitHub-Permissions` (checked before the body
