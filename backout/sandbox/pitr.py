@@ -57,7 +57,7 @@ SUPERUSER = "postgres"
 # 1 MB segment costs a sixteenth of the default's disk and copy time.
 WAL_SEGMENT_MB = 1
 # WAL written since the newest base backup beyond which a new one is taken, so replay stays short.
-BASE_BACKUP_EVERY_BYTES = 64 * 1024 * 1024
+BASE_BACKUP_EVERY_BYTES = 32 * 1024 * 1024
 KEEP_RECENT_BACKUPS = 2
 START_TIMEOUT = 60
 RECOVERY_TIMEOUT = 600
@@ -100,7 +100,9 @@ class PitrCluster:
         self._server_user = _server_user()
         self._lock_fd: int | None = None
         self._running = False
-        self._backup_lock = threading.Lock()
+        self._backup_lock = threading.Lock()  # held while a base backup is copied or pruned
+        self._refresh_lock = threading.Lock()  # one base backup at a time
+        self._refresher: threading.Thread | None = None
         self._active_restores: set[Path] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -113,6 +115,7 @@ class PitrCluster:
             return
         started = time.monotonic()
         self._acquire_lock()
+        self._wait_for_refresh()
         try:
             self._prepare_root()
             if not (self.data / "PG_VERSION").exists():
@@ -134,6 +137,7 @@ class PitrCluster:
         process is driving this cluster."""
         if self._lock_fd is None and not self._try_lock():
             return
+        self._wait_for_refresh()
         for datadir in list(self._active_restores):
             self._stop_leftovers(datadir, immediate=True)
         if self.data.exists() and self._postmaster_pid(self.data) is not None:
@@ -213,7 +217,7 @@ class PitrCluster:
                  new_db, laps[-1][1] - laps[0][1],
                  ", ".join(f"{name} {end - begin:.2f}s" for (_, begin), (name, end) in zip(laps, laps[1:])),
                  backup_end.isoformat())
-        self._refresh_base_backup_if_due()
+        self._refresh_in_background()
         return self.url(new_db)
 
     def _check_restore(self, source_db: str, when: datetime, new_db: str) -> datetime:
@@ -300,10 +304,9 @@ class PitrCluster:
                 "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale,"
                 " pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (source_db,)).fetchone()
             if row is None:
-                names = [r[0] for r in conn.execute(
-                    "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY 1")]
+                names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1")]
                 raise ValueError(f"database {source_db!r} did not exist at {when.isoformat()}; the databases then "
-                                 f"were: {', '.join(names) or 'none'}")
+                                 f"were: {', '.join(names)}")
         encoding, collate, ctype, provider, icu_locale, owner = row
         create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} OWNER {}").format(
             sql.Identifier(new_db), sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype), sql.Identifier(owner))
@@ -316,8 +319,7 @@ class PitrCluster:
                 raise ValueError(f"database {new_db!r} already exists in the sandbox cluster; choose another name") from None
         try:
             self._dump_restore(make_conninfo(**recovered, dbname=source_db),
-                               make_conninfo(host="127.0.0.1", port=self._port(), user=SUPERUSER,
-                                                              dbname=new_db))
+                               make_conninfo(host="127.0.0.1", port=self._port(), user=SUPERUSER, dbname=new_db))
         except BaseException:
             with self._connect("postgres") as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new_db)))
@@ -349,11 +351,27 @@ class PitrCluster:
             found.append((datetime.fromisoformat(meta["end"]), meta["lsn"], info.parent))
         return sorted(found)
 
+    def _refresh_in_background(self) -> None:
+        """Refreshes the base backup off the caller's clock; stop() waits for it."""
+        if self._refresher is None or not self._refresher.is_alive():
+            self._refresher = threading.Thread(target=self._refresh_logging_failure, name="pitr-base-backup", daemon=True)
+            self._refresher.start()
+
+    def _wait_for_refresh(self) -> None:
+        if self._refresher is not None:
+            self._refresher.join()
+
+    def _refresh_logging_failure(self) -> None:
+        try:
+            self._refresh_base_backup_if_due()
+        except Exception:
+            log.exception("refreshing the base backup of the PITR cluster in %s failed; restores replay more WAL", self.root)
+
     def _refresh_base_backup_if_due(self) -> None:
         """Takes a base backup when there is none, or when the WAL written since the newest one has
         grown past BASE_BACKUP_EVERY_BYTES. Keeps the first (it fixes earliest_recoverable) and
         the newest few; a restore between them replays from an older one, only more slowly."""
-        with self._backup_lock:
+        with self._refresh_lock:
             backups = self._backups()
             if backups:
                 with self._connect("postgres") as conn:
@@ -362,10 +380,11 @@ class PitrCluster:
                 if since < BASE_BACKUP_EVERY_BYTES:
                     return
             self._take_base_backup()
-            for _, _, old in self._backups()[1:-KEEP_RECENT_BACKUPS]:
-                # Renamed first, so that a crash half-way through leaves no half-deleted backup.
-                doomed = old.rename(old.with_name(old.name + ".partial"))
-                shutil.rmtree(doomed, ignore_errors=True)
+            with self._backup_lock:
+                for _, _, old in self._backups()[1:-KEEP_RECENT_BACKUPS]:
+                    # Renamed first, so that a crash half-way through leaves no half-deleted backup.
+                    doomed = old.rename(old.with_name(old.name + ".partial"))
+                    shutil.rmtree(doomed, ignore_errors=True)
 
     def _take_base_backup(self) -> None:
         started = time.monotonic()
