@@ -292,8 +292,37 @@ def test_a_spent_rate_limit_stops_the_run_and_a_rerun_finishes_it(world):
     assert bare(world, "tag", "--list", "v1.2.3") == "v1.2.3"
 
     world.forge.set_rate_limit(5000)
+    # Meanwhile the project's release workflow made a release of its own for v1.2.4.
+    world.forge.add_release(REPO, "v1.2.4", name="1.2.4", body="Built by the release workflow.")
     second = cli(world, "--confirm", REPO)
     assert second.returncode == 0, second.stderr
     assert bare(world, "tag", "--list", "v1.2.3") == "" and bare(world, "tag", "--list", "v1.2.4") == "v1.2.4"
+    [notes] = [r["body"] for r in world.forge.releases(REPO) if r["tag_name"] == "v1.2.4"]
+    assert notes.startswith("## Rollback release") and notes.endswith("Built by the release workflow.")
     done = dict(ledger_rows(world, "SELECT step, count(*) FROM backout.steps WHERE status = 'done' GROUP BY step"))
     assert done["delete_release"] == 1 and done["delete_tag"] == 1
+
+
+def test_undo_puts_back_the_deleted_tag_and_release(world):
+    from backout import settings as settings_module
+    from backout.package_rollback.undo import undo_deletion
+
+    bad_object = bare(world, "rev-parse", "v1.2.3")
+    bad_commit = bare(world, "rev-parse", "v1.2.3^{commit}")
+    assert cli(world, "--confirm", REPO).returncode == 0
+    [(request_id,)] = ledger_rows(world, "SELECT id FROM backout.requests")
+    settings = settings_module.load(world.env)
+
+    restored = undo_deletion(settings, request_id)
+    assert restored["tag"] == {"tag": "v1.2.3", "sha": bad_object}
+    assert bare(world, "rev-parse", "v1.2.3") == bad_object
+    release = requests.get(f"{world.forge.url}/repos/{REPO}/releases/tags/v1.2.3", timeout=10).json()
+    assert (release["name"], release["body"]) == ("1.2.3", "Release notes of 1.2.3.")
+    assert undo_deletion(settings, request_id) == {}  # undoing twice does it once
+
+    # Once GitHub has collected the unreferenced tag object, the tag comes back on its commit.
+    bare(world, "tag", "--delete", "v1.2.3")
+    bare(world, "-c", "gc.reflogExpire=now", "gc", "--quiet", "--prune=now")
+    assert bare(world, "cat-file", "-t", bad_object, check=False) == ""
+    assert undo_deletion(settings, request_id)["tag"] == {"tag": "v1.2.3", "sha": bad_commit, "lightweight": True}
+    assert bare(world, "rev-parse", "v1.2.3") == bad_commit
