@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from backout import ledger
 from backout.errors import PlanRefused
 from backout.heroku import HerokuClient
 from backout.plan import build_plan, config_changes, describe
+from test_rollback import shop  # noqa: F401 - the sandbox app fixture
 
 # Nothing listens on port 9: a plan refused for its input must not even try the API.
 OFFLINE = HerokuClient("t0ken", "http://127.0.0.1:9", "http://127.0.0.1:9")
@@ -63,3 +65,55 @@ def test_config_set_by_add_ons_is_left_out() -> None:
     current = {"DATABASE_URL": "postgres://new", "FLAG": "on"}
     target = {"DATABASE_URL": "postgres://old"}
     assert config_changes(current, target, managed={"DATABASE_URL"}) == {"added": [], "removed": ["FLAG"], "changed": []}
+
+
+# --- against the sandbox ------------------------------------------------------------------------
+
+
+def _checkpoint(database: str, version: int, verified: bool) -> dict:
+    conn = ledger.connect(database)
+    try:
+        cp = ledger.create_checkpoint(conn, app="shop", kind="deploy", release_version=version, release_id=None,
+                                      slug_id=None, slug_commit=None, previous_release_version=version - 1,
+                                      backup_strategy="none", migration_tool="none")
+        cp = ledger.update_checkpoint(conn, cp["id"], status="complete", completed_at="now")
+        if verified:
+            ledger.mark_release_verified(conn, "shop", version)
+        return cp
+    finally:
+        conn.close()
+
+
+def _plan_for(shop, to: str) -> dict:
+    conn = ledger.connect(shop.database)
+    try:
+        return build_plan(shop.client, conn, "shop", to)
+    finally:
+        conn.close()
+
+
+@pytest.mark.integration
+def test_previous_prefers_the_newest_release_verified_healthy(shop) -> None:
+    _checkpoint(shop.database, 2, verified=True)
+    verified = _checkpoint(shop.database, 3, verified=True)
+    _checkpoint(shop.database, 4, verified=False)
+    plan = _plan_for(shop, "previous")
+    assert plan["resolved_by"] == "verified-checkpoint"
+    assert plan["target"]["version"] == 3 and plan["target"]["checkpoint_id"] == verified["id"]
+    assert plan["target"]["verified_healthy_at"]
+    assert plan["current"]["version"] == 5 and plan["noop"] is False
+    assert plan["steps"] == ["code_rollback", "release_phase", "verify"]
+    # Naming the checkpoint comes to the same release.
+    by_checkpoint = _plan_for(shop, verified["id"])
+    assert by_checkpoint["resolved_by"] == "checkpoint" and by_checkpoint["target"]["version"] == 3
+
+
+@pytest.mark.integration
+def test_a_failed_release_is_not_a_target(shop) -> None:
+    shop.sandbox.faults.fail_release("shop")
+    with pytest.raises(AssertionError):
+        shop.deploy("c")  # v6: its release phase fails
+    with pytest.raises(PlanRefused, match="release v6 of 'shop' cannot be rolled back to: its status is failed"):
+        _plan_for(shop, "v6")
+    # and `previous` passes over it to the newest eligible release before the current one.
+    assert _plan_for(shop, "previous")["target"]["version"] == 4
