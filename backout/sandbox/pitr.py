@@ -39,7 +39,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
 import psycopg
@@ -654,7 +654,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_until(condition: Any, timeout: float) -> bool:
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
