@@ -209,6 +209,12 @@ def test_pypi_json_api_yank_and_release_workflow(world):
     assert all(f["yanked"] and f["yanked_reason"] == "broken" for f in release["urls"])
     assert requests.get(f"{forge.url}/pypi/widgets/json", timeout=10).json()["info"]["version"] == "1.2.2"
 
+    forge.add_pypi_release("Other_Project", "0.1", files=["other_project-0.1.tar.gz"], yanked=True)
+    other = requests.get(f"{forge.url}/pypi/other-project/0.1/json", timeout=10, allow_redirects=False)
+    assert other.status_code == 301 and other.headers["Location"].endswith("/pypi/Other_Project/0.1/json")
+    other = requests.get(f"{forge.url}/pypi/other-project/0.1/json", timeout=10).json()
+    assert [f["filename"] for f in other["urls"]] == ["other_project-0.1.tar.gz"] and other["info"]["yanked"]
+
     # A pushed version tag is "uploaded" by the stand-in release workflow.
     git("tag", "-a", "v1.3.0", "-m", "1.3.0", cwd=demo["checkout"])
     git("push", "--quiet", "origin", "v1.3.0", cwd=demo["checkout"])
@@ -219,10 +225,7 @@ def test_state_survives_a_restart(world, tmp_path):
     forge, demo = world
     api(forge, "POST", f"/repos/{REPO}/issues", demo["token"], json={"title": "kept"})
     forge.stop()
-    again = forge_module.start(port=0, state_path=tmp_path / "forge.json")
-    try:
+    with forge_module.start(port=0, state_path=tmp_path / "forge.json") as again:
         assert [i["title"] for i in again.issues(REPO)] == ["kept"]
         assert json.loads((tmp_path / "forge.json").read_text())["repos"]["acme/widgets"]["full_name"] == REPO
         assert api(again, "GET", f"/repos/{REPO}/releases/tags/v1.2.3", demo["token"]).status_code == 200
-    finally:
-        again.stop()

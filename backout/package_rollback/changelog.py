@@ -41,9 +41,6 @@ class Section:
     setext: bool
     marked: bool  # yanked or rolled back, per the heading
 
-    def title_line(self, lines: list[str]) -> str:
-        return lines[self.line]
-
 
 class Changelog:
     def __init__(self, text: str, path: str) -> None:

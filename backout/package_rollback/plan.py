@@ -11,8 +11,8 @@ rerun carries on with the same versions even after the bad tag is gone.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Collection
 
 from packaging.version import InvalidVersion, Version
 
@@ -40,7 +40,6 @@ class Options:
     checkout: str | None = None
     pypi_project: str | None = None
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """The checks that need no network: forms of the repository and the versions."""
@@ -58,13 +57,8 @@ class Options:
                 "version_file": self.version_file, "changelog": self.changelog, "checkout": self.checkout,
                 "pypi_project": self.pypi_project, "reason": self.reason}
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Options":
-        return cls(**{k: params.get(k) for k in ("repo", "bad", "good", "tag_prefix", "version_file", "changelog",
-                                                  "checkout", "pypi_project")}, reason=params.get("reason") or "")
 
-
-def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: set[str] = frozenset()) -> dict:
+def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> dict:
     """The plan, or BadInput. `rolled_back`: bad versions of earlier package rollbacks (ledger)."""
     options.check()
     bad = Version(options.bad)
@@ -187,7 +181,7 @@ def _project_name(github: GitHub, ref: str) -> str | None:
 
 
 def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Version, dict],
-               yanked: set[str], rolled_back: set[str]) -> tuple[Version, str, list[dict]]:
+               yanked: set[str], rolled_back: Collection[str]) -> tuple[Version, str, list[dict]]:
     excluded: dict[Version, str] = {}
     for section in log.releases():
         if section.marked and section.version is not None:

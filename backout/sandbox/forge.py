@@ -9,7 +9,7 @@ does. Releases, issues, tokens and PyPI projects live in the state file.
 GitHub routes: `GET /repos/{o}/{r}`, `GET .../git/ref/{ref}`, `GET .../git/matching-refs/{prefix}`,
 `POST .../git/refs`, `DELETE .../git/refs/{ref}`, `GET .../git/tags/{sha}`, `GET|POST .../releases`,
 `GET .../releases/tags/{tag}`, `GET|PATCH|DELETE .../releases/{id}`, `GET|POST .../issues`,
-`GET .../contents/{path}?ref=`, `GET /user`. PyPI routes: `GET /pypi/{project}/json`,
+`GET .../contents/{path}?ref=`. PyPI routes: `GET /pypi/{project}/json`,
 `GET /pypi/{project}/{version}/json`, and `POST /_sandbox/pypi/{project}/{version}/yank`.
 
 Fidelity, as on GitHub: `Authorization: Bearer` or `token`; a classic token's `X-OAuth-Scopes`
@@ -138,13 +138,12 @@ class Reply:
 class ApiError(Exception):
     """Answered as GitHub's error body."""
 
-    def __init__(self, status: int, message: str, doc: str = DOCS, errors: list | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, doc: str = DOCS, errors: list | None = None) -> None:
         super().__init__(message)
         body: dict[str, Any] = {"message": message, "documentation_url": doc, "status": str(status)}
         if errors:
             body["errors"] = errors
-        self.reply = Reply(status, body, headers or {})
+        self.reply = Reply(status, body)
 
 
 class State:
@@ -470,11 +469,6 @@ class _Api:
             "permissions": {"admin": rank >= 5, "maintain": rank >= 4, "push": rank >= 3, "triage": rank >= 2,
                             "pull": rank >= 1},
         }
-
-    def get_user(self, caller: Caller) -> Reply:
-        if caller.login is None:
-            raise ApiError(401, "Requires authentication", f"{DOCS}/users/users#get-the-authenticated-user")
-        return Reply(200, {"login": caller.login, "id": caller.user_id, "type": "User"})
 
     # -- GitHub: git refs --
 
@@ -868,7 +862,6 @@ def _sync_workflows(data: dict) -> bool:
 
 _O = r"(?P<owner>[A-Za-z0-9_.-]+)/(?P<name>[A-Za-z0-9_.-]+)"
 _GITHUB_ROUTES: list[tuple[str, re.Pattern, Callable]] = [
-    ("GET", re.compile(r"/user"), _Api.get_user),
     ("GET", re.compile(rf"/repos/{_O}"), _Api.get_repo),
     ("GET", re.compile(rf"/repos/{_O}/git/ref/(?P<ref>.+)"), _Api.get_ref),
     ("GET", re.compile(rf"/repos/{_O}/git/tags/(?P<sha>[0-9a-f]{{40}})"), _Api.get_tag_object),
