@@ -1,8 +1,8 @@
 """Computing and validating a rollback plan before anything changes.
 
 A plan says which release the app goes back to, how it was chosen, what the code/config change is
-(config var names only, never values), whether it is already done, and the database step (none
-until the database jobs exist). `build_plan` only reads: from the Platform API and the ledger. It
+(config var names only, never values), whether it is already done, and the database step
+(`backout.db_rollback`). `build_plan` only reads: from the Platform API and the ledger. It
 raises `PlanRefused` (exit status 2) for anything that cannot be carried out:
 
 - an unknown app, release or checkpoint, or a `--to` that is not `vNN`, a checkpoint id or `previous`;
@@ -29,6 +29,7 @@ from typing import Any, Collection
 from . import ledger
 from .errors import HerokuAPIError, PlanRefused
 from .heroku import HerokuClient
+from .settings import Settings, load
 
 TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"
 DB_CHOICES = ("none", "down", "restore")
@@ -37,7 +38,8 @@ _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 
 def build_plan(
-    client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None
+    client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
+    settings: Settings | None = None,
 ) -> dict:
     """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
     if db not in DB_CHOICES:
@@ -66,7 +68,7 @@ def build_plan(
         raise PlanRefused(
             f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
         )
-    step = database_step(conn, app, db, current, target, checkpoint)
+    step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
 
     steps = ([] if step is None else [step["kind"]]) + ["code_rollback", "release_phase", "verify"]
     return {
@@ -88,21 +90,22 @@ def build_plan(
 
 
 def database_step(
-    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: dict | None
+    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: dict | None,
+    settings: Settings | None = None, client: HerokuClient | None = None,
 ) -> dict | None:
     """The database part of the plan: None for `--db none`.
 
-    For `down` it will list the migrations to revert (from the down scripts saved in the
-    checkpoint) and refuse to cross an irreversible one; for `restore`, the backup to restore and
-    the data written since that would be lost. Both always begin with a safety checkpoint. Those
-    steps come with the database jobs; until then the plan refuses them.
+    For `down` it lists the migrations to revert (from the down scripts saved in the checkpoints)
+    and refuses to cross an irreversible one; for `restore`, the backup to restore and the data
+    written since that would be lost. Both always begin with a safety checkpoint. See
+    `backout.db_rollback.plan_db_step`.
     """
     if db == "none":
         return None
-    raise PlanRefused(
-        f"--db {db} is not available in this version of backout: the database rollback jobs are not "
-        f"installed. Roll back code and config with --db none (the database is left as it is)"
-    )
+    from .db_rollback import plan_db_step  # the database tooling loads only for a database step
+
+    return plan_db_step(settings or load(), conn, app, checkpoint, db, target_version=target["version"],
+                        current_version=current["version"], heroku=client)
 
 
 def addon_config_vars(client: HerokuClient, app: str) -> set[str]:

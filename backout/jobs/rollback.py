@@ -30,6 +30,7 @@ from .. import ledger
 from ..errors import BackoutError
 from ..heroku import HerokuClient
 from ..notify import notify
+from ..output import Progress
 from ..plan import addon_config_vars, config_changes
 from ..redact import redact
 from ..settings import Settings, load
@@ -110,6 +111,10 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
         current = client.current_release(app)
         if _runs(client, app, current, target, target_config, managed):
             merged = _merged_into(conn, request, current)
+            # The code is there already; the database step still runs unless the request merged
+            # into did the same one.
+            if plan.get("db_step") and not _same_database_step(conn, merged, plan["db_step"]):
+                result["db"] = _run_database_step(conn, request)
             detail = {"reason": "the app already runs the target's slug and config vars",
                       "current_version": current["version"], "merged_into": merged}
             ledger.record_step(conn, request_id, "code_rollback", "skipped", detail)
@@ -117,7 +122,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
             return {**result, "status": "succeeded", "release_version": current["version"],
                     "release_id": current["id"], "merged_into": merged}
         if plan.get("db_step"):
-            _run_database_step(conn, request)
+            result["db"] = _run_database_step(conn, request)
         ledger.record_step(conn, request_id, "code_rollback", "started",
                            {"target_version": target["version"], "from_version": current["version"]})
         release = client.rollback(app, target["id"])
@@ -192,12 +197,21 @@ def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
     return None
 
 
-def _run_database_step(conn: Any, request: dict) -> None:
-    # Plans with a database step are refused until the database jobs are installed, so only a
-    # request planned by a newer backout can get here; this worker cannot carry it out.
-    ledger.record_step(conn, request["id"], request["plan"]["db_step"].get("kind", "database"), "failed",
-                       {"reason": "this worker has no database rollback jobs"})
-    raise BackoutError("this worker cannot run database steps (--db down|restore); upgrade backout on the worker")
+def _run_database_step(conn: Any, request: dict) -> dict:
+    """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
+    from ..db_rollback import run_db_step  # the database tooling loads only for a database step
+
+    step = request["plan"]["db_step"]
+    done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"))
+    return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
+
+
+def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
+    if request_id is None:
+        return False
+    other = (ledger.get_request(conn, request_id)["plan"] or {}).get("db_step") or {}
+    return (other.get("kind"), (other.get("restore_point") or {}).get("id")) == (
+        step.get("kind"), (step.get("restore_point") or {}).get("id"))
 
 
 def _slug_id(release: dict) -> str | None:
