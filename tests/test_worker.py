@@ -109,4 +109,4 @@ def test_worker_takes_rollbacks_before_routine_work(redis_url: str, database: st
     assert (first.id, queue.name) == (rollback.id, queues.ROLLBACK)
     second, _ = worker.dequeue_job_and_maintain_ttl(None)
     assert second.id == routine.id
-    worker.register_death()
+    worker.teardown()
