@@ -326,3 +326,49 @@ def test_undo_puts_back_the_deleted_tag_and_release(world):
     assert bare(world, "cat-file", "-t", bad_object, check=False) == ""
     assert undo_deletion(settings, request_id)["tag"] == {"tag": "v1.2.3", "sha": bad_commit, "lightweight": True}
     assert bare(world, "rev-parse", "v1.2.3") == bad_commit
+
+
+def _gizmo(world: World) -> str:
+    """A second package with other habits: bare version tags, setup.cfg pointing at __version__,
+    a setext-style CHANGES.md, nothing on PyPI."""
+    root = world.tmp / "gizmo"
+    remote, work = root / "remote.git", root / "work"
+    git("init", "-q", "--bare", "--initial-branch=trunk", str(remote))
+    git("init", "-q", "--initial-branch=trunk", str(work))
+    git("remote", "add", "origin", str(remote), cwd=str(work))
+    (work / "gizmo").mkdir()
+    changes = ""
+    for version in ("2.0.0", "2.0.1"):
+        (work / "setup.cfg").write_text("[metadata]\nname = gizmo\nversion = attr: gizmo.__version__\n")
+        (work / "gizmo" / "__init__.py").write_text(f'__version__ = "{version}"\n')
+        heading = f"{version} (2024-01-0{version[-1]})"
+        changes = f"{heading}\n{'-' * len(heading)}\n\n* changes of {version}\n\n" + changes
+        (work / "CHANGES.md").write_text("Changes\n=======\n\n" + changes)
+        git("add", "-A", cwd=str(work))
+        git("-c", "user.name=Bob", "-c", "user.email=bob@example.com", "commit", "-qm", version, cwd=str(work))
+        git("tag", version, cwd=str(work))
+    git("push", "-q", "origin", "trunk", "--tags", cwd=str(work))
+    world.forge.add_repo("acme/gizmo", git_dir=remote, default_branch="trunk")
+    return str(remote)
+
+
+def test_bare_tags_setup_cfg_and_a_setext_changelog(world):
+    remote = _gizmo(world)
+    base = [sys.executable, "-m", "backout", "package-rollback", "--repo", "acme/gizmo", "--bad", "2.0.1"]
+    plan = subprocess.run([*base, "--dry-run", "--json"], env=world.env, capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["tags"] == {"bad": "2.0.1", "good": "2.0.0", "new": "2.0.2"} and doc["good_source"] == "CHANGES.md"
+    assert doc["plan"]["version_files"] == [{"path": "gizmo/__init__.py", "kind": "python"}]
+    assert doc["yank"]["state"] == "not_published"
+
+    run = subprocess.run([*base, "--confirm", "acme/gizmo", "--reason", "it leaks"], env=world.env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert git("--git-dir", remote, "tag", "--list") == "2.0.0\n2.0.2"
+    assert git("--git-dir", remote, "show", "2.0.2:gizmo/__init__.py") == '__version__ = "2.0.2"'
+    changes = git("--git-dir", remote, "show", "trunk:CHANGES.md").splitlines()
+    at = changes.index(next(line for line in changes if line.startswith("2.0.2 (")))
+    assert changes[at + 1] == "-" * len(changes[at]) and changes[at + 3].startswith("* Rolled back 2.0.1")
+    assert "2.0.1 (2024-01-01) [YANKED]" in changes
+    assert "pypi yank: skipped" in run.stderr

@@ -350,13 +350,20 @@ _STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
 def changelog_entry(plan: dict) -> list[str]:
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     on_pypi = bool((plan.get("pypi") or {}).get("published"))
+    what = " and ".join(part for part in (_gone(plan), "it is yanked on PyPI" if on_pypi else "") if part)
     return [
         f"Rolled back {plan['bad']}: this release is the code of {plan['good']}, published as "
         f"{plan['rollback_version']}. Reason: {plan['reason']}.",
-        f"{plan['bad']} is withdrawn: its tag and GitHub release are deleted"
-        f"{' and it is yanked on PyPI' if on_pypi else ''}. If you pinned `{project}=={plan['bad']}`, move to "
-        f"`{project}=={plan['rollback_version']}`.",
+        f"{plan['bad']} is withdrawn{': ' + what if what else ''}. If you pinned `{project}=={plan['bad']}`, "
+        f"move to `{project}=={plan['rollback_version']}`.",
     ]
+
+
+def _gone(plan: dict) -> str:
+    """What of the bad version was deleted on GitHub, in words."""
+    parts = [f"its tag `{plan['tags']['bad']}`" if plan.get("bad_tag") else "",
+             "its GitHub release" if plan.get("bad_release") else ""]
+    return " and ".join(p for p in parts if p) + (" are deleted" if all(parts) else " is deleted" if any(parts) else "")
 
 
 def announcement(ctx: Context) -> tuple[str, str]:
@@ -373,7 +380,7 @@ def announcement(ctx: Context) -> tuple[str, str]:
         "",
         f"- {plan['rollback_version']} is the code of {plan['good']} again (tag `{plan['tags']['new']}`), "
         "published by the release workflow.",
-        f"- The tag `{plan['tags']['bad']}` and its GitHub release are deleted.",
+        f"- {_gone(plan)[0].upper() + _gone(plan)[1:]}." if _gone(plan) else "",
         pypi,
         "",
         f"What to do: `pip install --upgrade {project}` gets {plan['rollback_version']}. If you pinned "
