@@ -12,13 +12,13 @@ test can make the rollback release's phase slow.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import signal
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -300,8 +300,8 @@ def test_a_failing_release_phase_leaves_the_app_where_it_was(shop: Shop) -> None
     assert note["event"] == "rollback.failed" and "still on v5" in note["text"]
 
 
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and every process under it."""
+def _kill_tree(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    """Send `sig` (SIGKILL unless told) to a process and every process under it."""
     def children(p: int) -> list[int]:
         try:
             found = []
@@ -319,6 +319,61 @@ def _kill_tree(pid: int) -> None:
         todo += children(p)
     for p in tree:
         try:
-            os.kill(p, signal.SIGKILL)
+            os.kill(p, sig)
         except ProcessLookupError:
             pass
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found.update(int(c) for c in f.read().split())
+    return found
+
+
+def test_sigterm_lets_the_job_in_flight_finish(shop: Shop) -> None:
+    shop.delay_file.write_text("2")
+    worker = shop.start_worker()
+    wait_for(lambda: shop.redis.smembers("rq:workers"), what="the worker")
+    request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+    wait_for(lambda: ("release_phase", "started") in shop.steps(request_id), what="the release phase")
+    # Heroku stops a dyno by sending SIGTERM to every process in it, work horse included.
+    _kill_tree(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0, shop.worker_log()[-3000:]
+    request = shop.request(request_id)
+    assert request["status"] == "succeeded" and request["attempts"] == 1, shop.worker_log()[-3000:]
+    assert shop.client.current_release(APP)["description"] == "Rollback to v3"
+
+
+def test_a_killed_work_horse_is_reported_and_its_rollback_finished(shop: Shop) -> None:
+    sentry = StubServer(lambda request: Reply(200, {}))
+    try:
+        shop.env["SENTRY_DSN"] = f"http://publickey@127.0.0.1:{sentry.port}/9"
+        shop.delay_file.write_text("3")
+        worker = shop.start_worker()
+        wait_for(lambda: shop.redis.smembers("rq:workers"), what="the worker")
+        time.sleep(0.5)  # its scheduler process has started
+        before = _children(worker.pid)
+        request_id = enqueue_rollback(APP, "v3", settings=shop.settings)
+        wait_for(lambda: ("release_phase", "started") in shop.steps(request_id), what="the release phase")
+        [horse] = _children(worker.pid) - before
+        os.kill(horse, signal.SIGKILL)
+
+        def reported() -> bool:
+            return any(b"was killed by signal 9" in _body(r) for r in sentry.requests)
+
+        wait_for(reported, timeout=15, what="the Sentry report")
+        assert b"the work horse running job rollback-" + request_id.encode() in b"".join(_body(r) for r in sentry.requests)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        # The next worker's sweep finds the request without a live job and finishes it, once.
+        assert shop.start_worker("--burst").wait(60) == 0
+        assert shop.request(request_id)["status"] == "succeeded", shop.worker_log()[-3000:]
+        assert len(shop.rollback_releases()) == 1
+    finally:
+        sentry.close()
+
+
+def _body(request: Any) -> bytes:
+    return gzip.decompress(request.body) if request.headers.get("Content-Encoding") == "gzip" else request.body
