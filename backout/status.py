@@ -33,7 +33,7 @@ def app_status(settings: Settings, app: str) -> dict:
     assert settings.ledger_url is not None
     with HerokuClient.from_settings(settings) as client:
         try:
-            releases = client.list_releases(app, page_size=RELEASES_SHOWN)[:RELEASES_SHOWN]
+            releases = client.list_releases(app)[:RELEASES_SHOWN]
         except HerokuAPIError as exc:
             if exc.status == 404:
                 raise PlanRefused(f"unknown app {app!r}: {exc.message}") from None

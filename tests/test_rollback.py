@@ -371,6 +371,8 @@ def test_a_killed_work_horse_is_reported_and_its_rollback_finished(shop: Shop) -
         assert shop.start_worker("--burst").wait(60) == 0
         assert shop.request(request_id)["status"] == "succeeded", shop.worker_log()[-3000:]
         assert len(shop.rollback_releases()) == 1
+        # and the job its worker abandoned was reported too.
+        assert f"rollback request {request_id} of shop re-enqueued".encode() in b"".join(_body(r) for r in sentry.requests)
     finally:
         sentry.close()
 

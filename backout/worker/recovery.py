@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
+import sentry_sdk
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
@@ -118,5 +119,8 @@ def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason:
     ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
     if request["status"] == "running":
         ledger.update_request(conn, request_id, status="queued")
-    log.warning("rollback request %s re-enqueued: %s", request_id, reason)
+    message = f"rollback request {request_id} of {request['app']} re-enqueued: {reason}"
+    log.warning(message)
+    # A job lost this way was abandoned by its worker; Sentry hears of it (a no-op without SENTRY_DSN).
+    sentry_sdk.capture_message(message, level="warning")
     return True
