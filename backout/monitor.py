@@ -49,6 +49,11 @@ MIN_LOCK_TTL = 3.0
 LOCK_TTL_INTERVALS = 3
 # A rollback that has not finished after this long is handed to a person.
 ROLLBACK_GIVE_UP = 3600.0
+# Dyno listings spend the token's Platform API budget (Heroku: 4500 requests an hour), so the
+# monitor makes at most this many a second, whatever it watches: each app's dynos are listed every
+# half interval (a crash is seen within one) while that fits, less often when many apps are
+# watched. Crash webhooks are not rationed.
+DYNO_LISTINGS_PER_SECOND = 0.5
 
 
 @dataclass
@@ -62,6 +67,7 @@ class _Watch:
     round_at: float = 0.0
     in_flight: bool = False  # probes of the current round not all back yet
     dynos_in_flight: bool = False
+    next_dynos: float = 0.0
     sentry_in_flight: bool = False
     next_sentry: float = 0.0
     busy: bool = False  # a decision or verification is running on the ledger thread
@@ -99,6 +105,7 @@ class Monitor:
         self._local = threading.local()
         self._sync_now = False
         self._next_due = 0.0
+        self._next_listing = 0.0
         self.sentry_enabled = bool(settings.sentry_api_token)
 
     # --- the loop ---------------------------------------------------------------------------------
@@ -125,8 +132,9 @@ class Monitor:
                     for watch in list(self.watches.values()):
                         if watch.next_round <= now:
                             self._start_round(watch, now)
-                        self._next_due = min(self._next_due, watch.next_round)
-                self._drain(max(0.0, min(next_sync, self._next_due) - time.time()), stop)
+                        self._next_due = min(self._next_due, watch.next_round, self._list_dynos(watch, now))
+                # Capped so that a stop is noticed within half a second however quiet it is.
+                self._drain(max(0.0, min(next_sync, self._next_due, now + 0.5) - time.time()), stop)
         finally:
             stop.set()
             subscriber.join(2.0)
@@ -178,8 +186,7 @@ class Monitor:
             elif current["release_version"] != watch.version:
                 if not watch.busy:
                     if not watch.ended:
-                        self._in_ledger(self._record, watch.record, "watch_ended",
-                                        f"superseded by a watch of v{current['release_version']}")
+                        self._in_ledger(self._record, watch.record, "watch_ended", _superseded(watch, current))
                     self.watches[app] = self._new_watch(current, now)
             elif current.get("phase") != watch.record.get("phase") and not watch.busy:
                 watch.record = current
@@ -233,13 +240,23 @@ class Monitor:
         elif (step := due_verified(self.policy, watch.state, now, probes=False)) is not None:
             self._conclude(watch, step)
             return
-        if self._heroku_enabled() and not watch.dynos_in_flight:
-            watch.dynos_in_flight = True
-            self.pool.submit(self._dynos_task, watch.app, watch.version)
         if self.sentry_enabled and not watch.sentry_in_flight and now >= watch.next_sentry:
             watch.sentry_in_flight = True
             watch.next_sentry = now + max(self.policy.interval, min(60.0, self.policy.window / 5))
             self.pool.submit(self._sentry_task, dict(watch.record), now)
+
+    def _list_dynos(self, watch: _Watch, now: float) -> float:
+        """List the watch's dynos if due and the budget allows; returns when to look again."""
+        if not self._heroku_enabled() or watch.ended or watch.busy or watch.record.get("phase") == "rolling_back":
+            return float("inf")
+        if watch.dynos_in_flight:
+            return watch.next_dynos
+        if now >= watch.next_dynos and now >= self._next_listing:
+            watch.dynos_in_flight = True
+            self._next_listing = now + 1 / DYNO_LISTINGS_PER_SECOND
+            watch.next_dynos = now + max(self.policy.interval / 2, len(self.watches) / DYNO_LISTINGS_PER_SECOND)
+            self.pool.submit(self._dynos_task, watch.app, watch.version)
+        return max(watch.next_dynos, self._next_listing)
 
     def _probe_task(self, app: str, version: int, round_no: int, url: str) -> None:
         self.inbox.put(("probe", app, version, round_no, self.prober.probe(url)))
@@ -461,6 +478,15 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
             receiver.shutdown()
             receiver.server_close()
         connection.close()
+
+
+def _superseded(watch: _Watch, newer: dict[str, Any]) -> str:
+    request = watch.record.get("request_id")
+    if watch.record.get("phase") == "rolling_back" and request:
+        # The rollback release's own release phase scheduled its watch before the job finished.
+        return (f"superseded by the watch of v{newer['release_version']}; the auto-rollback (request {request}) "
+                "goes on and its release is watched")
+    return f"superseded by a watch of v{newer['release_version']}"
 
 
 class MonitorThread:

@@ -3,9 +3,11 @@ receiver, the watch job run by a real RQ worker, and monitors running in threads
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -16,16 +18,54 @@ from backout import settings as settings_module
 from backout.monitor import Monitor
 from backout.worker.main import build_worker
 from backout.worker.queues import ROUTINE, queue
-from tests.stub_http import Reply, Request, StubServer
 
 FAST = {
     "BACKOUT_HEALTH_INTERVAL": "0.2",
     "BACKOUT_HEALTH_THRESHOLD": "3",
     "BACKOUT_HEALTH_GRACE": "0.5",
-    "BACKOUT_HEALTH_WINDOW": "2",
+    "BACKOUT_HEALTH_WINDOW": "1",
     "BACKOUT_HEALTH_TIMEOUT": "1",
     "BACKOUT_HEALTH_COOLDOWN": "60",
 }
+
+
+class _Loopback:
+    """A threaded HTTP/1.1 server on a free loopback port that stops at once when closed."""
+
+    def __init__(self, respond: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes] | None]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                answer = respond(self.command, self.path, self.rfile.read(length) if length else b"")
+                if answer is None:  # drop the connection without a word, as a dying app does
+                    self.close_connection = True
+                    return
+                status, headers, body = answer
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
 
 
 class HealthApp:
@@ -35,17 +75,17 @@ class HealthApp:
         self.mode = "ok"
         self.release = release
         self.hits: list[tuple[float, str]] = []
-        self.server = StubServer(self._handle)
+        self.server = _Loopback(self._respond)
         self.url = self.server.url + "/health"
 
-    def _handle(self, request: Request) -> Reply:
+    def _respond(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
         self.hits.append((time.time(), self.mode))
-        headers = {"X-Release": self.release} if self.release else {}
+        headers = {"Content-Type": "application/json", **({"X-Release": self.release} if self.release else {})}
         if self.mode == "drop":
-            return Reply(disconnect=True)
+            return None
         if self.mode == "fail":
-            return Reply(500, {"status": "broken"}, headers)
-        return Reply(200, {"status": "ok"}, headers)
+            return 500, headers, b'{"status": "broken"}'
+        return 200, headers, b'{"status": "ok"}'
 
     def close(self) -> None:
         self.server.close()
@@ -55,15 +95,20 @@ class Notifications:
     """Receives BACKOUT_NOTIFY_URL posts."""
 
     def __init__(self) -> None:
-        self.server = StubServer(lambda r: Reply(200, "ok"))
+        self.received: list[dict[str, Any]] = []
+        self.server = _Loopback(self._respond)
         self.url = self.server.url + "/hook"
+
+    def _respond(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.received.append(json.loads(body))
+        return 200, {}, b"ok"
 
     @property
     def events(self) -> list[str]:
-        return [r.json()["event"] for r in self.server.requests]
+        return [r["event"] for r in self.received]
 
     def texts(self, event: str) -> list[str]:
-        return [r.json()["text"] for r in self.server.requests if r.json()["event"] == event]
+        return [r["text"] for r in self.received if r["event"] == event]
 
     def close(self) -> None:
         self.server.close()

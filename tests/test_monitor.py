@@ -54,7 +54,7 @@ def test_a_healthy_release_is_verified_after_its_window(monkeypatch, database, r
         wait_for(lambda: "verified" in kinds(database, APP), what="verified")
     took = time.time() - started
     assert kinds(database, APP) == ["watch_started", "verified"]
-    assert 2.5 <= took < 6  # grace 0.5 + window 2
+    assert 1.5 <= took < 5  # grace 0.5 + window 1
     conn = ledger.connect(database)
     assert ledger.get_checkpoint(conn, cp["id"])["verified_healthy_at"] is not None
     conn.close()
@@ -81,7 +81,7 @@ def test_failures_during_grace_are_ignored(monkeypatch, database, redis_url, app
 
 
 def test_a_blip_shorter_than_the_threshold_is_ignored(monkeypatch, database, redis_url, app, notes):
-    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes))
+    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="3"))
     deploy_checkpoint(database, APP, 5)
     run_watch_job(redis_url, settings, APP, 5)
     with monitors(settings, redis_url):
@@ -99,7 +99,7 @@ def test_a_blip_shorter_than_the_threshold_is_ignored(monkeypatch, database, red
 
 
 def test_failure_without_a_verified_release_to_go_back_to_tells_a_person(monkeypatch, database, redis_url, app, notes):
-    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes))
+    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="5"))
     deploy_checkpoint(database, APP, 4)  # complete but never verified
     deploy_checkpoint(database, APP, 5)
     run_watch_job(redis_url, settings, APP, 5)
@@ -175,7 +175,7 @@ def test_two_monitors_share_one_watch(monkeypatch, database, redis_url, app, not
 
 
 def test_a_watch_moves_to_another_monitor_when_its_holder_stops(monkeypatch, database, redis_url, app, notes):
-    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="4"))
+    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="2"))
     deploy_checkpoint(database, APP, 5)
     run_watch_job(redis_url, settings, APP, 5)
     registry = WatchRegistry(redis.Redis.from_url(redis_url))
@@ -189,7 +189,7 @@ def test_a_watch_moves_to_another_monitor_when_its_holder_stops(monkeypatch, dat
 
 
 def test_a_newer_release_supersedes_the_watch(monkeypatch, database, redis_url, app, notes):
-    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="3"))
+    settings = use_env(monkeypatch, env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="2"))
     run_watch_job(redis_url, settings, APP, 5)
     with monitors(settings, redis_url):
         wait_for(lambda: len(app.hits) >= 2, what="probes of v5")
