@@ -187,7 +187,10 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     ).fetchone()
     addon = facts.get("addon") or {}
     applied = adapter.applied(conn)
-    pending = adapter.pending(conn)
+    # Only a deploy checkpoint's down scripts are ever run (no release applies migrations after a
+    # safety checkpoint), and the worker taking a safety checkpoint may not have the app's
+    # migration files at all: it reads the state table only.
+    pending = adapter.pending(conn) if cp["kind"] == "deploy" else []
     irreversible = [m.id for m in pending if not m.reversible]
     fingerprint = config_fingerprint(facts["config"]) if "config" in facts else None
     ledger.update_checkpoint(
