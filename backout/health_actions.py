@@ -8,6 +8,7 @@ Every verdict and decision is a health event with its reason. Event kinds:
     grace, counted, recovered, stale            probe rounds that were not a plain pass
     failed, verified                            the verdict on the release
     rollback_requested, dry_run, suppressed     the decision on a failed release
+    rollback_error                              a request that could not be made yet (tried again)
     rollback_finished, rollback_failed          how the auto-rollback ended
 """
 
@@ -78,8 +79,14 @@ def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[st
 
 
 def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registry: WatchRegistry,
-              watch: dict[str, Any], step: Step, now: float) -> str | None:
-    """Record the failure and carry out the decision. Returns the rollback request id, if one was made."""
+              watch: dict[str, Any], step: Step, now: float) -> tuple[str, str | None]:
+    """Record the failure and carry out the decision.
+
+    Returns ("requested", request id) when a rollback was requested, ("ended", None) when the watch
+    is over without one (suppressed, dry run, refused), or ("retry", None) when the request could
+    not be made for a passing reason (the Platform API or the ledger did not answer): the next
+    failed round tries again.
+    """
     app, version = watch["app"], watch["release_version"]
     record(conn, watch, "failed", step.reason, "fail", step.detail)
     decision = decide(Policy.from_settings(settings), gather_facts(settings, conn, client, app, version, now, watch))
@@ -91,10 +98,10 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
         record(conn, watch, "dry_run", decision.reason, "fail", decision.detail())
         notify(settings, "health.dry_run", f"{headline}; {decision.reason}", {**decision.detail(), "app": app,
                                                                               "release_version": version})
-        return None
+        return "ended", None
     if decision.action == "suppress":
         _suppressed(settings, conn, watch, headline, decision)
-        return None
+        return "ended", None
 
     from .rollback import enqueue_rollback  # the rollback API is heavy; load it only to use it
 
@@ -106,12 +113,17 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     except PlanRefused as exc:
         _suppressed(settings, conn, watch, headline, Decision(
             "suppress", f"the rollback plan was refused: {exc}", decision.db, decision.target, True))
-        return None
+        return "ended", None
     except BackoutError as exc:
         message = redact(str(exc), settings.secrets())
-        _suppressed(settings, conn, watch, headline, Decision(
-            "suppress", f"the rollback could not be requested: {message}", decision.db, decision.target, True))
-        return None
+        if isinstance(exc, HerokuAPIError) and 400 <= exc.status < 500 and exc.status != 429:
+            _suppressed(settings, conn, watch, headline, Decision(
+                "suppress", f"the rollback could not be requested: {message}", decision.db, decision.target, True))
+            return "ended", None
+        registry.unmark_auto_rollback(app, version)
+        record(conn, watch, "rollback_error", f"the rollback could not be requested ({message}); trying again "
+                                              "at the next failed probe", "fail", decision.detail())
+        return "retry", None
     first = step.detail.get("first_counted_at")
     record(conn, watch, ROLLBACK_REQUESTED, decision.reason, "fail", {
         **decision.detail(), "request_id": request_id, "first_counted_at": first,
@@ -121,7 +133,7 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     notify(settings, "health.rollback_started",
            f"{headline}; rolling back to v{target.get('version')} with --db {decision.db} (request {request_id})",
            {**decision.detail(), "app": app, "release_version": version, "request_id": request_id})
-    return request_id
+    return "requested", request_id
 
 
 def on_verified(settings: Settings, conn: psycopg.Connection, watch: dict[str, Any], step: Step) -> None:
@@ -130,10 +142,23 @@ def on_verified(settings: Settings, conn: psycopg.Connection, watch: dict[str, A
     checkpoint = ledger.checkpoint_for_release(conn, app, version)
     reason = step.reason
     if checkpoint is None:
-        reason += f"; no complete deploy checkpoint of v{version} to mark (was the release hook in the Procfile?)"
+        reason += "; " + _no_checkpoint(conn, watch)
     record(conn, watch, "verified", reason, "pass", {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
     notify(settings, "health.verified", f"{app} v{version} is verified healthy: {step.reason}",
            {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
+
+
+def _no_checkpoint(conn: psycopg.Connection, watch: dict[str, Any]) -> str:
+    """Why a verified release has no checkpoint to mark: a rollback release takes none by design;
+    any other release should have had one from the release hook."""
+    app, version = watch["app"], watch["release_version"]
+    made_by = next((r for r in ledger.list_requests(conn, app, statuses=["succeeded"], limit=20)
+                    if (r.get("result") or {}).get("release_version") == version), None)
+    back_to = watch.get("rollback_of") or (made_by and (made_by.get("result") or {}).get("target_version"))
+    if made_by is None and back_to is None:
+        return f"no complete deploy checkpoint of v{version} to mark (was the release hook in the Procfile?)"
+    return (f"v{version} is a rollback release" + (f" to v{back_to}" if back_to else "")
+            + (f" (request {made_by['id']})" if made_by else "") + ", which takes no checkpoint of its own")
 
 
 def follow_rollback(settings: Settings, conn: psycopg.Connection, registry: WatchRegistry, watch: dict[str, Any],
