@@ -1,0 +1,254 @@
+"""`backout demo [--keep]`: the whole story on this machine, end to end, in about a minute.
+
+A local Heroku (the sandbox) runs a small notes app with a heroku-postgresql add-on; the release
+hook checkpoints and migrates each release; a real `backout worker` watches the app's health.
+Code v1 is released and verified healthy, notes are written, then code v2 (a migration and a
+bug) is released; its health checks fail and the monitor rolls it back: a safety checkpoint,
+the down migration, then code and config. The demo checks that v1's code runs on v1's schema
+with the notes intact and that the ledger tells the story, prints the timeline, and removes
+everything it made: the worker, the dynos, the sandbox, the add-on database (and with it the
+ledger), its Redis database and its files. PostgreSQL and Redis are started if they were not
+running, and then stopped again. With `--keep` everything stays up until Ctrl-C, to explore
+with `backout status` and `backout checkpoints`.
+
+Exit status: 0 when every step verified; 1 with the step that failed named; 2 when the machine
+lacks something the demo needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import psycopg
+import redis
+import requests
+
+from ..errors import BackoutError, BadInput
+from ..output import Progress
+from . import services, timeline
+from .receiver import Receiver
+from .story import NOTES, StepFailed, Story
+
+
+def command(args: argparse.Namespace, settings: Any) -> int:
+    """The demo builds its own environment: the caller's settings are not used."""
+    return play(keep=args.keep)
+
+
+def play(keep: bool = False, out: TextIO | None = None, say: Callable[[str], None] | None = None) -> int:
+    """Play the story; 0 when every step verified. Progress goes to stderr, the timeline to `out`."""
+    out = out or sys.stdout
+    say = say or Progress(prefix="demo")
+    _check_tools()
+    started = time.time()
+    problems: list[str] = []
+    failed: StepFailed | None = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with ExitStack() as stack:
+            story = _set_up(stack, say, problems)
+            try:
+                _play(story)
+                with _step("timeline"):
+                    _print_timeline(story, started, out)
+            except StepFailed as exc:
+                failed = exc
+                say(str(exc).splitlines()[0])
+                _report_failure(story, exc, out)
+            else:
+                if keep:
+                    _keep(story, out)
+            say("cleaning up: worker, dynos, sandbox, add-on database and ledger, Redis database, files")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    problems += _left_behind(story)
+    if problems:
+        out.write("backout demo: step 'cleanup' failed: " + "; ".join(problems) + "\n")
+    if failed or problems:
+        return 1
+    say(f"done in {time.time() - started:.1f}s: every step verified, nothing left behind")
+    return 0
+
+
+def _set_up(stack: ExitStack, say: Callable[[str], None], problems: list[str]) -> Story:
+    """Services, a work directory, a Redis database, the notification receiver, the sandbox and the
+    app; each is undone by `stack` in the reverse order, and a failure to undo is kept in `problems`."""
+
+    def undo(what: str, action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        def run() -> None:
+            try:
+                action(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - undo the rest; the failure is reported at the end
+                problems.append(f"{what}: {type(exc).__name__}: {exc}")
+
+        stack.callback(run)
+
+    with _step("services"):
+        for ensure in (services.ensure_postgres, services.ensure_redis):
+            started = ensure(say)
+            if started is not None:
+                undo(f"stopping {started.name}", _stop_service, started, say)
+    work_dir = Path(tempfile.mkdtemp(prefix="backout-demo-"))
+    undo("removing the work directory", shutil.rmtree, work_dir)
+    app = f"backout-demo-{secrets.token_hex(3)}"
+    with _step("services"):
+        claim = services.claim_database(app)
+    undo("emptying the Redis database", claim.release)
+    say(f"app {app}; work directory {work_dir}; Redis database {claim.url}")
+    receiver = Receiver()
+    undo("stopping the notification receiver", receiver.close)
+    with _step("sandbox"):
+        from ..sandbox.server import start
+
+        sandbox = start(port=0, state_path=work_dir / "sandbox.json", work_dir=work_dir / "sandbox",
+                        postgres_url=services.POSTGRES_URL, stop_timeout=5, release_timeout=120)
+    undo("stopping the sandbox and dropping its databases", sandbox.stop, drop_databases=True)
+    say(f"sandbox (a local Heroku) on {sandbox.url}")
+    story = Story(sandbox, work_dir, claim.url, receiver, app, say)
+    undo("closing the story's connections", story.close)
+    undo("stopping the worker", story.stop_worker)
+    return story
+
+
+def _play(story: Story) -> None:
+    with _step("create the app"):
+        story.create_app()
+    with _step("worker"):
+        story.start_worker()
+    with _step("release v1"):
+        v1 = story.release("v1")
+    with _step("write notes"):
+        story.write_notes()
+    with _step("verify v1"):
+        story.wait_verified("v1", v1["version"])
+    with _step("release v2"):
+        story.release("v2")
+    with _step("auto-rollback"):
+        story.wait_rollback()
+    rollback = story.facts.rollback_release
+    assert rollback is not None
+    with _step("verify the rollback release"):
+        story.wait_verified("the rollback release", rollback["version"])
+    with _step("verify the outcome"):
+        story.check_outcome()
+    with _step("notifications"):
+        story.check_notifications()
+
+
+class _step:
+    """Turns what can go wrong inside a step into StepFailed naming it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, StepFailed):
+            return False
+        if isinstance(exc, (BackoutError, requests.RequestException, psycopg.Error, redis.RedisError, OSError)):
+            raise StepFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
+        return False
+
+
+def _print_timeline(story: Story, started: float, out: TextIO) -> None:
+    facts = story.facts
+    rows = story.ledger_rows()
+    request = facts.request or {}
+    out.write(f"\nThe story of {facts.app}, as the demo saw it and the ledger recorded it:\n\n")
+    out.write(timeline.render(timeline.lines(facts, rows), started) + "\n")
+    out.write("\nWhat people were told (BACKOUT_NOTIFY_URL):\n\n")
+    out.write(timeline.render_messages(story.receiver.received(), started) + "\n")
+    v1, v2 = facts.releases["v1"]["version"], facts.releases["v2"]["version"]
+    rollback = (facts.rollback_release or {}).get("version")
+    out.write(
+        f"\nv{v2} (code v2) failed its health checks and was rolled back by request {request.get('id')}: "
+        f"migration 0002 undone, then v{rollback} ('Rollback to v{v1}') runs v1's code on v1's schema, "
+        f"with the {len(NOTES)} notes written before v2 intact.\n"
+        f"The ledger is the schema `backout` of the add-on database; `backout status --app {facts.app}` and "
+        f"`backout checkpoints --app {facts.app}` show it (run `backout demo --keep` to explore it).\n")
+    out.flush()
+
+
+def _keep(story: Story, out: TextIO) -> None:
+    """Leave everything running until Ctrl-C or SIGTERM; print how to look around."""
+    facts = story.facts
+    sandbox = story.sandbox
+    env_file = story.work_dir / "env"
+    env = {**sandbox.env, "BACKOUT_DATABASE_URL": facts.database_url, "REDIS_URL": story.redis_url}
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"{name}={value}\n" for name, value in env.items())
+    backout = Path(sys.executable).with_name("backout")
+    program = str(backout) if backout.exists() else "backout"
+    out.write(
+        f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker). In another shell:\n\n"
+        f"  set -a; . {env_file}; set +a     # the sandbox's token and the ledger's URL\n"
+        f"  {program} status --app {facts.app}\n"
+        f"  {program} checkpoints --app {facts.app}\n"
+        f"  {program} health --app {facts.app}\n"
+        f"  curl {facts.web_url}notes\n\n"
+        f"Ctrl-C here (or kill -INT {os.getpid()}) stops it all and removes what the demo made.\n")
+    out.flush()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        out.write("\nstopping\n")
+        out.flush()
+
+
+def _report_failure(story: Story, exc: StepFailed, out: TextIO) -> None:
+    out.write(f"backout demo: {exc}\n")
+    out.write(f"\nlast lines of the worker's log:\n{story.worker_log_tail()}\n")
+    out.write(f"\nlast lines of the app's log:\n{story.app_log_tail()}\n")
+    out.flush()
+
+
+def _left_behind(story: Story) -> list[str]:
+    """What the clean-up should have removed and did not."""
+    found = []
+    if story.worker is not None and story.worker.poll() is None:
+        found.append(f"the worker (pid {story.worker.pid}) still runs")
+    if story.work_dir.exists():
+        found.append(f"{story.work_dir} still exists")
+    if story.facts.database_name and services.postgres_answers():
+        with psycopg.connect(services.POSTGRES_URL, connect_timeout=5) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (story.facts.database_name,)).fetchone():
+                found.append(f"the add-on database {story.facts.database_name} still exists")
+    return found
+
+
+def _stop_service(started: services.Started, say: Callable[[str], None]) -> None:
+    say(f"stopping {started.name} (the demo started it)")
+    started.stop()
+
+
+def _check_tools() -> None:
+    missing = [name for name in ("alembic", "sqlalchemy") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise BadInput(f"the demo's app migrates with Alembic, but {' and '.join(missing)} is not installed; "
+                       "pip install 'backout[demo]' (scripts/setup installs it)")
+    bin_dir = str(Path(sys.executable).parent)
+    if not shutil.which("alembic", path=bin_dir + os.pathsep + os.environ.get("PATH", "")):
+        raise BadInput("the `alembic` command is not on PATH; pip install 'backout[demo]' into this Python")
+    if not shutil.which("pg_dump"):
+        raise BadInput("pg_dump is not on PATH; the demo's checkpoints use it (install postgresql-client, "
+                       "or run scripts/setup)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM is handled like Ctrl-C, so that everything the demo made is still removed.
+    raise KeyboardInterrupt
