@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Callable
 
+import psycopg
 import redis
 from rq import Worker
 
@@ -104,11 +105,26 @@ def follow(
         shown = 0
         started = time.monotonic()
         hinted = False
+        seen = gap_noted = False
         while True:
-            request = ledger.get_request(conn, request_id)
+            try:
+                request = ledger.get_request(conn, request_id)
+                steps = ledger.steps(conn, request_id) if request else []
+            except psycopg.Error:
+                request = None
+                if conn.closed or conn.broken:
+                    conn = ledger.connect(settings.ledger_url)
             if request is None:
-                raise BackoutError(f"rollback request {request_id} is not in the ledger")
-            steps = ledger.steps(conn, request_id)
+                if not seen:
+                    raise BackoutError(f"rollback request {request_id} is not in the ledger")
+                # A Data API restore replaces the ledger's tables with the backup's for a while when
+                # the ledger lives in the app's database; the job puts the current rows back after.
+                if not gap_noted:
+                    progress("the ledger is being restored along with the database; waiting for it")
+                    gap_noted = True
+                time.sleep(poll)
+                continue
+            seen = True
             for step in steps[shown:]:
                 progress(_step_line(step))
             shown = len(steps)

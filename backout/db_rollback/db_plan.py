@@ -96,7 +96,7 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
     try:
         with _app_database(settings, step) as conn:
             if db == "restore":
-                _plan_restore(step, settings, client, app, point, conn)
+                _plan_restore(step, settings, client, app, point, conn, ledger_conn)
             else:
                 _plan_down(step, settings, ledger_conn, point, conn)
             step["loss"] = _loss(conn, point, db)
@@ -108,7 +108,7 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
 
 
 def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, app: str, point: dict,
-                  conn: psycopg.Connection | None) -> None:
+                  conn: psycopg.Connection | None, ledger_conn: psycopg.Connection) -> None:
     strategy = point["backup_strategy"]
     backup = point.get("backup") or {}
     info: dict[str, Any] = {"strategy": strategy}
@@ -148,6 +148,14 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
                     reason="a new database rolled back to the checkpoint's time, promoted to DATABASE when ready; "
                            "the app switches at the promotion, the old database stays attached")
         step["checked_here"].append("the add-on's plan supports rollback and the time is in its window")
+        # The promotion's release phase migrates the new database with the current code; those
+        # migrations are undone again, so they must have down scripts.
+        reapplied = down.saved_plan(ledger_conn, point)
+        problems = reapplied.problems_without_database()
+        if problems:
+            raise PlanRefused("the promoted database would be migrated again by the current release's release "
+                              "phase, and that cannot be undone: " + "; ".join(problems))
+        info["reapplied"] = [m.id for m in reapplied.migrations]
     else:
         raise PlanRefused(f"checkpoint {point['id']} has a backup of unknown kind {strategy!r}")
     step["restore"] = info
@@ -347,7 +355,8 @@ class _Runner:
             made = next((s["detail"]["rollback_addon"] for s in earlier if (s["detail"] or {}).get("rollback_addon")), None)
             return restore.restore_pitr(
                 self.settings, self.client, self.app, self.point, self.say, made,
-                lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, "started", detail))
+                lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, "started", detail),
+                down.saved_plan(self.conn, self.point))
         raise PlanRefused(f"checkpoint {self.point['id']} has a backup of unknown kind {strategy!r}")
 
     def _safety_checkpoint(self, strategy: str) -> dict:

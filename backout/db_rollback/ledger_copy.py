@@ -21,6 +21,7 @@ from typing import IO, Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from .. import ledger
@@ -52,10 +53,13 @@ class Snapshot:
 
 
 def snapshot(conn: psycopg.Connection) -> Snapshot:
-    """Every ledger table's rows (binary COPY into spooled temporary files), in one snapshot."""
+    """Every ledger table's rows (binary COPY into spooled temporary files), in one snapshot: a
+    repeatable-read transaction of its own, or the caller's while it holds writes."""
     tables = _tables(conn)
+    held = conn.info.transaction_status != TransactionStatus.IDLE
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        if not held:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for table in tables:
             table.data = tempfile.SpooledTemporaryFile(max_size=16 << 20)
             with conn.cursor().copy(sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(

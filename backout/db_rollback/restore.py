@@ -9,7 +9,10 @@
 - `pitr`: a rollback add-on of the database's plan, `rollback` from the checkpoint's add-on `to`
   the checkpoint's time, waited for, checked (its migration state is the checkpoint's), given the
   current ledger when the ledger lives in the app's database, and promoted to DATABASE. The old
-  database stays attached under its other name; backout never destroys it.
+  database stays attached under its other name; backout never destroys it. Attaching makes
+  releases, and their release phase runs the current (failing) code's migrate command on the new
+  database: what it applies is undone again from the saved down scripts, so the database is at
+  the checkpoint's migrations when the code rollback's own release phase runs.
 
 Each returns a JSON-friendly account of what it did.
 """
@@ -25,18 +28,23 @@ from typing import Callable
 import psycopg
 import requests
 
+from .. import ledger
 from ..backups.heroku import ATTACHMENT, database_addon
 from ..errors import BackoutError, PlanRefused
 from ..heroku import HerokuClient
 from ..migrations import get_adapter
 from ..settings import Settings
-from . import ledger_copy, pgtools, stream, swap
+from . import down, ledger_copy, pgtools, stream, swap
 from .archive import Archive, Scanner
 
 Progress = Callable[[str], None]
 
 PITR_TIERS = ("standard", "premium", "private", "shield")
 ATTACH_WAIT = 120.0
+# While a Data API restore runs the ledger holds the backup's rows: the shorter, the better.
+TRANSFER_POLL = 0.5
+# Heroku stops a release phase after an hour.
+RELEASE_WAIT = 3600.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -97,16 +105,22 @@ def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoin
     link = client.backup_url(app, num)
     toc = _remote_toc(link["url"])
     carry = ledger_in_app_database(settings)
-    snap = None
+    snap = hold = None
     if carry:
-        with pgtools.connect(settings.ledger_url or "", "the ledger") as conn:
-            snap = ledger_copy.snapshot(conn)
+        hold = pgtools.connect(settings.ledger_url or "", "the ledger")
+        # Others finding the ledger's tables gone mid-restore would create them afresh, and the
+        # restore's own CREATE would then fail: the ledger's schema lock makes them wait instead.
+        hold.execute("SELECT pg_advisory_lock(%s)", [ledger._SCHEMA_LOCK])  # noqa: SLF001 - the ledger's own
+        snap = ledger_copy.snapshot(hold)
         progress(f"restore: ledger read out ({sum(snap.rows().values())} rows); the backup holds an older one")
     try:
         progress(f"restore: Data API restore of b{int(num):03d} into {addon.get('addon_name') or addon['addon_id']}")
         started = client.restore_backup(addon["addon_id"], link["url"])
-        done = client.wait_transfer(app, started["num"], progress=lambda line: progress(f"restore: {line}"))
+        done = client.wait_transfer(app, started["num"], poll=TRANSFER_POLL,
+                                    progress=lambda line: progress(f"restore: {line}"))
     finally:
+        if hold is not None:
+            hold.close()  # the schema lock goes with the session
         if snap is not None:
             merged = ledger_copy.merge(settings.ledger_url or "", snap)
             snap.close()
@@ -180,9 +194,11 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
 
 
 def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress,
-                 earlier_addon: str | None, record: Callable[[dict], None]) -> dict:
+                 earlier_addon: str | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
     """`earlier_addon`: the rollback add-on an earlier run of the same request created, if any;
-    `record` writes a step detail to the ledger (never called while ledger writes are held)."""
+    `record` writes a step detail to the ledger (never called while ledger writes are held);
+    `reapplied`: the down plan back to the checkpoint's migrations, for the ones the promotion's
+    release phase applies again (it runs the current code's migrate command on the new database)."""
     source = check_pitr(client, app, checkpoint["backup"] or {})
     check_database_url(settings, client, app)
     if earlier_addon and _attached_as(client, app, earlier_addon) == ATTACHMENT:
@@ -206,6 +222,7 @@ def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint:
         raise BackoutError(f"the rollback database {addon.get('name')} has migrations {state}, the checkpoint "
                            f"recorded {expected}; it was not promoted")
     old = database_addon(client, app)
+    before = client.current_release(app)["version"]
     carried = None
     if ledger_in_app_database(settings):
         with pgtools.connect(settings.ledger_url or "", "the ledger", autocommit=True) as hold:
@@ -222,9 +239,26 @@ def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint:
     kept_as = _attached_as(client, app, old["addon_id"])
     progress(f"restore: {addon.get('name')} is DATABASE now; the old database {old.get('addon_name')} stays "
              f"attached as {kept_as}")
+    undone = _undo_reapplied(client, app, before, new_url, expected, reapplied, progress)
     return {"mode": "rollback-addon", "addon": addon.get("name") or addon["id"], "addon_id": addon["id"],
             "to": source["time"], "kept": {"addon": old.get("addon_name"), "attachment": kept_as},
-            "migrations": state, "ledger_carried": carried is not None}
+            "migrations": state, "undone": undone, "ledger_carried": carried is not None}
+
+
+def _undo_reapplied(client: HerokuClient, app: str, before: int, url: str, expected: list[str] | None,
+                    plan: down.DownPlan, progress: Progress) -> list[str]:
+    """Wait for the releases the promotion made; undo what their release phase migrated."""
+    for release in client.list_releases(app):
+        if release["version"] <= before:
+            break
+        client.wait_release(app, release["id"], timeout=RELEASE_WAIT, poll=1.0)
+    with pgtools.connect(url, "the promoted database") as conn:
+        state = get_adapter(plan.tool).applied(conn)
+        if expected is None or sorted(state) == sorted(expected):
+            return []
+        progress(f"restore: the promotion's release phase migrated the new database to {state}; undoing that "
+                 f"back to {expected} from the saved down scripts")
+        return down.run(conn, plan, progress)["undone"]
 
 
 def _promote(client: HerokuClient, app: str, addon_id: str) -> None:

@@ -682,11 +682,15 @@ def _archive_extensions(conn: psycopg.Connection, toc: Archive) -> list[tuple[st
 
 
 def _copy_schema_owner_and_acl(conn: psycopg.Connection, schema: str) -> list[str]:
-    owner, member = conn.execute(
-        "SELECT pg_get_userbyid(nspowner), pg_has_role(current_user, nspowner, 'MEMBER') FROM pg_namespace WHERE nspname = %s",
-        [schema]).fetchone()
+    """The statements that give a new schema the live one's owner, comment and grants (for
+    `public`, which pg_dump leaves to the database to create)."""
+    owner, member, comment = conn.execute(
+        "SELECT pg_get_userbyid(nspowner), pg_has_role(current_user, nspowner, 'MEMBER'),"
+        " obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
     q = pgtools.quoted
     statements = [f"ALTER SCHEMA {q(schema)} OWNER TO {q(owner)};"] if member else []
+    if comment is not None:
+        statements.append(f"COMMENT ON SCHEMA {q(schema)} IS {_literal(comment)};")
     for grantee, privilege, grantable in conn.execute(
             """SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type,
                       a.is_grantable
@@ -695,6 +699,10 @@ def _copy_schema_owner_and_acl(conn: psycopg.Connection, schema: str) -> list[st
         statements.append(f"GRANT {privilege} ON SCHEMA {q(schema)} TO {q(grantee) if grantee else 'PUBLIC'}"
                           + (" WITH GRANT OPTION;" if grantable else ";"))
     return statements
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _name(base: str, suffix: str) -> str:

@@ -123,6 +123,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
                     "release_id": current["id"], "merged_into": merged}
         if plan.get("db_step"):
             result["db"] = _run_database_step(conn, request)
+            managed = addon_config_vars(client, app)  # a promoted rollback database attaches anew
         ledger.record_step(conn, request_id, "code_rollback", "started",
                            {"target_version": target["version"], "from_version": current["version"]})
         release = client.rollback(app, target["id"])
