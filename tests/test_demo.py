@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -53,13 +54,18 @@ def test_keep_leaves_it_running_for_status_and_checkpoints_until_interrupted(tmp
         made = _what_it_made(Path(err.name).read_text())
         _check_timeline(out)
         env_file = re.search(r"set -a; \. (\S+); set \+a", out)[1]
-        explore = {**_env(), **dict(line.split("=", 1) for line in Path(env_file).read_text().splitlines())}
+        explore = {**_env(), **dict(word.split("=", 1) for word in shlex.split(Path(env_file).read_text()))}
 
         status = subprocess.run([sys.executable, "-m", "backout", "status", "--app", made["app"]],
                                 capture_output=True, text=True, timeout=60, env=explore)
         assert status.returncode == 0, status.stderr
         assert re.search(r"v(\d+)\s+succeeded\s+\*\s+none\s+Rollback to v\d+", status.stdout), status.stdout
         assert "health-monitor" in status.stdout
+
+        health = subprocess.run([sys.executable, "-m", "backout", "health", "--app", made["app"]],
+                                capture_output=True, text=True, timeout=60, env=explore)
+        assert health.returncode == 0, health.stderr
+        assert re.search(r"verdict: pass: status 200", health.stdout) and "code+down" in health.stdout, health.stdout
 
         checkpoints = subprocess.run([sys.executable, "-m", "backout", "checkpoints", "--app", made["app"], "--json"],
                                      capture_output=True, text=True, timeout=60, env=explore)

@@ -21,6 +21,7 @@ import argparse
 import importlib.util
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import sys
@@ -55,7 +56,9 @@ def play(keep: bool = False, out: TextIO | None = None, say: Callable[[str], Non
     started = time.time()
     problems: list[str] = []
     failed: StepFailed | None = None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Both stop the demo the same way, with everything it made removed (a shell that starts the
+    # demo in the background has it ignore SIGINT, so that handler is set too).
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with ExitStack() as stack:
             story = _set_up(stack, say, problems)
@@ -72,7 +75,8 @@ def play(keep: bool = False, out: TextIO | None = None, say: Callable[[str], Non
                     _keep(story, out)
             say("cleaning up: worker, dynos, sandbox, add-on database and ledger, Redis database, files")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     problems += _left_behind(story)
     if problems:
         out.write("backout demo: step 'cleanup' failed: " + "; ".join(problems) + "\n")
@@ -186,22 +190,23 @@ def _print_timeline(story: Story, started: float, out: TextIO) -> None:
 def _keep(story: Story, out: TextIO) -> None:
     """Leave everything running until Ctrl-C or SIGTERM; print how to look around."""
     facts = story.facts
-    sandbox = story.sandbox
     env_file = story.work_dir / "env"
-    env = {**sandbox.env, "BACKOUT_DATABASE_URL": facts.database_url, "REDIS_URL": story.redis_url}
+    # The app's config vars, as `heroku run` would give them: the sandbox's token, the ledger's URL
+    # (DATABASE_URL) and the health settings, so `backout health` judges as the monitor does.
+    env = story.client.config_vars(facts.app)
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.writelines(f"{name}={value}\n" for name, value in env.items())
+        f.writelines(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
     backout = Path(sys.executable).with_name("backout")
     program = str(backout) if backout.exists() else "backout"
     out.write(
         f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker). In another shell:\n\n"
-        f"  set -a; . {env_file}; set +a     # the sandbox's token and the ledger's URL\n"
+        f"  set -a; . {env_file}; set +a     # the app's config vars: the sandbox's token, the ledger ...\n"
         f"  {program} status --app {facts.app}\n"
         f"  {program} checkpoints --app {facts.app}\n"
         f"  {program} health --app {facts.app}\n"
         f"  curl {facts.web_url}notes\n\n"
-        f"Ctrl-C here (or kill -INT {os.getpid()}) stops it all and removes what the demo made.\n")
+        f"Ctrl-C here (or kill {os.getpid()}) stops it all and removes what the demo made.\n")
     out.flush()
     try:
         threading.Event().wait()
@@ -250,5 +255,4 @@ def _check_tools() -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    # SIGTERM is handled like Ctrl-C, so that everything the demo made is still removed.
     raise KeyboardInterrupt
