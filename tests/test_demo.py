@@ -35,12 +35,16 @@ DEMO_TIMEOUT = 240  # the demo takes well under a minute; a loaded machine gets 
 
 @pytest.mark.integration
 def test_the_demo_plays_to_a_verified_rollback_and_leaves_nothing_behind():
-    done = subprocess.run([sys.executable, "-m", "backout", "demo"], capture_output=True, text=True,
-                          timeout=DEMO_TIMEOUT, env=_env())
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    made = _what_it_made(done.stderr)
-    _check_timeline(done.stdout)
-    assert "every step verified, nothing left behind" in done.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "backout", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        out, err = proc.communicate(timeout=DEMO_TIMEOUT)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0, out[-4000:] + err[-4000:]
+    made = _what_it_made(err)
+    _check_timeline(out)
+    assert "every step verified, nothing left behind" in err
     _check_nothing_left(made)
 
 
@@ -77,11 +81,45 @@ def test_keep_leaves_it_running_for_status_and_checkpoints_until_interrupted(tmp
         proc.send_signal(signal.SIGINT)
         assert proc.wait(120) == 0, Path(err.name).read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         err.close()
     _check_nothing_left(made)
+
+
+@pytest.mark.integration
+def test_a_demo_stopped_halfway_removes_what_it_made(tmp_path):
+    err = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "backout", "demo"], stdout=subprocess.DEVNULL, stderr=err,
+                            env=_env())
+    try:
+        # Stopped while v2's release phase runs: a release command, the dynos and the worker are up.
+        _wait_for_line(Path(err.name), "code v2 deployed as", DEMO_TIMEOUT)
+        proc.terminate()
+        assert proc.wait(90) == 130
+    finally:
+        _stop(proc)
+        err.close()
+    progress = Path(err.name).read_text()
+    assert "interrupted: removing what the demo made" in progress
+    _check_nothing_left(_what_it_made(progress))
+
+
+def _wait_for_line(path: Path, marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in path.read_text():
+        assert time.monotonic() < deadline, f"the demo did not print {marker!r}:\n{path.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """A demo cut short by a failed assertion or a timeout still cleans up after itself on SIGTERM."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _env() -> dict[str, str]:

@@ -70,6 +70,9 @@ def play(keep: bool = False, out: TextIO | None = None, say: Callable[[str], Non
                 failed = exc
                 say(str(exc).splitlines()[0])
                 _report_failure(story, exc, out)
+            except KeyboardInterrupt:
+                say("interrupted: removing what the demo made")
+                raise
             else:
                 if keep:
                     _keep(story, out)
@@ -133,6 +136,7 @@ def _play(story: Story) -> None:
         story.start_worker()
     with _step("release v1"):
         v1 = story.release("v1")
+        story.scale_web()
     with _step("write notes"):
         story.write_notes()
     with _step("verify v1"):

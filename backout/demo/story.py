@@ -170,6 +170,10 @@ class Story:
                  f"(alembic {' '.join(checkpoint['migrations_after'] or []) or 'empty'})")
         return done
 
+    def scale_web(self) -> None:
+        """One web dyno, as `heroku ps:scale web=1` (the formation exists once a slug names its process types)."""
+        self.client.update_formation(self.facts.app, [{"type": "web", "quantity": 1}])
+
     def write_notes(self) -> None:
         step = "write notes"
         version = self.facts.releases["v1"]["version"]
