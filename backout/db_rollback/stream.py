@@ -4,8 +4,8 @@
 through zstd's stream reader, about five times faster on this machine (a restore reads the whole
 archive, so that time adds to the restore's), and checks the same things: zstd's checksum, no bytes
 after the end, and the size pg_dump wrote (zstd alone says nothing about a file cut short).
-Every chunk also goes through an archive `Scanner`, which counts each table's rows for the
-verification after the restore.
+Streamed, every chunk also goes through an archive `Scanner`, which counts each table's rows for
+the verification after the restore.
 """
 
 from __future__ import annotations
@@ -96,13 +96,21 @@ def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: P
     return archive
 
 
-def decompress_to(path: Path, backup: dict, dest: Path, progress: Progress) -> Archive:
-    """Write the decompressed archive to `dest` (mode 0600), for a parallel pg_restore to seek in."""
+def decompress_to(path: Path, backup: dict, dest: Path, progress: Progress) -> int:
+    """Write the decompressed archive to `dest` (mode 0600), for a parallel pg_restore to seek in;
+    the bytes written. (Its rows are counted from the file meanwhile: `archive.scan_file`.)"""
+    total = backup.get("dump_size")
+    written = 0
+    next_report = time.monotonic() + PROGRESS_EVERY
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "wb", buffering=0) as out:
-        def write(chunk: bytes) -> None:
+        for chunk in chunks(path, total):
             view = memoryview(chunk)
             while view:
                 view = view[out.write(view):]
-
-        return pump(path, backup, write, progress, what="decompress")
+            written += len(chunk)
+            if time.monotonic() >= next_report:
+                progress(f"decompress: {human_bytes(written)} of {human_bytes(total or written)} written")
+                next_report = time.monotonic() + PROGRESS_EVERY
+    progress(f"decompress: {human_bytes(written)} written")
+    return written

@@ -45,7 +45,7 @@ from psycopg import sql
 from ..errors import BackoutError
 from ..output import human_bytes
 from . import pgtools, stream
-from .archive import Archive
+from .archive import Archive, scan_file
 
 MODES = ("database", "schema", "in-place")
 LEDGER_SCHEMA = "backout"
@@ -244,16 +244,18 @@ class Restore:
         temp = self.work_dir / f".restore-{self.key}.dump"
         try:
             self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
-            archive = stream.decompress_to(self.path, self.backup, temp, self.progress)
+            stream.decompress_to(self.path, self.backup, temp, self.progress)
             self.progress(f"restore: pg_restore -j{jobs} into {new}")
             proc = subprocess.Popen([*argv, f"--jobs={jobs}", str(temp)], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             errors = pgtools.Drain(proc.stderr)
+            # The rows are counted from the file while pg_restore runs, not before it starts.
+            counting = _Background(lambda: scan_file(temp))
             _wait_reporting(proc, new_url, self.progress)
             if proc.returncode != 0:
                 raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
                                    f"{errors.last_error(pgtools.secrets_of(env))}")
-            return archive, jobs
+            return counting.result(), jobs
         finally:
             temp.unlink(missing_ok=True)
 
@@ -611,6 +613,30 @@ def verify_counts(url: str, archive: Archive, names: dict[str, str], workers: in
         if found.get(name) != rows:
             raise BackoutError(f"verification failed: {name} has {found.get(name)} rows, the archive {rows}")
     return found
+
+
+class _Background(threading.Thread):
+    """A function run on a thread; `result()` waits for it and returns or raises what it did."""
+
+    def __init__(self, fn: Callable[[], Archive]) -> None:
+        super().__init__(daemon=True)
+        self.fn = fn
+        self.value: Archive | None = None
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self.error = exc
+
+    def result(self) -> Archive:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
 
 
 class BlockerWatcher:
