@@ -182,10 +182,13 @@ def _print_timeline(story: Story, started: float, out: TextIO) -> None:
     out.write(timeline.render_messages(story.receiver.received(), started) + "\n")
     v1, v2 = facts.releases["v1"]["version"], facts.releases["v2"]["version"]
     rollback = (facts.rollback_release or {}).get("version")
+    safety = next((cp["id"] for cp in rows.checkpoints if cp["kind"] == "safety"), None)
     out.write(
         f"\nv{v2} (code v2) failed its health checks and was rolled back by request {request.get('id')}: "
         f"migration 0002 undone, then v{rollback} ('Rollback to v{v1}') runs v1's code on v1's schema, "
-        f"with the {len(NOTES)} notes written before v2 intact.\n"
+        f"with the {len(NOTES)} notes written before v2 intact. Safety checkpoint {safety} holds v{v2}'s "
+        f"database as it failed: `backout rollback --app {facts.app} --to {safety} --db restore --confirm "
+        f"{facts.app}` would undo the rollback.\n"
         f"The ledger is the schema `backout` of the add-on database; `backout status --app {facts.app}` and "
         f"`backout checkpoints --app {facts.app}` show it (run `backout demo --keep` to explore it).\n")
     out.flush()

@@ -75,9 +75,9 @@ def _checkpoint_lines(checkpoints: list[dict]) -> list[Line]:
         size = (cp.get("backup") or {}).get("size")
         backup = cp["backup_strategy"] + (f" {human_bytes(size)}" if isinstance(size, int) else "")
         if cp["kind"] == "safety":
+            # It holds the failing state, so that the rollback itself can be undone.
             found.append(Line(epoch(cp["completed_at"] or cp["created_at"]) or 0.0, "safety checkpoint",
-                              f"{cp['id']}, {backup}: v{cp['release_version']} as it failed, so the rollback "
-                              "can be undone", "checkpoints"))
+                              f"{cp['id']}, {backup} of v{cp['release_version']} as it failed", "checkpoints"))
             continue
         saved = [d.get("id") for d in cp.get("down_scripts") or []]
         found.append(Line(epoch(cp["created_at"]) or 0.0, f"v{cp['release_version']} checkpointed",
@@ -102,7 +102,8 @@ def _event_lines(events: list[dict]) -> list[Line]:
         if event["kind"] == "counted":
             failures[version] = failures.get(version, 0) + 1
             what = f"{what} ({failures[version]})"
-        where = "health_events" + (", checkpoints" if event["kind"] == "verified" else "")
+        marked = event["kind"] == "verified" and (event["detail"] or {}).get("checkpoint")
+        where = "health_events" + (", checkpoints" if marked else "")
         reason = (event["reason"] or "").split("; ")[0]
         found.append(Line(epoch(event["at"]) or 0.0, f"v{version} {what}", reason, where))
     return found
