@@ -38,6 +38,7 @@ import requests
 
 from ..errors import BackoutError, BadInput
 from ..output import Progress
+from ..sandbox.server import start
 from . import services, timeline
 from .receiver import Receiver
 from .story import NOTES, StepFailed, Story
@@ -117,8 +118,6 @@ def _set_up(stack: ExitStack, say: Callable[[str], None], problems: list[str]) -
     receiver = Receiver()
     undo("stopping the notification receiver", receiver.close)
     with _step("sandbox"):
-        from ..sandbox.server import start
-
         sandbox = start(port=0, state_path=work_dir / "sandbox.json", work_dir=work_dir / "sandbox",
                         postgres_url=services.POSTGRES_URL, stop_timeout=5, release_timeout=120)
     undo("stopping the sandbox and dropping its databases", sandbox.stop, drop_databases=True)
