@@ -132,6 +132,10 @@ class WatchRegistry:
         return bool(self.redis.set(f"{PREFIX}auto-rollback:{app}:{release_version}", request_hint,
                                    nx=True, ex=AUTO_ROLLBACK_MARK_TTL))
 
+    def unmark_auto_rollback(self, app: str, release_version: int) -> None:
+        """Undo the mark when the request could not be made, so that the next attempt may."""
+        self.redis.delete(f"{PREFIX}auto-rollback:{app}:{release_version}")
+
     def wake(self, message: dict[str, Any]) -> None:
         self.redis.publish(CHANNEL, json.dumps(message))
 

@@ -376,10 +376,10 @@ class Monitor:
         health_actions.record(self._ledger(), record, kind, reason, verdict, detail)
 
     def _fail(self, watch: _Watch, step: Step, now: float) -> None:
-        request_id = health_actions.on_failed(self.settings, self._ledger(), self._heroku_or_none(), self.registry,
-                                              watch.record, step, now)
-        if request_id is None:
-            self.inbox.put(("done", watch.app, watch.version, True, None))
+        outcome, request_id = health_actions.on_failed(self.settings, self._ledger(), self._heroku_or_none(),
+                                                       self.registry, watch.record, step, now)
+        if outcome != "requested":
+            self.inbox.put(("done", watch.app, watch.version, outcome == "ended", None))
             return
         rolling_back = {**watch.record, "phase": "rolling_back", "request_id": request_id, "failed_at": now}
         self.inbox.put(("done", watch.app, watch.version, False, rolling_back))

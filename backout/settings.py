@@ -187,9 +187,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     # hiccup between the worker and the app is weaker evidence than a wrong answer.
     if not health.error_threshold:
         health = replace(health, error_threshold=2 * health.threshold)
-    if health.webhook_url and not health.webhook_secret:
+    if (health.webhook_url or health.webhook_port is not None) and not health.webhook_secret:
+        given = "BACKOUT_HEALTH_WEBHOOK_URL" if health.webhook_url else "BACKOUT_HEALTH_WEBHOOK_PORT"
         raise ConfigError(
-            "BACKOUT_HEALTH_WEBHOOK_SECRET", "is not set but BACKOUT_HEALTH_WEBHOOK_URL is",
+            "BACKOUT_HEALTH_WEBHOOK_SECRET", f"is not set but {given} is",
             "a random string of 32 characters or more, the secret the app webhook signs deliveries with",
         )
     sentry_check = {

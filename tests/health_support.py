@@ -9,15 +9,18 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
+from requests.structures import CaseInsensitiveDict
 
 from backout import ledger
 from backout import settings as settings_module
 from backout.monitor import Monitor
 from backout.worker.main import build_worker
 from backout.worker.queues import ROUTINE, queue
+from tests.stub_http import Reply, Request
 
 FAST = {
     "BACKOUT_HEALTH_INTERVAL": "0.2",
@@ -32,13 +35,13 @@ FAST = {
 class _Loopback:
     """A threaded HTTP/1.1 server on a free loopback port that stops at once when closed."""
 
-    def __init__(self, respond: Callable[[str, str, bytes], tuple[int, dict[str, str], bytes] | None]) -> None:
+    def __init__(self, respond: Callable[[str, str, Any, bytes], tuple[int, dict[str, str], bytes] | None]) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                answer = respond(self.command, self.path, self.rfile.read(length) if length else b"")
+                answer = respond(self.command, self.path, self.headers, self.rfile.read(length) if length else b"")
                 if answer is None:  # drop the connection without a word, as a dying app does
                     self.close_connection = True
                     return
@@ -68,6 +71,29 @@ class _Loopback:
         self._thread.join(5)
 
 
+class QuickStub(_Loopback):
+    """stub_http's StubServer contract (a handler from Request to Reply) on a _Loopback, which
+    stops at once: the probe tests start a server each, and half a second to stop adds up."""
+
+    def __init__(self, handler: Callable[[Request], Reply]) -> None:
+        def respond(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+            parts = urlsplit(path)
+            reply = handler(Request(method, parts.path, parse_qs(parts.query), CaseInsensitiveDict(headers.items()),
+                                    body))
+            if reply.disconnect:
+                return None
+            data, headers = reply.encoded()
+            return reply.status, dict(headers), data
+
+        super().__init__(respond)
+
+    def __enter__(self) -> "QuickStub":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class HealthApp:
     """A real HTTP app on loopback. `mode` switches its health: ok, fail (500), drop (no answer)."""
 
@@ -78,7 +104,7 @@ class HealthApp:
         self.server = _Loopback(self._respond)
         self.url = self.server.url + "/health"
 
-    def _respond(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    def _respond(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
         self.hits.append((time.time(), self.mode))
         headers = {"Content-Type": "application/json", **({"X-Release": self.release} if self.release else {})}
         if self.mode == "drop":
@@ -99,7 +125,7 @@ class Notifications:
         self.server = _Loopback(self._respond)
         self.url = self.server.url + "/hook"
 
-    def _respond(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _respond(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
         self.received.append(json.loads(body))
         return 200, {}, b"ok"
 

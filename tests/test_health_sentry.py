@@ -10,9 +10,10 @@ from backout import settings as settings_module
 from backout.health_policy import FAILED
 from backout.sentry_check import SentryAPIError, _project_ids, check_release, error_count
 from tests.health_support import (
-    FAST, HealthApp, Notifications, deploy_checkpoint, events, kinds, monitors, run_watch_job, use_env, wait_for,
+    FAST, HealthApp, Notifications, QuickStub, deploy_checkpoint, events, kinds, monitors, run_watch_job, use_env,
+    wait_for,
 )
-from tests.stub_http import Reply, StubServer
+from tests.stub_http import Reply
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def record(now: float) -> dict:
 
 def test_a_regression_fails_the_release():
     data = FakeSentryData({"bbbb222": 40, "aaaa111": 3})
-    with StubServer(data) as server:
+    with QuickStub(data) as server:
         now = time.time()
         step = check_release(sentry_settings(server.url), record(now), now)
     assert step.kind == FAILED
@@ -72,10 +73,10 @@ def test_a_regression_fails_the_release():
 
 
 def test_no_regression_and_too_few_errors_to_matter():
-    with StubServer(FakeSentryData({"bbbb222": 20, "aaaa111": 15})) as server:
+    with QuickStub(FakeSentryData({"bbbb222": 20, "aaaa111": 15})) as server:
         now = time.time()
         assert check_release(sentry_settings(server.url), record(now), now).kind == "sentry"
-    with StubServer(FakeSentryData({"bbbb222": 9, "aaaa111": 0})) as server:
+    with QuickStub(FakeSentryData({"bbbb222": 9, "aaaa111": 0})) as server:
         now = time.time()
         step = check_release(sentry_settings(server.url), record(now), now)
     assert step.kind == "sentry" and step.detail["release_errors"] == 9  # fewer than MIN_ERRORS
@@ -87,7 +88,7 @@ def test_unknown_commits_mean_nothing_to_compare():
 
 
 def test_a_refused_token_is_a_clear_error_without_the_token():
-    with StubServer(FakeSentryData({})) as server:
+    with QuickStub(FakeSentryData({})) as server:
         settings = settings_module.load({"BACKOUT_SENTRY_API_TOKEN": "wrong-token-value", "BACKOUT_SENTRY_ORG": "acme",
                                          "BACKOUT_SENTRY_PROJECT": "web", "BACKOUT_SENTRY_API_URL": server.url})
         with pytest.raises(SentryAPIError) as info:
@@ -99,7 +100,7 @@ def test_the_monitor_fails_a_release_on_a_sentry_regression(monkeypatch, databas
     data = FakeSentryData({"bbbb222": 500, "aaaa111": 1})
     app, notes = HealthApp(), Notifications()
     try:
-        with StubServer(data) as sentry:
+        with QuickStub(data) as sentry:
             settings = use_env(monkeypatch, {
                 "BACKOUT_DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_HEALTH_URL": app.url,
                 "BACKOUT_NOTIFY_URL": notes.url, **FAST, "BACKOUT_HEALTH_WINDOW": "3", "BACKOUT_HEALTH_DRY_RUN": "1",

@@ -89,3 +89,10 @@ def test_new_names_are_listed():
                  "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
                  "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT"):
         assert name in names
+
+
+def test_webhook_port_needs_its_secret():
+    with pytest.raises(ConfigError) as info:
+        settings.load({"BACKOUT_HEALTH_WEBHOOK_PORT": "8080"})
+    assert info.value.variable == "BACKOUT_HEALTH_WEBHOOK_SECRET"
+    assert "BACKOUT_HEALTH_WEBHOOK_PORT is" in str(info.value)

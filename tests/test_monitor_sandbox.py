@@ -211,7 +211,12 @@ def test_a_bad_release_is_rolled_back_after_exactly_the_threshold_by_one_of_two_
         assert story.kinds_of(version).count("watch_started") == 1
     assert story.kinds_of(good["version"]).count("verified") == 1
     assert story.kinds_of(v).count("failed") == 1 and story.kinds_of(v).count("rollback_requested") == 1
-    wait_for(lambda: "health.rollback_started" in story.notes.events, what="the rollback notification")
+    # The notifications tell the same story, each once though two workers run.
+    wait_for(lambda: story.notes.events.count("health.verified") == 2, what="the notifications")
+    told = story.notes.events
+    assert told.count("health.watch_started") == 3 and told.count("health.rollback_started") == 1
+    assert told.count("rollback.succeeded") == 1  # sent by the rollback job
+    assert told.index("health.verified") < told.index("health.rollback_started") < told.index("rollback.succeeded")
     started = story.notes.texts("health.rollback_started")[0]
     assert f"shop v{v} failed its health checks" in started and f"rolling back to v{good['version']}" in started
 
@@ -221,8 +226,16 @@ def test_a_rollback_release_that_also_fails_is_left_to_a_person(story: Story):
     good = good_release_verified(story)
     story.mode_file.write_text("fail")  # from now on every release fails: the code is not the cause
     bad = story.deploy("bad")
+    # The Platform API is down when the monitor first asks for the rollback (every retry answered
+    # 503): the request is tried again at the next failed probe, not given up.
+    outage = story.sandbox.faults.script(503, times=5, method="GET", path=r"^/apps/shop$", retry_after=0)
     wait_for(lambda: story.requests() and story.requests()[0]["status"] == "succeeded", timeout=60,
              what="the first rollback")
+    assert story.sandbox.faults.hits(outage) == 5
+    bad_kinds = story.kinds_of(bad["version"])
+    assert bad_kinds.index("rollback_error") < bad_kinds.index("rollback_requested")
+    error = next(e for e in story.events_of(bad["version"]) if e["kind"] == "rollback_error")
+    assert "503" in error["reason"] and "trying again" in error["reason"]
     rollback = story.current()
     assert rollback["description"] == f"Rollback to v{good['version']}"
     wait_for(lambda: "suppressed" in story.kinds_of(rollback["version"]), timeout=30,
