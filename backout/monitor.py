@@ -36,6 +36,7 @@ from .health_policy import (
     FAILED, PASSED, VERIFIED, Policy, Step, WatchState, due_verified, grace_ends, judge_round, observe,
     observe_crash,
 )
+from .errors import BackoutError
 from .health_watches import CHANNEL, WatchRegistry
 from .probes import Prober, ProbeResult, ProbeSpec
 from .redact import redact
@@ -357,7 +358,7 @@ class Monitor:
     def _run_in_ledger(self, fn: Callable[..., Any], *args: Any) -> None:
         try:
             fn(*args)
-        except (psycopg.Error, OSError) as exc:
+        except (psycopg.Error, OSError, BackoutError) as exc:  # BackoutError: the ledger did not connect
             self._drop_ledger()
             log.error("health monitor could not write the ledger: %s", redact(str(exc), self.settings.secrets()))
             self._release_busy(args)

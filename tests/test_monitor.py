@@ -262,3 +262,44 @@ def _post(url: str, body: bytes, signature_value: str | None) -> int:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+
+
+def test_a_watch_survives_its_worker_being_killed(monkeypatch, database, redis_url, app, notes, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="4")
+    # `backout worker` wants the Platform API; nothing answers here, so dyno listings just fail.
+    env.update(HEROKU_API_KEY="not-a-real-token", BACKOUT_HEROKU_API_URL="http://127.0.0.1:9")
+    settings = use_env(monkeypatch, env)
+    deploy_checkpoint(database, APP, 5)
+    run_watch_job(redis_url, settings, APP, 5)
+    registry = WatchRegistry(redis.Redis.from_url(redis_url))
+    proc_env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **env}
+    workers = []
+    try:
+        for i in range(2):
+            workers.append(subprocess.Popen([sys.executable, "-m", "backout", "worker"], env=proc_env,
+                                            stdout=open(tmp_path / f"w{i}.log", "wb"), stderr=subprocess.STDOUT))
+            if i == 0:
+                first = wait_for(lambda: registry.owner(APP), timeout=15, what="the first worker's watch")
+        holder = next(w for w in workers if f":{w.pid}:" in first)
+        holder.send_signal(signal.SIGKILL)  # no goodbye: the owner key must expire by itself
+        holder.wait(5)
+        killed_at = time.time()
+        second = wait_for(lambda: (o := registry.owner(APP)) not in (None, first) and o, timeout=15, what="takeover")
+        survivor = next(w for w in workers if w is not holder)
+        assert f":{survivor.pid}:" in second
+        assert time.time() - killed_at < 3.0 + 1.5  # the owner key's TTL (3 s at least) and a sync
+        wait_for(lambda: "verified" in kinds(database, APP), timeout=15, what="verified by the survivor")
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(15)
+            except subprocess.TimeoutExpired:
+                w.kill()
