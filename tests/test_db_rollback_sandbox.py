@@ -131,12 +131,26 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     now = state(app.db)
 
     # Without --confirm: refused, exit 2, nothing changed, nothing recorded.
-    refused = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "down", "--wait")
-    assert refused.returncode == 2, refused.stderr
-    assert "discards data written since the checkpoint; to allow it, add --confirm shop" in refused.stderr
+    for db in ("restore", "down"):
+        refused = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", db, "--wait")
+        assert refused.returncode == 2, refused.stderr
+        assert f"--db {db} discards data written since the checkpoint; to allow it, add --confirm shop" in refused.stderr
     assert state(app.db) == now and app.current()["version"] == v5["version"]
     with ledger.connect(app.db) as conn:
         assert ledger.list_requests(conn, "shop") == []
+
+    # A dry run prints the plan: what is restored, how, and what is lost; it changes nothing.
+    dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--confirm", "shop",
+                      "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    step = json.loads(dry.stdout)["plan"]["db_step"]
+    v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
+    assert step["kind"] == "db_restore" and step["restore_point"]["id"] == v5_checkpoint["id"]
+    assert step["restore"]["mode"] == "schema" and step["safety_checkpoint"] == {"backup": "pg_dump"}
+    assert step["loss"]["since"] == v5_checkpoint["created_at"] and step["loss"]["wal_bytes_since"] > 0
+    assert step["loss"]["rows_changed_estimate"] >= 0 and "pg_stat_user_tables" in step["loss"]["method"]
+    assert step["summary"].startswith(f"restore {v5_checkpoint['id']} (pg_dump, ") and "into new schemas" in step["summary"]
+    assert state(app.db) == now
 
     app.start_worker()
     # --db down: b2 undone from the script saved in v5's checkpoint; the code goes back to v4.
@@ -164,7 +178,8 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     listing = app.backout("checkpoints", "--app", "shop")
     assert listing.returncode == 0 and listing.stdout.count("(safety)") == 3, listing.stdout
     with ledger.connect(app.db) as conn:  # the ledger kept every request through the restores
-        assert [r["status"] for r in ledger.list_requests(conn, "shop")] == ["succeeded"] * 3
+        assert [(r["dry_run"], r["status"]) for r in ledger.list_requests(conn, "shop")] == [
+            (False, "succeeded")] * 3 + [(True, "succeeded")]
 
 
 def test_restore_from_a_heroku_backup_and_the_ledger_is_not_rewound(make_app: Any) -> None:

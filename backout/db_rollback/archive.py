@@ -43,7 +43,6 @@ class TocEntry:
     namespace: str | None
     owner: str | None
     defn: str | None
-    had_dumper: bool
 
     @property
     def qualified(self) -> str:
@@ -199,7 +198,7 @@ class Scanner:
         entries = []
         for _ in range(self._int()):
             dump_id = self._int()
-            had_dumper = self._int() != 0
+            self._int()  # whether it had data
             self._str()  # table oid
             self._str()  # oid
             tag = self._str() or ""
@@ -222,7 +221,7 @@ class Scanner:
             self._pos += offset_size
             if self._pos > len(self._buf):
                 raise _NeedMore
-            entries.append(TocEntry(dump_id, tag, desc, namespace, owner, defn, had_dumper))
+            entries.append(TocEntry(dump_id, tag, desc, namespace, owner, defn))
         self.archive.version = version
         self.archive.compressed = compressed
         self.archive.database = database

@@ -12,19 +12,15 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from typing import IO, Callable, Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from typing import IO, Mapping, Sequence
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..backups.libpq import client_args
 from ..errors import BackoutError
 from ..redact import mask_url, redact
-
-Progress = Callable[[str], None]
-
 
 def program(name: str) -> str:
     found = shutil.which(name)
@@ -45,7 +41,7 @@ def connect(url: str, what: str = "the database", autocommit: bool = True) -> ps
 def with_database(url: str, dbname: str) -> str:
     """The same server and credentials, another database."""
     if "://" in url:
-        return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+        return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname, safe="")))
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
     return make_conninfo(**{k: str(v) for k, v in params.items()})
@@ -55,18 +51,18 @@ def same_database(a: str | None, b: str | None) -> bool:
     """Whether two URLs name the same database on the same server (credentials aside)."""
     if not a or not b:
         return False
-    pa, pb = conninfo_to_dict(a), conninfo_to_dict(b)
-    key = lambda p: (str(p.get("host") or "localhost"), str(p.get("port") or "5432"), str(p.get("dbname") or p.get("user")))  # noqa: E731
-    return key(pa) == key(pb)
+    return _where(a) == _where(b)
+
+
+def _where(url: str) -> tuple[str, str, str]:
+    params = conninfo_to_dict(url)
+    return (str(params.get("host") or "localhost"), str(params.get("port") or "5432"),
+            str(params.get("dbname") or params.get("user") or ""))
 
 
 def quoted(name: str) -> str:
     """An identifier quoted for SQL text that psql runs (psycopg's quoting, without a connection)."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def identifier(*names: str) -> sql.Composable:
-    return sql.Identifier(*names)
 
 
 class Drain(threading.Thread):
