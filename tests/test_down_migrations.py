@@ -175,6 +175,16 @@ def test_a_state_table_changed_by_hand_refuses_the_plan_and_changes_nothing(data
         assert [cp["kind"] for cp in ledger.list_checkpoints(conn, APP)] == ["deploy", "deploy"]
 
 
+def test_down_migrations_need_a_safety_checkpoint_with_a_copy_of_the_data(database: str, tmp_path: Path) -> None:
+    spec = TOOLS["golang-migrate"]
+    history(database, spec, tmp_path)
+    with ledger.connect(database) as conn, pytest.raises(PlanRefused) as refused:
+        plan_db_step(_settings(database, spec, tmp_path, tmp_path), conn, APP, None, "down", target_version=1,
+                     current_version=3)
+    assert "the safety checkpoint taken before a database rollback would hold no copy of the data " \
+           "(BACKOUT_BACKUP=none)" in str(refused.value)
+
+
 def test_an_irreversible_migration_in_the_way_refuses_the_plan(database: str, tmp_path: Path) -> None:
     spec = TOOLS["golang-migrate"]
     history(database, spec, tmp_path)

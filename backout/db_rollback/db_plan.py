@@ -2,10 +2,10 @@
 
 The restore point. A deploy checkpoint of release vN is taken in vN's release phase, before vN's
 migrations, so it holds the database as the release before vN left it. The database that goes
-with vN's code is therefore the one held by the checkpoint of the deploy that replaced vN: the
-oldest complete deploy checkpoint, taken after vN's own, whose previous release is vN. Without
-one: a safety checkpoint named with `--to cp_...` is its own restore point (the state while its
-release ran, which is how a rollback is undone); a deploy checkpoint is, too, and then the
+with vN's code is therefore the one held by the checkpoint of the deploy that replaced vN (its
+previous release is vN), or by a safety checkpoint taken while vN ran: the oldest complete such
+checkpoint taken after vN's own. Without one, a safety checkpoint named with `--to cp_...` is
+its own restore point (how a rollback is undone); a deploy checkpoint is, too, and then the
 rollback release's release phase runs vN's migrations again.
 
 - `--db restore` restores the restore point's backup (see `restore`), discarding every write
@@ -57,11 +57,11 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
         raise PlanRefused("the target release has no version, so no checkpoint can be matched to it")
     after = target_checkpoint["created_at"] if target_checkpoint else ""
     later = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["kind"] == "deploy" and cp["status"] == "complete" and cp["created_at"] > after
-             and (cp["previous_release_version"] == target_version
-                  or (cp["previous_release_version"] is None and (cp["release_version"] or 0) > target_version))]
+             if cp["status"] == "complete" and cp["created_at"] > after and _left_by(cp, target_version)]
     if later:
         point = later[-1]
+        if point["kind"] == "safety":
+            return point, f"a safety checkpoint taken while v{target_version} ran: the database as it left it"
         return point, (f"taken when v{point['release_version']} was deployed over v{target_version}: the database "
                        f"as v{target_version} left it")
     if target_checkpoint is not None and target_checkpoint.get("status") == "complete":
@@ -74,6 +74,16 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
                                    f"checkpoint); the rollback release's release phase runs them again")
     raise PlanRefused(f"no complete checkpoint of {app} holds the database of v{target_version}; "
                       "`backout checkpoints` lists them")
+
+
+def _left_by(cp: dict, version: int) -> bool:
+    """Whether a checkpoint holds the database as release `version` left it: the checkpoint of the
+    deploy that replaced it, or a safety checkpoint taken while it ran."""
+    if cp["kind"] == "safety":
+        return cp["release_version"] == version
+    previous = cp["previous_release_version"]
+    # Without the Platform API the hook records no previous release: a later version then counts.
+    return previous == version or (previous is None and (cp["release_version"] or 0) > version)
 
 
 def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
