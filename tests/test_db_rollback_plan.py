@@ -141,3 +141,32 @@ def test_a_data_api_restore_puts_the_current_ledger_back_and_keeps_what_others_w
         assert [s["step"] for s in ledger.steps(conn, request["id"])][-1] == "after"
     older.close()
     current.close()
+
+
+def test_heroku_and_pitr_restores_are_checked_against_the_apis(sandbox, database: str, tmp_path: Path) -> None:
+    from backout.backups.heroku import database_addon
+    from backout.heroku import HerokuClient
+
+    with HerokuClient(sandbox.token, sandbox.url, sandbox.url) as client:
+        client.create_app(APP)
+        client.create_addon(APP, "heroku-postgresql:essential-0")
+        addon = database_addon(client, APP)
+        backup = client.capture_backup(addon["addon_id"])
+        client.wait_transfer(APP, backup["num"], poll=0.1)
+        settings = _settings(database, tmp_path, **sandbox.env)
+        with ledger.connect(database) as conn:
+            _checkpoint(conn, 5, 4, strategy="heroku", backup={"strategy": "heroku", "transfer_num": backup["num"],
+                                                              "addon_id": addon["addon_id"]})
+            step = plan_db_step(settings, conn, APP, None, "restore", target_version=4, current_version=6,
+                                heroku=client)
+            assert step["restore"]["mode"] == "data-api" and step["safety_checkpoint"] == {"backup": "heroku"}
+            assert "in place: the app waits for the whole restore" in step["restore"]["reason"]
+
+            _checkpoint(conn, 7, 6, strategy="heroku", backup={"strategy": "heroku", "transfer_num": 99})
+            with pytest.raises(PlanRefused, match="Heroku backup b099 of shop no longer exists"):
+                plan_db_step(settings, conn, APP, None, "restore", target_version=6, current_version=8, heroku=client)
+
+            _checkpoint(conn, 9, 8, strategy="pitr", backup={"strategy": "pitr", "time": "2026-01-01T00:00:00Z",
+                                                            "addon_id": addon["addon_id"]})
+            with pytest.raises(PlanRefused, match="is on heroku-postgresql:essential-0, which Heroku cannot roll back"):
+                plan_db_step(settings, conn, APP, None, "restore", target_version=8, current_version=10, heroku=client)
