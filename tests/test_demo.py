@@ -207,9 +207,9 @@ def _read_until(proc: subprocess.Popen, marker: str, timeout: float) -> str:
 
 
 def test_each_version_of_the_app_is_a_slug_of_its_own():
-    v1, v2 = slug.version_dir("v1"), slug.version_dir("v2")
-    for app_dir in (v1, v2):
-        assert slug.process_types(app_dir) == {"release": "backout release -- alembic upgrade head",
+    v1, v2 = slug.version_files("v1"), slug.version_files("v2")
+    for files in (v1, v2):
+        assert slug.process_types(files) == {"release": "backout release -- alembic upgrade head",
                                                "web": "python app.py"}
     with tarfile.open(fileobj=io.BytesIO(slug.tarball(v2))) as tar:
         names = tar.getnames()
@@ -217,13 +217,16 @@ def test_each_version_of_the_app_is_a_slug_of_its_own():
     assert "./app/migrations/versions/0002_priority.py" in names and "./app/Procfile" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     with tarfile.open(fileobj=io.BytesIO(slug.tarball(v1))) as tar:
-        assert "./app/migrations/versions/0002_priority.py" not in tar.getnames()
+        names = tar.getnames()
+    assert "./app/migrations/versions/0002_priority.py" not in names
+    assert "./app/queries.py" in names and "./app/migrations/versions/0001_notes.py" in names
+    assert v1["queries.py"] != v2["queries.py"] and v1["app.py"] == v2["app.py"]
 
 
 def test_a_procfile_line_without_a_command_is_refused(tmp_path):
     (tmp_path / "Procfile").write_text("# processes\n\nweb: python app.py\nworker:\n")
     with pytest.raises(Exception, match="line 4 is not `type: command`"):
-        slug.process_types(tmp_path)
+        slug.process_types({"Procfile": tmp_path / "Procfile"})
 
 
 @pytest.mark.integration

@@ -150,10 +150,10 @@ class Story:
     def release(self, code: str) -> dict:
         """Deploy one version of the demo app and follow its release phase to the end."""
         step = f"release {code}"
-        app_dir = slug.version_dir(code)
-        made = self.client.create_slug(self.facts.app, slug.process_types(app_dir), commit=f"demo-{code}",
+        files = slug.version_files(code)
+        made = self.client.create_slug(self.facts.app, slug.process_types(files), commit=f"demo-{code}",
                                        commit_description=f"the notes app, code {code}")
-        self.client.upload_slug(made["blob"]["url"], slug.tarball(app_dir))
+        self.client.upload_slug(made["blob"]["url"], slug.tarball(files))
         release = self.client.create_release(self.facts.app, made["id"], description=f"Deploy code {code}")
         version = release["version"]
         self.mark(f"code {code} deployed as v{version}", "release phase: backout release -- alembic upgrade head")

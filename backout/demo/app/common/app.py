@@ -6,8 +6,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 
+# What differs between the versions of the code (v1, v2) lives in queries.py.
+from queries import CODE, COUNT_NOTES, LIST_NOTES
+
 RELEASE = os.environ.get("HEROKU_RELEASE_VERSION", "unknown")
-CODE = "v1"  # which version of the code runs, whatever release number it was deployed as
 
 
 def query(sql: str, params: tuple = ()) -> list[tuple]:
@@ -29,10 +31,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         try:
             if self.path == "/health":
-                (count,), = query("SELECT count(*) FROM notes")
+                (count,), = query(COUNT_NOTES)
                 self.answer(200, {"status": "ok", "code": CODE, "release": RELEASE, "notes": count})
             elif self.path == "/notes":
-                rows = query("SELECT id, body FROM notes ORDER BY id")
+                rows = query(LIST_NOTES)
                 self.answer(200, {"notes": [{"id": i, "body": b} for i, b in rows]})
             else:
                 self.answer(404, {"error": "not found"})
