@@ -273,6 +273,15 @@ def test_a_request_redis_lost_is_carried_out(shop: Shop) -> None:
     assert shop.client.current_release(APP)["description"] == "Rollback to v3"
 
 
+def test_a_request_made_while_redis_is_down_is_carried_out_later(shop: Shop) -> None:
+    unreachable = settings_module.load({**shop.env, "REDIS_URL": "redis://127.0.0.1:9/0"})
+    request_id = enqueue_rollback(APP, "v3", settings=unreachable)  # recorded, not enqueued
+    assert shop.request(request_id)["status"] == "queued"
+    assert queues.queue(queues.ROLLBACK, shop.redis).count == 0
+    shop.run_worker()
+    assert shop.request(request_id)["status"] == "succeeded"
+
+
 def test_bursts_of_429_and_503_are_ridden_out(shop: Shop) -> None:
     faults = shop.sandbox.faults
     limited = faults.script(429, times=3, method="POST", path=r"/releases$", retry_after=0.2)
