@@ -198,10 +198,8 @@ class Monitor:
 
     def _new_watch(self, record: dict[str, Any], now: float) -> _Watch:
         started = float(record["started_at"])
-        # Rounds keep to a grid from the start, so a watch taken over keeps its rhythm.
-        elapsed = max(0.0, now - started)
-        next_round = started + (int(elapsed / self.policy.interval)) * self.policy.interval
-        watch = _Watch(record=record, state=WatchState(started_at=started), next_round=max(next_round, now),
+        # The first round at once: a watch taken over from a dead worker has lost time already.
+        watch = _Watch(record=record, state=WatchState(started_at=started), next_round=now,
                        next_sentry=started + self.policy.grace)
         self._next_due = min(self._next_due, watch.next_round)
         return watch
