@@ -2,8 +2,8 @@
 rows each table's data holds.
 
 A restore verifies itself against the archive, not against the copy it made: the row counts come
-from the archive's data blocks, counted while the bytes pass on their way to pg_restore (or to the
-temporary file a parallel restore reads), so verification costs no second read of the archive.
+from the archive's data blocks, counted while the bytes stream to pg_restore, or, for a parallel
+restore, from the decompressed copy while pg_restore reads it, so they cost no time of their own.
 
 The format (PostgreSQL's src/bin/pg_dump/pg_backup_archiver.c and pg_backup_custom.c): a header,
 the TOC entries, then one block per entry with data: a type byte, the entry's dump id, then chunks

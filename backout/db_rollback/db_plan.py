@@ -25,7 +25,6 @@ missing. The worker checks everything again before it changes anything.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Callable
 
 import psycopg
@@ -35,11 +34,10 @@ from .. import ledger
 from ..errors import BackoutError, PlanRefused
 from ..heroku import HerokuClient
 from ..output import human_bytes
+from ..redact import redact
 from ..settings import Settings
 from . import down, loss, pgtools, restore, stream, swap
 from .down import DownMigrationError
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
@@ -301,7 +299,6 @@ class _Runner:
     progress: Progress
 
     def say(self, line: str, record: bool = False) -> None:
-        log.info("%s", line)
         self.progress(line)
         if record:
             ledger.record_step(self.conn, self.request_id, self.kind, "started", {"progress": line})
@@ -329,7 +326,8 @@ class _Runner:
             raise BackoutError(f"{exc}; safety checkpoint {safety['id']} holds the database as it was before") from exc
         except Exception as exc:
             ledger.record_step(self.conn, self.request_id, self.kind, "failed",
-                               {"reason": str(exc), "safety_checkpoint_id": safety["id"]})
+                               {"reason": redact(str(exc), self.settings.secrets()),
+                                "safety_checkpoint_id": safety["id"]})
             raise
         result.update(restore_point=self.point["id"], safety_checkpoint_id=safety["id"])
         ledger.record_step(self.conn, self.request_id, self.kind, "done", result)
@@ -359,10 +357,10 @@ class _Runner:
                                            lambda line: self.say(line, record=True))
         if strategy == "heroku":
             # The Data API restore replaces the ledger's tables when the ledger lives in the app's
-            # database: progress goes to the log only until it is merged back.
+            # database: progress lines are not recorded there until it is merged back.
             return restore.restore_heroku(self.settings, self.client, self.app, self.point, self.say)
         if strategy == "pitr":
-            made = next((s["detail"]["rollback_addon"] for s in earlier if (s["detail"] or {}).get("rollback_addon")), None)
+            made = next((s["detail"] for s in earlier if (s["detail"] or {}).get("rollback_addon")), None)
             return restore.restore_pitr(
                 self.settings, self.client, self.app, self.point, self.say, made,
                 lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, "started", detail),
@@ -383,7 +381,8 @@ class _Runner:
             cp = checkpoints.take(settings, self.conn, release, kind="safety", heroku=self.client,
                                   progress=self.say, request_id=self.request_id)
         except Exception as exc:
-            ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "failed", {"reason": str(exc)})
+            ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "failed",
+                               {"reason": redact(str(exc), self.settings.secrets())})
             raise BackoutError(f"the safety checkpoint failed, so nothing was changed: {exc}") from exc
         ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "done",
                            {"checkpoint_id": cp["id"], "backup": strategy})

@@ -194,35 +194,39 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
 
 
 def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress,
-                 earlier_addon: str | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
-    """`earlier_addon`: the rollback add-on an earlier run of the same request created, if any;
-    `record` writes a step detail to the ledger (never called while ledger writes are held);
-    `reapplied`: the down plan back to the checkpoint's migrations, for the ones the promotion's
-    release phase applies again (it runs the current code's migrate command on the new database)."""
+                 earlier: dict | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
+    """`earlier`: what an earlier run of the same request recorded when it created the rollback
+    add-on, if one did; `record` writes such a step detail to the ledger (never while ledger writes
+    are held); `reapplied`: the down plan back to the checkpoint's migrations, for the ones the
+    promotion's release phase applies again (it runs the current code's migrate command)."""
     source = check_pitr(client, app, checkpoint["backup"] or {})
+    expected = checkpoint.get("migrations_before")
+    if earlier and _attached_as(client, app, earlier["rollback_addon"]) == ATTACHMENT:
+        progress(f"restore: {earlier['rollback_addon']} is already the app's DATABASE (an earlier run promoted it)")
+        url = client.config_vars(app)["DATABASE_URL"]
+        undone = _undo_reapplied(client, app, earlier["release_before"], url, expected, reapplied, progress)
+        return {"mode": "rollback-addon", "addon_id": earlier["rollback_addon"], "undone": undone, "resumed": True}
     check_database_url(settings, client, app)
-    if earlier_addon and _attached_as(client, app, earlier_addon) == ATTACHMENT:
-        progress(f"restore: {earlier_addon} is already the app's DATABASE (an earlier run promoted it)")
-        return {"mode": "rollback-addon", "addon": earlier_addon, "resumed": True}
-    if earlier_addon:
-        addon = client.addon_info(app, earlier_addon)
+    before = client.current_release(app)["version"]
+    if earlier:
+        addon = client.addon_info(app, earlier["rollback_addon"])
+        before = earlier["release_before"]
     else:
         progress(f"restore: creating a {source['plan']} rollback of {source['addon_name']} to {source['time']}")
         addon = client.create_addon(app, source["plan"], config={"rollback": source["addon_name"] or source["addon_id"],
                                                                   "to": source["time"]})
-        record({"rollback_addon": addon["id"], "rollback_addon_name": addon.get("name"), "to": source["time"]})
+        record({"rollback_addon": addon["id"], "rollback_addon_name": addon.get("name"), "to": source["time"],
+                "release_before": before})
     client.wait_database(addon["id"], progress=lambda line: progress(f"restore: {line}"))
     attachment = _wait_attachment(client, app, addon["id"])
     new_url = client.config_vars(app).get(f"{attachment}_URL")
     if not new_url:
         raise BackoutError(f"the rollback database is attached as {attachment}, but {attachment}_URL is not set")
-    expected = checkpoint.get("migrations_before")
     state = _migration_state(checkpoint["migration_tool"], new_url)
     if expected is not None and sorted(state) != sorted(expected):
         raise BackoutError(f"the rollback database {addon.get('name')} has migrations {state}, the checkpoint "
                            f"recorded {expected}; it was not promoted")
     old = database_addon(client, app)
-    before = client.current_release(app)["version"]
     carried = None
     if ledger_in_app_database(settings):
         with pgtools.connect(settings.ledger_url or "", "the ledger", autocommit=True) as hold:
@@ -247,7 +251,8 @@ def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint:
 
 def _undo_reapplied(client: HerokuClient, app: str, before: int, url: str, expected: list[str] | None,
                     plan: down.DownPlan, progress: Progress) -> list[str]:
-    """Wait for the releases the promotion made; undo what their release phase migrated."""
+    """Wait for the releases made since `before` (the promotion's); undo what their release phase
+    migrated, back to `expected`."""
     for release in client.list_releases(app):
         if release["version"] <= before:
             break
