@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import psycopg
 from psycopg import sql
@@ -165,6 +165,6 @@ def _tables(conn: psycopg.Connection) -> list[Table]:
     return ordered
 
 
-def _one(conn: psycopg.Connection, query, params: list | None = None):
+def _one(conn: psycopg.Connection, query: str | sql.Composable, params: list | None = None) -> Any:
     # Ledger connections return dict rows; these queries want the one value.
     return conn.cursor(row_factory=tuple_row).execute(query, params).fetchone()[0]
