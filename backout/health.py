@@ -58,7 +58,7 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
             overall = FAIL if crash or (sentry or {}).get("kind") == FAILED else verdict.verdict
             decision = None
             if failing and version and conn is not None:
-                facts = gather_facts(settings, conn, client, app, version, now, watch)
+                facts = gather_facts(conn, client, app, version, now, watch)
                 decision = decide(policy, facts)
             document = {
                 "app": app,

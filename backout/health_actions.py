@@ -40,7 +40,7 @@ def record(conn: psycopg.Connection, watch: dict[str, Any], kind: str, reason: s
                                       verdict=verdict, reason=reason, detail=detail)
 
 
-def gather_facts(settings: Settings, conn: psycopg.Connection, client: Any, app: str, version: int, now: float,
+def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, now: float,
                  watch: dict[str, Any] | None = None) -> Facts:
     """What the guards need to know, from the ledger and (when a client is given) the Platform API."""
     back_to = (watch or {}).get("rollback_of")
@@ -51,7 +51,7 @@ def gather_facts(settings: Settings, conn: psycopg.Connection, client: Any, app:
             log.warning("could not read release v%s of %s: %s", version, app, exc)
     earlier = None
     last_at = None
-    for event in ledger.health_events(conn, app, limit=500):
+    for event in ledger.health_events(conn, app, limit=1000):
         if event["kind"] != ROLLBACK_REQUESTED:
             continue
         at = _epoch(event["at"])
@@ -89,7 +89,7 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     """
     app, version = watch["app"], watch["release_version"]
     record(conn, watch, "failed", step.reason, "fail", step.detail)
-    decision = decide(Policy.from_settings(settings), gather_facts(settings, conn, client, app, version, now, watch))
+    decision = decide(Policy.from_settings(settings), gather_facts(conn, client, app, version, now, watch))
     if decision.action == "rollback" and not registry.mark_auto_rollback(app, version, f"monitor at {now:.3f}"):
         decision = Decision("suppress", f"an auto-rollback of v{version} was already requested by another "
                                         "monitor; at most one per release", needs_person=True)

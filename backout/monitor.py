@@ -33,7 +33,7 @@ import redis
 
 from . import health_actions, ledger, redis_conn
 from .health_policy import (
-    FAILED, PASSED, VERIFIED, Policy, Step, WatchState, due_verified, grace_ends, judge_round, observe,
+    FAILED, PASSED, VERIFIED, Policy, Step, WatchState, due_verified, judge_round, observe,
     observe_crash,
 )
 from .errors import BackoutError

@@ -24,7 +24,7 @@ import pytest
 
 from backout import ledger
 from backout.heroku import HerokuClient
-from tests.health_support import Notifications, events, kinds, wait_for
+from tests.health_support import Notifications, events, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,6 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
     started_at = _scheduled_at()
     conn = ledger.connect(settings.ledger_url)
     try:
-        watch = {"app": app, "release_version": version}
         if not settings.health.urls and not settings.heroku_api_key:
             reason = ("nothing to watch: set BACKOUT_HEALTH_URL (what to probe) or HEROKU_API_KEY (dyno crashes); "
                       f"v{version} is not verified")
@@ -47,6 +46,8 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
             log.warning("%s: %s", app, reason)
             return {"app": app, "release_version": version, "watching": False, "reason": reason}
         record = new_record(app, version, started_at, settings.health.urls, **release_commits(conn, app, version))
+        # Before registering: the monitor may start (and record) the moment the watch exists.
+        webhook = _ensure_dyno_webhook(settings, app)
         connection = redis_conn.connect(settings.redis_url)
         try:
             registered = WatchRegistry(connection).register(record)
@@ -55,7 +56,6 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
         if not registered:
             log.info("%s v%s: already watched (or a newer release is); nothing to do", app, version)
             return {"app": app, "release_version": version, "watching": False, "reason": "already watched"}
-        webhook = _ensure_dyno_webhook(settings, app)
         text = _describe(settings, app, version, webhook)
         ledger.record_health_event(conn, app=app, release_version=version, kind="watch_started", reason=text,
                                    detail={"urls": list(settings.health.urls), "started_at": started_at,
