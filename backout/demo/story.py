@@ -110,7 +110,7 @@ class Story:
         app = self.facts.app
         created = self.client.create_app(app)
         self.facts.web_url = created["web_url"]
-        addon = self.client.create_addon(app, PLAN, attachment_name="DATABASE")
+        self.client.create_addon(app, PLAN, attachment_name="DATABASE")
         config = self.client.config_vars(app)
         self.facts.database_url = config["DATABASE_URL"]
         self.facts.database_name = self.facts.database_url.rsplit("/", 1)[1]
