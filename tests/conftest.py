@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
-import uuid
 from typing import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 import redis
 
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def database_url(name: str) -> str:
-    """SERVER_URL pointed at another database on the same server."""
-    return urlunsplit(urlsplit(SERVER_URL)._replace(path="/" + name))
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+from support import SERVER_URL, create_database, database_url, drop_database, start_redis_server
 
 
 @pytest.fixture
@@ -33,11 +17,8 @@ def make_database() -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     def make() -> str:
-        name = f"backout_test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return database_url(name)
+        created.append(create_database("backout_test"))
+        return database_url(created[-1])
 
     yield make
     for name in created:
@@ -57,26 +38,7 @@ def redis_server() -> Iterator[str]:
     if os.environ.get("BACKOUT_TEST_REDIS_URL"):
         yield os.environ["BACKOUT_TEST_REDIS_URL"]
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("redis-server did not start; is it installed (scripts/setup)?")
-            time.sleep(0.05)
-    client.close()
+    proc, url = start_redis_server()
     yield url
     proc.terminate()
     proc.wait(10)
@@ -91,6 +53,17 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def notes():
+    """A receiver of BACKOUT_NOTIFY_URL posts on a free loopback port (tests.health_support's
+    Notifications: `.url`, `.received`, `.events`), closed after the test."""
+    from tests.health_support import Notifications
+
+    receiver = Notifications()
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture

@@ -177,17 +177,6 @@ class RunningMonitor:
         self.connection.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def events(ledger_url: str, app: str) -> list[dict]:
     """The app's health events, oldest first."""
     conn = ledger.connect(ledger_url)

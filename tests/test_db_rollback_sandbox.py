@@ -7,8 +7,6 @@ checkpoint is listed by `backout checkpoints`, and the ledger is never rewound."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +16,7 @@ import psycopg
 import pytest
 
 from backout import ledger
+from support import child_env, start_worker, stop_workers
 from test_release_hook import A1, B2
 from test_release_hook_sandbox import Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
 from test_restore_swap import checksums
@@ -60,9 +59,9 @@ class App:
         for path, text in slug_files([A1, B2]).items():
             (code / path).parent.mkdir(parents=True, exist_ok=True)
             (code / path).write_text(text)
-        self.env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **heroku.box.env,
-                    **config, "BACKOUT_MIGRATIONS_PATH": str(code / "alembic.ini"), "DATABASE_URL": self.db,
-                    "REDIS_URL": redis_url, "BACKOUT_HEALTH_INTERVAL": "0.5", "BACKOUT_LOG_LEVEL": "INFO"}
+        self.env = child_env({**heroku.box.env, **config, "BACKOUT_MIGRATIONS_PATH": str(code / "alembic.ini"),
+                              "DATABASE_URL": self.db, "REDIS_URL": redis_url, "BACKOUT_HEALTH_INTERVAL": "0.5",
+                              "BACKOUT_LOG_LEVEL": "INFO"})
         self.worker: subprocess.Popen | None = None
 
     def deploy(self, revisions: list[tuple], commit: str) -> dict:
@@ -75,9 +74,7 @@ class App:
                               text=True, timeout=240)
 
     def start_worker(self) -> None:
-        self.log = open(self.tmp / "worker.log", "wb")
-        self.worker = subprocess.Popen([sys.executable, "-m", "backout", "worker"], env=self.env, stdout=self.log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.worker = start_worker(self.env, self.tmp / "worker.log")
 
     def worker_log(self) -> str:
         return (self.tmp / "worker.log").read_text(errors="replace")[-4000:]
@@ -96,15 +93,8 @@ class App:
         return self.heroku.client.current_release(self.name)
 
     def close(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
-            try:
-                self.worker.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.worker.pid, signal.SIGKILL)
-                self.worker.wait()
         if self.worker is not None:
-            self.log.close()
+            stop_workers([self.worker], timeout=20)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from backout.demo import services, slug
-from tests.conftest import SERVER_URL
+from support import SERVER_URL
 
 DEMO_TIMEOUT = 240  # the demo takes well under a minute; a loaded machine gets room
 

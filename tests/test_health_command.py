@@ -8,8 +8,8 @@ import pytest
 
 from backout import cli, ledger
 from backout.heroku import HerokuClient
+from support import deploy_slug, health_app_files
 from tests.health_support import FAST, HealthApp, deploy_checkpoint, use_env
-from tests.test_monitor_sandbox import tarball
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,8 @@ def test_against_the_sandbox_with_the_policy_answer(monkeypatch, capsys, sandbox
         web_url = client.create_app("shop")["web_url"]
         releases = {}
         for code in ("good", "bad"):
-            slug = client.create_slug("shop", {"web": "python web.py"}, commit=code * 4)
-            client.upload_slug(slug["blob"]["url"], tarball(code))
-            release = client.create_release("shop", slug["id"])
-            releases[code] = client.wait_release("shop", release["id"], timeout=30, poll=0.1)
+            releases[code] = deploy_slug(client, "shop", {"web": "python web.py"}, health_app_files(code),
+                                         commit=code * 4, timeout=30)
         good, bad = releases["good"]["version"], releases["bad"]["version"]
         good_cp = deploy_checkpoint(database, "shop", good, verified=True)
         deploy_checkpoint(database, "shop", bad, previous=good)

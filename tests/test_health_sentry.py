@@ -9,9 +9,9 @@ import pytest
 from backout import settings as settings_module
 from backout.health_policy import FAILED
 from backout.sentry_check import SentryAPIError, _project_ids, check_release, error_count
+from support import wait_for
 from tests.health_support import (
     FAST, HealthApp, Notifications, QuickStub, deploy_checkpoint, events, kinds, monitors, run_watch_job, use_env,
-    wait_for,
 )
 from tests.stub_http import Reply
 

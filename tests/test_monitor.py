@@ -17,9 +17,8 @@ import redis
 from backout import ledger
 from backout.dyno_webhook import serve, signature
 from backout.health_watches import WatchRegistry
-from tests.health_support import (
-    FAST, HealthApp, Notifications, deploy_checkpoint, events, kinds, monitors, run_watch_job, use_env, wait_for,
-)
+from support import child_env, start_worker, stop_workers, wait_for
+from tests.health_support import FAST, HealthApp, deploy_checkpoint, events, kinds, monitors, run_watch_job, use_env
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +30,6 @@ def app():
     health_app = HealthApp()
     yield health_app
     health_app.close()
-
-
-@pytest.fixture
-def notes():
-    receiver = Notifications()
-    yield receiver
-    receiver.close()
 
 
 def env_for(database, redis_url, app, notes, **extra):
@@ -268,8 +260,6 @@ def _post(url: str, body: bytes, signature_value: str | None) -> int:
 def test_a_watch_survives_its_worker_being_killed(monkeypatch, database, redis_url, app, notes, tmp_path):
     import os
     import signal
-    import subprocess
-    import sys
 
     env = env_for(database, redis_url, app, notes, BACKOUT_HEALTH_WINDOW="6")
     # `backout worker` wants the Platform API; nothing answers here, so dyno listings just fail.
@@ -278,15 +268,11 @@ def test_a_watch_survives_its_worker_being_killed(monkeypatch, database, redis_u
     deploy_checkpoint(database, APP, 5)
     run_watch_job(redis_url, settings, APP, 5)
     registry = WatchRegistry(redis.Redis.from_url(redis_url))
-    proc_env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **env}
     workers = []
     try:
         for i in range(2):
-            # Each worker in its own process group, as each dyno is: killing one kills its RQ
-            # scheduler process too.
-            workers.append(subprocess.Popen([sys.executable, "-m", "backout", "worker"], env=proc_env,
-                                            stdout=open(tmp_path / f"w{i}.log", "wb"), stderr=subprocess.STDOUT,
-                                            start_new_session=True))
+            # Each worker leads its own process group: killing one kills its RQ scheduler process too.
+            workers.append(start_worker(child_env(env), tmp_path / f"w{i}.log"))
             if i == 0:
                 first = wait_for(lambda: registry.owner(APP), timeout=15, what="the first worker's watch")
         holder = next(w for w in workers if f":{w.pid}:" in first)
@@ -298,12 +284,4 @@ def test_a_watch_survives_its_worker_being_killed(monkeypatch, database, redis_u
         log = (tmp_path / f"w{workers.index(survivor)}.log").read_text()
         assert any(f":{survivor.pid}:" in line and "watches shop v5" in line for line in log.splitlines())
     finally:
-        for w in workers:
-            if w.poll() is None:
-                os.killpg(w.pid, signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(w.pid, signal.SIGKILL)
-                w.wait()
+        stop_workers(workers)

@@ -8,13 +8,8 @@ rolls it back, and the ledger and the notifications tell the story.
 
 from __future__ import annotations
 
-import io
-import os
-import signal
 import socket
 import subprocess
-import sys
-import tarfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,33 +19,13 @@ import pytest
 
 from backout import ledger
 from backout.heroku import HerokuClient
-from tests.health_support import Notifications, events, wait_for
+from support import child_env, deploy_slug, health_app_files, start_worker, stop_workers, wait_for
+from tests.health_support import Notifications, events
 
 pytestmark = pytest.mark.integration
 
-# The app's web process. Its code says whether it is a good, bad or crashing release; the file
-# named by HEALTH_MODE_FILE lets a test make every release fail (an outage the code cannot fix).
-WEB = """
-import json, os, sys, http.server
-code = open("VERSION").read().strip()
-if code == "crash":
-    sys.exit("boom: this release cannot start")
-release = os.environ.get("HEROKU_RELEASE_VERSION", "")
-mode_file = os.environ.get("HEALTH_MODE_FILE", "")
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        mode = open(mode_file).read().strip() if mode_file and os.path.exists(mode_file) else "ok"
-        ok = code == "good" and mode == "ok"
-        body = json.dumps({"status": "ok" if ok else "broken", "code": code}).encode()
-        self.send_response(200 if ok else 500)
-        self.send_header("X-Release", release)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
+# The app is support.HEALTH_WEB: its code says whether a release is good, bad or crashing, and the
+# file named by HEALTH_MODE_FILE lets a test make every release fail.
 PROCESSES = {"web": "python web.py", "release": "backout release -- true"}
 HEALTH = {
     "BACKOUT_HEALTH_INTERVAL": "0.2",
@@ -61,17 +36,6 @@ HEALTH = {
     "BACKOUT_HEALTH_COOLDOWN": "0",
     "BACKOUT_HEALTH_RELEASE_HEADER": "X-Release",
 }
-
-
-def tarball(code: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in {"web.py": WEB, "VERSION": code}.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"./app/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Story:
@@ -89,38 +53,25 @@ class Story:
             "DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_BACKUP": "none",
             "BACKOUT_MIGRATIONS": "none", "HEALTH_MODE_FILE": str(self.mode_file), **sandbox.env, **HEALTH,
         })
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
+        self.env = child_env({
             **sandbox.env, **HEALTH, "BACKOUT_DATABASE_URL": database, "REDIS_URL": redis_url,
             "BACKOUT_HEALTH_URL": self.web_url + "health", "BACKOUT_NOTIFY_URL": notes.url,
             "BACKOUT_LOG_LEVEL": "INFO", **worker_env,
-        }
+        })
         self.workers: list[subprocess.Popen] = []
 
     def start_worker(self) -> subprocess.Popen:
-        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "backout", "worker"], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = start_worker(self.env, self.tmp / f"worker-{len(self.workers)}.log")
         self.workers.append(proc)
         return proc
 
     def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_workers(self.workers)
         self.client.close()
 
     def deploy(self, code: str) -> dict:
-        slug = self.client.create_slug(self.name, PROCESSES, commit=f"{code}-{time.time_ns()}")
-        self.client.upload_slug(slug["blob"]["url"], tarball(code))
-        release = self.client.create_release(self.name, slug["id"])
-        done = self.client.wait_release(self.name, release["id"], timeout=60, poll=0.1)
+        done = deploy_slug(self.client, self.name, PROCESSES, health_app_files(code),
+                           commit=f"{code}-{time.time_ns()}")
         assert done["status"] == "succeeded", done
         return done
 
@@ -142,13 +93,6 @@ class Story:
 
     def log(self) -> str:
         return "\n".join((self.tmp / f"worker-{i}.log").read_text(errors="replace") for i in range(len(self.workers)))
-
-
-@pytest.fixture
-def notes():
-    receiver = Notifications()
-    yield receiver
-    receiver.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ the Platform API for the release facts and the Data API for `heroku` backups."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,8 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.checkpoint import config_fingerprint
 from backout.heroku import HerokuClient
+from support import deploy_slug
+from support import slug_tarball as tarball  # noqa: F401 - test_release_hook_tools builds its slugs with it
 
 from test_release_hook import A1, ALEMBIC_INI, B2, BROKEN, ENV_PY, REVISION
 
@@ -30,17 +30,6 @@ def slug_files(revisions: list[tuple]) -> dict[str, str]:
         files[f"migrations/versions/{revision}.py"] = REVISION.format(
             doc=doc, revision=revision, down=down, up=up, down_sql=down_sql)
     return files
-
-
-def tarball(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"./app/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Heroku:
@@ -61,19 +50,17 @@ class Heroku:
         return self.client.config_vars(name)["DATABASE_URL"]
 
     def deploy(self, app: str, revisions: list[tuple], commit: str) -> dict:
-        slug = self.client.create_slug(app, {"release": RELEASE}, commit=commit)
-        self.client.upload_slug(slug["blob"]["url"], tarball(slug_files(revisions)))
-        release = self.client.create_release(app, slug["id"])
-        return self.settle(app, release)
+        done = deploy_slug(self.client, app, {"release": RELEASE}, slug_files(revisions), commit=commit, timeout=120)
+        return self.with_output(done)
 
     def settle(self, app: str, release: dict) -> dict:
-        done = self.client.wait_release(app, release["id"], timeout=120, poll=0.1)
-        done["output"] = self.output(done)
-        return done
+        return self.with_output(self.client.wait_release(app, release["id"], timeout=120, poll=0.1))
 
-    def output(self, release: dict) -> str:
+    def with_output(self, release: dict) -> dict:
+        """The release with its release phase's output as `output`."""
         url = release.get("output_stream_url")
-        return requests.get(url, timeout=30).text if url else ""
+        release["output"] = requests.get(url, timeout=30).text if url else ""
+        return release
 
 
 @pytest.fixture

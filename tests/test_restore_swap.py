@@ -17,7 +17,7 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.db_rollback import stream, swap
 from backout.errors import BackoutError
-from conftest import SERVER_URL, database_url, drop_database
+from support import SERVER_URL, database_url, drop_database
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,12 @@ test can make the rollback release's phase slow.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import signal
 import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -32,21 +29,11 @@ from backout.heroku import HerokuClient
 from backout.worker import queues
 from backout.worker.main import build_worker
 from stub_http import Reply, StubServer
+from support import child_env, deploy_slug, start_worker, stop_workers, wait_for
 
 pytestmark = pytest.mark.integration
 
 APP = "shop"
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Shop:
@@ -79,22 +66,17 @@ class Shop:
 
     def deploy(self, code: str) -> str:
         processes = {"release": f"sleep $(cat {self.delay_file} 2>/dev/null || echo 0)"}
-        slug = self.client.create_slug(APP, processes, commit=f"{code}{time.time_ns()}")
-        self.client.upload_slug(slug["blob"]["url"], _tarball(code))
-        release = self.client.create_release(APP, slug["id"])
-        done = self.client.wait_release(APP, release["id"], timeout=30, poll=0.05)
+        done = deploy_slug(self.client, APP, processes, {"VERSION": code}, commit=f"{code}{time.time_ns()}",
+                           timeout=30, poll=0.05)
         assert done["status"] == "succeeded", done
-        return slug["id"]
+        return done["slug"]["id"]
 
     def run_worker(self) -> None:
         """Run the queued jobs in a real RQ worker in this process, then return."""
         build_worker(self.redis, self.settings, simple=True).work(burst=True, logging_level="WARNING")
 
     def start_worker(self, *args: str) -> subprocess.Popen:
-        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
-        env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **self.env}
-        proc = subprocess.Popen([sys.executable, "-m", "backout", "worker", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = start_worker(child_env(self.env), self.tmp / f"worker-{len(self.workers)}.log", *args)
         self.workers.append(proc)
         return proc
 
@@ -125,28 +107,10 @@ class Shop:
         return [r.json() for r in self.hook.requests]
 
     def close(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_workers(self.workers)
         self.hook.close()
         self.client.close()
         self.redis.close()
-
-
-def _tarball(code: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = code.encode()
-        info = tarfile.TarInfo("./app/VERSION")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from backout import cli, ledger
 from backout.worker import queues
-from test_rollback import APP, Shop, shop, wait_for  # noqa: F401 - `shop` is the fixture
+from test_rollback import APP, Shop, shop  # noqa: F401 - `shop` is the fixture
 
 pytestmark = pytest.mark.integration
 

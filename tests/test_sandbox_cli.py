@@ -16,10 +16,10 @@ import psycopg
 import pytest
 import requests
 
-pytestmark = pytest.mark.integration
+from backout.heroku import ACCEPT
+from support import SERVER_URL
 
-ACCEPT = "application/vnd.heroku+json; version=3"
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+pytestmark = pytest.mark.integration
 
 
 def run_sandbox(tmp_path: Path, token: str | None) -> tuple[subprocess.Popen[str], dict[str, str], str]:

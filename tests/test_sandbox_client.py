@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from typing import Any
 
 import psycopg
@@ -12,6 +10,7 @@ import pytest
 from backout.errors import HerokuAPIError
 from backout.heroku import HerokuClient
 from backout.http_retry import RetryPolicy
+from support import slug_tarball
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +43,7 @@ def test_the_client_lists_250_releases_across_pages(sandbox: Any, client: Heroku
 
 def _slug(client: HerokuClient, app: str, text: str) -> dict[str, Any]:
     slug = client.create_slug(app, {"worker": "sleep 600", "release": "echo ok"}, commit=text * 8)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("./app/VERSION")
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text.encode()))
-    client.upload_slug(slug["blob"]["url"], buf.getvalue())
+    client.upload_slug(slug["blob"]["url"], slug_tarball({"VERSION": text}))
     return slug
 
 

@@ -3,57 +3,23 @@ that really dump, restores that really restore, and point-in-time rollback add-o
 
 from __future__ import annotations
 
-import os
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psycopg
 import pytest
 import requests
 
 from backout.sandbox.server import start
+from support import SERVER_URL, SandboxApi, wait_for
 
 pytestmark = pytest.mark.integration
 
-ACCEPT = "application/vnd.heroku+json; version=3"
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Api:
-    def __init__(self, box: Any) -> None:
-        self.base = box.url
-        self.http = requests.Session()
-        self.http.headers.update({"Authorization": f"Bearer {box.token}", "Accept": ACCEPT})
-
-    def __call__(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, self.base + path, timeout=60, **kwargs)
-
-    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
-        answer = self(method, path, **kwargs)
-        assert answer.status_code < 300, (answer.status_code, answer.text)
-        return answer.json()
-
-    def finished(self, app: str, transfer: dict[str, Any]) -> dict[str, Any]:
-        return wait_for(lambda: (t := self.ok("GET", f"/client/v11/apps/{app}/transfers/{transfer['uuid']}?verbose=true"))
-                        ["finished_at"] and t, what="the transfer")
-
 
 @pytest.fixture
-def api(sandbox: Any) -> Api:
-    return Api(sandbox)
+def api(sandbox: Any) -> SandboxApi:
+    return SandboxApi(sandbox)
 
 
 def rows(url: str) -> list[tuple[Any, ...]]:
@@ -67,7 +33,7 @@ def execute(url: str, *statements: str) -> None:
             conn.execute(statement)
 
 
-def test_an_addon_is_a_real_database_attached_as_database(api: Api) -> None:
+def test_an_addon_is_a_real_database_attached_as_database(api: SandboxApi) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-addons"})
     created = api("POST", "/apps/sbx-addons/addons", json={"plan": "heroku-postgresql:essential-0"})
     assert created.status_code == 201
@@ -103,7 +69,7 @@ def test_an_addon_is_a_real_database_attached_as_database(api: Api) -> None:
     assert api("GET", f"/addons/{second['id']}").status_code == 404
 
 
-def test_promotion_attaches_another_database_as_database_and_keeps_the_old_one(api: Api) -> None:
+def test_promotion_attaches_another_database_as_database_and_keeps_the_old_one(api: SandboxApi) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-promote"})
     old = api.ok("POST", "/apps/sbx-promote/addons", json={"plan": "heroku-postgresql:essential-0"})
     new = api.ok("POST", "/apps/sbx-promote/addons", json={"plan": "heroku-postgresql:essential-0"})
@@ -132,7 +98,7 @@ def test_promotion_attaches_another_database_as_database_and_keeps_the_old_one(a
     assert f"{old_names[0]}_URL" not in api.ok("GET", "/apps/sbx-promote/config-vars")
 
 
-def test_a_code_rollback_keeps_the_databases_attached_now(api: Api) -> None:
+def test_a_code_rollback_keeps_the_databases_attached_now(api: SandboxApi) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-keepdb"})
     api.ok("PATCH", "/apps/sbx-keepdb/config-vars", json={"FOO": "old"})
     target = api.ok("GET", "/apps/sbx-keepdb/releases")[-1]
@@ -147,7 +113,7 @@ def test_a_code_rollback_keeps_the_databases_attached_now(api: Api) -> None:
     assert api.ok("GET", "/apps/sbx-keepdb/config-vars") == {"FOO": "old", "DATABASE_URL": database_url}
 
 
-def test_backups_and_restores_move_real_data(api: Api, sandbox: Any) -> None:
+def test_backups_and_restores_move_real_data(api: SandboxApi, sandbox: Any) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-backup"})
     addon = api.ok("POST", "/apps/sbx-backup/addons", json={"plan": "heroku-postgresql:essential-0"})
     spare = api.ok("POST", "/apps/sbx-backup/addons", json={"plan": "heroku-postgresql:essential-0"})
@@ -196,7 +162,7 @@ def test_backups_and_restores_move_real_data(api: Api, sandbox: Any) -> None:
     assert requests.get(public["url"], timeout=10).status_code == 404
 
 
-def test_failed_and_refused_transfers(api: Api) -> None:
+def test_failed_and_refused_transfers(api: SandboxApi) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-xfail"})
     addon = api.ok("POST", "/apps/sbx-xfail/addons", json={"plan": "heroku-postgresql:essential-0"})
     bad = api.finished("sbx-xfail", api.ok("POST", f"/client/v11/databases/{addon['id']}/restores",
@@ -209,7 +175,7 @@ def test_failed_and_refused_transfers(api: Api) -> None:
     assert api("GET", "/client/v11/apps/sbx-xfail/transfers/77").status_code == 404
 
 
-def test_point_in_time_rollback_addons(api: Api) -> None:
+def test_point_in_time_rollback_addons(api: SandboxApi) -> None:
     api.ok("POST", "/apps", json={"name": "sbx-pitr"})
     source = api.ok("POST", "/apps/sbx-pitr/addons", json={"plan": "heroku-postgresql:standard-0"})
     url = api.ok("GET", "/apps/sbx-pitr/config-vars")["DATABASE_URL"]
@@ -239,7 +205,7 @@ def test_point_in_time_rollback_addons(api: Api) -> None:
     rollback = created.json()
     assert rollback["state"] == "provisioning" and rollback["config_vars"] == []
     wait_for(lambda: not api.ok("GET", f"/client/v11/databases/{rollback['id']}/wait_status")["waiting?"],
-             what="the rollback database")
+             timeout=60, what="the rollback database")
     ready = api.ok("GET", f"/apps/sbx-pitr/addons/{rollback['id']}")
     assert ready["state"] == "provisioned" and ready["config_vars"][0].startswith("HEROKU_POSTGRESQL_")
     assert len(api.ok("GET", "/apps/sbx-pitr/addons")) == count + 1
@@ -256,7 +222,8 @@ def test_point_in_time_rollback_addons(api: Api) -> None:
     wait_for(lambda: datetime.now(timezone.utc) - since > timedelta(seconds=2.5), what="2 s of history")
     by = api.ok("POST", "/apps/sbx-pitr/addons", json={
         "plan": "heroku-postgresql:premium-0", "config": {"rollback": source["name"], "by": "1 second"}})
-    wait_for(lambda: not api.ok("GET", f"/client/v11/databases/{by['id']}/wait_status")["waiting?"], what="by")
+    wait_for(lambda: not api.ok("GET", f"/client/v11/databases/{by['id']}/wait_status")["waiting?"], timeout=60,
+             what="by")
     assert api.ok("GET", f"/addons/{by['id']}")["state"] == "provisioned"
 
 
@@ -265,7 +232,7 @@ def test_addons_and_transfers_survive_a_restart(tmp_path: Path) -> None:
              "token": "tok"}
     box = start(port=0, **paths)
     try:
-        api = Api(box)
+        api = SandboxApi(box)
         api.ok("POST", "/apps", json={"name": "sbx-keep"})
         addon = api.ok("POST", "/apps/sbx-keep/addons", json={"plan": "heroku-postgresql:essential-0"})
         url = api.ok("GET", "/apps/sbx-keep/config-vars")["DATABASE_URL"]
@@ -277,7 +244,7 @@ def test_addons_and_transfers_survive_a_restart(tmp_path: Path) -> None:
 
     again = start(port=0, **paths)
     try:
-        api = Api(again)
+        api = SandboxApi(again)
         assert api.ok("GET", "/apps/sbx-keep/addons")[0]["id"] == addon["id"]
         assert api.ok("GET", "/client/v11/apps/sbx-keep/transfers/1")["succeeded"] is True
         public = api.ok("POST", "/client/v11/apps/sbx-keep/transfers/1/actions/public-url")

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import io
 import json
-import os
 import re
 import tarfile
 import threading
@@ -16,17 +15,16 @@ import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
 
+from backout.heroku import ACCEPT
 from backout.sandbox.server import start
+from support import SERVER_URL, SandboxApi, slug_tarball, wait_for
 
 pytestmark = pytest.mark.integration
-
-ACCEPT = "application/vnd.heroku+json; version=3"
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # A web process that says which code, process and environment answered.
 WEB = """
@@ -47,84 +45,15 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 """
 
 
-def tarball(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"./app/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Api:
-    """requests against a sandbox with the token and Heroku's Accept header."""
-
-    def __init__(self, box: Any) -> None:
-        self.base = box.url
-        self.http = requests.Session()
-        self.http.headers.update({"Authorization": f"Bearer {box.token}", "Accept": ACCEPT})
-
-    def __call__(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return self.http.request(method, self.base + path, timeout=30, **kwargs)
-
-    def ok(self, method: str, path: str, **kwargs: Any) -> Any:
-        answer = self(method, path, **kwargs)
-        assert answer.status_code < 300, (answer.status_code, answer.text)
-        return answer.json()
-
-    def app(self, name: str) -> dict[str, Any]:
-        return self.ok("POST", "/apps", json={"name": name})
-
-    def deploy(self, app: str, files: dict[str, str], process_types: dict[str, str], commit: str | None = None,
-               wait: bool = True) -> dict[str, Any]:
-        slug = self.ok("POST", f"/apps/{app}/slugs", json={"process_types": process_types, "commit": commit})
-        assert slug["blob"]["method"] == "put"
-        put = requests.put(slug["blob"]["url"], data=tarball(files), headers={"Content-Type": ""}, timeout=30)
-        assert put.status_code == 200, put.text
-        release = self.ok("POST", f"/apps/{app}/releases", json={"slug": slug["id"]})
-        return self.settled(app, release["id"]) if wait else release
-
-    def settled(self, app: str, release_id: str) -> dict[str, Any]:
-        return wait_for(lambda: (r := self.ok("GET", f"/apps/{app}/releases/{release_id}"))["status"] != "pending" and r,
-                        what="the release phase to end")
-
-    def web(self, app: str) -> dict[str, Any]:
-        """The app's answer through its web_url, once a web dyno of the current release is up."""
-        url = self.ok("GET", f"/apps/{app}")["web_url"]
-
-        def answer() -> Any:
-            current = next(r for r in reversed(self.ok("GET", f"/apps/{app}/releases")) if r["current"])
-            dynos = self.ok("GET", f"/apps/{app}/dynos")
-            if not any(d["type"] == "web" and d["state"] == "up" and d["release"]["id"] == current["id"] for d in dynos):
-                return None
-            reply = requests.get(url, timeout=10)
-            return reply.json() if reply.status_code == 200 else None
-
-        return wait_for(answer, what="the web dyno to answer")
-
-
 @pytest.fixture
-def api(sandbox: Any) -> Api:
-    return Api(sandbox)
+def api(sandbox: Any) -> SandboxApi:
+    return SandboxApi(sandbox)
 
 
 # --- apps, errors, auth ---------------------------------------------------------------------------
 
 
-def test_apps_are_created_listed_and_found_by_name_or_id(api: Api) -> None:
+def test_apps_are_created_listed_and_found_by_name_or_id(api: SandboxApi) -> None:
     created = api("POST", "/apps", json={"name": "sbx-apps"})
     assert created.status_code == 201
     app = created.json()
@@ -144,7 +73,7 @@ def test_apps_are_created_listed_and_found_by_name_or_id(api: Api) -> None:
     assert api("GET", "/apps/sbx-apps").headers["Request-Id"]
 
 
-def test_errors_have_herokus_shape_and_statuses(api: Api, sandbox: Any) -> None:
+def test_errors_have_herokus_shape_and_statuses(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-errors")
     for headers in ({}, {"Authorization": "Bearer wrong-token"}):
         answer = requests.get(f"{sandbox.url}/apps/sbx-errors", headers={"Accept": ACCEPT, **headers}, timeout=10)
@@ -177,7 +106,7 @@ def test_errors_have_herokus_shape_and_statuses(api: Api, sandbox: Any) -> None:
 # --- slugs, releases, release phase -------------------------------------------------------------
 
 
-def test_each_release_runs_its_own_slug_with_config_and_dyno_metadata(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_release_runs_its_own_slug_with_config_and_dyno_metadata(api: SandboxApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SANDBOX_PARENT_ONLY", "must not reach dynos")
     api.app("sbx-deploy")
     api.ok("PATCH", "/apps/sbx-deploy/config-vars", json={"FOO": "bar"})
@@ -201,7 +130,7 @@ def test_each_release_runs_its_own_slug_with_config_and_dyno_metadata(api: Api, 
     assert slug["size"] > 0 and slug["checksum"].startswith("SHA256:") and slug["blob"]["method"] == "get"
 
 
-def test_a_slug_tarball_outside_app_or_with_a_wrong_checksum_is_refused(api: Api) -> None:
+def test_a_slug_tarball_outside_app_or_with_a_wrong_checksum_is_refused(api: SandboxApi) -> None:
     api.app("sbx-blobs")
     slug = api.ok("POST", "/apps/sbx-blobs/slugs", json={"process_types": {"web": "true"}})
     buf = io.BytesIO()
@@ -216,15 +145,15 @@ def test_a_slug_tarball_outside_app_or_with_a_wrong_checksum_is_refused(api: Api
         tar.addfile(tarfile.TarInfo("./app"), io.BytesIO(b""))  # a file, not the app's directory
     flat = requests.put(slug["blob"]["url"], data=buf.getvalue(), timeout=10)
     assert flat.status_code == 400 and "directory" in flat.json()["message"]
-    unsigned = requests.put(slug["blob"]["url"].split("?")[0], data=tarball({"x": "y"}), timeout=10)
+    unsigned = requests.put(slug["blob"]["url"].split("?")[0], data=slug_tarball({"x": "y"}), timeout=10)
     assert unsigned.status_code == 403
     checked = api.ok("POST", "/apps/sbx-blobs/slugs",
                      json={"process_types": {"web": "true"}, "checksum": "SHA256:" + "0" * 64})
-    wrong = requests.put(checked["blob"]["url"], data=tarball({"x": "y"}), timeout=10)
+    wrong = requests.put(checked["blob"]["url"], data=slug_tarball({"x": "y"}), timeout=10)
     assert wrong.status_code == 400 and "checksum" in wrong.json()["message"]
 
 
-def test_release_phase_success_and_failure(api: Api) -> None:
+def test_release_phase_success_and_failure(api: SandboxApi) -> None:
     api.app("sbx-phase")
     good = api.deploy("sbx-phase", {"server.py": WEB, "VERSION": "good"},
                       {"web": "python server.py", "release": "echo migrating $HEROKU_RELEASE_VERSION on $DYNO"},
@@ -253,7 +182,7 @@ def test_release_phase_success_and_failure(api: Api) -> None:
     assert api.settled("sbx-phase", bad_config["id"])["status"] == "succeeded"
 
 
-def test_a_failed_config_release_leaves_the_config_as_it_was(api: Api, sandbox: Any) -> None:
+def test_a_failed_config_release_leaves_the_config_as_it_was(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-failcfg")
     api.deploy("sbx-failcfg", {"server.py": WEB, "VERSION": "v"}, {"web": "python server.py", "release": "true"})
     sandbox.faults.fail_release("sbx-failcfg")
@@ -269,7 +198,7 @@ def test_a_failed_config_release_leaves_the_config_as_it_was(api: Api, sandbox: 
     assert api.web("sbx-failcfg")["env"]["FOO"] == "now"  # the dynos restarted with the new config
 
 
-def test_a_release_phase_can_call_back_into_the_api(api: Api, sandbox: Any) -> None:
+def test_a_release_phase_can_call_back_into_the_api(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-callback")
     api.ok("PATCH", "/apps/sbx-callback/config-vars", json={"HEROKU_API_KEY": sandbox.token})
     probe = (
@@ -288,7 +217,7 @@ def test_a_release_phase_can_call_back_into_the_api(api: Api, sandbox: Any) -> N
 # --- config vars and rollback ---------------------------------------------------------------------
 
 
-def test_config_changes_make_releases_with_their_own_config(api: Api) -> None:
+def test_config_changes_make_releases_with_their_own_config(api: SandboxApi) -> None:
     api.app("sbx-config")
     assert api.ok("PATCH", "/apps/sbx-config/config-vars", json={"FOO": "1", "BAR": "2"}) == {"FOO": "1", "BAR": "2"}
     api.ok("PATCH", "/apps/sbx-config/config-vars", json={"FOO": None})
@@ -305,7 +234,7 @@ def test_config_changes_make_releases_with_their_own_config(api: Api) -> None:
     assert api("PATCH", "/apps/sbx-config/config-vars", json={"N": 5}).status_code == 422
 
 
-def test_rollback_makes_a_release_with_the_targets_slug_and_config(api: Api) -> None:
+def test_rollback_makes_a_release_with_the_targets_slug_and_config(api: SandboxApi) -> None:
     api.app("sbx-rollback")
     api.ok("PATCH", "/apps/sbx-rollback/config-vars", json={"FOO": "old"})
     old = api.deploy("sbx-rollback", {"server.py": WEB, "VERSION": "old"}, {"web": "python server.py"})
@@ -330,7 +259,7 @@ def test_rollback_makes_a_release_with_the_targets_slug_and_config(api: Api) -> 
     assert api("POST", "/apps/sbx-rollback/releases", json={"release": initial["id"]}).status_code == 422
 
 
-def test_rollback_to_a_failed_release_is_refused(api: Api, sandbox: Any) -> None:
+def test_rollback_to_a_failed_release_is_refused(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-rbfail")
     sandbox.faults.fail_release("sbx-rbfail")
     failed = api.deploy("sbx-rbfail", {"VERSION": "x"}, {"worker": "sleep 60"})
@@ -339,7 +268,7 @@ def test_rollback_to_a_failed_release_is_refused(api: Api, sandbox: Any) -> None
     assert refused.status_code == 422 and "failed" in refused.json()["message"]
 
 
-def test_releases_are_paged_by_range_like_heroku(api: Api) -> None:
+def test_releases_are_paged_by_range_like_heroku(api: SandboxApi) -> None:
     api.app("sbx-paging")
     for n in range(24):
         api.ok("PATCH", "/apps/sbx-paging/config-vars", json={"N": str(n)})
@@ -367,7 +296,7 @@ def test_releases_are_paged_by_range_like_heroku(api: Api) -> None:
 # --- dynos and formation ----------------------------------------------------------------------------
 
 
-def test_a_crashing_dyno_is_crashed_and_restarted_with_growing_delays(api: Api, sandbox: Any) -> None:
+def test_a_crashing_dyno_is_crashed_and_restarted_with_growing_delays(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-crash")
     api.deploy("sbx-crash", {"VERSION": "x"}, {"web": "python server.py", "worker": "echo boom; exit 1"})
     api.ok("PATCH", "/apps/sbx-crash/formation", json={"updates": [{"type": "worker", "quantity": 1}, {"type": "web", "quantity": 0}]})
@@ -390,7 +319,7 @@ def _starts(log: Path, dyno: str) -> list[datetime]:
     return [datetime.fromisoformat(line.split(" ", 1)[0]) for line in log.read_text().splitlines() if marker in line]
 
 
-def test_the_router_answers_503_when_web_dynos_crash_or_none_run(api: Api, sandbox: Any) -> None:
+def test_the_router_answers_503_when_web_dynos_crash_or_none_run(api: SandboxApi, sandbox: Any) -> None:
     app = api.app("sbx-router")
     api.deploy("sbx-router", {"VERSION": "x"}, {"web": "exit 2"})
     wait_for(lambda: [d for d in api.ok("GET", "/apps/sbx-router/dynos") if d["state"] == "crashed"], what="a crash")
@@ -403,7 +332,7 @@ def test_the_router_answers_503_when_web_dynos_crash_or_none_run(api: Api, sandb
     assert 'code=H10 desc="App crashed"' in text and 'code=H14 desc="No web processes running"' in text
 
 
-def test_formation_scales_and_dynos_restart(api: Api) -> None:
+def test_formation_scales_and_dynos_restart(api: SandboxApi) -> None:
     api.app("sbx-scale")
     api.deploy("sbx-scale", {"server.py": WEB, "VERSION": "s"}, {"web": "python server.py", "worker": "sleep 600"})
     first = api.web("sbx-scale")["pid"]
@@ -456,7 +385,7 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
     server.server_close()
 
 
-def test_webhooks_are_delivered_signed_with_the_secret(api: Api, receiver: Any) -> None:
+def test_webhooks_are_delivered_signed_with_the_secret(api: SandboxApi, receiver: Any) -> None:
     url, received = receiver
     api.app("sbx-hooks")
     created = api("POST", "/apps/sbx-hooks/webhooks",
@@ -500,7 +429,7 @@ def test_the_rate_limit_answers_429_and_refills(tmp_path: Path) -> None:
     box = start(port=0, state_path=tmp_path / "s.json", work_dir=tmp_path / "w", postgres_url=SERVER_URL,
                 rate_limit=5, rate_window=10.0)
     try:
-        api = Api(box)
+        api = SandboxApi(box)
         answers = [api("GET", "/apps") for _ in range(6)]
         # 5 requests per 10 s: one comes back every 2 s, so the sixth finds the budget spent.
         assert [a.status_code for a in answers] == [200] * 5 + [429]
@@ -514,7 +443,7 @@ def test_the_rate_limit_answers_429_and_refills(tmp_path: Path) -> None:
         box.stop(drop_databases=True)
 
 
-def test_scripted_faults_answer_then_let_requests_through(api: Api, sandbox: Any) -> None:
+def test_scripted_faults_answer_then_let_requests_through(api: SandboxApi, sandbox: Any) -> None:
     api.app("sbx-faults")
     rule = sandbox.faults.script(429, times=2, path=r"^/apps/sbx-faults$", retry_after=3)
     sandbox.faults.script(503, times=1, method="GET", path=r"^/apps/sbx-faults$")
@@ -547,7 +476,7 @@ def test_a_restarted_sandbox_keeps_its_apps_and_restarts_their_dynos(tmp_path: P
     paths = {"state_path": tmp_path / "state.json", "work_dir": tmp_path / "work", "postgres_url": SERVER_URL}
     box = start(port=0, token="tok-restart", **paths)
     try:
-        api = Api(box)
+        api = SandboxApi(box)
         api.app("sbx-restart")
         api.ok("PATCH", "/apps/sbx-restart/config-vars", json={"FOO": "kept"})
         api.deploy("sbx-restart", {"server.py": WEB, "VERSION": "persisted"}, {"web": "python server.py"})
@@ -561,7 +490,7 @@ def test_a_restarted_sandbox_keeps_its_apps_and_restarts_their_dynos(tmp_path: P
 
     again = start(port=0, token="tok-restart", **paths)
     try:
-        api = Api(again)
+        api = SandboxApi(again)
         assert [r["description"] for r in api.ok("GET", "/apps/sbx-restart/releases")] == [
             "Initial release", "Set FOO config vars", "Deploy"]
         assert api.ok("GET", "/apps/sbx-restart/config-vars") == {"FOO": "kept"}

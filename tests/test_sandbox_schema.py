@@ -11,31 +11,33 @@ on loopback (http://127.0.0.1:<port>/), not https://<app>.herokuapp.com/, so its
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
-import tarfile
-import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import pytest
 import requests
 
+from backout.heroku import ACCEPT
+from support import slug_tarball, wait_for
+
 pytestmark = pytest.mark.integration
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "heroku-platform-api-schema.json"
-ACCEPT = "application/vnd.heroku+json; version=3"
 # Resources the sandbox answers with in full: all their properties are required here.
 SERVED = ("app", "slug", "release", "formation", "dyno", "add-on", "add-on-attachment", "rate-limit")
 # What the Heroku CLI reads from a Data API transfer (heroku/cli, src/lib/pg/types.ts BackupTransfer).
 TRANSFER_FIELDS = {"created_at", "canceled_at", "finished_at", "from_name", "from_type", "num", "options",
                    "processed_bytes", "schedule", "started_at", "source_bytes", "succeeded", "to_name", "to_type",
                    "to_url", "updated_at", "warnings", "uuid"}
+# The walk's web process: a static file server.
+WEB = ("import http.server, os\nhttp.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), "
+       "http.server.SimpleHTTPRequestHandler).serve_forever()\n")
 
 
 def _schema_file() -> Path:
@@ -144,23 +146,6 @@ class Walk:
         self.covered.add((route_method, pattern))
         return document
 
-    def wait(self, check: Callable[[], Any], what: str) -> Any:
-        deadline = time.monotonic() + 30
-        while not (value := check()):
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
-        return value
-
-
-def _slug_tarball() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b"import http.server, os\nhttp.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), http.server.SimpleHTTPRequestHandler).serve_forever()\n"
-        info = tarfile.TarInfo("./app/web.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
 
 def test_every_platform_route_is_a_link_of_the_official_schema(sandbox: Any) -> None:
     walk = Walk(sandbox)
@@ -187,10 +172,10 @@ def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) ->
     slug = call("POST", "/apps/sbx-schema/slugs", {
         "process_types": {"web": "python web.py", "worker": "sleep 600", "release": "echo released"},
         "commit": "0123456789abcdef0123456789abcdef01234567", "commit_description": "schema walk"}, expect=201)
-    assert requests.put(slug["blob"]["url"], data=_slug_tarball(), timeout=30).status_code == 200
+    assert requests.put(slug["blob"]["url"], data=slug_tarball({"web.py": WEB}), timeout=30).status_code == 200
     call("GET", f"/apps/sbx-schema/slugs/{slug['id']}")
     release = call("POST", "/apps/sbx-schema/releases", {"slug": slug["id"], "description": "walk"}, expect=201)
-    call.wait(lambda: call("GET", f"/apps/sbx-schema/releases/{release['id']}")["status"] == "succeeded", "release")
+    wait_for(lambda: call("GET", f"/apps/sbx-schema/releases/{release['id']}")["status"] == "succeeded", what="release")
     call("GET", "/apps/sbx-schema/releases", headers={"Range": "version ..; order=desc, max=1"})
     call("GET", f"/apps/sbx-schema/releases/{release['version']}")
 
@@ -199,13 +184,13 @@ def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) ->
     call("GET", f"/apps/sbx-schema/releases/{release['id']}/config-vars")
     rollback = call("POST", "/apps/sbx-schema/releases", {"release": release["id"]}, expect=201)
     # Its release phase restarts the dynos when it ends: wait, so that dyno ids stay put below.
-    call.wait(lambda: call("GET", f"/apps/sbx-schema/releases/{rollback['id']}")["status"] == "succeeded", "rollback")
+    wait_for(lambda: call("GET", f"/apps/sbx-schema/releases/{rollback['id']}")["status"] == "succeeded", what="rollback")
 
     call("GET", "/apps/sbx-schema/formation")
     call("PATCH", "/apps/sbx-schema/formation", {"updates": [{"type": "worker", "quantity": 1}]})
     call("GET", "/apps/sbx-schema/formation/web")
     call("PATCH", "/apps/sbx-schema/formation/worker", {"quantity": 1, "dyno_size": {"name": "Standard-1X"}})
-    dynos = call.wait(lambda: len(d := call("GET", "/apps/sbx-schema/dynos")) == 2 and d, "two dynos")
+    dynos = wait_for(lambda: len(d := call("GET", "/apps/sbx-schema/dynos")) == 2 and d, what="two dynos")
     call("GET", f"/apps/sbx-schema/dynos/{dynos[0]['name']}")
     call("DELETE", f"/apps/sbx-schema/dynos/{dynos[0]['id']}", expect=202)
     call("DELETE", "/apps/sbx-schema/formations/worker", expect=202)
