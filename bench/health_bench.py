@@ -20,7 +20,6 @@ Needs PostgreSQL and Redis as for the tests (BACKOUT_TEST_POSTGRES_URL, a redis-
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
 import signal
@@ -28,16 +27,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
 
-import psycopg
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,28 +43,10 @@ from backout import ledger  # noqa: E402
 from backout.health_watches import WatchRegistry, new_record  # noqa: E402
 from backout.heroku import HerokuClient  # noqa: E402
 from backout.sandbox.server import start as start_sandbox  # noqa: E402
-
-POSTGRES = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-WEB = textwrap.dedent("""
-    import json, os, sys, http.server
-    code = open("VERSION").read().strip()
-    if code == "crash":
-        sys.exit("boom")
-    release = os.environ.get("HEROKU_RELEASE_VERSION", "")
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            ok = code == "good"
-            body = json.dumps({"status": "ok" if ok else "broken"}).encode()
-            self.send_response(200 if ok else 500)
-            self.send_header("X-Release", release)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        def log_message(self, *args):
-            pass
-    http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-""")
+from tests.support import (  # noqa: E402
+    SERVER_URL, child_env, create_database, database_url, deploy_slug, drop_database, health_app_files,
+    start_redis_server, start_worker, stop_workers, wait_for,
+)
 
 # Many loopback targets in one asyncio process: each port is an app's health endpoint.
 TARGETS = textwrap.dedent("""
@@ -112,17 +90,6 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GB RAM, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(poll)
-
-
 def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -131,59 +98,18 @@ class Services:
     """A private redis-server, a throwaway ledger database and a sandbox."""
 
     def __init__(self, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.redis_proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                            "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
-        wait_for(lambda: _pings(self.redis_url), 10, "redis-server")
-        self.db_name = f"backout_bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        self.ledger_url = POSTGRES.rsplit("/", 1)[0] + "/" + self.db_name
+        self.redis_proc, redis_server = start_redis_server()
+        self.redis_url = redis_server + "/0"
+        self.db_name = create_database("backout_bench")
+        self.ledger_url = database_url(self.db_name)
         self.sandbox = start_sandbox(port=0, state_path=tmp / "sandbox.json", work_dir=tmp / "sandbox",
-                                     postgres_url=POSTGRES, stop_timeout=5)
+                                     postgres_url=SERVER_URL, stop_timeout=5)
 
     def close(self) -> None:
         self.sandbox.stop(drop_databases=True)
         self.redis_proc.terminate()
         self.redis_proc.wait(10)
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url).ping())
-    except redis.RedisError:
-        return False
-
-
-def worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "backout", "worker"], env=env, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def tarball(code: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in {"web.py": WEB, "VERSION": code}.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"./app/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        drop_database(self.db_name)
 
 
 class App:
@@ -195,17 +121,14 @@ class App:
         self.client.update_config_vars(name, {
             "DATABASE_URL": services.ledger_url, "REDIS_URL": services.redis_url, "BACKOUT_BACKUP": "none",
             "BACKOUT_MIGRATIONS": "none", **box.env, **health})
-        self.env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}, **box.env,
-                    **health, "BACKOUT_DATABASE_URL": services.ledger_url, "REDIS_URL": services.redis_url,
-                    "BACKOUT_HEALTH_URL": web_url + "health", "BACKOUT_LOG_LEVEL": "WARNING"}
+        self.env = child_env({**box.env, **health, "BACKOUT_DATABASE_URL": services.ledger_url,
+                              "REDIS_URL": services.redis_url, "BACKOUT_HEALTH_URL": web_url + "health",
+                              "BACKOUT_LOG_LEVEL": "WARNING"})
         self.tmp = tmp
 
     def deploy(self, code: str) -> dict:
-        slug = self.client.create_slug(self.name, {"web": "python web.py", "release": "backout release -- true"},
-                                       commit=f"{code}{time.time_ns()}")
-        self.client.upload_slug(slug["blob"]["url"], tarball(code))
-        release = self.client.create_release(self.name, slug["id"])
-        done = self.client.wait_release(self.name, release["id"], timeout=120, poll=0.05)
+        done = deploy_slug(self.client, self.name, {"web": "python web.py", "release": "backout release -- true"},
+                           health_app_files(code), commit=f"{code}{time.time_ns()}", timeout=120, poll=0.05)
         if done["status"] != "succeeded":
             raise SystemExit(f"release v{done['version']} of {self.name} failed its release phase")
         return done
@@ -237,7 +160,7 @@ def bench_failure(services: Services, tmp: Path, interval: float, trials: int) -
               "BACKOUT_HEALTH_TIMEOUT": "2", "BACKOUT_HEALTH_COOLDOWN": "0",
               "BACKOUT_HEALTH_RELEASE_HEADER": "X-Release"}
     app = App(services, f"bad-{int(interval * 1000)}ms", health, tmp)
-    proc = worker(app.env, tmp / f"worker-failure-{interval}.log")
+    proc = start_worker(app.env, tmp / f"worker-failure-{interval}.log")
     results = []
     try:
         good = app.deploy("good")
@@ -254,7 +177,7 @@ def bench_failure(services: Services, tmp: Path, interval: float, trials: int) -
             wait_for(lambda: any(e["kind"] in ("verified", "suppressed") for e in app.events(rollback["version"])), 120,
                      "the rollback release's watch to end", 0.1)
     finally:
-        stop(proc)
+        stop_workers([proc], timeout=20)
         app.client.close()
     return results
 
@@ -281,7 +204,7 @@ def bench_crash(services: Services, tmp: Path, interval: float, trials: int, web
             port = s.getsockname()[1]
         app.env.update(BACKOUT_HEALTH_WEBHOOK_PORT=str(port), BACKOUT_HEALTH_WEBHOOK_SECRET=uuid.uuid4().hex * 2,
                        BACKOUT_HEALTH_WEBHOOK_URL=f"http://127.0.0.1:{port}/dyno-events")
-    proc = worker(app.env, tmp / f"worker-{name}.log")
+    proc = start_worker(app.env, tmp / f"worker-{name}.log")
     results = []
     log_path = services.sandbox.log_path(name)
     try:
@@ -297,7 +220,7 @@ def bench_crash(services: Services, tmp: Path, interval: float, trials: int, web
             results.append(epoch(request["created_at"]) - crashed)
             app.wait_settled()
     finally:
-        stop(proc)
+        stop_workers([proc], timeout=20)
         app.client.close()
     return results
 
@@ -324,13 +247,14 @@ def bench_watch_cost(services: Services, tmp: Path, targets: int, interval: floa
         # Past their grace, with a window longer than the run: every probe counts, none ends a watch.
         registry.register(new_record(f"target-{i:04d}", 2, now - 120 + (i % 100) * interval / 100,
                                      [f"http://127.0.0.1:{port}/health"]))
-    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")},
-           "BACKOUT_DATABASE_URL": services.ledger_url, "REDIS_URL": services.redis_url,
-           # The Platform API (for dyno listings, rationed to 0.5 a second) is the targets' server too.
-           "HEROKU_API_KEY": "bench-token", "BACKOUT_HEROKU_API_URL": f"http://127.0.0.1:{ports[0]}",
-           "BACKOUT_HEALTH_INTERVAL": str(interval), "BACKOUT_HEALTH_GRACE": "60",
-           "BACKOUT_HEALTH_WINDOW": "86400", "BACKOUT_LOG_LEVEL": "WARNING"}
-    proc = worker(env, tmp / "worker-cost.log")
+    env = child_env({
+        "BACKOUT_DATABASE_URL": services.ledger_url, "REDIS_URL": services.redis_url,
+        # The Platform API (for dyno listings, rationed to 0.5 a second) is the targets' server too.
+        "HEROKU_API_KEY": "bench-token", "BACKOUT_HEROKU_API_URL": f"http://127.0.0.1:{ports[0]}",
+        "BACKOUT_HEALTH_INTERVAL": str(interval), "BACKOUT_HEALTH_GRACE": "60",
+        "BACKOUT_HEALTH_WINDOW": "86400", "BACKOUT_LOG_LEVEL": "WARNING",
+    })
+    proc = start_worker(env, tmp / "worker-cost.log")
     try:
         owner_keys = lambda: sum(1 for _ in conn.scan_iter("backout:health:owner:*", count=1000))  # noqa: E731
         wait_for(lambda: owner_keys() == targets, 60, "all watches held", 0.2)
@@ -339,7 +263,7 @@ def bench_watch_cost(services: Services, tmp: Path, targets: int, interval: floa
         time.sleep(measure)
         cpu1, wall1, served1 = cpu_seconds(proc.pid), time.monotonic(), served()
     finally:
-        stop(proc)
+        stop_workers([proc], timeout=20)
         server.terminate()
         server.wait(10)
         conn.flushdb()

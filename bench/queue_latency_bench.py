@@ -20,24 +20,23 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from datetime import datetime, timezone
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import Path
 
-import psycopg
 import redis
 from rq.job import JobStatus
 
-from backout import ledger
-from backout.output import table
-from backout.worker import queues
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from backout import ledger  # noqa: E402
+from backout.output import table  # noqa: E402
+from backout.worker import queues  # noqa: E402
+from tests.support import create_database, database_url, drop_database, start_redis_server  # noqa: E402
+
 TARGET_MEDIAN = 0.050
 
 
@@ -47,18 +46,17 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=0.05, help="seconds the worker sits idle before each enqueue")
     args = parser.parse_args()
 
-    name = f"backout_bench_queue_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = urlunsplit(urlsplit(SERVER_URL)._replace(path="/" + name))
-    redis_proc, redis_url = _start_redis()
+    name = create_database("backout_bench_queue")
+    ledger_url = database_url(name)
+    redis_proc, redis_server = start_redis_server()
+    redis_url = redis_server + "/0"
     worker = None
     try:
-        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+        env = {**os.environ, "DATABASE_URL": ledger_url, "REDIS_URL": redis_url,
                "HEROKU_API_KEY": "bench-token-never-used", "BACKOUT_LOG_LEVEL": "WARNING"}
         env.pop("SENTRY_DSN", None)
         env.pop("BACKOUT_NOTIFY_URL", None)
-        conn = ledger.connect(database_url)
+        conn = ledger.connect(ledger_url)
         requests_ = []
         for _ in range(args.samples + 5):
             request = ledger.create_request(conn, app="bench-app", target="v1", db="none", dry_run=True,
@@ -86,8 +84,7 @@ def main() -> int:
             worker.wait(30)
         redis_proc.terminate()
         redis_proc.wait(10)
-        with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
     latencies.sort()
     median = statistics.median(latencies)
@@ -103,26 +100,6 @@ def main() -> int:
          ["max", f"{latencies[-1] * 1000:.1f}", "", ""]],
     ))
     return 0 if median <= TARGET_MEDIAN else 1
-
-
-def _start_redis() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return proc, url
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
 
 
 def _wait_for_worker(r: redis.Redis, worker: subprocess.Popen) -> None:
