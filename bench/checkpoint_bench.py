@@ -33,17 +33,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from backout import checkpoint, ledger, settings as settings_module
-from backout.backups import pg_dump
-from backout.backups.libpq import client_args
-from backout.migrations import get_adapter
-from backout.output import human_bytes, table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SERVER_URL = os.environ.get("BACKOUT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from backout import checkpoint, ledger, settings as settings_module  # noqa: E402
+from backout.backups import pg_dump  # noqa: E402
+from backout.backups.libpq import client_args  # noqa: E402
+from backout.migrations import get_adapter  # noqa: E402
+from backout.output import human_bytes, table  # noqa: E402
+from tests.support import SERVER_URL, database_url, drop_database  # noqa: E402
+
 DATABASE = "backout_bench_checkpoint"
 BATCH_ROWS = 20_000
 
@@ -130,13 +131,26 @@ class Corpus:
                 f"{first.title()} {last.title()}\t2023-{self.rng.randint(1, 12):02d}-01 00:00:00+00\n")
 
 
-def database_url(name: str) -> str:
-    return urlunsplit(urlsplit(SERVER_URL)._replace(path="/" + name))
+def ensure_built(name: str, size_mb: int) -> str:
+    """The URL of database `name` holding at least size_mb MB of the generated data and its
+    indexes: the one an earlier --keep run left, else one built afresh."""
+    url = database_url(name)
+    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            with psycopg.connect(url) as conn:
+                ready = conn.execute("SELECT pg_database_size(current_database()) >= %s AND "
+                                     "to_regclass('messages_account') IS NOT NULL", (size_mb * 1_000_000,)).fetchone()[0]
+            if ready:
+                return url
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    print(f"building {size_mb} MB of data in {name} (once; --keep keeps it for the next run)", flush=True)
+    build(url, size_mb)
+    return url
 
 
 def build(url: str, size_mb: int) -> None:
     """Fill the database with COPY until it holds size_mb MB with its indexes."""
-    print(f"building {size_mb} MB of data in {DATABASE} (once; --keep keeps it for the next run)", flush=True)
     started = time.monotonic()
     corpus = Corpus()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -276,26 +290,11 @@ def main() -> int:
     parser.add_argument("--dir", help="where the dumps go (default a temporary directory)")
     args = parser.parse_args()
 
-    url = database_url(DATABASE)
-    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
-        if exists:
-            with psycopg.connect(url) as conn:
-                ready = _size(conn, "pg_database_size(current_database())") >= args.size_mb * 1_000_000 and \
-                    conn.execute("SELECT to_regclass('messages_account')").fetchone()[0] is not None
-            if not ready:
-                admin.execute(f'DROP DATABASE "{DATABASE}" WITH (FORCE)')
-                exists = None
-        if not exists:
-            admin.execute(f'CREATE DATABASE "{DATABASE}"')
     try:
-        if not exists:
-            build(url, args.size_mb)
-        return run(url, args)
+        return run(ensure_built(DATABASE, args.size_mb), args)
     finally:
         if not args.keep:
-            with psycopg.connect(SERVER_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            drop_database(DATABASE)
 
 
 def run(url: str, args: argparse.Namespace) -> int:

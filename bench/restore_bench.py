@@ -40,12 +40,13 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint_bench import SERVER_URL, build, database_url, machine  # noqa: E402
+from checkpoint_bench import ensure_built, machine, timed  # noqa: E402
 
 from backout.backups import pg_dump  # noqa: E402
 from backout.backups.libpq import client_args  # noqa: E402
 from backout.db_rollback import stream, swap  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
+from tests.support import SERVER_URL, database_url, drop_database  # noqa: E402
 
 SOURCE = "backout_bench_restore_src"
 LIVE = "backout_bench_restore_live"
@@ -79,21 +80,11 @@ class Probe(threading.Thread):
         return max(b - a for a, b in zip(marks, marks[1:]))
 
 
-def admin(statement: str) -> None:
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        conn.execute(statement)
-
-
 def fresh(name: str, template: str | None = None) -> str:
-    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    drop_database(name)
+    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return database_url(name)
-
-
-def timed(fn) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def bare_stream(archive: Path, url: str) -> None:
@@ -129,7 +120,7 @@ def ours(backup: dict, mode: str, work: Path, probed: bool) -> tuple[float, floa
         probe.join()
         downtime = probe.downtime(started, ended)
     if mode == "database":
-        admin(f'DROP DATABASE IF EXISTS "{result["kept"]["database"]}" WITH (FORCE)')
+        drop_database(result["kept"]["database"])
     return ended - started, downtime, result
 
 
@@ -156,23 +147,14 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="backout-restore-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    source = database_url(SOURCE)
-    with psycopg.connect(SERVER_URL, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [SOURCE]).fetchone()
-    if exists:
-        with psycopg.connect(source) as conn:
-            ready = conn.execute("SELECT pg_database_size(current_database()) >= %s AND "
-                                 "to_regclass('messages_account') IS NOT NULL", [args.size_mb * 1_000_000]).fetchone()[0]
-    if not exists or not ready:
-        fresh(SOURCE)
-        build(source, args.size_mb)
+    source = ensure_built(SOURCE, args.size_mb)
     try:
         return run(source, work, args)
     finally:
         for name in (LIVE, TARGET):
-            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(name)
         if not args.keep:
-            admin(f'DROP DATABASE IF EXISTS "{SOURCE}" WITH (FORCE)')
+            drop_database(SOURCE)
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
 
