@@ -130,25 +130,32 @@ def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[s
 
     Those are the migrations that were pending at the checkpoint and are pending no longer (some
     tools, Alembic for one, record only the newest applied revision, so the applied lists cannot
-    simply be compared).
+    simply be compared). Then what the tool recorded of the migration that failed is cleared
+    where it would stop the tool's next run.
     """
     from ..migrations import DownMigrationError, SavedMigration
 
     saved = [SavedMigration.from_json(d) for d in cp["down_scripts"] or []]
     still_pending = {m.id for m in adapter.pending(app_conn)}
     new = [m for m in saved if m.id not in still_pending]
-    if not new:
-        return [], ""
-    ids = ", ".join(m.id for m in new)
-    say(f"undoing {len(new)} migration(s) the failed command applied: {ids}")
-    try:
-        # run_down takes them oldest first, as applied, and undoes them newest first.
-        return adapter.run_down(app_conn, new, progress=say), ""
-    except DownMigrationError as exc:
-        return exc.ran, f"{exc}; checkpoint {cp['id']} holds the database as it was"
-    except Exception as exc:  # noqa: BLE001 - whatever broke, the release fails with the reason recorded
-        reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
-        return [], f"cannot undo {ids}: {reason}; checkpoint {cp['id']} holds the database as it was"
+    undone: list[str] = []
+    problem = ""
+    if new:
+        ids = ", ".join(m.id for m in new)
+        say(f"undoing {len(new)} migration(s) the failed command applied: {ids}")
+        try:
+            # run_down takes them oldest first, as applied, and undoes them newest first.
+            undone = adapter.run_down(app_conn, new, progress=say)
+        except DownMigrationError as exc:
+            undone, problem = exc.ran, f"{exc}; checkpoint {cp['id']} holds the database as it was"
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the release fails with the reason recorded
+            reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
+            problem = f"cannot undo {ids}: {reason}; checkpoint {cp['id']} holds the database as it was"
+    try:  # Prisma, for one, refuses every later deploy while a failed migration is recorded (P3009)
+        adapter.resolve_failed(app_conn, [m for m in saved if m.id in still_pending], progress=say)
+    except (psycopg.Error, BackoutError) as exc:
+        problem = "; ".join(filter(None, [problem, f"cannot clear the failed migration's record: {exc}"]))
+    return undone, problem
 
 
 def _run_only(settings: Settings, argv: Sequence[str], say: Callable[[str], None]) -> int:
@@ -165,7 +172,8 @@ def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
     if not argv:
         say("no migrate command given (backout release -- CMD ...); nothing to run")
         return 0
-    say(f"running: {' '.join(argv)}")
+    # Some tools take the database URL as an argument (migrate -database $DATABASE_URL): mask its password.
+    say(f"running: {redact(' '.join(argv))}")
     try:
         child = subprocess.Popen(list(argv))
     except FileNotFoundError:

@@ -169,6 +169,14 @@ class MigrationAdapter:
         say(f"down migrations done: {len(ran)} undone")
         return ran
 
+    def resolve_failed(
+        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+    ) -> list[str]:
+        """After a failed migrate command, `migrations` being those still pending: clear what the
+        tool recorded of one that failed and left nothing behind, where that record would stop the
+        tool's next run; the ids cleared. Most tools record nothing of a failed migration."""
+        return []
+
     def refuse_if_impossible(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> None:
         problems = self.check_down_plan(conn, migrations)
         if problems:

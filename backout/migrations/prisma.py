@@ -12,7 +12,7 @@ import hashlib
 import psycopg
 
 from . import script
-from .base import MigrationAdapter, SavedMigration, expect_rows, missing_path, read_file
+from .base import MigrationAdapter, Progress, SavedMigration, expect_rows, missing_path, read_file
 
 
 class PrismaAdapter(MigrationAdapter):
@@ -72,6 +72,35 @@ class PrismaAdapter(MigrationAdapter):
                         f"{m.id} was applied from a migration.sql other than the one saved (its checksum differs)"
                     )
         return problems
+
+    def resolve_failed(
+        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+    ) -> list[str]:
+        """`prisma migrate resolve --rolled-back` for the failed rows of `migrations`: until then
+        `prisma migrate deploy` refuses to run (P3009). Only where the database rolled the whole
+        migration.sql back, which PostgreSQL does unless the script commits transactions itself."""
+        say = progress or (lambda message: None)
+        if self.state_table_columns(conn) is None:
+            return []
+        failed = {name for (name,) in self._query(
+            conn, "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NULL AND rolled_back_at IS NULL"
+            " AND migration_name = ANY(%s)", [[m.id for m in migrations]])}
+        whole = []
+        for m in migrations:
+            if m.id not in failed:
+                continue
+            if script.controls_transactions(m.files[f"{m.id}/migration.sql"]):
+                say(f"{m.id} failed in a migration.sql that commits transactions itself, so part of it may have"
+                    " taken effect: check the schema, then run prisma migrate resolve")
+            else:
+                whole.append(m.id)
+        if whole:
+            with conn.transaction():
+                conn.execute("UPDATE _prisma_migrations SET rolled_back_at = now() WHERE finished_at IS NULL"
+                             " AND rolled_back_at IS NULL AND migration_name = ANY(%s)", [whole])
+            say(f"marked {', '.join(whole)} rolled back in _prisma_migrations (PostgreSQL rolled the failed"
+                " script back whole), so the next prisma migrate deploy applies it again")
+        return whole
 
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
         def record(c: psycopg.Connection) -> None:
