@@ -342,6 +342,14 @@ def get_request(conn: psycopg.Connection, request_id: str) -> dict | None:
     return _plain(row) if row else None
 
 
+def require_request(conn: psycopg.Connection, request_id: str) -> dict:
+    """The request's row; BackoutError when the ledger has none by that id."""
+    request = get_request(conn, request_id)
+    if request is None:
+        raise BackoutError(f"rollback request {request_id} is not in the ledger")
+    return request
+
+
 def update_request(conn: psycopg.Connection, request_id: str, **fields: Any) -> dict:
     """Set the given fields (see _REQUEST_FIELDS) and return the whole row; updated_at is kept current."""
     if "status" in fields:

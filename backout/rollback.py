@@ -147,10 +147,7 @@ def request_document(settings: Settings, request_id: str) -> dict:
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
     try:
-        request = ledger.get_request(conn, request_id)
-        if request is None:
-            raise BackoutError(f"rollback request {request_id} is not in the ledger")
-        return _document(request, ledger.steps(conn, request_id))
+        return _document(ledger.require_request(conn, request_id), ledger.steps(conn, request_id))
     finally:
         conn.close()
 

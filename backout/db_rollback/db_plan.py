@@ -267,9 +267,7 @@ def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Pr
     kind = db_step["kind"]
     conn = ledger.connect(settings.ledger_url or "")
     try:
-        request = ledger.get_request(conn, request_id)
-        if request is None:
-            raise BackoutError(f"rollback request {request_id} is not in the ledger")
+        request = ledger.require_request(conn, request_id)
         app = request["app"]
         earlier = [s for s in ledger.steps(conn, request_id) if s["step"] == kind]
         finished = next((s for s in reversed(earlier) if s["status"] in ("done", "skipped")), None)

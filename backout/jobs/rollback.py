@@ -60,9 +60,7 @@ def run_rollback(request_id: str) -> dict:
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
     try:
-        request = ledger.get_request(conn, request_id)
-        if request is None:
-            raise BackoutError(f"rollback request {request_id} is not in the ledger")
+        request = ledger.require_request(conn, request_id)
         if request["status"] in FINAL_STATUSES or request["dry_run"]:
             log.info("rollback request %s is already %s; nothing to do", request_id, request["status"])
             return request["result"] or {"status": request["status"]}
