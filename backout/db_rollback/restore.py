@@ -83,13 +83,9 @@ def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
     num = backup.get("transfer_num")
     if num is None:
         raise PlanRefused("the checkpoint records no Heroku backup number")
-    try:
-        transfer = client.transfer(app, num)
-    except BackoutError as exc:
-        if getattr(exc, "status", None) == 404:
-            raise PlanRefused(f"Heroku backup b{int(num):03d} of {app} no longer exists (expired or deleted); "
-                              "choose another checkpoint") from None
-        raise
+    transfer = _unless_gone(lambda: client.transfer(app, num),
+                            f"Heroku backup b{int(num):03d} of {app} no longer exists (expired or deleted); "
+                            "choose another checkpoint")
     if not transfer.get("succeeded") or transfer.get("deleted_at") or transfer.get("purged_at"):
         raise PlanRefused(f"Heroku backup b{int(num):03d} of {app} cannot be restored: it "
                           + ("was deleted" if transfer.get("deleted_at") or transfer.get("purged_at") else "did not succeed"))
@@ -172,13 +168,8 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
     if not backup.get("time"):
         raise PlanRefused("the checkpoint records no point in time")
     source = backup.get("addon_id") or database_addon(client, app)["addon_id"]
-    try:
-        addon = client.addon_info(app, source)
-    except BackoutError as exc:
-        if getattr(exc, "status", None) == 404:
-            raise PlanRefused(f"the database add-on {source} the checkpoint marked is gone; a rollback add-on "
-                              "needs it") from None
-        raise
+    addon = _unless_gone(lambda: client.addon_info(app, source),
+                         f"the database add-on {source} the checkpoint marked is gone; a rollback add-on needs it")
     plan = (addon.get("plan") or {}).get("name") or ""
     tier = plan.partition(":")[2].split("-")[0]
     if tier not in PITR_TIERS:
@@ -310,6 +301,16 @@ def _parse_time(text: str) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _unless_gone(lookup: Callable[[], dict], refusal: str) -> dict:
+    """What `lookup` answers; PlanRefused(refusal) when the API says it does not exist (404)."""
+    try:
+        return lookup()
+    except BackoutError as exc:
+        if getattr(exc, "status", None) == 404:
+            raise PlanRefused(refusal) from None
+        raise
 
 
 def check_database_url(settings: Settings, client: HerokuClient, app: str) -> None:
