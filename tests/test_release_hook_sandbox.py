@@ -15,7 +15,6 @@ from backout.backups import pg_dump
 from backout.checkpoint import config_fingerprint
 from backout.heroku import HerokuClient
 from support import deploy_slug
-from support import slug_tarball as tarball  # noqa: F401 - test_release_hook_tools builds its slugs with it
 
 from test_release_hook import A1, ALEMBIC_INI, B2, BROKEN, ENV_PY, REVISION
 
