@@ -143,6 +143,32 @@ def test_after_a_failed_migrate_up_the_dirty_version_is_cleared_and_the_run_undo
     assert version_row(database) == [(1, False)]
 
 
+def test_a_failed_migration_without_a_down_file_only_has_its_dirty_mark_cleared(database, tmp_path):
+    """PostgreSQL rolled the failed file back whole, so it needs no down script; without clearing
+    the mark, every later `migrate up` would refuse to run."""
+    tree = fixture_tree("golang-migrate", tmp_path) / "migrations"
+    broken = tree / "000003_create_transfers.up.sql"
+    broken.write_text(broken.read_text() + "SELECT 1/0;\n")
+    (tree / "000003_create_transfers.down.sql").unlink()
+    adapter = get_adapter("golang-migrate", tree)
+    migrate_up(database, tree, 1, 2)
+    before = schema_of(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        transfers = next(m for m in adapter.pending(conn) if m.id == "3")
+    assert not transfers.reversible
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        migrate_up(database, tree, 3)
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert adapter.check_down_plan(conn, [transfers]) == []
+        assert adapter.run_down(conn, [transfers]) == ["3"]
+    assert schema_of(database) == before
+    assert version_row(database) == [(2, False)]
+    with psycopg.connect(database, autocommit=True) as conn:
+        # Applied for real, the same migration is irreversible for any later plan.
+        set_version(conn, 3, False)
+        assert any("irreversible" in p for p in adapter.check_down_plan(conn, [transfers]))
+
+
 def test_a_dirty_version_from_a_file_that_commits_itself_is_refused(database, tmp_path):
     tree = fixture_tree("golang-migrate", tmp_path) / "migrations"
     broken = tree / "000002_add_balance.up.sql"

@@ -101,8 +101,17 @@ class GolangMigrateAdapter(MigrationAdapter):
                                 f" right after {before.id}")
         return problems
 
+    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+        # A migration whose up file just failed and was rolled back whole needs no down script:
+        # only golang-migrate's dirty mark is left to clear.
+        failed = [m for m in migrations if self._failed_and_rolled_back(conn, m)]
+        problems = super().check_down_plan(conn, migrations)
+        return [p for p in problems if p not in {self._irreversible(m) for m in failed}]
+
+    def _failed_and_rolled_back(self, conn: psycopg.Connection, m: SavedMigration) -> bool:
+        return self.current(conn) == (int(m.id), True) and _failed_up_rolled_back(m)
+
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
-        assert m.down is not None
         target = int(m.parents[0]) if m.parents else None
         if self.current(conn) == (int(m.id), True):
             # Its up file failed, and PostgreSQL rolled it back whole (the plan checks made sure
@@ -110,6 +119,7 @@ class GolangMigrateAdapter(MigrationAdapter):
             with conn.transaction():
                 _set_version(conn, target, dirty=False)
             return
+        assert m.down is not None
         with conn.transaction():
             _set_version(conn, target, dirty=True)
         try:
