@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 
 from backout import ledger
 from backout import settings as settings_module
@@ -34,6 +34,15 @@ def _queued_ids(r: redis.Redis) -> list[str]:
     return queues.queue(queues.ROLLBACK, r).job_ids
 
 
+def _taken_off_the_queue(r: redis.Redis, request: dict) -> Job:
+    """The request's job, enqueued and then taken off the queue, as a worker takes it."""
+    job_id = queues.request_job_id(request["id"])
+    queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request["id"]], job_id)
+    job = queues.queue(queues.ROLLBACK, r).fetch_job(job_id)
+    queues.queue(queues.ROLLBACK, r).remove(job)
+    return job
+
+
 def test_a_request_redis_lost_is_enqueued_again_once(env) -> None:
     settings, conn, r = env
     lost = _request(conn)
@@ -50,10 +59,8 @@ def test_a_request_redis_lost_is_enqueued_again_once(env) -> None:
 def test_a_job_that_ended_before_its_request_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, attempts=1)
-    job_id = queues.request_job_id(request["id"])
-    queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request["id"]], job_id)
-    job = queues.queue(queues.ROLLBACK, r).fetch_job(job_id)
-    queues.queue(queues.ROLLBACK, r).remove(job)
+    job = _taken_off_the_queue(r, request)
+    job_id = job.id
     job.set_status(JobStatus.FAILED)                   # cut short without writing its outcome
     assert requeue_lost(settings, r) == [request["id"]]
     assert _queued_ids(r) == [job_id]
@@ -63,10 +70,8 @@ def test_a_job_that_ended_before_its_request_is_run_again(env) -> None:
 def test_a_running_request_whose_worker_died_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, status="running", attempts=1)
-    job_id = queues.request_job_id(request["id"])
-    queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request["id"]], job_id)
-    job = queues.queue(queues.ROLLBACK, r).fetch_job(job_id)
-    queues.queue(queues.ROLLBACK, r).remove(job)
+    job = _taken_off_the_queue(r, request)
+    job_id = job.id
     job.set_status(JobStatus.STARTED)
     job.heartbeat(datetime.now(timezone.utc), 60)
 
@@ -83,10 +88,7 @@ def test_a_running_request_whose_worker_died_is_run_again(env) -> None:
 def test_a_started_job_without_heartbeats_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, attempts=1)               # still queued: it was waiting for the app lock
-    job_id = queues.request_job_id(request["id"])
-    queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request["id"]], job_id)
-    job = queues.queue(queues.ROLLBACK, r).fetch_job(job_id)
-    queues.queue(queues.ROLLBACK, r).remove(job)
+    job = _taken_off_the_queue(r, request)
     job.set_status(JobStatus.STARTED)
     job.heartbeat(datetime.now(timezone.utc), 60)
     assert requeue_lost(settings, r) == []
