@@ -14,6 +14,7 @@ import pytest
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
 from backout.migrations.prisma import checksum
+from fixtures.migrate_standin import PRISMA_TABLE  # Prisma's own DDL, spelled once
 from test_migrations_common import fixture_tree, rows, schema_of, through_json
 
 pytestmark = pytest.mark.integration
@@ -21,19 +22,6 @@ pytestmark = pytest.mark.integration
 INIT, POST, BIO, DROP_NAME = ("20240101000000_init", "20240201000000_add_post",
                               "20240301000000_add_user_bio", "20240401000000_drop_user_name")
 
-# Prisma's own DDL for its table (schema-engine's migrations table, PostgreSQL flavour).
-PRISMA_TABLE = """
-CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
-    "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
-    "checksum"              VARCHAR(64) NOT NULL,
-    "finished_at"           TIMESTAMPTZ,
-    "migration_name"        VARCHAR(255) NOT NULL,
-    "logs"                  TEXT,
-    "rolled_back_at"        TIMESTAMPTZ,
-    "started_at"            TIMESTAMPTZ NOT NULL DEFAULT now(),
-    "applied_steps_count"   INTEGER NOT NULL DEFAULT 0
-)
-"""
 
 
 def deploy(url: str, migrations: Path, *names: str) -> None:
