@@ -8,7 +8,7 @@ __all__ = ["enqueue_rollback"]
 def __getattr__(name: str):
     # Imported on first use, so `import backout` (and `backout --help`) stays light.
     if name == "enqueue_rollback":
-        from .rollback import enqueue_rollback
+        from backout.rollback.enqueue import enqueue_rollback
 
         return enqueue_rollback
     raise AttributeError(f"module 'backout' has no attribute {name!r}")

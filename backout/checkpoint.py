@@ -19,12 +19,12 @@ from typing import Any, Callable, Mapping
 import psycopg
 from psycopg.rows import tuple_row
 
-from . import backups, ledger
-from .backups.heroku import database_addon
-from .backups.libpq import database_name
-from .errors import BackoutError
-from .redact import mask_url, redact
-from .settings import Settings
+from backout import backups, ledger
+from backout.backups.heroku import database_addon
+from backout.backups.libpq import database_name
+from backout.errors import BackoutError
+from backout.redact import mask_url, redact
+from backout.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -151,7 +151,7 @@ def take(
     database_url = settings.database_url
     assert app is not None and database_url is not None
     if adapter is None:
-        from .migrations import get_adapter
+        from backout.migrations import get_adapter
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written

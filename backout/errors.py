@@ -40,3 +40,9 @@ class HerokuAPIError(BackoutError):
         self.path = path
         where = f" ({method} {path})" if method else ""
         super().__init__(f"Heroku API {status} {error_id}: {message}{where}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,12 +17,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from . import __version__
-from .errors import BackoutError, BadInput, HerokuAPIError
-from .http_retry import BearerAuth, RetryingSession, RetryPolicy
-from .output import human_bytes
-from .redact import redact
-from .settings import HEROKU_API_URL, HEROKU_DATA_URL, Settings
+from backout import __version__
+from backout.errors import BackoutError, BadInput, HerokuAPIError
+from backout.http_retry import BearerAuth, RetryingSession, RetryPolicy
+from backout.output import human_bytes
+from backout.redact import redact
+from backout.settings import HEROKU_API_URL, HEROKU_DATA_URL, Settings
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 # The "sdk" variant adds `eligible_for_rollback` to releases.

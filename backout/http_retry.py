@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import requests
 import urllib3.exceptions
 
-from .redact import MASK, redact
+from backout.redact import MASK, redact
 
 log = logging.getLogger("backout.http")
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from .redact import redact, secrets_from_env
+from backout.redact import redact, secrets_from_env
 
 
 class RedactingFilter(logging.Filter):

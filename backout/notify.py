@@ -12,9 +12,9 @@ from typing import Any
 
 import requests
 
-from . import sentry
-from .redact import redact
-from .settings import Settings
+from backout import sentry
+from backout.redact import redact
+from backout.settings import Settings
 
 log = logging.getLogger(__name__)
 

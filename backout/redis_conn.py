@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from .settings import Settings
+from backout.settings import Settings
 
 
 def connect(url: str) -> redis.Redis:

@@ -16,9 +16,9 @@ from typing import Any
 import sentry_sdk
 from sentry_sdk.integrations.rq import RqIntegration
 
-from . import __version__
-from .redact import redact, secrets_from_env
-from .settings import Settings
+from backout import __version__
+from backout.redact import redact, secrets_from_env
+from backout.settings import Settings
 
 log = logging.getLogger(__name__)
 

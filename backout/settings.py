@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from backout.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -126,7 +126,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value these settings hold, for redaction."""
-        from .redact import secrets_from_env
+        from backout.redact import secrets_from_env
 
         env = {
             "HEROKU_API_KEY": self.heroku_api_key or "",

@@ -14,14 +14,12 @@ verified_healthy_at, backup_strategy, reversible}`), `rollbacks` (newest first: 
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-from . import ledger
-from .errors import HerokuAPIError, PlanRefused
-from .heroku import HerokuClient
-from .output import dump_json, table
-from .settings import Settings
+from backout import ledger
+from backout.errors import HerokuAPIError, PlanRefused
+from backout.heroku import HerokuClient
+from backout.settings import Settings
 
 RELEASES_SHOWN = 10
 ROLLBACKS_SHOWN = 10
@@ -60,43 +58,6 @@ def app_status(settings: Settings, app: str) -> dict:
             k: verdict[k] for k in ("verdict", "reason", "release_version", "kind", "at")
         },
     }
-
-
-def command(args: argparse.Namespace, settings: Settings) -> int:
-    document = app_status(settings, args.app)
-    if args.json:
-        dump_json(document)
-    else:
-        print(render(document))
-    return 0
-
-
-def render(document: dict) -> str:
-    """The status document as text a person reads."""
-    current = document["current_release"]
-    lines = [f"app {document['app']}: " + (f"current release v{current['version']}" if current else "no current release")]
-    health = document["health"]
-    lines.append("health: " + (
-        f"{health['verdict']} for v{health['release_version']} at {health['at']}"
-        + (f" ({health['reason']})" if health["reason"] else "") if health else "no verdict yet"))
-    lines += ["", "releases:", table(
-        ["version", "status", "current", "checkpoint", "verified", "description"],
-        [[f"v{r['version']}", r["status"], "*" if r["current"] else "",
-          (r["checkpoint"] or {}).get("id", "none"),
-          "yes" if (r["checkpoint"] or {}).get("verified_healthy_at") else "",
-          r["description"]] for r in document["releases"]],
-    )]
-    lines += ["", "rollbacks:"]
-    if document["rollbacks"]:
-        lines.append(table(
-            ["request", "status", "to", "db", "by", "created", "release"],
-            [[r["request_id"] + (" (dry run)" if r["dry_run"] else ""), r["status"], r["to"], r["db"],
-              r["requested_by"], r["created_at"], f"v{r['release_version']}" if r["release_version"] else ""]
-             for r in document["rollbacks"]],
-        ))
-    else:
-        lines.append("none")
-    return "\n".join(lines)
 
 
 def _release(release: dict, checkpoint: dict | None) -> dict[str, Any]:

@@ -22,27 +22,28 @@ import argparse
 import itertools
 import json
 import os
-import random
-import string
-import uuid
 import platform
+import random
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backout import checkpoint, ledger, settings as settings_module  # noqa: E402
-from backout.backups import pg_dump  # noqa: E402
-from backout.backups.libpq import client_args  # noqa: E402
-from backout.migrations import get_adapter  # noqa: E402
-from backout.output import human_bytes, table  # noqa: E402
+from backout import checkpoint, ledger
+from backout import settings as settings_module
+from backout.backups import pg_dump
+from backout.backups.libpq import client_args
+from backout.migrations import get_adapter
+from backout.output import human_bytes, table
 from tests.support import SERVER_URL, database_url, drop_database  # noqa: E402
 
 DATABASE = "backout_bench_checkpoint"
@@ -253,7 +254,7 @@ def pitr_as_the_hook_does(work: Path, runs: int = 20) -> list[float]:
     """Time what BACKOUT_BACKUP=pitr adds to a release phase, Platform API included, against the
     sandbox on loopback: the round trips to api.heroku.com add their latency on top."""
     from backout.heroku import HerokuClient
-    from backout.sandbox.server import start
+    from backout_sandbox.server import start
 
     box = start(port=0, state_path=work / "sandbox.json", work_dir=work / "sandbox", postgres_url=SERVER_URL)
     try:

@@ -39,13 +39,22 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backout import ledger  # noqa: E402
-from backout.health_watches import WatchRegistry, new_record  # noqa: E402
-from backout.heroku import HerokuClient  # noqa: E402
-from backout.sandbox.server import start as start_sandbox  # noqa: E402
+from backout import ledger
+from backout.health.watches import WatchRegistry, new_record
+from backout.heroku import HerokuClient
+from backout_sandbox.server import start as start_sandbox
 from tests.support import (  # noqa: E402
-    SERVER_URL, child_env, create_database, database_url, deploy_slug, drop_database, health_app_files,
-    start_redis_server, start_worker, stop_workers, wait_for,
+    SERVER_URL,
+    child_env,
+    create_database,
+    database_url,
+    deploy_slug,
+    drop_database,
+    health_app_files,
+    start_redis_server,
+    start_worker,
+    stop_workers,
+    wait_for,
 )
 
 # Many loopback targets in one asyncio process: each port is an app's health endpoint.

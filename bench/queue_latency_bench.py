@@ -32,10 +32,15 @@ from rq.job import JobStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backout import ledger  # noqa: E402
-from backout.output import table  # noqa: E402
-from backout.worker import queues  # noqa: E402
-from tests.support import create_database, database_url, drop_database, start_redis_server  # noqa: E402
+from backout import ledger
+from backout.output import table
+from backout.worker import queues
+from tests.support import (  # noqa: E402
+    create_database,
+    database_url,
+    drop_database,
+    start_redis_server,
+)
 
 TARGET_MEDIAN = 0.050
 

@@ -9,7 +9,7 @@ backout pg_dump checkpoint archive of it (`<id>.dump.zst`), then, in the same ru
   - bare `zstd -dc | pg_restore -j1` (streamed) and bare `zstd -d` then `pg_restore -j2` (the
     archive is zstd-compressed, so a bare restore decompresses it first), also timed without
     the decompression;
-  - ours, database mode (`backout.db_rollback.swap`, restore into a new database beside the
+  - ours, database mode (`backout.rollback.database.swap`, restore into a new database beside the
     live one, verify every table's row count against the archive, swap the names), with the app
     connected to the live database;
   - ours, schema mode (the ledger living in the app's database: one transaction into new
@@ -42,10 +42,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from checkpoint_bench import ensure_built, machine, timed  # noqa: E402
 
-from backout.backups import pg_dump  # noqa: E402
-from backout.backups.libpq import client_args  # noqa: E402
-from backout.db_rollback import stream, swap  # noqa: E402
-from backout.output import human_bytes, table  # noqa: E402
+from backout.backups import pg_dump
+from backout.backups.libpq import client_args
+from backout.output import human_bytes, table
+from backout.rollback.database import stream, swap
 from tests.support import SERVER_URL, database_url, drop_database  # noqa: E402
 
 SOURCE = "backout_bench_restore_src"

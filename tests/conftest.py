@@ -8,7 +8,13 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
-from support import SERVER_URL, create_database, database_url, drop_database, start_redis_server
+from tests.support import (
+    SERVER_URL,
+    create_database,
+    database_url,
+    drop_database,
+    start_redis_server,
+)
 
 
 @pytest.fixture
@@ -74,7 +80,7 @@ def sandbox(tmp_path):
     BACKOUT_HEROKU_API_URL, BACKOUT_HEROKU_DATA_URL and HEROKU_API_KEY a client needs), `.faults`
     (scripted 429/5xx, slow answers, failing release phases), `.requests` (every API request
     served) and `.log_path(app)`."""
-    from backout.sandbox.server import start
+    from backout_sandbox.server import start
 
     box = start(port=0, state_path=tmp_path / "sandbox.json", work_dir=tmp_path / "sandbox",
                 postgres_url=SERVER_URL, stop_timeout=5)

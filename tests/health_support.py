@@ -17,7 +17,7 @@ from requests.structures import CaseInsensitiveDict
 
 from backout import ledger
 from backout import settings as settings_module
-from backout.monitor import Monitor
+from backout.health.monitor import Monitor
 from backout.worker.main import build_worker
 from backout.worker.queues import ROUTINE, queue
 from tests.stub_http import Reply, Request

@@ -27,7 +27,7 @@ from backout.heroku import (
     transfer_ref,
 )
 from backout.http_retry import RetryPolicy, retry_after_seconds
-from stub_http import Reply, Request, StubServer, in_order
+from tests.stub_http import Reply, Request, StubServer, in_order
 
 pytestmark = pytest.mark.integration
 

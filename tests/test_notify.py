@@ -8,10 +8,10 @@ import socket
 
 import pytest
 import sentry_sdk
-from stub_http import Reply, StubServer, in_order
 
 from backout import settings as settings_module
 from backout.notify import notify
+from tests.stub_http import Reply, StubServer, in_order
 
 TOKEN = "hk-0123456789abcdef-token"
 

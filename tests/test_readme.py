@@ -109,7 +109,7 @@ def test_the_sandbox_command_starts_and_prints_its_exports(tmp_path):
 
 @pytest.mark.integration
 def test_the_forge_command_starts_with_its_demo(tmp_path):
-    line = next(line for line in code_lines() if line.startswith("python -m backout.sandbox.forge"))
+    line = next(line for line in code_lines() if line.startswith("python -m backout_sandbox.forge"))
     argv = shlex.split(line)
     argv[0] = sys.executable
     argv[argv.index("--demo") + 1] = str(tmp_path / "forge-demo")

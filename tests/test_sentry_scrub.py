@@ -13,12 +13,12 @@ from typing import Iterator
 import pytest
 import redis
 import sentry_sdk
-from stub_http import Reply, StubServer
 
 from backout import sentry
 from backout import settings as settings_module
 from backout.worker import queues
 from backout.worker.main import build_worker
+from tests.stub_http import Reply, StubServer
 
 TOKEN = "hk-scrub-0f1e2d3c4b5a69788796a5b4"
 PASSWORD = "Pw-scrub-7c6b5a493827"

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
-from ..errors import BadInput
-from ..settings import BACKUP_STRATEGIES
+from backout.errors import BadInput
+from backout.settings import BACKUP_STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BackoutError, ConfigError
+from backout.errors import BackoutError, ConfigError
 
 if TYPE_CHECKING:
-    from . import BackupContext
+    from backout.backups import BackupContext
 
 ATTACHMENT = "DATABASE"
 

@@ -12,8 +12,8 @@ from typing import Mapping
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..errors import BadInput
-from ..redact import mask_url
+from backout.errors import BadInput
+from backout.redact import mask_url
 
 
 def client_args(url: str, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:

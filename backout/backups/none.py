@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from . import BackupContext
+    from backout.backups import BackupContext
 
 
 def take(ctx: "BackupContext") -> dict:

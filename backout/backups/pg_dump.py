@@ -28,13 +28,13 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Callable
 
 import zstandard
 
-from ..errors import BackoutError
-from ..output import human_bytes
-from ..redact import mask_url, redact
-from .libpq import client_args, database_name
+from backout.backups.libpq import client_args, database_name
+from backout.errors import BackoutError
+from backout.output import human_bytes
+from backout.redact import mask_url, redact
 
 if TYPE_CHECKING:
-    from . import BackupContext
+    from backout.backups import BackupContext
 
 SUFFIX = ".dump.zst"
 # Level 3 with one worker per core beats pg_dump -Fc's gzip on both time and size for text and

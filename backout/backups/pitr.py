@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg.rows import tuple_row
 
-from ..errors import BackoutError
-from ..redact import mask_url
+from backout.errors import BackoutError
+from backout.redact import mask_url
 
 if TYPE_CHECKING:
-    from . import BackupContext
+    from backout.backups import BackupContext
 
 
 def take(ctx: "BackupContext") -> dict:

@@ -17,7 +17,6 @@ lacks something the demo needs.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import secrets
@@ -36,17 +35,12 @@ import psycopg
 import redis
 import requests
 
-from ..errors import BackoutError, BadInput
-from ..output import Progress
-from ..sandbox.server import start
-from . import services, timeline
-from .receiver import Receiver
-from .story import NOTES, StepFailed, Story
-
-
-def command(args: argparse.Namespace, settings: Any) -> int:
-    """The demo builds its own environment: the caller's settings are not used."""
-    return play(keep=args.keep)
+from backout.demo import services, timeline
+from backout.demo.receiver import Receiver
+from backout.demo.story import NOTES, StepFailed, Story
+from backout.errors import BackoutError, BadInput
+from backout.output import Progress
+from backout_sandbox.server import start
 
 
 def play(keep: bool = False, out: TextIO | None = None, say: Callable[[str], None] | None = None) -> int:

@@ -21,7 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import BackoutError
+from backout.errors import BackoutError
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_PORT = 6379

@@ -7,7 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from ..errors import BackoutError
+from backout.errors import BackoutError
 
 APP_ROOT = Path(__file__).parent / "app"
 

@@ -26,13 +26,13 @@ import redis
 import requests
 from rq import Worker
 
-from .. import ledger
-from ..errors import BackoutError
-from ..heroku import HerokuClient
-from ..sandbox import processes
-from ..sandbox.server import Sandbox
-from . import slug
-from .receiver import Receiver
+from backout import ledger
+from backout.demo import slug
+from backout.demo.receiver import Receiver
+from backout.errors import BackoutError
+from backout.heroku import HerokuClient
+from backout_sandbox import processes
+from backout_sandbox.server import Sandbox
 
 PLAN = "heroku-postgresql:essential-0"
 # Quick enough for a demo, slow enough for a loaded machine: a dyno boots well inside the grace.

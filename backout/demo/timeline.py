@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..output import human_bytes, table
-from .receiver import Message
-from .story import Facts, LedgerRows, epoch
+from backout.demo.receiver import Message
+from backout.demo.story import Facts, LedgerRows, epoch
+from backout.output import human_bytes, table
 
 DETAIL_WIDTH = 80
 # Health events that make a line of the timeline (grace and stale rounds are routine; the

@@ -17,31 +17,18 @@ gets a checkpoint of its own, which is harmless). BACKOUT_BACKUP=heroku needs th
 
 from __future__ import annotations
 
-import argparse
-import signal
 import subprocess
 from typing import Any, Callable, Sequence
 
 import psycopg
 
-from .. import checkpoint, ledger
-from ..errors import BackoutError, HerokuAPIError
-from ..output import Progress
-from ..redact import redact
-from ..settings import Settings
+from backout import checkpoint, ledger
+from backout.errors import BackoutError, HerokuAPIError
+from backout.redact import redact
+from backout.settings import Settings
 
 HEALTH_JOB = "backout.jobs.health.watch_release"
 HEALTH_QUEUE = "backout-routine"
-
-
-def command(args: argparse.Namespace, settings: Settings) -> int:
-    argv = list(args.command)
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    # Heroku stops a release phase that runs too long with SIGTERM: turn it into an exception so
-    # the checkpoint is marked failed on the way out instead of being left 'running'.
-    signal.signal(signal.SIGTERM, _terminated)
-    return run(settings, argv, Progress())
 
 
 def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None) -> int:
@@ -53,14 +40,14 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
     assert app is not None and version is not None
     say = progress
     if heroku is None and settings.heroku_api_key:
-        from ..heroku import HerokuClient
+        from backout.heroku import HerokuClient
 
         with HerokuClient.from_settings(settings) as client:
             return run(settings, argv, progress, client)
     if heroku is None:
         say("warning: HEROKU_API_KEY is not set: no previous release, config fingerprint or rollback "
             "detection from the Platform API")
-    from ..migrations import get_adapter
+    from backout.migrations import get_adapter
 
     adapter = get_adapter(settings.migrations, settings.migrations_path)
     assert settings.ledger_url is not None
@@ -133,7 +120,7 @@ def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[s
     simply be compared). Then what the tool recorded of the migration that failed is cleared
     where it would stop the tool's next run.
     """
-    from ..migrations import DownMigrationError, SavedMigration
+    from backout.migrations import DownMigrationError, SavedMigration
 
     saved = [SavedMigration.from_json(d) for d in cp["down_scripts"] or []]
     still_pending = {m.id for m in adapter.pending(app_conn)}
@@ -204,7 +191,7 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
     from rq.exceptions import DuplicateJobError
     from rq.serializers import JSONSerializer
 
-    from ..redis_conn import connect
+    from backout.redis_conn import connect
 
     job_id = f"watch-{app}-v{version}"
     client = connect(settings.redis_url)
@@ -228,5 +215,7 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
     return job_id
 
 
-def _terminated(signum: int, frame: object) -> None:
+def terminated(signum: int, frame: object) -> None:
+    """A SIGTERM handler: Heroku stops a release phase that runs too long with SIGTERM; turned into an
+    exception, the checkpoint is marked failed on the way out instead of being left 'running'."""
     raise BackoutError("terminated by SIGTERM (Heroku stops a release phase after an hour)")

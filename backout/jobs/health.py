@@ -14,14 +14,14 @@ from typing import Any
 
 from rq import get_current_job
 
-from .. import ledger, redis_conn
-from ..errors import BadInput, HerokuAPIError
-from ..health_actions import release_commits
-from ..health_policy import Policy
-from ..health_watches import WatchRegistry, new_record
-from ..notify import notify
-from ..redact import redact
-from ..settings import Settings, load
+from backout import ledger, redis_conn
+from backout.errors import BadInput, HerokuAPIError
+from backout.health.actions import release_commits
+from backout.health.policy import Policy
+from backout.health.watches import WatchRegistry, new_record
+from backout.notify import notify
+from backout.redact import redact
+from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _ensure_dyno_webhook(settings: Settings, app: str) -> str | None:
     url = settings.health.webhook_url
     if not url or not settings.heroku_api_key:
         return None
-    from ..heroku import HerokuClient
+    from backout.heroku import HerokuClient
 
     try:
         with HerokuClient.from_settings(settings) as client:

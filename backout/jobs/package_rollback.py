@@ -12,12 +12,12 @@ from datetime import timedelta
 
 from rq import get_current_job
 
-from .. import ledger
-from .. import settings as settings_module
-from ..errors import BadInput
-from ..package_rollback.enqueue import JOB
-from ..package_rollback.run import check_confirm, run_request
-from ..worker import queues
+from backout import ledger
+from backout import settings as settings_module
+from backout.errors import BadInput
+from backout.package_rollback.enqueue import JOB
+from backout.package_rollback.run import check_confirm, run_request
+from backout.worker import queues
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,14 @@ from typing import Any, Iterator
 
 from rq.exceptions import ShutDownImminentException
 
-from .. import ledger
-from ..errors import BackoutError
-from ..heroku import HerokuClient
-from ..notify import notify
-from ..output import Progress
-from ..plan import addon_config_vars, config_changes
-from ..redact import redact
-from ..settings import Settings, load
+from backout import ledger
+from backout.errors import BackoutError
+from backout.heroku import HerokuClient
+from backout.notify import notify
+from backout.output import Progress
+from backout.redact import redact
+from backout.rollback.plan import addon_config_vars, config_changes
+from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
 
 def _run_database_step(conn: Any, request: dict) -> dict:
     """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
-    from ..db_rollback import run_db_step  # the database tooling loads only for a database step
+    from backout.rollback.database import run_db_step
 
     step = request["plan"]["db_step"]
     done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"))

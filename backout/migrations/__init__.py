@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from .alembic import AlembicAdapter
-from .base import DownMigrationError, MigrationAdapter, SavedMigration
-from .dbmate import DbmateAdapter
-from .django import DjangoAdapter
-from .golang_migrate import GolangMigrateAdapter
-from .none import NoMigrations
-from .prisma import PrismaAdapter
+from backout.errors import ConfigError
+from backout.migrations.alembic import AlembicAdapter
+from backout.migrations.base import DownMigrationError, MigrationAdapter, SavedMigration
+from backout.migrations.dbmate import DbmateAdapter
+from backout.migrations.django import DjangoAdapter
+from backout.migrations.golang_migrate import GolangMigrateAdapter
+from backout.migrations.none import NoMigrations
+from backout.migrations.prisma import PrismaAdapter
 
 ADAPTERS: dict[str, type[MigrationAdapter]] = {
     a.tool: a for a in (PrismaAdapter, AlembicAdapter, DjangoAdapter, DbmateAdapter, GolangMigrateAdapter, NoMigrations)

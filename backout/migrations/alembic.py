@@ -22,10 +22,16 @@ from typing import Any, Iterator
 
 import psycopg
 
-from ..errors import BackoutError, BadInput
-from . import script
-from .base import (
-    DownMigrationError, MigrationAdapter, Progress, SavedMigration, missing_path, oldest_first, read_file,
+from backout.errors import BackoutError, BadInput
+from backout.migrations import script
+from backout.migrations.base import (
+    DownMigrationError,
+    MigrationAdapter,
+    Progress,
+    SavedMigration,
+    missing_path,
+    oldest_first,
+    read_file,
 )
 
 _ENV_PY = '''\

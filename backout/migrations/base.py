@@ -14,8 +14,8 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import psycopg
 
-from ..errors import BackoutError, BadInput, PlanRefused
-from . import script
+from backout.errors import BackoutError, BadInput, PlanRefused, first_line
+from backout.migrations import script
 
 Progress = Callable[[str], None]
 
@@ -164,7 +164,7 @@ class MigrationAdapter:
             try:
                 self._undo(conn, m)
             except (psycopg.Error, BackoutError) as exc:
-                raise DownMigrationError(ran, m.id, _first_line(exc)) from exc
+                raise DownMigrationError(ran, m.id, first_line(exc)) from exc
             ran.append(m.id)
         say(f"down migrations done: {len(ran)} undone")
         return ran
@@ -222,7 +222,7 @@ class MigrationAdapter:
             with script.autocommit(conn):
                 script.execute(conn, m.down)
         except psycopg.Error as exc:
-            raise BackoutError(_first_line(exc) + _partial_note(m.down, self.state_table)) from exc
+            raise BackoutError(first_line(exc) + _partial_note(m.down, self.state_table)) from exc
         with conn.transaction():
             record(conn)
 
@@ -264,8 +264,3 @@ def _partial_note(sql: str, table: str) -> str:
         return (f"; the script commits transactions itself, so statements before the failing one "
                 f"may have taken effect, while {table} still lists the migration: check the schema")
     return "; PostgreSQL rolled the whole script back (one query string runs as one implicit transaction)"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import psycopg
 
-from ..errors import BackoutError
-from . import script
-from .base import MigrationAdapter, SavedMigration, expect_rows, missing_path, read_file
+from backout.errors import BackoutError
+from backout.migrations import script
+from backout.migrations.base import (
+    MigrationAdapter,
+    SavedMigration,
+    expect_rows,
+    missing_path,
+    read_file,
+)
 
 # dbmate's own patterns (pkg/dbmate/migration.go and migrations.go).
 _FILE = re.compile(r"^(\d+).*\.sql$")

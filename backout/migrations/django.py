@@ -24,10 +24,16 @@ from pathlib import Path
 
 import psycopg
 
-from ..errors import BackoutError
-from ..redact import redact
-from . import script
-from .base import MigrationAdapter, SavedMigration, expect_rows, missing_path, read_file
+from backout.errors import BackoutError
+from backout.migrations import script
+from backout.migrations.base import (
+    MigrationAdapter,
+    SavedMigration,
+    expect_rows,
+    missing_path,
+    read_file,
+)
+from backout.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,14 @@ import re
 
 import psycopg
 
-from ..errors import BackoutError
-from . import script
-from .base import MigrationAdapter, SavedMigration, missing_path, read_file
+from backout.errors import BackoutError
+from backout.migrations import script
+from backout.migrations.base import (
+    MigrationAdapter,
+    SavedMigration,
+    missing_path,
+    read_file,
+)
 
 _FILE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")  # golang-migrate's source/parse.go
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .base import MigrationAdapter, SavedMigration
+from backout.migrations.base import MigrationAdapter, SavedMigration
 
 
 class NoMigrations(MigrationAdapter):

@@ -9,10 +9,18 @@ Prisma runs each migration file in one transaction on PostgreSQL, and so do we i
 from __future__ import annotations
 
 import hashlib
+
 import psycopg
 
-from . import script
-from .base import MigrationAdapter, Progress, SavedMigration, expect_rows, missing_path, read_file
+from backout.migrations import script
+from backout.migrations.base import (
+    MigrationAdapter,
+    Progress,
+    SavedMigration,
+    expect_rows,
+    missing_path,
+    read_file,
+)
 
 
 class PrismaAdapter(MigrationAdapter):

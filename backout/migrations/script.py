@@ -16,7 +16,7 @@ from typing import Iterator
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from ..errors import BackoutError
+from backout.errors import BackoutError
 
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "START", "END", "ABORT", "SAVEPOINT", "RELEASE"}

@@ -14,7 +14,7 @@ __all__ = ["enqueue_package_rollback"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: the command line does not need RQ loaded to run a rollback itself.
     if name == "enqueue_package_rollback":
-        from .enqueue import enqueue_package_rollback
+        from backout.package_rollback.enqueue import enqueue_package_rollback
 
         return enqueue_package_rollback
     raise AttributeError(name)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BadInput
+from backout.errors import BadInput
 
 NAMES = ("CHANGELOG.md", "CHANGES.md", "HISTORY.md", "NEWS.md", "CHANGELOG", "CHANGES", "CHANGELOG.rst")
 FORMS = "`## [1.2.3] - 2024-05-01` (Keep a Changelog), `## 1.2.3 (2024-05-01)` or `## v1.2.3`"

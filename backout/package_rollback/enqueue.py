@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from rq.job import JobStatus
 
-from .. import ledger, redis_conn
-from .. import settings as settings_module
-from ..settings import Settings
-from ..worker import queues
-from .plan import Options
-from .run import check_confirm, plan_request, start
+from backout import ledger, redis_conn
+from backout import settings as settings_module
+from backout.package_rollback.plan import Options
+from backout.package_rollback.run import check_confirm, plan_request, start
+from backout.settings import Settings
+from backout.worker import queues
 
 JOB = "backout.jobs.package_rollback.run_package_rollback"
 _OVER = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)

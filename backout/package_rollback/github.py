@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import requests
 
-from ..errors import BackoutError, BadInput
-from ..http_retry import BearerAuth, RetryingSession
+from backout.errors import BackoutError, BadInput
+from backout.http_retry import BearerAuth, RetryingSession
 
 API_VERSION = "2022-11-28"
 

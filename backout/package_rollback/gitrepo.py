@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
-from ..errors import BackoutError, BadInput
+from backout.errors import BackoutError, BadInput
 
 FALLBACK_IDENTITY = {"name": "backout", "email": "backout@users.noreply.github.com"}
 # Pushes refused for these reasons are retried after a fresh fetch; any other refusal is final.

@@ -16,12 +16,17 @@ from typing import Any, Collection
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BadInput
-from . import changelog as changelog_module
-from . import version_file
-from .github import GitHub
-from .pypi import PyPI, yanked_versions
-from .versions import detect_prefix, next_patch, parse, version_of_tag
+from backout.errors import BadInput
+from backout.package_rollback import changelog as changelog_module
+from backout.package_rollback import version_file
+from backout.package_rollback.github import GitHub
+from backout.package_rollback.pypi import PyPI, yanked_versions
+from backout.package_rollback.versions import (
+    detect_prefix,
+    next_patch,
+    parse,
+    version_of_tag,
+)
 
 REPO_FORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _MARKED = re.compile(r"yanked|rolled[ -]back|withdrawn|retracted", re.I)

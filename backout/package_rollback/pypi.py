@@ -12,8 +12,8 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-from ..errors import BackoutError
-from ..http_retry import RetryingSession
+from backout.errors import BackoutError
+from backout.http_retry import RetryingSession
 
 PYPI = "https://pypi.org"
 TESTPYPI = "https://test.pypi.org"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .pypi import manage_url, yank_steps
-from .runbook import STEPS, YANK_STEP, outcome
+from backout.package_rollback.pypi import manage_url, yank_steps
+from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
 
 def document(plan: dict, *, dry_run: bool, request: dict | None = None, history: list[dict] | None = None,

@@ -15,13 +15,13 @@ from typing import Callable
 import psycopg
 from packaging.version import InvalidVersion, Version
 
-from .. import ledger
-from ..errors import BackoutError, BadInput, PlanRefused
-from ..settings import Settings
-from .github import GitHub
-from .plan import Options, make_plan
-from .pypi import PyPI
-from .runbook import Context, execute
+from backout import ledger
+from backout.errors import BackoutError, BadInput, PlanRefused
+from backout.package_rollback.github import GitHub
+from backout.package_rollback.plan import Options, make_plan
+from backout.package_rollback.pypi import PyPI
+from backout.package_rollback.runbook import Context, execute
+from backout.settings import Settings
 
 log = logging.getLogger(__name__)
 

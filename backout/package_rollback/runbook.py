@@ -18,14 +18,14 @@ from typing import Any, Callable
 import psycopg
 from packaging.version import Version
 
-from .. import ledger, notify
-from ..errors import BackoutError, BadInput
-from ..redact import redact
-from ..settings import Settings
-from . import gitrepo, version_file
-from .changelog import Changelog
-from .github import GitHub
-from .pypi import PyPI, manage_url, testpypi_url, yank_steps
+from backout import ledger, notify
+from backout.errors import BackoutError, BadInput
+from backout.package_rollback import gitrepo, version_file
+from backout.package_rollback.changelog import Changelog
+from backout.package_rollback.github import GitHub
+from backout.package_rollback.pypi import PyPI, manage_url, testpypi_url, yank_steps
+from backout.redact import redact
+from backout.settings import Settings
 
 STEPS = ("delete_release", "delete_tag", "rollback_tag", "pypi_yank", "changelog", "release_notes",
          "notify_issue", "notify_webhook")

@@ -7,10 +7,10 @@ Nothing already there again is touched, so undoing twice does it once.
 
 from __future__ import annotations
 
-from .. import ledger
-from ..errors import BackoutError, BadInput
-from ..settings import Settings
-from .github import GitHub, GitHubError
+from backout import ledger
+from backout.errors import BackoutError, BadInput
+from backout.package_rollback.github import GitHub, GitHubError
+from backout.settings import Settings
 
 
 def undo_deletion(settings: Settings, request_id: str) -> dict:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BadInput
+from backout.errors import BadInput
 
 Reader = Callable[[str], "str | None"]  # path -> text, None when absent
 Lister = Callable[[str], "dict[str, bool] | None"]  # directory -> {name: is a directory}, None when absent

@@ -8,7 +8,7 @@ from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import BadInput
+from backout.errors import BadInput
 
 # A tag is a prefix without digits, then the version: v1.2.3, release-1.2.3, 1.2.3. A prefix with
 # digits in it is given with --tag-prefix.

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from typing import Any
@@ -25,13 +24,13 @@ from redis import Redis
 from rq.exceptions import AbandonedJobError
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
-from .. import redis_conn, sentry
-from ..redact import redact
-from ..settings import Settings
-from .allowlist import AllowlistedJob
-from .queues import QUEUE_NAMES
-from .recovery import requeue_lost
-from .serializer import SERIALIZER
+from backout import redis_conn, sentry
+from backout.redact import redact
+from backout.settings import Settings
+from backout.worker.allowlist import AllowlistedJob
+from backout.worker.queues import QUEUE_NAMES
+from backout.worker.recovery import requeue_lost
+from backout.worker.serializer import SERIALIZER
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +89,19 @@ def build_worker(connection: Redis, settings: Settings, simple: bool = False, na
     return worker
 
 
-def command(args: argparse.Namespace, settings: Settings) -> int:
+def run(settings: Settings, burst: bool = False) -> int:
+    """Run the worker (and, unless `burst`, the health monitor beside it) until shutdown."""
     settings.require("REDIS_URL", "BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
     if sentry.init(settings):
         log.info("reporting job failures to Sentry")
     connection = redis_conn.from_settings(settings)
     worker = build_worker(connection, settings)
     # The health monitor watches releases beside the RQ loop; a burst run only drains the queues.
-    from ..monitor import start_monitor
+    from backout.health.monitor import start_monitor
 
-    monitor = None if args.burst else start_monitor(settings)
+    monitor = None if burst else start_monitor(settings)
     try:
-        worker.work(burst=args.burst, with_scheduler=True,
+        worker.work(burst=burst, with_scheduler=True,
                     logging_level=os.environ.get("BACKOUT_LOG_LEVEL", "INFO").upper())
     finally:
         if monitor is not None:

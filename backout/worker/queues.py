@@ -13,8 +13,8 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
-from .allowlist import AllowlistedJob, resolve
-from .serializer import SERIALIZER, check_arguments
+from backout.worker.allowlist import AllowlistedJob, resolve
+from backout.worker.serializer import SERIALIZER, check_arguments
 
 log = logging.getLogger(__name__)
 

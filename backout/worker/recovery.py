@@ -28,12 +28,12 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
-from .. import ledger
-from ..notify import notify
-from ..settings import Settings
-from .allowlist import AllowlistedJob
-from .queues import REQUEST_JOBS, ROLLBACK, enqueue_once, request_job_id
-from .serializer import SERIALIZER
+from backout import ledger
+from backout.notify import notify
+from backout.settings import Settings
+from backout.worker.allowlist import AllowlistedJob
+from backout.worker.queues import REQUEST_JOBS, ROLLBACK, enqueue_once, request_job_id
+from backout.worker.serializer import SERIALIZER
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from rq.serializers import JSONSerializer
 
-from ..redact import redact
+from backout.redact import redact
 
 SERIALIZER = JSONSerializer
 

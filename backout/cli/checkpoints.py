@@ -1,0 +1,122 @@
+"""`backout checkpoints --app A [--json]`: an app's checkpoints, newest first.
+
+The JSON document is stable: {"app": A, "checkpoints": [describe(row), ...]} with the keys of
+`describe`. Down-script bodies and Heroku's temporary backup links stay in the ledger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from backout import ledger
+from backout.output import dump_json, human_bytes, table
+from backout.settings import Settings
+
+# Kept out of the listing: a signed link to the data (valid for about an hour when made).
+_PRIVATE_BACKUP_KEYS = ("backup_url",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", required=True, help="the Heroku app")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("BACKOUT_DATABASE_URL")
+    assert settings.ledger_url is not None
+    with ledger.connect(settings.ledger_url) as conn:
+        rows = ledger.list_checkpoints(conn, args.app)
+    if args.json:
+        dump_json({"app": args.app, "checkpoints": [describe(row) for row in rows]})
+        return 0
+    if not rows:
+        print(f"no checkpoints for {args.app}", file=sys.stderr)
+        return 0
+    print(render(rows))
+    return 0
+
+
+def describe(row: dict) -> dict:
+    """One checkpoint as the JSON listing shows it."""
+    backup = {k: v for k, v in (row.get("backup") or {}).items() if k not in _PRIVATE_BACKUP_KEYS}
+    down = row.get("down_scripts") or []
+    return {
+        "id": row["id"],
+        "app": row["app"],
+        "kind": row["kind"],
+        "status": row["status"],
+        "release": {
+            "version": row["release_version"],
+            "id": row["release_id"],
+            "previous_version": row["previous_release_version"],
+            "slug_id": row["slug_id"],
+            "commit": row["slug_commit"],
+        },
+        "created_at": row["created_at"],
+        "completed_at": row["completed_at"],
+        "verified_healthy_at": row["verified_healthy_at"],
+        "wal_lsn": row["wal_lsn"],
+        "config_fingerprint": row["config_fingerprint"],
+        "database": row.get("database"),
+        "backup": {"strategy": row["backup_strategy"], **backup},
+        "migrations": {
+            "tool": row["migration_tool"],
+            "before": row.get("migrations_before"),
+            "after": row.get("migrations_after"),
+            "pending": [d.get("id") for d in down],
+            "irreversible": row.get("irreversible") or [],
+        },
+        "reversible": row["reversible"],
+        "request_id": row.get("request_id"),
+        "error": row.get("error"),
+    }
+
+
+def render(rows: list[dict]) -> str:
+    """The plain-text table, newest first."""
+    return table(
+        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "STATUS"],
+        [[row["id"], _release(row), _time(row["created_at"]), row["backup_strategy"], _size(row),
+          _migrations(row), _reversible(row), _status(row)] for row in rows],
+    )
+
+
+def _release(row: dict) -> str:
+    version = f"v{row['release_version']}" if row["release_version"] is not None else "-"
+    return version if row["kind"] == "deploy" else f"{version} ({row['kind']})"
+
+
+def _time(value: str | None) -> str:
+    return (value or "-").replace("T", " ")[:19]
+
+
+def _size(row: dict) -> str:
+    size = (row.get("backup") or {}).get("size")
+    return human_bytes(size) if isinstance(size, (int, float)) else "-"
+
+
+def _migrations(row: dict) -> str:
+    before = row.get("migrations_before") or []
+    after = row.get("migrations_after")
+    start = before[-1] if before else "(none)"
+    if row.get("migrations_before") is None:
+        return "-"
+    if after is None or after == before:
+        return start
+    return f"{start} -> {after[-1] if after else '(none)'}"
+
+
+def _reversible(row: dict) -> str:
+    irreversible = row.get("irreversible") or []
+    return "yes" if not irreversible else f"no ({', '.join(irreversible)})"
+
+
+def _status(row: dict) -> Any:
+    return row["status"] if row["status"] != "failed" else f"failed: {_short(row.get('error'))}"
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    text = (text or "").splitlines()[0] if text else ""
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -1,0 +1,23 @@
+"""`backout release [-- CMD ...]`: the release-phase hook."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from backout.hooks import release
+from backout.output import Progress
+from backout.settings import Settings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                   help="the migrate command to run after the checkpoint, after `--`")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    argv = list(args.command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    signal.signal(signal.SIGTERM, release.terminated)
+    return release.run(settings, argv, Progress())

@@ -1,0 +1,211 @@
+"""What the monitor does when the policy has spoken: record, verify, roll back or tell a person.
+
+These run with a ledger connection (and the Platform API when configured); the monitor calls them
+from its one ledger thread, in order, so the health events of a watch tell its story in sequence.
+Every verdict and decision is a health event with its reason. Event kinds:
+
+    watch_started, watch_skipped, watch_ended   the watch itself
+    grace, counted, recovered, stale            probe rounds that were not a plain pass
+    failed, verified                            the verdict on the release
+    rollback_requested, dry_run, suppressed     the decision on a failed release
+    rollback_error                              a request that could not be made yet (tried again)
+    rollback_finished, rollback_failed          how the auto-rollback ended
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import psycopg
+
+from backout import ledger
+from backout.errors import BackoutError, HerokuAPIError, PlanRefused
+from backout.health.policy import Decision, Facts, Policy, Step, decide, rollback_of
+from backout.health.watches import WatchRegistry, new_record
+from backout.notify import notify
+from backout.redact import redact
+from backout.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUESTED_BY = "health-monitor"
+ROLLBACK_REQUESTED = "rollback_requested"
+
+
+def record(conn: psycopg.Connection, watch: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
+           detail: dict[str, Any] | None = None) -> dict:
+    return ledger.record_health_event(conn, app=watch["app"], release_version=watch["release_version"], kind=kind,
+                                      verdict=verdict, reason=reason, detail=detail)
+
+
+def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, now: float,
+                 watch: dict[str, Any] | None = None) -> Facts:
+    """What the guards need to know, from the ledger and (when a client is given) the Platform API."""
+    back_to = (watch or {}).get("rollback_of")
+    if back_to is None and client is not None:
+        try:
+            back_to = rollback_of(client.release_info(app, version).get("description"))
+        except HerokuAPIError as exc:
+            log.warning("could not read release v%s of %s: %s", version, app, exc)
+    earlier = None
+    last_at = None
+    for event in ledger.health_events(conn, app, limit=1000):
+        if event["kind"] != ROLLBACK_REQUESTED:
+            continue
+        at = _epoch(event["at"])
+        last_at = at if last_at is None else max(last_at, at)
+        if event["release_version"] == version and earlier is None:
+            earlier = (event.get("detail") or {}).get("request_id") or event["id"]
+    return Facts(app=app, release_version=version, now=now, is_rollback_release=back_to is not None,
+                 rollback_of=back_to, earlier_request=earlier, last_auto_rollback_at=last_at,
+                 target=ledger.latest_verified_checkpoint(conn, app, before_version=version))
+
+
+def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[str, Any]:
+    """The commits of a release and of the one it replaced, from their checkpoints: release-match
+    and the Sentry check compare by commit (sentry-sdk names a Heroku release after it)."""
+    checkpoint = ledger.checkpoint_for_release(conn, app, version)
+    if checkpoint is None:
+        return {"commit": None, "previous": None}
+    previous = None
+    if checkpoint.get("previous_release_version"):
+        before = ledger.checkpoint_for_release(conn, app, checkpoint["previous_release_version"])
+        if before is not None:
+            previous = {"version": before["release_version"], "commit": before.get("slug_commit"),
+                        "started_at": _epoch(before["created_at"])}
+    return {"commit": checkpoint.get("slug_commit"), "previous": previous}
+
+
+def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registry: WatchRegistry,
+              watch: dict[str, Any], step: Step, now: float) -> tuple[str, str | None]:
+    """Record the failure and carry out the decision.
+
+    Returns ("requested", request id) when a rollback was requested, ("ended", None) when the watch
+    is over without one (suppressed, dry run, refused), or ("retry", None) when the request could
+    not be made for a passing reason (the Platform API or the ledger did not answer): the next
+    failed round tries again.
+    """
+    app, version = watch["app"], watch["release_version"]
+    record(conn, watch, "failed", step.reason, "fail", step.detail)
+    decision = decide(Policy.from_settings(settings), gather_facts(conn, client, app, version, now, watch))
+    if decision.action == "rollback" and not registry.mark_auto_rollback(app, version, f"monitor at {now:.3f}"):
+        decision = Decision("suppress", f"an auto-rollback of v{version} was already requested by another "
+                                        "monitor; at most one per release", needs_person=True)
+    headline = f"{app} v{version} failed its health checks ({step.reason})"
+    if decision.action == "dry_run":
+        record(conn, watch, "dry_run", decision.reason, "fail", decision.detail())
+        notify(settings, "health.dry_run", f"{headline}; {decision.reason}", {**decision.detail(), "app": app,
+                                                                              "release_version": version})
+        return "ended", None
+    if decision.action == "suppress":
+        _suppressed(settings, conn, watch, headline, decision)
+        return "ended", None
+
+    from backout.rollback.enqueue import enqueue_rollback
+
+    target = decision.target or {}
+    try:
+        request_id = enqueue_rollback(app, target["checkpoint"], db=decision.db or "none",
+                                      confirm=app if decision.db != "none" else None, settings=settings,
+                                      requested_by=REQUESTED_BY)
+    except PlanRefused as exc:
+        _suppressed(settings, conn, watch, headline, Decision(
+            "suppress", f"the rollback plan was refused: {exc}", decision.db, decision.target, True))
+        return "ended", None
+    except BackoutError as exc:
+        message = redact(str(exc), settings.secrets())
+        if isinstance(exc, HerokuAPIError) and 400 <= exc.status < 500 and exc.status != 429:
+            _suppressed(settings, conn, watch, headline, Decision(
+                "suppress", f"the rollback could not be requested: {message}", decision.db, decision.target, True))
+            return "ended", None
+        registry.unmark_auto_rollback(app, version)
+        record(conn, watch, "rollback_error", f"the rollback could not be requested ({message}); trying again "
+                                              "at the next failed probe", "fail", decision.detail())
+        return "retry", None
+    first = step.detail.get("first_counted_at")
+    record(conn, watch, ROLLBACK_REQUESTED, decision.reason, "fail", {
+        **decision.detail(), "request_id": request_id, "first_counted_at": first,
+        "seconds_since_first_failure": round(now - first, 3) if first else None,
+    })
+    registry.update(app, version, phase="rolling_back", request_id=request_id, failed_at=now)
+    notify(settings, "health.rollback_started",
+           f"{headline}; rolling back to v{target.get('version')} with --db {decision.db} (request {request_id})",
+           {**decision.detail(), "app": app, "release_version": version, "request_id": request_id})
+    return "requested", request_id
+
+
+def on_verified(settings: Settings, conn: psycopg.Connection, watch: dict[str, Any], step: Step) -> None:
+    app, version = watch["app"], watch["release_version"]
+    ledger.mark_release_verified(conn, app, version)
+    checkpoint = ledger.checkpoint_for_release(conn, app, version)
+    reason = step.reason
+    if checkpoint is None:
+        reason += "; " + _no_checkpoint(conn, watch)
+    record(conn, watch, "verified", reason, "pass", {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
+    notify(settings, "health.verified", f"{app} v{version} is verified healthy: {step.reason}",
+           {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
+
+
+def _no_checkpoint(conn: psycopg.Connection, watch: dict[str, Any]) -> str:
+    """Why a verified release has no checkpoint to mark: a rollback release takes none by design;
+    any other release should have had one from the release hook."""
+    app, version = watch["app"], watch["release_version"]
+    made_by = next((r for r in ledger.list_requests(conn, app, statuses=["succeeded"], limit=20)
+                    if (r.get("result") or {}).get("release_version") == version), None)
+    back_to = watch.get("rollback_of") or (made_by and (made_by.get("result") or {}).get("target_version"))
+    if made_by is None and back_to is None:
+        return f"no complete deploy checkpoint of v{version} to mark (was the release hook in the Procfile?)"
+    return (f"v{version} is a rollback release" + (f" to v{back_to}" if back_to else "")
+            + (f" (request {made_by['id']})" if made_by else "") + ", which takes no checkpoint of its own")
+
+
+def follow_rollback(settings: Settings, conn: psycopg.Connection, registry: WatchRegistry, watch: dict[str, Any],
+                    now: float, give_up_after: float) -> bool:
+    """Check on the auto-rollback a watch asked for. True when it is over (the watch ends).
+
+    A rollback that succeeded gets a watch of its own (the release it made), so that a rollback
+    release that fails too is caught, and then left to a person by the guards.
+    """
+    app, version, request_id = watch["app"], watch["release_version"], watch.get("request_id")
+    request = ledger.get_request(conn, request_id) if request_id else None
+    if request is None:
+        record(conn, watch, "rollback_failed", f"rollback request {request_id} is not in the ledger", "fail")
+        return True
+    if request["status"] == "succeeded":
+        result = request.get("result") or {}
+        new_version = result.get("release_version")
+        record(conn, watch, "rollback_finished",
+               f"rolled back: v{new_version} runs v{result.get('target_version')}'s code and config "
+               f"(request {request_id})", None, {"request_id": request_id, "result": result})
+        if isinstance(new_version, int) and new_version != version:
+            follow_up = new_record(app, new_version, now, watch.get("urls") or [], commit=None,
+                                   rollback_of=result.get("target_version"), after_request=request_id)
+            registry.register(follow_up)
+        return True
+    if request["status"] in ("failed", "refused"):
+        record(conn, watch, "rollback_failed", f"the auto-rollback {request['status']}: {request.get('error')}; "
+                                                "a person must look", "fail", {"request_id": request_id})
+        return True
+    failed_at = watch.get("failed_at") or now
+    if now - failed_at > give_up_after:
+        reason = (f"the auto-rollback (request {request_id}) is still {request['status']} after "
+                  f"{now - failed_at:.0f}s; is a worker running? a person must look")
+        record(conn, watch, "rollback_failed", reason, "fail", {"request_id": request_id})
+        notify(settings, "health.rollback_stuck", f"{app} v{version}: {reason}", {"app": app, "request_id": request_id})
+        return True
+    return False
+
+
+def _suppressed(settings: Settings, conn: psycopg.Connection, watch: dict[str, Any], headline: str,
+                decision: Decision) -> None:
+    record(conn, watch, "suppressed", decision.reason, "fail", decision.detail())
+    notify(settings, "health.rollback_suppressed", f"{headline} but is not rolled back: {decision.reason}",
+           {**decision.detail(), "app": watch["app"], "release_version": watch["release_version"]})
+
+
+def _epoch(value: str | dt.datetime) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return dt.datetime.fromisoformat(value).timestamp()

@@ -1,0 +1,110 @@
+"""A receiver for Heroku app webhook deliveries of dyno events (`api:dyno`).
+
+Heroku signs each delivery with the webhook's secret: `Heroku-Webhook-Hmac-SHA256` is the
+base64 HMAC-SHA256 of the raw body. A delivery that is signed right and says a dyno changed state
+is published on the monitors' Redis channel, so whichever worker watches that app acts on a
+crash at once instead of at its next dyno listing. Anything unsigned or wrongly signed is refused
+with 401 and changes nothing.
+
+Run by `backout worker` when BACKOUT_HEALTH_WEBHOOK_PORT is set. On Heroku only web dynos get
+traffic, so run the worker as the web process for this (`web: BACKOUT_HEALTH_WEBHOOK_PORT=$PORT
+backout worker`), or leave it off: the monitor lists the dynos every interval anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import redis
+
+from backout.health.watches import WatchRegistry
+from backout.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+SIGNATURE_HEADER = "Heroku-Webhook-Hmac-SHA256"
+
+
+def signature(secret: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+def verify(secret: str, body: bytes, header: str | None) -> bool:
+    """Whether `header` is the right signature of `body` (compared in constant time)."""
+    return bool(header) and hmac.compare_digest(signature(secret, body), header.strip())
+
+
+def dyno_event(payload: Any) -> dict[str, Any] | None:
+    """The dyno state change in a delivery, as the monitors' message, or None if it is not one."""
+    if not isinstance(payload, dict) or payload.get("resource") != "dyno":
+        return None
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        return None
+    app = (data.get("app") or {}).get("name") if isinstance(data.get("app"), dict) else None
+    release = data.get("release") if isinstance(data.get("release"), dict) else {}
+    version = release.get("version")
+    if not isinstance(app, str) or not isinstance(data.get("state"), str):
+        return None
+    return {"type": "dyno", "app": app, "name": data.get("name"), "state": data["state"],
+            "release_version": version if isinstance(version, int) else None, "action": payload.get("action")}
+
+
+def serve(settings: Settings, connection: redis.Redis, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Start the receiver on a thread; returns the server (`shutdown()` stops it)."""
+    secret = settings.health.webhook_secret
+    if not secret:
+        from backout.errors import ConfigError
+
+        raise ConfigError("BACKOUT_HEALTH_WEBHOOK_SECRET", "is not set but BACKOUT_HEALTH_WEBHOOK_PORT is",
+                          "the secret the app webhook signs deliveries with")
+    registry = WatchRegistry(connection)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            length = int(self.headers.get("Content-Length") or 0)
+            if length <= 0 or length > MAX_BODY:
+                return self._answer(400, "a webhook delivery has a JSON body of at most 1 MB")
+            body = self.rfile.read(length)
+            if not verify(secret, body, self.headers.get(SIGNATURE_HEADER)):
+                log.warning("refused a webhook delivery with a missing or wrong %s", SIGNATURE_HEADER)
+                return self._answer(401, f"missing or wrong {SIGNATURE_HEADER}")
+            try:
+                event = dyno_event(json.loads(body))
+            except ValueError:
+                return self._answer(400, "the body is not JSON")
+            if event is not None:
+                try:
+                    registry.wake(event)
+                except redis.RedisError as exc:
+                    log.warning("could not pass on a dyno event of %s: %s", event["app"], type(exc).__name__)
+                    return self._answer(503, "cannot reach Redis; deliver again later")
+                log.info("dyno %s of %s is %s", event["name"], event["app"], event["state"])
+            self._answer(202, "accepted")
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(200, "backout dyno webhook receiver")
+
+        def _answer(self, status: int, text: str) -> None:
+            data = (text + "\n").encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="backout-dyno-webhook", daemon=True).start()
+    return server

@@ -1,0 +1,285 @@
+"""The health policy: what a round of probes says, when a release has failed or is verified
+healthy, and whether a failed release may be rolled back by itself.
+
+Pure logic, no I/O: the monitor feeds it observations and facts and carries out what it decides.
+
+A watch starts when the release hook schedules it. Probes made during the grace period are not
+counted (the release is still booting). After it, `threshold` consecutive failed rounds, or
+`error_threshold` consecutive rounds without an answer, fail the release; a passing round resets
+both counts. A crashed dyno of the release fails it at once, grace or not: a release that cannot
+stay up does not get threshold x interval to prove it. A release that passes its probes until
+`grace + window` after the watch started is verified healthy, which makes its checkpoint a
+target for `previous` and for later auto-rollbacks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
+from backout.settings import Settings
+
+STALE = "stale"
+
+# What the monitor records (health event kinds) and does at each step of a watch.
+GRACE = "grace"  # a probe during the grace period: not counted
+COUNTED = "counted"  # a failed or unanswered probe, counted towards a threshold
+RECOVERED = "recovered"  # a passing probe after counted ones: the counts start again
+IGNORED_STALE = "stale"  # answered by another release (release-match): not counted
+FAILED = "failed"  # the release failed its checks
+VERIFIED = "verified"  # the release passed its window
+PASSED = "pass"  # a passing probe, nothing to record
+
+DB_STEP = {"code": "none", "code+down": "down", "code+restore": "restore"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    grace: float = 60.0
+    interval: float = 10.0
+    threshold: int = 3
+    error_threshold: int = 6
+    window: float = 600.0
+    cooldown: float = 1800.0
+    auto_rollback: str = "code"
+    dry_run: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Policy":
+        h = settings.health
+        return cls(grace=h.grace, interval=h.interval, threshold=h.threshold, error_threshold=h.error_threshold,
+                   window=h.window, cooldown=h.cooldown, auto_rollback=settings.auto_rollback, dry_run=h.dry_run)
+
+    @property
+    def db_step(self) -> str | None:
+        """The database step auto-rollbacks take (`none`, `down`, `restore`), None when they are off."""
+        return DB_STEP.get(self.auto_rollback)
+
+    def describe(self) -> str:
+        return (f"grace {self.grace:g}s, a probe every {self.interval:g}s, fail after {self.threshold} failed "
+                f"or {self.error_threshold} unanswered probes in a row, verified after {self.window:g}s")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one round of probes (every URL once) says about the release."""
+
+    verdict: str  # pass | fail | error | stale
+    reason: str
+    results: tuple[ProbeResult, ...] = ()
+
+    def detail(self) -> dict[str, Any]:
+        return {"probes": [r.to_dict() for r in self.results]}
+
+
+def judge_round(results: Sequence[ProbeResult], release_version: int, release_commit: str | None = None) -> Verdict:
+    """One verdict from a round's probes: a wrong answer outweighs no answer outweighs a pass.
+
+    With release-match on, a probe answered by another release is not counted (Heroku's preboot
+    keeps the old release serving for minutes); one that does not say which release answered is
+    counted, since a router error page never says.
+    """
+    counted = [r for r in results if _served_by(r.release, release_version, release_commit)]
+    stale = [r for r in results if r not in counted]
+    failed = [r for r in counted if r.outcome == FAIL]
+    errors = [r for r in counted if r.outcome == ERROR]
+    if failed:
+        return Verdict(FAIL, _reasons(failed), tuple(results))
+    if errors:
+        return Verdict(ERROR, _reasons(errors), tuple(results))
+    if counted:
+        return Verdict(PASS, _reasons(counted), tuple(results))
+    if stale:
+        served = ", ".join(sorted({_release_text(r.release) for r in stale}))
+        return Verdict(STALE, f"answered by {served}, not v{release_version}", tuple(results))
+    return Verdict(PASS, "no URL to probe", ())
+
+
+@dataclass
+class WatchState:
+    """The counts of one watch. Kept in the memory of the worker holding the watch."""
+
+    started_at: float
+    failures: int = 0  # consecutive counted rounds with a wrong answer, since the last pass
+    errors: int = 0  # consecutive counted rounds without an answer, since the last pass
+    passes: int = 0
+    first_counted_at: float | None = None  # when the current run of bad rounds started
+    history: list[dict[str, Any]] = field(default_factory=list)  # the current run, for the record
+
+
+@dataclass(frozen=True)
+class Step:
+    """What an observation means for the watch, and the reason to record."""
+
+    kind: str
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def grace_ends(policy: Policy, state: WatchState) -> float:
+    return state.started_at + policy.grace
+
+
+def window_ends(policy: Policy, state: WatchState) -> float:
+    return state.started_at + policy.grace + policy.window
+
+
+def observe(policy: Policy, state: WatchState, verdict: Verdict, at: float) -> Step:
+    """Fold one round's verdict, made at `at` (when its probes started), into the state."""
+    if verdict.verdict == STALE:
+        return Step(IGNORED_STALE, verdict.reason + "; not counted", verdict.detail())
+    if at < grace_ends(policy, state):
+        left = grace_ends(policy, state) - at
+        if verdict.verdict == PASS:
+            return Step(PASSED, verdict.reason)
+        return Step(GRACE, f"{verdict.verdict}: {verdict.reason}; in the grace period ({left:.1f}s left), not counted",
+                    verdict.detail())
+    if verdict.verdict == PASS:
+        had = (state.failures, state.errors)
+        state.failures = state.errors = 0
+        state.first_counted_at = None
+        state.history.clear()
+        state.passes += 1
+        if at >= window_ends(policy, state):
+            return Step(VERIFIED, f"passed its probes for {policy.window:g}s after a {policy.grace:g}s grace period",
+                        {"passes": state.passes})
+        if any(had):
+            return Step(RECOVERED, f"passed after {_count_text(*had)}; the counts start again", verdict.detail())
+        return Step(PASSED, verdict.reason)
+
+    if state.first_counted_at is None:
+        state.first_counted_at = at
+    if verdict.verdict == FAIL:
+        state.failures += 1
+    else:
+        state.errors += 1
+    state.history.append({"at": at, "verdict": verdict.verdict, "reason": verdict.reason})
+    detail = {**verdict.detail(), "failures": state.failures, "errors": state.errors,
+              "threshold": policy.threshold, "error_threshold": policy.error_threshold}
+    if state.failures >= policy.threshold:
+        return Step(FAILED, f"{state.failures} failed probes in a row (threshold {policy.threshold}): {verdict.reason}",
+                    {**detail, "first_counted_at": state.first_counted_at, "run": list(state.history)})
+    if state.errors >= policy.error_threshold:
+        return Step(FAILED, f"{state.errors} unanswered probes in a row (error threshold {policy.error_threshold}): "
+                            f"{verdict.reason}",
+                    {**detail, "first_counted_at": state.first_counted_at, "run": list(state.history)})
+    if verdict.verdict == FAIL:
+        return Step(COUNTED, f"failed probe {state.failures} of {policy.threshold}: {verdict.reason}", detail)
+    return Step(COUNTED, f"unanswered probe {state.errors} of {policy.error_threshold}: {verdict.reason}", detail)
+
+
+def observe_crash(release_version: int, dynos: Sequence[dict[str, Any]], source: str) -> Step | None:
+    """A FAILED step when a dyno of the watched release is crashed, else None."""
+    crashed = sorted(
+        d.get("name") or "?" for d in dynos
+        if d.get("state") == "crashed" and _dyno_release(d) in (None, release_version)
+    )
+    if not crashed:
+        return None
+    return Step(FAILED, f"dyno {', '.join(crashed)} of v{release_version} crashed (seen in {source})",
+                {"crashed": crashed, "source": source})
+
+
+def due_verified(policy: Policy, state: WatchState, now: float, probes: bool) -> Step | None:
+    """Verification for a watch without probe URLs (only dynos and Sentry are watched)."""
+    if probes or now < window_ends(policy, state):
+        return None
+    return Step(VERIFIED, f"no dyno crashed for {policy.grace + policy.window:g}s (no health URL to probe)")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the ledger and the Platform API say, for deciding on an auto-rollback."""
+
+    app: str
+    release_version: int
+    now: float
+    is_rollback_release: bool = False
+    rollback_of: int | None = None  # the release a rollback release went back to, if known
+    earlier_request: str | None = None  # an auto-rollback already requested for this release
+    last_auto_rollback_at: float | None = None
+    target: dict[str, Any] | None = None  # the checkpoint of the last release verified healthy
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # rollback | dry_run | suppress
+    reason: str
+    db: str | None = None
+    target: dict[str, Any] | None = None
+    needs_person: bool = False
+
+    def detail(self) -> dict[str, Any]:
+        return {"action": self.action, "db": self.db, "target": self.target, "needs_person": self.needs_person}
+
+
+def decide(policy: Policy, facts: Facts) -> Decision:
+    """Whether a failed release is rolled back by itself, and to what. The guards, in order."""
+    v = facts.release_version
+    if policy.db_step is None:
+        return Decision("suppress", f"v{v} failed its health checks but BACKOUT_AUTO_ROLLBACK is off; "
+                                    "roll back by hand if it is bad", needs_person=True)
+    if facts.is_rollback_release:
+        back_to = f" to v{facts.rollback_of}" if facts.rollback_of else ""
+        return Decision("suppress", f"v{v} is a rollback{back_to} and is still failing; backout does not roll back "
+                                    "a rollback: a person must look", needs_person=True)
+    if facts.earlier_request:
+        return Decision("suppress", f"an auto-rollback of v{v} was already requested ({facts.earlier_request}); "
+                                    "at most one per release", needs_person=True)
+    if facts.last_auto_rollback_at is not None and facts.now - facts.last_auto_rollback_at < policy.cooldown:
+        ago = facts.now - facts.last_auto_rollback_at
+        return Decision("suppress", f"the last auto-rollback of {facts.app} was {ago:.0f}s ago, within the "
+                                    f"{policy.cooldown:g}s cooldown (BACKOUT_HEALTH_COOLDOWN)", needs_person=True)
+    if facts.target is None:
+        return Decision("suppress", f"no release before v{v} was verified healthy, so there is nothing known good "
+                                    "to roll back to", needs_person=True)
+    target = {"checkpoint": facts.target.get("id"), "version": facts.target.get("release_version"),
+              "verified_healthy_at": facts.target.get("verified_healthy_at")}
+    plan = f"roll back to v{target['version']} ({target['checkpoint']}) with --db {policy.db_step}"
+    if policy.dry_run:
+        return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", policy.db_step, target)
+    return Decision("rollback", plan[0].upper() + plan[1:], policy.db_step, target)
+
+
+def rollback_of(description: str | None) -> int | None:
+    """The version a release rolled back to, from Heroku's description `Rollback to v41`, else None."""
+    match = re.match(r"Rollback to v(\d+)", description or "")
+    return int(match.group(1)) if match else None
+
+
+def _served_by(release: int | str | None, version: int, commit: str | None) -> bool:
+    if release is None:
+        return True
+    if isinstance(release, int):
+        return release == version
+    if commit:
+        return release == commit or (len(release) >= 7 and commit.startswith(release))
+    return True  # a label we cannot compare with the release: count it
+
+
+def _dyno_release(dyno: dict[str, Any]) -> int | None:
+    release = dyno.get("release")
+    if isinstance(release, dict) and isinstance(release.get("version"), int):
+        return release["version"]
+    return None
+
+
+def _release_text(release: int | str | None) -> str:
+    return f"v{release}" if isinstance(release, int) else str(release)
+
+
+def _reasons(results: Sequence[ProbeResult]) -> str:
+    if len(results) == 1:
+        return results[0].reason
+    return "; ".join(f"{r.url}: {r.reason}" for r in results)
+
+
+def _count_text(failures: int, errors: int) -> str:
+    parts = []
+    if failures:
+        parts.append(f"{failures} failed")
+    if errors:
+        parts.append(f"{errors} unanswered")
+    return " and ".join(parts) + " probe" + ("s" if failures + errors > 1 else "")

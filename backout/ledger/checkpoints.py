@@ -1,0 +1,105 @@
+"""Checkpoint rows: created by the release hook and safety points, read by plans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from backout.errors import BackoutError
+from backout.ledger.rows import check_choice, plain, update_row
+from backout.ledger.schema import (
+    CHECKPOINT_FIELDS,
+    CHECKPOINT_KINDS,
+    CHECKPOINT_STATUSES,
+    SCHEMA,
+    new_id,
+)
+
+
+def create_checkpoint(
+    conn: psycopg.Connection,
+    *,
+    app: str,
+    kind: str,
+    release_version: int | None,
+    release_id: str | None,
+    slug_id: str | None,
+    slug_commit: str | None,
+    previous_release_version: int | None,
+    backup_strategy: str,
+    migration_tool: str,
+    request_id: str | None = None,
+) -> dict:
+    """A new checkpoint with status 'running'; the caller fills in the rest with update_checkpoint."""
+    check_choice("checkpoint kind", kind, CHECKPOINT_KINDS)
+    row = conn.execute(
+        f"""INSERT INTO {SCHEMA}.checkpoints (id, app, kind, release_version, release_id, slug_id,
+                slug_commit, previous_release_version, backup_strategy, migration_tool, request_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
+        (new_id("cp"), app, kind, release_version, release_id, slug_id, slug_commit,
+         previous_release_version, backup_strategy, migration_tool, request_id),
+    ).fetchone()
+    return plain(row)
+
+
+def update_checkpoint(conn: psycopg.Connection, checkpoint_id: str, **fields: Any) -> dict:
+    """Set the given fields (see CHECKPOINT_FIELDS) and return the whole row.
+
+    Timestamps take a datetime, an ISO 8601 string, or "now".
+    """
+    if "status" in fields:
+        check_choice("checkpoint status", fields["status"], CHECKPOINT_STATUSES)
+    row = update_row(conn, "checkpoints", CHECKPOINT_FIELDS, checkpoint_id, fields)
+    if row is None:
+        raise BackoutError(f"checkpoint {checkpoint_id} is not in the ledger")
+    return row
+
+
+def get_checkpoint(conn: psycopg.Connection, checkpoint_id: str) -> dict | None:
+    row = conn.execute(f"SELECT * FROM {SCHEMA}.checkpoints WHERE id = %s", (checkpoint_id,)).fetchone()
+    return plain(row) if row else None
+
+
+def list_checkpoints(conn: psycopg.Connection, app: str, limit: int | None = None) -> list[dict]:
+    """An app's checkpoints, newest first."""
+    rows = conn.execute(
+        f"SELECT * FROM {SCHEMA}.checkpoints WHERE app = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+        (app, limit),
+    ).fetchall()
+    return [plain(r) for r in rows]
+
+
+def checkpoint_for_release(conn: psycopg.Connection, app: str, release_version: int) -> dict | None:
+    """The complete 'deploy' checkpoint taken when that release was deployed (the newest, if several)."""
+    row = conn.execute(
+        f"""SELECT * FROM {SCHEMA}.checkpoints
+            WHERE app = %s AND release_version = %s AND kind = 'deploy' AND status = 'complete'
+            ORDER BY created_at DESC, id DESC LIMIT 1""",
+        (app, release_version),
+    ).fetchone()
+    return plain(row) if row else None
+
+
+def latest_verified_checkpoint(
+    conn: psycopg.Connection, app: str, before_version: int | None = None
+) -> dict | None:
+    """The complete deploy checkpoint of the newest release verified healthy (below `before_version`)."""
+    row = conn.execute(
+        f"""SELECT * FROM {SCHEMA}.checkpoints
+            WHERE app = %s AND kind = 'deploy' AND status = 'complete'
+              AND verified_healthy_at IS NOT NULL
+              AND (%s::integer IS NULL OR release_version < %s::integer)
+            ORDER BY release_version DESC NULLS LAST, created_at DESC, id DESC LIMIT 1""",
+        (app, before_version, before_version),
+    ).fetchone()
+    return plain(row) if row else None
+
+
+def mark_release_verified(conn: psycopg.Connection, app: str, release_version: int) -> None:
+    """Record that a release passed its health window; the first verification time is kept."""
+    conn.execute(
+        f"""UPDATE {SCHEMA}.checkpoints SET verified_healthy_at = coalesce(verified_healthy_at, clock_timestamp())
+            WHERE app = %s AND release_version = %s AND kind = 'deploy' AND status = 'complete'""",
+        (app, release_version),
+    )

@@ -1,0 +1,112 @@
+"""PostgreSQL's client programs and connections, the way a restore uses them.
+
+Passwords reach child processes through PGPASSWORD, never their command lines; a child's stderr
+is drained on a thread so a chatty child never blocks; its last error line is what a failure
+reports, with secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections import deque
+from typing import IO, Mapping, Sequence
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from backout.backups.libpq import client_args
+from backout.errors import BackoutError
+from backout.redact import mask_url, redact
+
+
+def program(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
+    return found
+
+
+def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection:
+    """A connection, or one clear line saying why not (the URL shown without its password)."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        raise BackoutError(f"cannot connect to {what} {mask_url(url)}: {first}") from None
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    if "://" in url:
+        return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname, safe="")))
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: str(v) for k, v in params.items()})
+
+
+def same_database(a: str | None, b: str | None) -> bool:
+    """Whether two URLs name the same database on the same server (credentials aside)."""
+    if not a or not b:
+        return False
+    return _where(a) == _where(b)
+
+
+def _where(url: str) -> tuple[str, str, str]:
+    params = conninfo_to_dict(url)
+    return (str(params.get("host") or "localhost"), str(params.get("port") or "5432"),
+            str(params.get("dbname") or params.get("user") or ""))
+
+
+def quoted(name: str) -> str:
+    """An identifier quoted for SQL text that psql runs (psycopg's quoting, without a connection)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Drain(threading.Thread):
+    """Reads a child's pipe to the end on a thread, keeping the last lines."""
+
+    def __init__(self, pipe: IO[bytes], keep: int = 40) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.start()
+
+    def run(self) -> None:
+        for line in self.pipe:
+            self.lines.append(line.decode("utf-8", "replace").rstrip())
+        self.pipe.close()
+
+    def last_error(self, secrets: Sequence[str] = ()) -> str:
+        self.join(10)
+        lines = [line.strip() for line in self.lines if line.strip()]
+        chosen = next((line for line in lines if "ERROR:" in line or "error:" in line), lines[-1] if lines else "no message")
+        for prefix in ("pg_restore: error: ", "pg_dump: error: ", "pg_restore: ", "pg_dump: ", "psql: error: "):
+            if chosen.startswith(prefix):
+                chosen = chosen[len(prefix):]
+        return redact(chosen, secrets)
+
+
+def child_env(url: str, extra: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """A password-free connection string for --dbname, and the environment carrying the password."""
+    conninfo, env = client_args(url)
+    env.update(extra or {})
+    return conninfo, env
+
+
+def secrets_of(env: Mapping[str, str]) -> list[str]:
+    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def free_bytes(directory: str | os.PathLike) -> int:
+    usage = shutil.disk_usage(directory)
+    return usage.free

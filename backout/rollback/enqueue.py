@@ -1,0 +1,198 @@
+"""Asking for a rollback: `backout.enqueue_rollback(...)` and `backout rollback ...`.
+
+The order is what makes a rollback request safe to make from a script:
+
+1. the plan is computed and validated (reads only; `PlanRefused`, exit status 2, changes nothing);
+2. the request is written to the ledger with the plan and who asked;
+3. its job is enqueued under `rollback-<request id>`, so enqueueing the same request again (the
+   worker's sweep does, for requests Redis lost) queues it once.
+
+`--dry-run` plans and records the request as a dry run (status `succeeded`, result
+`{"dry_run": true}`), never enqueued: the app is not touched. A target the app already runs is not
+refused; the plan says `noop` and the job records success without making a release (it decides
+under the app's lock, since a rollback running at that moment may change the answer).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import socket
+import time
+from typing import Callable
+
+import psycopg
+import redis
+from rq import Worker
+
+from backout import ledger, redis_conn
+from backout.errors import BackoutError, BadInput
+from backout.heroku import HerokuClient
+from backout.rollback.plan import build_plan
+from backout.settings import Settings, load
+from backout.worker.queues import (
+    REQUEST_JOBS,
+    ROLLBACK,
+    enqueue_once,
+    queue,
+    request_job_id,
+)
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = ("succeeded", "failed", "refused")
+NO_WORKER_HINT_AFTER = 10.0
+
+
+def enqueue_rollback(
+    app: str,
+    to: str,
+    db: str = "none",
+    dry_run: bool = False,
+    confirm: str | None = None,
+    settings: Settings | None = None,
+    requested_by: str | None = None,
+) -> str:
+    """Plan a rollback of `app` to `to` (`vNN`, a checkpoint id or `previous`), record it, enqueue it.
+
+    Returns the request id. Raises PlanRefused when the plan cannot be carried out; nothing is
+    written then. `requested_by` defaults to `$USER@host` (the health monitor passes its own name).
+    """
+    settings = settings or load()
+    if not isinstance(app, str) or not app.strip():
+        raise BadInput("the app is empty; give the Heroku app's name")
+    app = app.strip()
+    settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY", *(() if dry_run else ("REDIS_URL",)))
+    assert settings.ledger_url is not None
+    conn = ledger.connect(settings.ledger_url)
+    try:
+        with HerokuClient.from_settings(settings) as client:
+            plan = build_plan(client, conn, app, to, db, confirm, settings=settings)
+        request = ledger.create_request(
+            conn, app=app, target=plan["to"], db=db, dry_run=dry_run,
+            requested_by=requested_by or _who_asks(), plan=plan,
+        )
+        request_id = request["id"]
+        ledger.record_step(conn, request_id, "plan", "done", {
+            "target_version": plan["target"]["version"], "current_version": plan["current"]["version"],
+            "noop": plan["noop"], "steps": plan["steps"],
+        })
+        if dry_run:
+            ledger.update_request(conn, request_id, status="succeeded", result={"dry_run": True}, finished_at="now")
+            return request_id
+        job_id = request_job_id(request_id)
+        ledger.update_request(conn, request_id, job_id=job_id)
+        try:
+            enqueue_once(redis_conn.from_settings(settings), ROLLBACK, REQUEST_JOBS["heroku"], [request_id],
+                         job_id, secrets=settings.secrets())
+        except redis.RedisError as exc:
+            # The ledger has the request; a worker's sweep enqueues it once Redis answers.
+            log.warning("rollback request %s is recorded but could not be enqueued (%s); "
+                        "the worker will pick it up when Redis is reachable", request_id, type(exc).__name__)
+        return request_id
+    finally:
+        conn.close()
+
+
+def follow(
+    settings: Settings,
+    request_id: str,
+    progress: Callable[[str], None],
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> dict:
+    """Print each ledger step of the request as it is recorded; return the request once it is final."""
+    assert settings.ledger_url is not None
+    conn = ledger.connect(settings.ledger_url)
+    try:
+        shown = 0
+        started = time.monotonic()
+        hinted = False
+        seen = gap_noted = False
+        while True:
+            try:
+                request = ledger.get_request(conn, request_id)
+                steps = ledger.steps(conn, request_id) if request else []
+            except psycopg.Error:
+                request = None
+                if conn.closed or conn.broken:
+                    conn = ledger.connect(settings.ledger_url)
+            if request is None:
+                if not seen:
+                    raise BackoutError(f"rollback request {request_id} is not in the ledger")
+                # A Data API restore replaces the ledger's tables with the backup's for a while when
+                # the ledger lives in the app's database; the job puts the current rows back after.
+                if not gap_noted:
+                    progress("the ledger is being restored along with the database; waiting for it")
+                    gap_noted = True
+                time.sleep(poll)
+                continue
+            seen = True
+            for step in steps[shown:]:
+                progress(_step_line(step))
+            shown = len(steps)
+            if request["status"] in FINAL_STATUSES:
+                return request
+            waited = time.monotonic() - started
+            if not hinted and request["status"] == "queued" and waited > NO_WORKER_HINT_AFTER:
+                hinted = True
+                if not _workers_listening(settings):
+                    progress(f"no worker is listening on {ROLLBACK}; start one with `backout worker`")
+            if timeout is not None and waited > timeout:
+                raise BackoutError(f"rollback request {request_id} is still {request['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+    finally:
+        conn.close()
+
+
+def request_document(settings: Settings, request_id: str) -> dict:
+    """The stable JSON document of a request: the request's fields, its plan, result and steps."""
+    assert settings.ledger_url is not None
+    conn = ledger.connect(settings.ledger_url)
+    try:
+        return _document(ledger.require_request(conn, request_id), ledger.steps(conn, request_id))
+    finally:
+        conn.close()
+
+
+def _document(request: dict, steps: list[dict]) -> dict:
+    return {
+        "request_id": request["id"],
+        "app": request["app"],
+        "to": request["target"],
+        "db": request["db"],
+        "dry_run": request["dry_run"],
+        "status": request["status"],
+        "requested_by": request["requested_by"],
+        "job_id": request["job_id"],
+        "attempts": request["attempts"],
+        "plan": request["plan"],
+        "result": request["result"],
+        "error": request["error"],
+        "created_at": request["created_at"],
+        "started_at": request["started_at"],
+        "finished_at": request["finished_at"],
+        "steps": [{"step": s["step"], "status": s["status"], "detail": s["detail"], "at": s["at"]} for s in steps],
+    }
+
+
+def _step_line(step: dict) -> str:
+    detail = step["detail"] or {}
+    shown = ", ".join(f"{k}={v}" for k, v in detail.items() if v is not None and not isinstance(v, (dict, list)))
+    return f"{step['step']}: {step['status']}" + (f" ({shown})" if shown else "")
+
+
+def _workers_listening(settings: Settings) -> bool:
+    try:
+        connection = redis_conn.from_settings(settings)
+        return Worker.count(connection=connection, queue=queue(ROLLBACK, connection)) > 0
+    except (redis.RedisError, BackoutError):
+        return False
+
+
+def _who_asks() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

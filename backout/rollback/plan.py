@@ -1,0 +1,222 @@
+"""Computing and validating a rollback plan before anything changes.
+
+A plan says which release the app goes back to, how it was chosen, what the code/config change is
+(config var names only, never values), whether it is already done, and the database step
+(`backout.rollback.database`). `build_plan` only reads: from the Platform API and the ledger. It
+raises `PlanRefused` (exit status 2) for anything that cannot be carried out:
+
+- an unknown app, release or checkpoint, or a `--to` that is not `vNN`, a checkpoint id or `previous`;
+- a target release that is not eligible for rollback (failed, pending, expired slug);
+- a database step (`--db down|restore`) without `--confirm <app>`, or one the plan cannot complete.
+
+A target whose slug and config vars are already the current release's is not refused: the plan
+says `noop: true`, and the job records success without making a release.
+
+The plan is a JSON document stored in the ledger with the request; its keys are stable:
+`app`, `to`, `resolved_by` (`version`, `checkpoint`, `verified-checkpoint`, `previous-release`),
+`current` and `target` (releases: `version`, `id`, `slug_id`, `description`, `created_at`,
+`checkpoint_id`; the target also `verified_healthy_at`), `config_changes` (`added`, `removed`,
+`changed`: lists of names), `addon_config_vars` (names set by add-ons, which a rollback leaves as
+they are), `noop`, `db`, `db_step` (null, or the database step), and `steps`
+(what the job will do, in order).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Collection
+
+from backout import ledger
+from backout.errors import HerokuAPIError, PlanRefused
+from backout.heroku import HerokuClient
+from backout.settings import Settings, load
+
+TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"
+DB_CHOICES = ("none", "down", "restore")
+_VERSION = re.compile(r"[vV]([0-9]+)")
+_CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
+
+
+def build_plan(
+    client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
+    settings: Settings | None = None,
+) -> dict:
+    """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
+    if db not in DB_CHOICES:
+        raise PlanRefused(f"--db {db!r} is not one of {', '.join(DB_CHOICES)}")
+    to = (to or "").strip()
+    if not (to == "previous" or _VERSION.fullmatch(to) or _CHECKPOINT.fullmatch(to)):
+        raise PlanRefused(f"--to {to!r} is not understood; expected {TO_FORMS}")
+    try:
+        client.app_info(app)
+    except HerokuAPIError as exc:
+        if exc.status == 404:
+            raise PlanRefused(f"unknown app {app!r}: {exc.message}") from None
+        raise
+    current = client.current_release(app)
+    target, checkpoint, resolved_by = _resolve_target(client, conn, app, to, current)
+    if target["version"] != current["version"]:
+        _check_eligible(app, target)
+
+    current_config = client.release_config_vars(app, current["version"])
+    target_config = client.release_config_vars(app, target["version"])
+    managed = addon_config_vars(client, app)
+    changes = config_changes(current_config, target_config, managed)
+    noop = _slug_id(target) == _slug_id(current) and not any(changes.values())
+
+    if db != "none" and confirm != app:
+        raise PlanRefused(
+            f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
+        )
+    step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
+
+    steps = ([] if step is None else [step["kind"]]) + ["code_rollback", "release_phase", "verify"]
+    return {
+        "app": app,
+        "to": to,
+        "resolved_by": resolved_by,
+        "current": _release_summary(current, ledger.checkpoint_for_release(conn, app, current["version"])),
+        "target": {
+            **_release_summary(target, checkpoint),
+            "verified_healthy_at": checkpoint.get("verified_healthy_at") if checkpoint else None,
+        },
+        "config_changes": changes,
+        "addon_config_vars": sorted(managed),
+        "noop": noop,
+        "db": db,
+        "db_step": step,
+        "steps": ["verify"] if noop and step is None else steps,
+    }
+
+
+def database_step(
+    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: dict | None,
+    settings: Settings | None = None, client: HerokuClient | None = None,
+) -> dict | None:
+    """The database part of the plan: None for `--db none`.
+
+    For `down` it lists the migrations to revert (from the down scripts saved in the checkpoints)
+    and refuses to cross an irreversible one; for `restore`, the backup to restore and the data
+    written since that would be lost. Both always begin with a safety checkpoint. See
+    `backout.rollback.database.plan_db_step`.
+    """
+    if db == "none":
+        return None
+    from backout.rollback.database import plan_db_step
+
+    return plan_db_step(settings or load(), conn, app, checkpoint, db, target_version=target["version"],
+                        current_version=current["version"], heroku=client)
+
+
+def addon_config_vars(client: HerokuClient, app: str) -> set[str]:
+    """The config var names the app's add-ons set. A rollback leaves them as they are now (Heroku
+    does not roll back add-ons), so plans and verification leave them out."""
+    names: set[str] = set()
+    for addon in client.addons(app):
+        names.update(addon.get("config_vars") or [])
+    for attachment in client.attachments(app):
+        names.add(f"{attachment['name']}_URL")
+    return names
+
+
+def config_changes(current: dict, target: dict, managed: Collection[str] = ()) -> dict:
+    """Which config var names a rollback adds, removes or changes (names only: values are secrets).
+
+    Names in `managed` (set by add-ons) are left out: a rollback does not change them.
+    """
+    current = {k: v for k, v in current.items() if k not in managed}
+    target = {k: v for k, v in target.items() if k not in managed}
+    return {
+        "added": sorted(set(target) - set(current)),
+        "removed": sorted(set(current) - set(target)),
+        "changed": sorted(k for k in set(current) & set(target) if current[k] != target[k]),
+    }
+
+
+def describe(plan: dict) -> str:
+    """The plan as lines a person reads."""
+    current, target = plan["current"], plan["target"]
+    how = {
+        "version": "as asked",
+        "checkpoint": f"from checkpoint {target.get('checkpoint_id')}",
+        "verified-checkpoint": f"the newest release verified healthy (checkpoint {target.get('checkpoint_id')})",
+        "previous-release": "the newest release eligible for rollback before the current one (none verified healthy)",
+    }[plan["resolved_by"]]
+    lines = [
+        f"app:     {plan['app']}",
+        f"current: v{current['version']}  {current.get('description') or ''}".rstrip(),
+        f"target:  v{target['version']}  {target.get('description') or ''}  ({how})".rstrip(),
+    ]
+    if plan["noop"]:
+        lines.append("nothing to do: the app already runs the target's slug and config vars")
+    else:
+        slug = "same slug" if current.get("slug_id") == target.get("slug_id") else "slug changes"
+        changes = plan["config_changes"]
+        config = ", ".join(f"{kind}: {' '.join(names)}" for kind, names in changes.items() if names) or "no config changes"
+        lines.append(f"code:    {slug}; config vars {config}")
+    lines.append(f"database: {'left as it is' if plan['db_step'] is None else plan['db_step'].get('summary', plan['db'])}")
+    lines.append("steps:   " + " -> ".join(plan["steps"]))
+    return "\n".join(lines)
+
+
+def _resolve_target(
+    client: HerokuClient, conn: Any, app: str, to: str, current: dict
+) -> tuple[dict, dict | None, str]:
+    if to == "previous":
+        checkpoint = ledger.latest_verified_checkpoint(conn, app, before_version=current["version"])
+        if checkpoint is not None and checkpoint.get("release_version"):
+            return _release(client, app, checkpoint["release_version"]), checkpoint, "verified-checkpoint"
+        for release in client.list_releases(app):
+            if release["version"] < current["version"] and _eligible(release):
+                return release, ledger.checkpoint_for_release(conn, app, release["version"]), "previous-release"
+        raise PlanRefused(
+            f"app {app!r} has no release before v{current['version']} that is eligible for rollback, "
+            "and no checkpoint verified healthy; name a release with --to vNN"
+        )
+    if to.startswith("cp_"):
+        checkpoint = ledger.get_checkpoint(conn, to)
+        if checkpoint is None or checkpoint["app"] != app:
+            raise PlanRefused(f"checkpoint {to} is not a checkpoint of {app!r}; `backout checkpoints --app {app}` lists them")
+        if not checkpoint.get("release_version"):
+            raise PlanRefused(f"checkpoint {to} records no release version, so there is nothing to roll back to")
+        return _release(client, app, checkpoint["release_version"]), checkpoint, "checkpoint"
+    version = int(to[1:])
+    return _release(client, app, version), ledger.checkpoint_for_release(conn, app, version), "version"
+
+
+def _release(client: HerokuClient, app: str, version: int) -> dict:
+    try:
+        return client.release_info(app, version)
+    except HerokuAPIError as exc:
+        if exc.status == 404:
+            raise PlanRefused(f"app {app!r} has no release v{version}; `backout status --app {app}` lists them") from None
+        raise
+
+
+def _eligible(release: dict) -> bool:
+    # `eligible_for_rollback` comes with the API's sdk variant; without it, a succeeded release is.
+    return release.get("status") == "succeeded" and release.get("eligible_for_rollback", True) is not False
+
+
+def _check_eligible(app: str, target: dict) -> None:
+    if _eligible(target):
+        return
+    status = target.get("status")
+    why = f"its status is {status}" if status != "succeeded" else "Heroku says it is not eligible (its slug may have expired)"
+    raise PlanRefused(f"release v{target['version']} of {app!r} cannot be rolled back to: {why}; choose another with --to vNN")
+
+
+def _slug_id(release: dict) -> str | None:
+    slug = release.get("slug")
+    return slug.get("id") if isinstance(slug, dict) else None
+
+
+def _release_summary(release: dict, checkpoint: dict | None) -> dict:
+    return {
+        "version": release["version"],
+        "id": release["id"],
+        "slug_id": _slug_id(release),
+        "description": release.get("description"),
+        "created_at": release.get("created_at"),
+        "checkpoint_id": checkpoint["id"] if checkpoint else None,
+    }

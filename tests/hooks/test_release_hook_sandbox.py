@@ -1,0 +1,195 @@
+"""The hook end to end as the sandbox's release phase: a slug whose Procfile says
+`release: backout release -- python -m alembic upgrade head`, an app with a real Postgres add-on,
+the Platform API for the release facts and the Data API for `heroku` backups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from backout import ledger
+from backout.backups import pg_dump
+from backout.checkpoint import config_fingerprint
+from backout.heroku import HerokuClient
+from tests.hooks.test_release_hook import A1, ALEMBIC_INI, B2, BROKEN, ENV_PY, REVISION
+from tests.support import deploy_slug
+
+pytestmark = pytest.mark.integration
+
+RELEASE = "backout release -- python -m alembic -c alembic.ini upgrade head"
+
+
+def slug_files(revisions: list[tuple]) -> dict[str, str]:
+    files = {"alembic.ini": ALEMBIC_INI, "migrations/env.py": ENV_PY}
+    for revision, down, doc, up, down_sql in revisions:
+        files[f"migrations/versions/{revision}.py"] = REVISION.format(
+            doc=doc, revision=revision, down=down, up=up, down_sql=down_sql)
+    return files
+
+
+class Heroku:
+    """The sandbox through backout's own client, with a deploy helper."""
+
+    def __init__(self, box: Any) -> None:
+        self.box = box
+        self.client = HerokuClient(box.token, box.url, box.url)
+
+    def app(self, name: str, **config: str) -> str:
+        """An app with a Postgres add-on (DATABASE_URL) and backout's config vars; its database URL."""
+        self.client.create_app(name)
+        self.client.create_addon(name, "heroku-postgresql:essential-0")
+        self.client.update_config_vars(name, {
+            "HEROKU_API_KEY": self.box.token, "BACKOUT_MIGRATIONS": "alembic",
+            "BACKOUT_MIGRATIONS_PATH": "alembic.ini", **config,
+        })
+        return self.client.config_vars(name)["DATABASE_URL"]
+
+    def deploy(self, app: str, revisions: list[tuple], commit: str) -> dict:
+        done = deploy_slug(self.client, app, {"release": RELEASE}, slug_files(revisions), commit=commit, timeout=120)
+        return self.with_output(done)
+
+    def settle(self, app: str, release: dict) -> dict:
+        return self.with_output(self.client.wait_release(app, release["id"], timeout=120, poll=0.1))
+
+    def with_output(self, release: dict) -> dict:
+        """The release with its release phase's output as `output`."""
+        url = release.get("output_stream_url")
+        release["output"] = requests.get(url, timeout=30).text if url else ""
+        return release
+
+
+@pytest.fixture
+def heroku(sandbox: Any) -> Heroku:
+    h = Heroku(sandbox)
+    yield h
+    h.client.close()
+
+
+def _checkpoints(url: str, app: str) -> list[dict]:
+    with ledger.connect(url) as conn:
+        return ledger.list_checkpoints(conn, app)
+
+
+def test_deploy_failed_deploy_and_rollback_with_pg_dump(heroku: Heroku, tmp_path: Path, redis_url: str) -> None:
+    db = heroku.app("shop", BACKOUT_BACKUP="pg_dump", BACKOUT_BACKUP_DIR=str(tmp_path / "backups"),
+                    REDIS_URL=redis_url)
+    first = heroku.deploy("shop", [A1], commit="aaaa1111")
+    assert first["status"] == "succeeded", first["output"]
+    assert "Running upgrade  -> a1" in first["output"]
+    [cp] = _checkpoints(db, "shop")
+    assert cp["status"] == "complete" and cp["release_version"] == first["version"]
+    assert cp["release_id"] == first["id"] and cp["slug_id"] == first["slug"]["id"]
+    assert cp["slug_commit"] == "aaaa1111"
+    assert cp["previous_release_version"] == first["version"] - 1  # the current one it replaces
+    assert cp["config_fingerprint"] == config_fingerprint(heroku.client.config_vars("shop"))
+    assert cp["database"]["addon_id"] is None  # looked up only for heroku and pitr backups
+    assert cp["migrations_before"] == [] and cp["migrations_after"] == ["a1"]
+    assert pg_dump.verify(cp["backup"]["path"], cp["backup"]["sha256"])["dump_size"] == cp["backup"]["dump_size"]
+    assert "health watch watch-shop-v" in first["output"]
+
+    # A release whose migration fails halfway: not deployed, the database left as it was.
+    broken = heroku.deploy("shop", [A1, B2, BROKEN], commit="bbbb2222")
+    assert broken["status"] == "failed", broken["output"]
+    assert "undoing 1 migration(s) the failed command applied: b2" in broken["output"]
+    failed, _ = _checkpoints(db, "shop")
+    assert failed["status"] == "failed" and failed["release_version"] == broken["version"]
+    import psycopg
+
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("a1",)]
+        assert conn.execute("SELECT to_regclass('orders')").fetchone()[0] is None
+        columns = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users' ORDER BY 1")]
+        assert columns == ["id", "name"]
+    assert heroku.client.current_release("shop")["version"] == first["version"]
+
+    # A good deploy, then a rollback to the first one: Heroku runs the release phase again.
+    second = heroku.deploy("shop", [A1, B2], commit="cccc3333")
+    assert second["status"] == "succeeded", second["output"]
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE users DROP COLUMN email")  # as a down migration would have
+        conn.execute("UPDATE alembic_version SET version_num = 'a1'")
+    rollback = heroku.settle("shop", heroku.client.rollback("shop", first["id"]))
+    assert rollback["status"] == "succeeded", rollback["output"]
+    assert rollback["description"] == f"Rollback to v{first['version']}"
+    assert f"rolls back to v{first['version']}: no new checkpoint" in rollback["output"]
+    assert "Running upgrade" not in rollback["output"]  # the migrate command found nothing to do
+    versions = [c["release_version"] for c in _checkpoints(db, "shop")]
+    assert versions == [second["version"], broken["version"], first["version"]]
+
+
+def test_heroku_backup_strategy_captures_a_data_api_backup(heroku: Heroku, tmp_path: Path) -> None:
+    db = heroku.app("shop-heroku", BACKOUT_BACKUP="heroku")
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes AS SELECT g AS id, md5(g::text) AS t FROM generate_series(1, 2000) g")
+    release = heroku.deploy("shop-heroku", [A1], commit="dddd4444")
+    assert release["status"] == "succeeded", release["output"]
+    [cp] = _checkpoints(db, "shop-heroku")
+    assert cp["status"] == "complete"
+    backup = cp["backup"]
+    addon = next(a for a in heroku.client.attachments("shop-heroku") if a["name"] == "DATABASE")["addon"]
+    assert backup["strategy"] == "heroku" and backup["addon_id"] == addon["id"]
+    assert cp["database"]["addon_id"] == addon["id"]
+    transfer = heroku.client.transfer("shop-heroku", backup["transfer_num"])
+    assert transfer["succeeded"] is True and transfer["uuid"] == backup["transfer_id"]
+    # The recorded link gives the backup itself: a pg_dump archive of the database before a1.
+    archive = requests.get(backup["backup_url"], timeout=30)
+    assert archive.status_code == 200 and archive.content[:5] == b"PGDMP"
+    assert "backup: " in release["output"] and "succeeded" in release["output"]
+
+
+def test_pitr_strategy_marks_time_and_lsn(heroku: Heroku, tmp_path: Path) -> None:
+    db = heroku.app("shop-pitr", BACKOUT_BACKUP="pitr")
+    release = heroku.deploy("shop-pitr", [A1], commit="eeee5555")
+    assert release["status"] == "succeeded", release["output"]
+    [cp] = _checkpoints(db, "shop-pitr")
+    backup = cp["backup"]
+    assert cp["status"] == "complete" and backup["strategy"] == "pitr"
+    assert backup["time"].endswith("Z") and backup["time"] <= cp["completed_at"].replace("+00:00", "Z")
+    assert backup["lsn"] and cp["wal_lsn"]
+    addon = next(a for a in heroku.client.attachments("shop-pitr") if a["name"] == "DATABASE")["addon"]
+    assert backup["addon_id"] == addon["id"]
+
+
+def test_a_platform_api_that_refuses_the_token_fails_the_release(heroku: Heroku, tmp_path: Path) -> None:
+    db = heroku.app("shop-badkey", BACKOUT_BACKUP="none")
+    heroku.client.update_config_vars("shop-badkey", {"HEROKU_API_KEY": "not-the-token"})
+    release = heroku.deploy("shop-badkey", [A1], commit="ffff6666")
+    assert release["status"] == "failed"
+    assert "cannot read release" in release["output"] and "not-the-token" not in release["output"]
+    assert _checkpoints(db, "shop-badkey") == []
+
+
+def test_a_heroku_backup_that_cannot_be_captured_stops_the_release(heroku: Heroku, tmp_path: Path) -> None:
+    db = heroku.app("shop-nobackup", BACKOUT_BACKUP="heroku")
+    heroku.box.faults.script(422, method="POST", path=r"/backups$", error_id="invalid_params",
+                             message="You have reached the maximum number of manual backups")
+    release = heroku.deploy("shop-nobackup", [A1], commit="abab7777")
+    assert release["status"] == "failed", release["output"]
+    assert "maximum number of manual backups" in release["output"]
+    assert "checkpoint failed: the release is not deployed" in release["output"]
+    [cp] = _checkpoints(db, "shop-nobackup")
+    assert cp["status"] == "failed" and "maximum number of manual backups" in cp["error"]
+    import psycopg
+
+    with psycopg.connect(db) as conn:  # the migrate command never ran
+        assert conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None
+
+
+def test_a_heroku_backup_needs_an_addon_attached_as_database(heroku: Heroku, tmp_path: Path) -> None:
+    heroku.client.create_app("shop-detached")
+    heroku.client.create_addon("shop-detached", "heroku-postgresql:essential-0", attachment_name="ANALYTICS_DB")
+    db = heroku.client.config_vars("shop-detached")["ANALYTICS_DB_URL"]
+    heroku.client.update_config_vars("shop-detached", {
+        "HEROKU_API_KEY": heroku.box.token, "BACKOUT_BACKUP": "heroku", "DATABASE_URL": db,
+        "BACKOUT_MIGRATIONS": "alembic", "BACKOUT_MIGRATIONS_PATH": "alembic.ini",
+    })
+    release = heroku.deploy("shop-detached", [A1], commit="cdcd8888")
+    assert release["status"] == "failed", release["output"]
+    assert "backout: app shop-detached has no add-on attached as DATABASE" in release["output"]
+    assert _checkpoints(db, "shop-detached") == []
