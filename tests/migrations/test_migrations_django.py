@@ -59,7 +59,7 @@ def test_sqlmigrate_writes_the_down_scripts_and_they_undo_the_migrations(project
     assert order.transactional and order.parents == [S1] and order.files == {"shop/migrations/0002_order.py": (project / "shop/migrations/0002_order.py").read_text()}
     assert 'DROP TABLE "shop_order" CASCADE;' in order.down and "BEGIN;" not in order.down
     assert pending[S3].reversible  # its RunPython reverses to a no-op
-    assert not pending[S4].reversible and "is not reversible" in pending[S4].irreversible_reason
+    assert not pending[S4].reversible and "RunSQL without reverse_sql" in pending[S4].irreversible_reason
     assert not pending[R3].reversible
     assert "DROP VIEW reporting_recent;" in pending[R2].down
 
@@ -83,7 +83,10 @@ def test_a_down_script_failing_halfway_rolls_back_its_step_and_says_what_ran(pro
     after_order = schema_of(database)
     migrate(project, "shop", "0003")
     order, sku = pending[S2], pending[S3]
-    order.down += 'DROP TABLE "shop_nowhere";\n'
+    # Its first operation, unapplied last, fails: Django rolls the atomic migration back whole.
+    [(path, source)] = order.files.items()
+    order.files[path] = source.replace("operations = [", "operations = [\n        migrations.RunSQL("
+                                       "migrations.RunSQL.noop, 'DROP TABLE \"shop_nowhere\"'),", 1)
     with psycopg.connect(database, autocommit=True) as conn:
         with pytest.raises(DownMigrationError) as caught:
             adapter.run_down(conn, through_json([order, sku]))
