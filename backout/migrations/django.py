@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
-from backout.errors import BackoutError
+from backout.errors import BackoutError, PlanRefused
 from backout.migrations import script
 from backout.migrations.base import (
     DownMigrationError,
@@ -102,20 +102,17 @@ class DjangoAdapter(MigrationAdapter):
         answer = self._django(conn, {"command": "inspect"})
         return [_from_django(answer["migrations"][i]) for i in answer["plan"]]
 
-    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
-        problems = super().check_down_plan(conn, migrations)
-        if self.settings_module() is None:
-            problems += [f"{m.id} ({m.name}) runs Python to unapply (RunPython), which needs Django and the"
-                         " project's settings: set DJANGO_SETTINGS_MODULE, or BACKOUT_MIGRATIONS_PATH to the"
-                         " directory with manage.py" for m in migrations if m.down and _runs_python_backwards(m)]
-        return problems
-
     def run_down(
         self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         """Django's own backwards migrate of exactly these migrations, from their saved files; from
         the saved SQL when Django cannot be run here."""
         if self.settings_module() is None or not all(m.files for m in migrations):
+            python = [m.id for m in migrations if m.down and _runs_python_backwards(m)]
+            if python:
+                raise PlanRefused(
+                    f"{', '.join(python)} run Python to unapply (RunPython), which needs Django and the project's"
+                    " settings: set DJANGO_SETTINGS_MODULE, or BACKOUT_MIGRATIONS_PATH to the directory with manage.py")
             return super().run_down(conn, migrations, progress)
         say = progress or (lambda message: None)
         script.require_idle(conn)
