@@ -1,12 +1,11 @@
 """Migration state that holds on every path, through the sandbox with a real `backout worker`, for
 Alembic, Django (django.contrib, django-taggit from site-packages, a squashed app) and dbmate (the
-real binary): three releases A, B, C each applying one more migration, then
-
-1. restore, down: `--db restore` to B, then `--db down` to A, which plans from what the restore
-   left applied, not from the chain the checkpoints recorded;
-2. a rollback release made by hand through the Platform API to C, whose release phase migrates
-   (and so takes a checkpoint with the down scripts of what it applies), then down to A;
-3. redeploy C, restore to B, down to A.
+real binary): three releases A, B, C each applying one more migration, then down to A; a
+rollback release made by hand through the Platform API to C, whose release phase migrates (and
+so takes a checkpoint with the down scripts of what it applies); down to A; redeploy C; restore to
+B; down to A, planned from what the restore left applied, not from the chain the checkpoints
+recorded. That holds the issue's three sequences: down, redeploy, restore, down; restore, down;
+a hand-made rollback release that migrates, then down.
 
 After each step the schema (`pg_dump --schema-only`) and the tool's state table are what the
 target release left. The worker runs the oldest code (A's): what it undoes comes from saved files.
@@ -131,13 +130,10 @@ def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp
             states.append(app.state())
         a, b, c = releases
 
-        # 1. restore, then down: the down starts from what the restore left applied.
-        app.rollback(b, "restore")
-        assert app.state() == states[1]
+        # A rollback release made by hand (`heroku rollback vN`) to a release newer than the
+        # database: its release phase migrates, so it takes a checkpoint with those down scripts.
         app.rollback(a, "down")
         assert app.state() == states[0]
-
-        # 2. A rollback release made by hand to C: its release phase migrates, so it is checkpointed.
         by_hand = heroku.settle(app.name, heroku.client.rollback(app.name, c["id"]))
         assert by_hand["status"] == "succeeded", by_hand["output"]
         assert "its migrate command will apply" in by_hand["output"] and "a checkpoint, as for a deploy" in by_hand["output"]
@@ -146,7 +142,8 @@ def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp
         app.rollback(a, "down")
         assert app.state() == states[0]
 
-        # 3. Redeploy C, restore to B, down to A.
+        # Redeploy C, restore to B, then down to A: the down starts from what the restore left
+        # applied, not from the chain the checkpoints recorded.
         assert app.deploy(3)["status"] == "succeeded"
         assert app.state() == states[2]
         app.rollback(b, "restore")
