@@ -134,7 +134,10 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--dry-run",
                       "--json")
     assert dry.returncode == 0, dry.stderr
-    step = json.loads(dry.stdout)["plan"]["db_step"]
+    dry_plan = json.loads(dry.stdout)["plan"]
+    # Exactly the steps the job would run.
+    assert dry_plan["steps"] == ["safety_checkpoint", "db_restore", "code_rollback", "release_phase", "verify"]
+    step = dry_plan["db_step"]
     v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
     assert step["kind"] == "db_restore" and step["restore_point"]["id"] == v5_checkpoint["id"]
     assert step["restore"]["mode"] == "schema" and step["safety_checkpoint"] == {"backup": "pg_dump"}
