@@ -84,6 +84,7 @@ def downgrade():
 
 A1 = ("a1", None, "create users", "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL)", "DROP TABLE users")
 B2 = ("b2", "a1", "add email", "ALTER TABLE users ADD COLUMN email text", "ALTER TABLE users DROP COLUMN email")
+C3 = ("c3", "b2", "add score", "ALTER TABLE users ADD COLUMN score integer", "ALTER TABLE users DROP COLUMN score")
 C3 = ("c3", "b2", "orders", "CREATE TABLE orders (id serial PRIMARY KEY, user_id int REFERENCES users)",
       "DROP TABLE orders")
 BROKEN = ("c3", "b2", "broken", "CREATE TABLE orders (id serial PRIMARY KEY); SELECT no_such_function()",

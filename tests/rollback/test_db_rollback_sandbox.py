@@ -7,6 +7,7 @@ checkpoint is listed by `backout checkpoints`, and the ledger is never rewound."
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,10 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
+from tests.hooks.test_release_hook import A1, B2, C3
 from tests.hooks.test_release_hook_sandbox import Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
 from tests.rollback.test_restore_swap import checksums
+from tests.test_readme import code_lines
 from tests.support import child_env, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
@@ -249,3 +251,25 @@ def _rows(url: str, query: str) -> list[tuple]:
 
 def _database_addon(heroku: Heroku, app: str) -> dict:
     return next(a for a in heroku.client.attachments(app) if a["name"] == "DATABASE")["addon"]
+
+
+def test_the_readmes_rollback_examples_run_as_written(make_app: Any) -> None:
+    """Each `backout rollback --app myapp ...` line of the README, in its order, against a sandbox app
+    named myapp; only the placeholders become this app's: v41 its first release, cp_01J… the
+    checkpoint of its newest deploy."""
+    examples = [shlex.split(line)[1:] for line in code_lines() if line.startswith("backout rollback --app myapp")]
+    assert len(examples) == 3, examples
+    app = make_app("myapp", "pg_dump")
+    first = app.deploy([A1], "aaaa0001")
+    app.deploy([A1, B2], "bbbb0002")
+    newest = app.deploy([A1, B2, C3], "cccc0003")
+    checkpoint_id = next(cp["id"] for cp in app.checkpoints() if cp["release"]["version"] == newest["version"])
+    app.start_worker()
+    for words in examples:
+        args = [{"v41": f"v{first['version']}", "cp_01J…": checkpoint_id}.get(w, w) for w in words]
+        done = app.backout(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr, app.worker_log())
+        if "--db" in args and "down" in args:  # back at the first release's schema
+            assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
+        if "--dry-run" in args:
+            assert "nothing was changed" in done.stdout

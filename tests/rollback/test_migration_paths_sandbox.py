@@ -23,15 +23,13 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
+from tests.hooks.test_release_hook import A1, B2, C3
 from tests.hooks.test_release_hook_sandbox import RELEASE, Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
 from tests.migrations.test_migrations_common import FIXTURES
 from tests.rollback.test_db_rollback_sandbox import schema
 from tests.support import child_env, deploy_slug, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
-
-C3 = ("c3", "b2", "add score", "ALTER TABLE users ADD COLUMN score integer", "ALTER TABLE users DROP COLUMN score")
 
 NOTE_COLOR = '''from django.db import migrations, models
 

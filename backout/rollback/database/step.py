@@ -371,8 +371,9 @@ class _Runner:
             return False
         extra = leftovers.leftovers(app_conn, archive)
         tables = [e for e in archive.entries if e.desc == "TABLE" and e.namespace != swap.LEDGER_SCHEMA]
-        gone = [e.qualified for e in tables
-                if app_conn.execute("SELECT to_regclass(%s) IS NULL", [e.qualified]).fetchone()[0]]
+        present = {row[0] for row in app_conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace")}
+        gone = [e.qualified for e in tables if e.qualified not in present]
         if extra or gone:
             held = [f"{kind.lower()} {schema}.{name}" for kind, schema, name, _ in extra]
             raise BackoutError(
