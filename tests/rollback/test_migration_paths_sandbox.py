@@ -117,6 +117,8 @@ class App:
             return ledger.checkpoint_for_release(conn, self.name, version)
 
 
+# Nine release phases and four rollbacks: about 40 s of CPU for Django, longer on a busy machine.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("tool", TOOLS)
 def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp_path: Path, redis_url: str) -> None:
     app = App(heroku, TOOLS[tool], tmp_path, redis_url)
