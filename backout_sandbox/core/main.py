@@ -12,12 +12,10 @@ from typing import Callable, Sequence, TextIO
 from backout_sandbox.core.errors import StartError
 
 
-def parser(prog: str, description: str, port: int, state: str) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser, port: int, state: str) -> None:
     """The arguments every sandbox takes: where it listens and where it keeps its state."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port}; 0 picks one)")
-    parser.add_argument("--state", default=state, help=f"state file (default {state})")
-    return parser
+    parser.add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port}; 0 picks a free one)")
+    parser.add_argument("--state", metavar="FILE", help=f"where the sandbox keeps its state (default {state})")
 
 
 def serve_until_stopped(banner: Sequence[str], stop: Callable[[], None], goodbye: str | None = None,
@@ -41,10 +39,11 @@ def serve_until_stopped(banner: Sequence[str], stop: Callable[[], None], goodbye
     return 0
 
 
-def run(main: Callable[[], int]) -> int:
-    """Run a sandbox's main: a StartError is one line on stderr and exit status 2."""
+def run(name: str, serve: Callable[[], int]) -> int:
+    """Run a sandbox's `serve`: a StartError is one line on stderr and exit status 2, as backout's own
+    bad input is."""
     try:
-        return main()
+        return serve()
     except StartError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"{name}: {exc}\n")
         return 2

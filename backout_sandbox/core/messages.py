@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable, Literal, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
-
 # What the core refuses: no route for the path, none for the method, a body that is not JSON or not
-# an object, a malformed Range header, bad page numbers.
-RefusalKind = Literal["no_route", "method_not_allowed", "not_json", "not_object", "bad_range", "bad_page"]
+# an object.
+RefusalKind = Literal["no_route", "method_not_allowed", "not_json", "not_object"]
 
 
 class HttpError(Exception):
@@ -31,7 +30,7 @@ class HttpError(Exception):
 
 
 class Refused(Exception):
-    """A request the core itself turns down: no route, a body that is not JSON, a bad page.
+    """A request the core itself turns down: no route, a body that is not JSON or not an object.
     Each API answers it in its own words and shape (see `kind`)."""
 
     def __init__(self, kind: RefusalKind, message: str) -> None:
@@ -112,6 +111,7 @@ class Response:
     body: Any = None  # JSON-able, bytes sent as they are, or None for no body
     headers: dict[str, str] = field(default_factory=dict)
     stream: Iterable[bytes] | None = None  # sent chunked when set (unless headers give a Content-Length)
+    drop: bool = False  # close the connection without answering, as a crashed server does
 
     def payload(self) -> bytes:
         if self.body is None:

@@ -47,6 +47,14 @@ class Router:
             public: bool = False) -> None:
         self.routes.append(Route(method, pattern, handler, schema_href, public))
 
+    def route(self, method: str, pattern: str, schema_href: str | None = None,
+              public: bool = False) -> Callable[[Handler], Handler]:
+        """`add` as a decorator: `@router.route("GET", "/apps/{app}")` over the handler."""
+        def wrap(handler: Handler) -> Handler:
+            self.add(method, pattern, handler, schema_href, public)
+            return handler
+        return wrap
+
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The first route for `method` whose pattern matches `path` (as sent), and its decoded
         parameters. Refused "method_not_allowed" when only other methods serve the path, else "no_route"."""

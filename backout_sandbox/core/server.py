@@ -82,6 +82,9 @@ def _handler(app: App, name: str) -> type[BaseHTTPRequestHandler]:
             req = Request.parse(self.command, self.path, self.headers, self.rfile,
                                 int(self.headers.get("Content-Length") or 0), f"http://{host}:{port}")
             response = app(req)
+            if response.drop:
+                self.close_connection = True
+                return
             req.drain()
             try:
                 self._send(response)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from backout_sandbox.core.main import parser, run, serve_until_stopped
+from backout_sandbox.core.main import add_arguments, run, serve_until_stopped
 from backout_sandbox.forge.demo import demo_package
-from backout_sandbox.forge.server import DEFAULT_STATE, start
+from backout_sandbox.forge.server import DEFAULT_PORT, DEFAULT_STATE, start
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return run(lambda: _serve(args.port, args.state, args.demo))
+    return run("forge sandbox", lambda: _serve(args.port, args.state or DEFAULT_STATE, args.demo))
 
 
 def _parser() -> argparse.ArgumentParser:
-    found = parser("python -m backout_sandbox.forge", "Serve the GitHub REST subset and PyPI JSON API on loopback.",
-                   port=5011, state=DEFAULT_STATE)
+    found = argparse.ArgumentParser(prog="python -m backout_sandbox.forge",
+                                    description="Serve the GitHub REST subset and PyPI JSON API on loopback.")
+    add_arguments(found, DEFAULT_PORT, DEFAULT_STATE)
     found.add_argument("--demo", metavar="DIR", help="also create a demo package with a bad release in DIR")
     return found
 

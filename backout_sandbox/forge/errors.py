@@ -21,6 +21,4 @@ def refusal(refused: Refused) -> GitHubError:
     """What GitHub answers where the core refuses a request."""
     if refused.kind in ("not_json", "not_object"):
         return GitHubError(400, "Problems parsing JSON")
-    if refused.kind == "bad_page":
-        return GitHubError(400, refused.message)
     return GitHubError(404, "Not Found")

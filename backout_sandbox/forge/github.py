@@ -12,10 +12,9 @@ import base64
 import hashlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from backout_sandbox.core.messages import Response
-from backout_sandbox.core.paging import link_page
+from backout_sandbox.core.messages import Request, Response
 from backout_sandbox.core.router import Router
 from backout_sandbox.core.store import JsonStore, now
 from backout_sandbox.forge import git
@@ -23,6 +22,8 @@ from backout_sandbox.forge.auth import WRITE_ROLES, Call, repo_for, role
 from backout_sandbox.forge.errors import DOCS, GitHubError
 
 REPO = "/repos/{owner}/{name}"
+PER_PAGE = 30
+PER_PAGE_MAX = 100
 
 
 def new_release(release_id: int, repo: dict[str, Any], body: dict[str, Any], author: str) -> dict[str, Any]:
@@ -324,3 +325,26 @@ class GitHub:
                 encoded = base64.encodebytes(content).decode()  # wrapped lines, as GitHub sends them
                 return Response(200, {**entry(item_path, kind, sha, size), "encoding": "base64", "content": encoded})
         return Response(200, [entry(*e) for e in git.ls_tree(git_dir, commit, path + "/" if path else None)])
+
+
+def link_page(items: list[dict[str, Any]], req: Request) -> Response:
+    """The page of `items` that `?per_page=30&page=2` asks for (at most 100 a page), with the
+    neighbouring pages in a Link header: `<...?page=3>; rel="next", <...?page=5>; rel="last"`."""
+    try:
+        per_page = max(1, min(PER_PAGE_MAX, int(req.param("per_page") or PER_PAGE)))
+        page = max(1, int(req.param("page") or 1))
+    except ValueError:
+        raise GitHubError(400, "Invalid pagination parameters") from None
+    last = max(1, -(-len(items) // per_page))
+
+    def link(number: int, rel: str) -> str:
+        query = {k: v[0] for k, v in req.query.items()}
+        query.update(per_page=str(per_page), page=str(number))
+        return f'<{req.base_url}{req.raw_path}?{urlencode(query)}>; rel="{rel}"'
+
+    links = []
+    if page > 1:
+        links += [link(page - 1, "prev"), link(1, "first")]
+    if page < last:
+        links += [link(page + 1, "next"), link(last, "last")]
+    return Response(200, items[(page - 1) * per_page: page * per_page], {"Link": ", ".join(links)} if links else {})

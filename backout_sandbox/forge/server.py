@@ -27,6 +27,7 @@ from backout_sandbox.forge.errors import refusal
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+DEFAULT_PORT = 5011
 DEFAULT_STATE = ".backout/forge.json"
 
 

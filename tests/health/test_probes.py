@@ -9,8 +9,7 @@ import time
 import pytest
 
 from backout.health.probes import ERROR, FAIL, PASS, Prober, ProbeSpec
-from tests.health_support import QuickStub as StubServer
-from tests.stub_http import Reply
+from tests.stub_http import Reply, StubServer
 
 pytestmark = pytest.mark.integration
 
