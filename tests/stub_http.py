@@ -30,6 +30,7 @@ class Request:
     query: dict[str, list[str]]
     headers: CaseInsensitiveDict
     body: bytes
+    client_port: int = 0  # the client's end of the connection: one per keep-alive connection
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -85,7 +86,8 @@ class StubServer:
         self._server.start()
 
     def _answer(self, req: messages.Request) -> messages.Response:
-        request = Request(req.method, req.raw_path, req.query, CaseInsensitiveDict(req.headers.items()), req.body())
+        request = Request(req.method, req.raw_path, req.query, CaseInsensitiveDict(req.headers.items()), req.body(),
+                          req.client[1])
         self.requests.append(request)
         try:
             reply = self.handler(request)

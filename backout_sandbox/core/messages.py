@@ -49,15 +49,16 @@ class Request:
     length: int = 0
     raw_path: str = ""  # as sent: /apps/my%20app (routes match it, so an encoded slash stays in its segment)
     base_url: str = ""  # the server's own root: http://127.0.0.1:5011
+    client: tuple[str, int] = ("", 0)  # the peer's address and port
     token: str | None = None  # the API token the request was authenticated with
     _body: bytes | None = None
 
     @classmethod
     def parse(cls, method: str, target: str, headers: Mapping[str, str], stream: BinaryIO | None = None,
-              length: int = 0, base_url: str = "") -> Request:
+              length: int = 0, base_url: str = "", client: tuple[str, int] = ("", 0)) -> Request:
         parts = urlsplit(target)
         return cls(method, unquote(parts.path), parse_qs(parts.query, keep_blank_values=True), headers, stream,
-                   length, raw_path=parts.path, base_url=base_url)
+                   length, raw_path=parts.path, base_url=base_url, client=client)
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)

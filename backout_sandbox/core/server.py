@@ -80,7 +80,8 @@ def _handler(app: App, name: str) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             host, port = self.server.server_address[:2]
             req = Request.parse(self.command, self.path, self.headers, self.rfile,
-                                int(self.headers.get("Content-Length") or 0), f"http://{host}:{port}")
+                                int(self.headers.get("Content-Length") or 0), f"http://{host}:{port}",
+                                self.client_address[:2])
             response = app(req)
             if response.drop:
                 self.close_connection = True
