@@ -20,19 +20,25 @@ from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
 from backout.rollback.database import down, plan_db_step, restore_point, run_db_step
-from tests.migrations.test_migrations_alembic import (
+from tests.migrations.support import (
+    BIO,
     CUSTOMERS,
+    INIT,
     INVOICES,
+    ORDERS,
+    POST,
     STATUS,
+    USERS,
+    dbmate_up,
+    fixture_tree,
+    migrate,
+    migrate_up,
+    rows,
+    schema_of,
     upgrade,
 )
-from tests.migrations.test_migrations_common import fixture_tree, rows, schema_of
-from tests.migrations.test_migrations_dbmate import INDEX as ORDERS_INDEX
-from tests.migrations.test_migrations_dbmate import ORDERS, USERS, dbmate_up
-from tests.migrations.test_migrations_django import migrate
-from tests.migrations.test_migrations_golang_migrate import migrate_up
-from tests.migrations.test_migrations_prisma import BIO, INIT, POST
-from tests.migrations.test_migrations_prisma import deploy as prisma_deploy
+from tests.migrations.support import INDEX as ORDERS_INDEX
+from tests.migrations.support import deploy as prisma_deploy
 
 pytestmark = pytest.mark.integration
 
