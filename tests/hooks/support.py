@@ -15,7 +15,6 @@ import requests
 from backout.heroku import HerokuClient
 from tests.support import deploy_slug
 
-
 ALEMBIC_INI = """\
 [alembic]
 script_location = %(here)s/migrations

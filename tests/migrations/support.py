@@ -18,7 +18,6 @@ from backout.migrations.dbmate import parse
 from backout.migrations.prisma import checksum
 from tests.fixtures.migrate_standin import PRISMA_TABLE  # Prisma's own DDL, spelled once
 
-
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "migrations"
 
 

@@ -19,7 +19,6 @@ from backout.worker.main import build_worker
 from tests.stub_http import Reply, StubServer
 from tests.support import child_env, deploy_slug, start_worker, stop_workers
 
-
 APP = "shop"
 
 
