@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Iterable, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
+
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
 
 # What the core refuses: no route for the path, none for the method, a body that is not JSON or not
 # an object.
@@ -45,7 +53,7 @@ class Request:
     path: str  # decoded: /apps/my app
     query: dict[str, list[str]]
     headers: Mapping[str, str]
-    stream: BinaryIO | None = None
+    stream: Readable | None = None
     length: int = 0
     raw_path: str = ""  # as sent: /apps/my%20app (routes match it, so an encoded slash stays in its segment)
     base_url: str = ""  # the server's own root: http://127.0.0.1:5011
@@ -54,7 +62,7 @@ class Request:
     _body: bytes | None = None
 
     @classmethod
-    def parse(cls, method: str, target: str, headers: Mapping[str, str], stream: BinaryIO | None = None,
+    def parse(cls, method: str, target: str, headers: Mapping[str, str], stream: Readable | None = None,
               length: int = 0, base_url: str = "", client: tuple[str, int] = ("", 0)) -> Request:
         parts = urlsplit(target)
         return cls(method, unquote(parts.path), parse_qs(parts.query, keep_blank_values=True), headers, stream,
@@ -93,7 +101,7 @@ class Request:
             raise Refused("not_object", "Request body must be a JSON object.")
         return body
 
-    def copy_body_to(self, out: BinaryIO, chunk: int = 1 << 20) -> int:
+    def copy_body_to(self, out: Writable, chunk: int = 1 << 20) -> int:
         """Stream the body to a file without holding it in memory; returns the byte count."""
         left = self.length
         while left > 0 and self.stream is not None:

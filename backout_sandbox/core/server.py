@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, cast
 
 from backout_sandbox.core.errors import StartError
 from backout_sandbox.core.messages import Request, Response
@@ -78,8 +78,9 @@ def _handler(app: App, name: str) -> type[BaseHTTPRequestHandler]:
             log.debug(f"{name}: " + format, *args)
 
         def _serve(self) -> None:
-            host, port = self.server.server_address[:2]
-            req = Request.parse(self.command, self.path, self.headers, self.rfile,
+            host, port = cast("tuple[str, int]", self.server.server_address)[:2]
+            # The headers are an email.message.Message: a case-insensitive mapping, only read here.
+            req = Request.parse(self.command, self.path, cast("Mapping[str, str]", self.headers), self.rfile,
                                 int(self.headers.get("Content-Length") or 0), f"http://{host}:{port}",
                                 self.client_address[:2])
             response = app(req)
