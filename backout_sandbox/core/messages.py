@@ -7,11 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+
 class Readable(Protocol):
+    """Where a request's body is read from (the connection)."""
+
     def read(self, size: int = ..., /) -> bytes: ...
 
 
 class Writable(Protocol):
+    """Where a request's body can be copied to (a file)."""
+
     def write(self, data: bytes, /) -> int: ...
 
 
