@@ -6,9 +6,11 @@ is published on the monitors' Redis channel, so whichever worker watches that ap
 crash at once instead of at its next dyno listing. Anything unsigned or wrongly signed is refused
 with 401 and changes nothing.
 
-Run by `backout worker` when BACKOUT_HEALTH_WEBHOOK_PORT is set. On Heroku only web dynos get
-traffic, so run the worker as the web process for this (`web: BACKOUT_HEALTH_WEBHOOK_PORT=$PORT
-backout worker`), or leave it off: the monitor lists the dynos every interval anyway.
+Run by `backout worker` when BACKOUT_HEALTH_WEBHOOK_PORT is set, and by `backout web` on
+`POST /webhooks/dyno` when BACKOUT_HEALTH_WEBHOOK_SECRET is set. On Heroku only web dynos get
+traffic, so let the web page receive them (`web: backout web`), or run the worker as the web
+process (`web: BACKOUT_HEALTH_WEBHOOK_PORT=$PORT backout worker`), or leave it off: the monitor
+lists the dynos every interval anyway.
 """
 
 from __future__ import annotations
