@@ -22,7 +22,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from backout.web.server import make_server
 
     server = make_server(settings, args.host, args.port)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     shown = "127.0.0.1" if host == "0.0.0.0" else host
     print(f"backout web on http://{shown}:{port}/ (any user name; the password is BACKOUT_WEB_PASSWORD)", flush=True)
     # Heroku stops a dyno with SIGTERM: stop answering and exit 0.

@@ -91,12 +91,13 @@ def serve(settings: Settings, connection: redis.Redis, port: int, host: str = "0
         raise ConfigError("BACKOUT_HEALTH_WEBHOOK_SECRET", "is not set but BACKOUT_HEALTH_WEBHOOK_PORT is",
                           "the secret the app webhook signs deliveries with")
     registry = WatchRegistry(connection)
+    key: str = secret
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
-            self._answer(*receive(secret, registry, body, self.headers.get(SIGNATURE_HEADER)))
+            self._answer(*receive(key, registry, body, self.headers.get(SIGNATURE_HEADER)))
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(200, "backout dyno webhook receiver")

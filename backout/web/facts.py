@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from backout import ledger
 from backout.health.policy import rollback_of
@@ -93,7 +94,7 @@ class AppFacts:
 
 def apps(conn: psycopg.Connection) -> list[dict]:
     """Every app the ledger knows, with the time of its latest record, most recent first."""
-    rows = conn.execute(
+    rows = conn.cursor(row_factory=dict_row).execute(
         f"""SELECT app, max(at) AS last FROM (
                 SELECT app, created_at AS at FROM {ledger.SCHEMA}.checkpoints
                 UNION ALL SELECT app, created_at FROM {ledger.SCHEMA}.requests
@@ -145,7 +146,8 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], event
             r.made_by, r.rollback_of = rollback.request, rollback.target
     for item in heroku_releases or []:
         r = release(item["version"])
-        slug = item.get("slug") if isinstance(item.get("slug"), dict) else {}
+        slug = item.get("slug")
+        slug = slug if isinstance(slug, dict) else {}
         r.when = item.get("created_at") or r.when
         r.who = (item.get("user") or {}).get("email")
         r.description = item.get("description")
