@@ -108,11 +108,11 @@ class WebApp:
             return self._with_ledger(lambda conn: self._app_page(conn, app, query))
         if not rollback:
             return self._message(405, "method not allowed", "This page is only read.", "/")
-        if not self.settings.web.actions:
+        if method == "GET":  # the plan is there to read whether or not the page may act on it
+            return self._plan(app, _one(query, "to"), _one(query, "db") or "none", user)
+        if method == "POST" and not self.settings.web.actions:
             return self._message(403, "actions are off", "Rolling back from the page is off; set "
                                  "BACKOUT_WEB_ACTIONS=true to allow it, or use `backout rollback`.", _back(app))
-        if method == "GET":
-            return self._plan(app, _one(query, "to"), _one(query, "db") or "none", user)
         if method == "POST":
             return self._request(app, body, headers, user)
         return self._message(405, "method not allowed", "GET shows the plan, POST asks for the rollback.", _back(app))
@@ -134,7 +134,7 @@ class WebApp:
 
     def _plan(self, app: str, to: str, db: str, user: str) -> Response:
         plan, refusal = actions.preview(self.settings, app, to, db)
-        csrf = auth.csrf_token(self.csrf_key, user, app)
+        csrf = auth.csrf_token(self.csrf_key, user, app) if self.settings.web.actions else ""
         return self._page(self.views.plan_page(app, to, db, plan, refusal, csrf), 200 if plan else 409)
 
     def _request(self, app: str, body: bytes, headers: Any, user: str) -> Response:

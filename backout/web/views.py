@@ -71,6 +71,11 @@ class Views:
             parts.append("<h2>The plan</h2><p class=\"muted\">what <code>backout rollback --app "
                          f"{self.text(app)} --to {self.text(to)} --db {self.text(db)} --dry-run</code> prints</p>"
                          f'<pre class="plan">{self.text(describe(plan))}</pre>')
+        if plan is not None and not self.actions:
+            parts.append(f'<p class="muted">Rolling back from this page is off (BACKOUT_WEB_ACTIONS). To carry '
+                         f'the plan out: <code>backout rollback --app {self.text(app)} --to {self.text(to)} '
+                         f'--db {self.text(db)} --confirm {self.text(app)}</code></p>')
+        elif plan is not None:
             parts.append(
                 f'<form method="post" action="{app_path(app)}/rollback" class="confirm">'
                 f'<input type="hidden" name="to" value="{self.text(to)}">'
@@ -156,9 +161,12 @@ class Views:
         return "<br>".join(lines)
 
     def _action(self, app: str, r: Release) -> str:
-        if not self.actions or r.current or (r.status not in (None, "succeeded")):
+        if r.current or r.status not in (None, "succeeded"):
             return ""
-        return f'<a class="button" href="{app_path(app)}/rollback?{urlencode({"to": f"v{r.version}"})}">Roll back to here</a>'
+        href = f'{app_path(app)}/rollback?{urlencode({"to": f"v{r.version}"})}'
+        if not self.actions:
+            return f'<a class="plan-link" href="{href}">plan</a>'
+        return f'<a class="button" href="{href}">Roll back to here</a>'
 
     def _rollbacks(self, rollbacks: list[Rollback]) -> str:
         if not rollbacks:

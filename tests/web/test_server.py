@@ -110,7 +110,9 @@ def test_actions_are_off_unless_asked_for(database):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        assert get(base + "/apps/shop/rollback?to=v4").status_code == 403
+        plan = get(base + "/apps/shop/rollback?to=v4")
+        assert plan.status_code == 409 and "HEROKU_API_KEY is not set" in plan.text  # readable, never a form
+        assert 'name="confirm"' not in plan.text
         token = auth.csrf_token(auth.csrf_key(PASSWORD), "anyone", "shop")
         posted = requests.post(base + "/apps/shop/rollback", data={"to": "v4", "confirm": "shop", "csrf": token},
                                auth=("anyone", PASSWORD), timeout=10)

@@ -134,7 +134,8 @@ def test_the_page_refreshes_only_while_something_runs():
 
 def test_roll_back_to_here_shows_only_with_actions_on_and_not_on_the_current_release():
     facts = story()
-    assert "Roll back to here" not in Views().app_page(facts)
+    read_only = Views().app_page(facts)
+    assert "Roll back to here" not in read_only and read_only.count(">plan</a>") == 2
     html = Views(actions=True).app_page(facts)
     assert html.count("Roll back to here") == 2
     assert "/apps/shop/rollback?to=v4" in html and "to=v6" not in html
@@ -149,6 +150,8 @@ def test_the_plan_page_shows_the_dry_run_plan_and_asks_for_the_name():
     html = Views(actions=True).plan_page("shop", "v4", "none", plan, None, "123.abc")
     assert "target:  v4  Deploy code v1  (as asked)" in html
     assert 'name="confirm"' in html and 'name="csrf" value="123.abc"' in html
+    read_only = Views().plan_page("shop", "v4", "none", plan, None, "")
+    assert "target:  v4" in read_only and 'name="confirm"' not in read_only and "--confirm shop" in read_only
     refused = Views(actions=True).plan_page("shop", "v9", "none", None, "app 'shop' has no release v9", "1.a")
     assert "has no release v9" in refused and 'name="confirm"' not in refused
 
