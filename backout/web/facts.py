@@ -32,8 +32,9 @@ VERDICTS = {
     "watch_started": "watching",
     "watch_skipped": "not watched",
 }
-# A watch whose last word is one of these is still going on.
-WATCHING = ("watch_started", "grace", "counted", "recovered", "stale", "rollback_requested")
+# The events that end a watch; a watch started after the last of them is still going on.
+WATCH_ENDS = ("verified", "watch_ended", "watch_skipped", "suppressed", "dry_run", "rollback_finished",
+              "rollback_failed")
 RUNNING = ("queued", "running")
 
 
@@ -167,8 +168,8 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], event
 def _watching(events: list[dict], horizon: float) -> bool:
     """Whether the newest watch has not said its last word (and is not older than `horizon` seconds,
     in case the worker holding it died)."""
-    last = next((e for e in reversed(events) if e["kind"] not in ("check",)), None)
-    if last is None or last["kind"] not in WATCHING:
+    last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == "watch_started"), None)
+    if last is None or last["kind"] != "watch_started":
         return False
     return time.time() - datetime.fromisoformat(last["at"]).timestamp() < horizon
 

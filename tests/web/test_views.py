@@ -167,3 +167,15 @@ def test_an_empty_chart_says_why():
     facts = AppFacts(app="new", releases=[Release(1, when=iso(time.time()))], rollbacks=[], samples=[], events=[],
                      in_progress=False)
     assert "no probes recorded yet" in chart.svg(facts)
+
+
+def test_a_watch_is_in_progress_until_an_event_ends_it():
+    from backout.web.facts import _watching
+
+    now = time.time()
+    started = {"kind": "watch_started", "release_version": 7, "reason": "", "at": iso(now - 5)}
+    counted = {"kind": "counted", "release_version": 7, "reason": "", "at": iso(now - 2)}
+    assert _watching([started, counted], 3600)
+    assert not _watching([started, counted, {**counted, "kind": "verified"}], 3600)
+    assert not _watching([started], 1)  # a watch whose worker died long ago is not shown as running
+    assert not _watching([], 3600)
