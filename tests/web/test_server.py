@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,6 +18,7 @@ from backout.health.dyno_webhook import SIGNATURE_HEADER, signature
 from backout.settings import load
 from backout.web import auth
 from backout.web.server import WEBHOOK_PATH, make_server
+from tests.support import child_env
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +153,12 @@ def test_basic_auth_parsing():
     assert auth.csrf_valid(key, token, "ops", "shop", now=1010.0)
     assert not auth.csrf_valid(key, token, "ops", "other", now=1010.0)
     assert not auth.csrf_valid(key, token, "ops", "shop", now=1000.0 + auth.CSRF_MAX_AGE + 1)
+
+
+def test_the_command_without_a_password_says_how_to_set_one_and_exits_2(database):
+    env = child_env({"DATABASE_URL": database, "PORT": "0", "DYNO": "web.1"})
+    done = subprocess.run([sys.executable, "-m", "backout", "web"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BACKOUT_WEB_PASSWORD is not set" in lines[0] and "heroku config:set" in lines[0]
