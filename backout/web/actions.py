@@ -1,5 +1,5 @@
-""""Roll back to here": the plan a rollback would follow, and asking for it, with the same
-functions scripts and the CLI use (`build_plan`, `backout.enqueue_rollback`).
+"""The page's "Roll back to here": the plan a rollback would follow, and asking for it, with the
+same functions scripts and the CLI use (`build_plan`, `backout.enqueue_rollback`).
 
 The page asks for the app's name to be typed before anything is enqueued, whatever the database
 step (a rollback of code alone still takes the app off its current release); the typed name is

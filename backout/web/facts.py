@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -172,7 +171,3 @@ def _watching(events: list[dict], horizon: float) -> bool:
     if last is None or last["kind"] != "watch_started":
         return False
     return time.time() - datetime.fromisoformat(last["at"]).timestamp() < horizon
-
-
-def event_time(row: dict[str, Any], key: str = "at") -> float:
-    return datetime.fromisoformat(row[key]).timestamp()

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import psycopg
 
 from backout import ledger, redis_conn
-from backout.errors import BackoutError, BadInput, HerokuAPIError, first_line
+from backout.errors import BackoutError, BadInput, first_line
 from backout.health import dyno_webhook
 from backout.health.watches import WatchRegistry
 from backout.heroku import HerokuClient
@@ -185,7 +185,7 @@ class WebApp:
                               self.settings.heroku_data_url, timeout=API_TIMEOUT) as client:
                 found: list[dict] | None = client.recent_releases(app, RELEASES_SHOWN)
             note = None
-        except (HerokuAPIError, BackoutError) as exc:
+        except BackoutError as exc:  # an API error, or Heroku not answering
             found, note = None, f"Heroku's release list is unavailable ({first_line(exc)}); shown from the ledger alone"
         with self._lock:
             self._releases[app] = (now, found, note)
