@@ -5,6 +5,11 @@ There is no unauthenticated mode: `backout web` refuses to start without a passw
 (where the page is on the public internet) and off one (where a forwarded port or a shared machine
 makes it public just as easily).
 
+Password guessing is slowed per client: after FAILURES_ALLOWED wrong passwords within
+FAILURE_WINDOW seconds, that client gets 429 without its password being checked until the window
+has passed. Behind Heroku's router the client is the last address of X-Forwarded-For (the router
+appends the address it saw; earlier ones are whatever the client sent).
+
 Forms that act (the rollback) carry a CSRF token: an HMAC, keyed by a key derived from the
 password, over the user name, the app and the time it was issued. Every web dyno derives the same
 key, so a form shown by one dyno is accepted by another; a token expires after CSRF_MAX_AGE.
@@ -17,13 +22,17 @@ import binascii
 import hashlib
 import hmac
 import re
+import threading
 import time
+from collections import deque
 
 from backout.errors import ConfigError
 
 REALM = "backout"
 MIN_PASSWORD = 12
 CSRF_MAX_AGE = 1800.0
+FAILURES_ALLOWED = 20
+FAILURE_WINDOW = 60.0
 PASSWORD_FORM = (f"a random string of {MIN_PASSWORD} characters or more "
                  "(heroku config:set BACKOUT_WEB_PASSWORD=$(openssl rand -base64 24))")
 _USER = re.compile(r"[^A-Za-z0-9@._+-]")
@@ -51,6 +60,40 @@ def basic_user(header: str | None, password: str) -> str | None:
     if not sep or not hmac.compare_digest(given.encode(), password.encode()):
         return None
     return display_user(user)
+
+
+class Throttle:
+    """Wrong passwords per client, over the last FAILURE_WINDOW seconds."""
+
+    def __init__(self, allowed: int = FAILURES_ALLOWED, window: float = FAILURE_WINDOW) -> None:
+        self.allowed = allowed
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            failures = self._failures.get(client)
+            while failures and failures[0] <= now - self.window:
+                failures.popleft()
+            if failures is not None and not failures:
+                del self._failures[client]
+            return bool(failures) and len(failures) >= self.allowed
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if len(self._failures) > 10_000:  # a flood from many addresses: forget the oldest half
+                for stale in list(self._failures)[:5_000]:
+                    del self._failures[stale]
+            self._failures.setdefault(client, deque()).append(now)
+
+
+def client_address(forwarded_for: str | None, peer: str) -> str:
+    """Who is asking: the last X-Forwarded-For address (Heroku's router appends it), else the peer."""
+    last = (forwarded_for or "").rsplit(",", 1)[-1].strip()
+    return last or peer
 
 
 def display_user(user: str) -> str:

@@ -72,28 +72,36 @@ class WebApp:
         self.csrf_key = auth.csrf_key(self.password)
         self.views = Views([*settings.secrets(), self.password], actions=settings.web.actions)
         self.webhook = webhook
+        self.throttle = auth.Throttle()
         self._releases: dict[str, tuple[float, list[dict] | None, str | None]] = {}
         self._lock = threading.Lock()
 
-    def handle(self, method: str, target: str, headers: Any, body: bytes = b"") -> Response:
+    def handle(self, method: str, target: str, headers: Any, body: bytes = b"", peer: str = "") -> Response:
         parts = urlsplit(target)
         path, query = parts.path, parse_qs(parts.query)
         proto = (headers.get("X-Forwarded-Proto") or "").lower()
         host = headers.get("Host")
         if proto == "http" and host:
             return Response(308, b"", headers={"Location": f"https://{host}{target}"})
-        response = self._route(method, path, query, headers, body)
+        response = self._route(method, path, query, headers, body, peer)
         response.headers.update(SECURITY_HEADERS)
         if proto == "https":
             response.headers["Strict-Transport-Security"] = HSTS
         return response
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes) -> Response:
+    def _route(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes,
+               peer: str) -> Response:
         if path == WEBHOOK_PATH and method == "POST" and self.webhook is not None:
             status, text = self.webhook(body, headers)
             return Response(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+        client = auth.client_address(headers.get("X-Forwarded-For"), peer)
+        if self.throttle.blocked(client):
+            return Response(429, b"too many wrong passwords; try again in a minute\n", "text/plain; charset=utf-8",
+                            {"Retry-After": str(int(auth.FAILURE_WINDOW))})
         user = auth.basic_user(headers.get("Authorization"), self.password)
         if user is None:
+            if headers.get("Authorization"):
+                self.throttle.failed(client)
             return Response(401, b"authentication required\n", "text/plain; charset=utf-8",
                             {"WWW-Authenticate": f'Basic realm="{auth.REALM}", charset="UTF-8"'})
         if method == "GET" and path == "/static/backout.css":
@@ -221,7 +229,7 @@ def serve(app: WebApp, host: str, port: int) -> ThreadingHTTPServer:
         sys_version = ""
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            self._answer(app.handle("GET", self.path, self.headers))
+            self._answer(app.handle("GET", self.path, self.headers, peer=self.client_address[0]))
 
         def do_POST(self) -> None:  # noqa: N802
             try:
@@ -231,7 +239,7 @@ def serve(app: WebApp, host: str, port: int) -> ThreadingHTTPServer:
             if length < 0 or length > 1024 * 1024:
                 self._answer(Response(413, b"too large\n", "text/plain; charset=utf-8"))
                 return
-            self._answer(app.handle("POST", self.path, self.headers, self.rfile.read(length)))
+            self._answer(app.handle("POST", self.path, self.headers, self.rfile.read(length), self.client_address[0]))
 
         def _answer(self, response: Response) -> None:
             self.send_response(response.status)

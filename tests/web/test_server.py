@@ -162,3 +162,22 @@ def test_the_command_without_a_password_says_how_to_set_one_and_exits_2(database
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "BACKOUT_WEB_PASSWORD is not set" in lines[0] and "heroku config:set" in lines[0]
+
+
+def test_password_guessing_is_slowed_per_client(web):
+    guesser = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(auth.FAILURES_ALLOWED):
+        assert requests.get(web + "/", auth=("x", "guess"), headers=guesser, timeout=10).status_code == 401
+    blocked = requests.get(web + "/", auth=("x", PASSWORD), headers=guesser, timeout=10)
+    assert blocked.status_code == 429 and blocked.headers["Retry-After"] == "60"
+    # Another client (the router appends the address it saw, so a forged first entry does not help).
+    other = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7"}
+    assert requests.get(web + "/", auth=("x", PASSWORD), headers=other, timeout=10).status_code == 200
+
+
+def test_the_throttle_forgets_after_its_window():
+    throttle = auth.Throttle(allowed=2, window=10)
+    throttle.failed("a", now=0)
+    throttle.failed("a", now=1)
+    assert throttle.blocked("a", now=5) and not throttle.blocked("b", now=5)
+    assert not throttle.blocked("a", now=10.5)
