@@ -77,9 +77,11 @@ class Throttle:
             failures = self._failures.get(client)
             while failures and failures[0] <= now - self.window:
                 failures.popleft()
-            if failures is not None and not failures:
+            if failures is None:
+                return False
+            if not failures:
                 del self._failures[client]
-            return bool(failures) and len(failures) >= self.allowed
+            return len(failures) >= self.allowed
 
     def failed(self, client: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
