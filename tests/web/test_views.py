@@ -179,3 +179,12 @@ def test_a_watch_is_in_progress_until_an_event_ends_it():
     assert not _watching([started, counted, {**counted, "kind": "verified"}], 3600)
     assert not _watching([started], 1)  # a watch whose worker died long ago is not shown as running
     assert not _watching([], 3600)
+
+
+def test_each_probed_url_gets_its_own_panel():
+    facts = story()
+    facts.samples += [{**s, "url": "https://shop.example.com/ready"} for s in facts.samples[:10]]
+    root = ElementTree.fromstring(chart.svg(facts))
+    panels = root.findall(".//{http://www.w3.org/2000/svg}g[@class='panel']")
+    assert len(panels) == 2
+    assert [len(p.findall("{http://www.w3.org/2000/svg}circle")) for p in panels] == [60, 10]
