@@ -17,21 +17,12 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
-from tests.hooks.test_release_hook_sandbox import Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
-from tests.rollback.test_restore_swap import checksums
-from tests.test_readme import code_lines
+from tests.hooks.support import A1, B2, Heroku, slug_files
+from tests.rollback.support import checksums, schema
 from tests.support import child_env, start_worker, stop_workers
+from tests.test_readme import code_lines
 
 pytestmark = pytest.mark.integration
-
-
-def schema(url: str) -> str:
-    """The app's schema as pg_dump prints it, without the ledger or copies kept by a swap."""
-    out = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=backout",
-                          "--exclude-schema=*_before_*", "--dbname", url], capture_output=True, text=True, check=True)
-    return "\n".join(line for line in out.stdout.splitlines()
-                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))
 
 
 def state(url: str) -> tuple[dict, str]:

@@ -23,10 +23,9 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2, C3
-from tests.hooks.test_release_hook_sandbox import RELEASE, Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
-from tests.migrations.test_migrations_common import FIXTURES
-from tests.rollback.test_db_rollback_sandbox import schema
+from tests.hooks.support import A1, B2, C3, RELEASE, Heroku, slug_files
+from tests.migrations.support import FIXTURES
+from tests.rollback.support import schema
 from tests.support import child_env, deploy_slug, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
