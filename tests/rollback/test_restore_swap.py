@@ -225,17 +225,18 @@ def test_in_place_restore_keeps_the_ledger_and_objects_made_since(database: str,
     assert _ledger_rows(database, cp_id)["status"] == "complete"
 
 
-@pytest.mark.parametrize("mode", ["schema", "in-place", "database"])
-def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode,jobs", [("schema", None), ("in-place", None), ("database", None), ("database", 2)])
+def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: str, jobs: int | None) -> None:
     backup, _, cp_id = _prepare(database, tmp_path)
     now = checksums(database)
     data = bytearray(Path(backup["path"]).read_bytes())
     data[len(data) // 2] ^= 0xFF
     Path(backup["path"]).write_bytes(bytes(data))
     with pytest.raises(BackoutError, match="corrupt|rolled back|failed"):
-        swap.Restore(database, backup, cp_id, "k3y00003", lambda line: None, tmp_path / "work").run(
+        swap.Restore(database, backup, cp_id, "k3y00003", lambda line: None, tmp_path / "work", jobs=jobs).run(
             mode, stream.read_toc(Path(backup["path"])))
     assert checksums(database) == now
+    assert not list((tmp_path / "work").glob(".*.dump"))  # no decompressed copy left behind
     name = urlsplit(database).path.lstrip("/")
     with psycopg.connect(SERVER_URL, autocommit=True) as admin:
         assert admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [name + "_%"]).fetchone() == (0,)
