@@ -121,7 +121,7 @@ def deploy(database: str, conn: psycopg.Connection, tool: Tool, tmp_path: Path, 
     cp = checkpoint.take(settings, conn, release, adapter=adapter, complete=False)
     tool.up(database, root, version)
     with psycopg.connect(database) as app:
-        cp = ledger.updatecheckpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
+        cp = ledger.update_checkpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
                                       completed_at="now")
     return cp, schema
 
@@ -138,7 +138,7 @@ def history(database: str, tool: Tool, tmp_path: Path, **extra: str) -> tuple[di
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, database: str, tmp_path: Path,
+def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, database: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database)  # the Django project reads it
     spec = TOOLS[tool]
@@ -226,7 +226,7 @@ def test_an_irreversible_migration_in_the_way_refuses_the_plan(database: str, tm
         [newest, _] = ledger.list_checkpoints(conn, APP)
         scripts = newest["down_scripts"]
         scripts[0].update(down=None, reversible=False, irreversible_reason="there is no 000003_x.down.sql")
-        ledger.updatecheckpoint(conn, newest["id"], down_scripts=scripts)
+        ledger.update_checkpoint(conn, newest["id"], down_scripts=scripts)
         with pytest.raises(PlanRefused, match="3 .* is irreversible: there is no 000003_x.down.sql"):
             plan_db_step(_settings(database, spec, tmp_path, tmp_path), conn, APP, None, "down", target_version=1,
                          current_version=3)
@@ -240,7 +240,7 @@ def test_a_down_script_failing_halfway_stops_and_records_what_ran(database: str,
     with ledger.connect(database) as conn:  # the saved script for ORDERS now fails after its DROP
         scripts = cp2["down_scripts"]
         scripts[0]["down"] += "\nselect no_such_function();\n"
-        ledger.updatecheckpoint(conn, cp2["id"], down_scripts=scripts)
+        ledger.update_checkpoint(conn, cp2["id"], down_scripts=scripts)
     client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
     client.create_app(APP)
     client.update_config_vars(APP, {"DATABASE_URL": database})
