@@ -324,10 +324,11 @@ class HerokuClient:
 
     def create_slug(
         self, app: str, process_types: Mapping[str, str], commit: str | None = None,
-        commit_description: str | None = None, stack: str | None = None,
+        commit_description: str | None = None, stack: str | None = None, checksum: str | None = None,
     ) -> dict:
         body: dict[str, Any] = {"process_types": dict(process_types)}
-        for key, value in (("commit", commit), ("commit_description", commit_description), ("stack", stack)):
+        for key, value in (("commit", commit), ("commit_description", commit_description), ("stack", stack),
+                           ("checksum", checksum)):
             if value is not None:
                 body[key] = value
         # A repeated create leaves an unused slug behind, which is harmless.
@@ -352,6 +353,19 @@ class HerokuClient:
         if response.status_code >= 300:
             text = " ".join(re.sub(r"<[^>]+>", " ", response.text or "").split())[:200]
             raise HerokuAPIError(response.status_code, "upload_failed", text or response.reason, "PUT", shown)
+
+    def release_output(self, output_stream_url: str) -> Iterator[str]:
+        """The release phase's output, line by line as it is written, until the phase ends. The
+        URL (a release's `output_stream_url`) needs no token, as Heroku documents."""
+        try:
+            with requests.get(output_stream_url, stream=True, timeout=(10, None)) as response:
+                if response.status_code != 200:
+                    return
+                for line in response.iter_lines(decode_unicode=True):
+                    yield line
+        except requests.RequestException as exc:
+            where = urlsplit(output_stream_url)
+            raise HerokuUnreachable(self._describe(exc, f"{where.scheme}://{where.netloc}"), "GET", where.path) from None
 
     # --- config vars -----------------------------------------------------------------------------
 

@@ -57,6 +57,10 @@ class Request:
         values = self.query.get(name)
         return values[0] if values else None
 
+    def listed(self, header: str) -> frozenset[str]:
+        """The comma-separated words of a header, such as Heroku's `Accept-Inclusion: addon:plan,config_vars`."""
+        return frozenset(w.strip() for w in (self.headers.get(header) or "").split(",") if w.strip())
+
     def body(self) -> bytes:
         if self._body is None:
             self._body = self.stream.read(self.length) if self.stream and self.length else b""
