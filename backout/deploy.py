@@ -113,7 +113,7 @@ def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release
 def create_app(client: HerokuClient, name: str, plans: Sequence[str], say: Output) -> dict:
     """Create the app, then each add-on (`heroku-postgresql:essential-0`); the app."""
     app = client.create_app(name)
-    say(f"Created {app['name']}: {app.get('web_url') or ''}".rstrip(": "))
+    say(f"Created {app['name']}, served at {app['web_url']}")
     for plan in plans:
         addon = client.create_addon(app["name"], plan)
         names = ", ".join(addon.get("config_vars") or [])

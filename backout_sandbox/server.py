@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -309,6 +310,9 @@ def serve(port: int = 5010, state_path: Path | None = None, token: str | None = 
         out.write("  # HEROKU_API_KEY: the token already in your environment is the one the sandbox accepts\n")
     else:
         out.write(f"  export HEROKU_API_KEY={sandbox.token}\n")
+    out.write("and the Heroku CLI (heroku ps, logs, releases, config, addons, pg:info, rollback, ...):\n")
+    out.write(f"  export HEROKU_HOST={sandbox.url}\n")
+    out.write(f"  export HEROKU_DATA_HOST={urlsplit(sandbox.url).hostname}\n")
     out.write("\nCtrl-C stops it (and its dynos); the state file keeps apps and releases for the next start.\n")
     out.flush()
     done = threading.Event()
