@@ -37,9 +37,22 @@ _TRANSFER_NAME = re.compile(r"[abcr](\d+)")
 class HerokuUnreachable(HerokuAPIError):
     """No answer at all (connection refused, reset or timed out), after the retries."""
 
-    def __init__(self, message: str, method: str, path: str) -> None:
+    def __init__(self, message: str, method: str, path: str, hint: str = "") -> None:
         super().__init__(0, "unreachable", message, method, path)
-        self.args = (f"Heroku API unreachable: {message} ({method} {path})",)
+        self.args = (f"Heroku API unreachable: {message} ({method} {path})" + (f"; {hint}" if hint else ""),)
+
+
+def sandbox_hint(base: str) -> str:
+    """How to reach the local sandbox instead of `base`, when a sandbox left its state in this directory."""
+    from backout_sandbox.server import DEFAULT_STATE  # only on this error path: the sandbox is not light
+
+    if not DEFAULT_STATE.exists():
+        return ""
+    if base.rstrip("/") in (HEROKU_API_URL, HEROKU_DATA_URL):
+        return (f"a local sandbox keeps its state in {DEFAULT_STATE}: to use it, start `backout sandbox` and export "
+                "the BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL it prints")
+    return (f"if {base} is the local sandbox (its state is in {DEFAULT_STATE}), start it with `backout sandbox`, "
+            "and export the BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL it prints")
 
 
 class TransferFailed(BackoutError):
@@ -165,7 +178,7 @@ class HerokuClient:
         try:
             response = self.http.request(method, base + path, headers={"Accept": accept, **(headers or {})}, **kwargs)
         except requests.RequestException as exc:
-            raise HerokuUnreachable(self._describe(exc, base), method, path) from None
+            raise HerokuUnreachable(self._describe(exc, base), method, path, sandbox_hint(base)) from None
         if response.status_code >= 400:
             raise self._error(response, method, path, app)
         return response
