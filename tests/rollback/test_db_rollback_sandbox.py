@@ -146,7 +146,7 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     # --db down: b2 undone from the script saved in v5's checkpoint; the code goes back to v4.
     done = app.rollback(f"v{v4['version']}", "down")
     assert done.stdout.strip() == f"succeeded: shop runs release v6, a rollback to v{v4['version']} (verified)"
-    for line in ("safety_checkpoint: done", "db_down: done", "code_rollback: done", "verify: done"):
+    for line in ("safety_checkpoint: done: ", "db_down: done", "code_rollback: done: ", "verify: done: "):
         assert any(line in shown and "s] " in shown for shown in done.stderr.splitlines()), (line, done.stderr)
     assert schema(app.db) == at_v5_deploy[1]
     sql_rows = _rows(app.db, "SELECT count(*), (SELECT version_num FROM alembic_version) FROM users")
