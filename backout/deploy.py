@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
@@ -26,7 +26,7 @@ from backout.heroku import HerokuClient
 # Heroku's Procfile: `<process type>: <command>`, one per line.
 _PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 # What a git push leaves out of a slug, plus what a local run leaves behind.
-SKIPPED = (".git", "__pycache__", ".venv", ".backout")
+SKIPPED = frozenset((".git", "__pycache__", ".venv", ".backout"))
 
 Output = Callable[[str], None]
 
@@ -40,10 +40,8 @@ class Slug:
     commit: str | None
 
 
-def read_procfile(directory: Path) -> dict[str, str]:
-    procfile = directory / "Procfile"
-    if not procfile.is_file():
-        raise BadInput(f"{directory} has no Procfile; add one with a line per process type, e.g. `web: python app.py`")
+def process_types(procfile: Path) -> dict[str, str]:
+    """The Procfile's process types and their commands (blank lines and comments skipped)."""
     types: dict[str, str] = {}
     for number, line in enumerate(procfile.read_text().splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -57,28 +55,36 @@ def read_procfile(directory: Path) -> dict[str, str]:
     return types
 
 
+def app_files(directory: Path) -> dict[str, Path]:
+    """The files of the app in `directory`, by path relative to it (without .git, caches and virtualenvs)."""
+    return {path.relative_to(directory).as_posix(): path for path in sorted(directory.rglob("*"))
+            if path.is_file() and not SKIPPED.intersection(path.relative_to(directory).parts)}
+
+
+def tarball(files: Mapping[str, Path]) -> bytes:
+    """The files under ./app/, gzipped: the layout Heroku unpacks a slug to."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for relative, path in sorted(files.items()):
+            info = tar.gettarinfo(path, arcname=f"./app/{relative}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with open(path, "rb") as data:
+                tar.addfile(info, data)
+    return buffer.getvalue()
+
+
 def pack(directory: Path) -> Slug:
-    """The directory as a slug: every file under ./app/ (without .git, caches and virtualenvs)."""
+    """The directory as a slug, with the process types of its Procfile."""
     directory = directory.resolve()
     if not directory.is_dir():
         raise BadInput(f"{directory} is not a directory; give the app's directory (the one with its Procfile)")
-    process_types = read_procfile(directory)
-    buf = io.BytesIO()
-    files = 0
-
-    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        nonlocal files
-        if any(part in SKIPPED for part in Path(info.name).parts):
-            return None
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        files += info.isfile()
-        return info
-
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(directory, arcname="./app", filter=keep)
-    tarball = buf.getvalue()
-    return Slug(tarball, process_types, files, "SHA256:" + hashlib.sha256(tarball).hexdigest(), _commit(directory))
+    if not (directory / "Procfile").is_file():
+        raise BadInput(f"{directory} has no Procfile; add one with a line per process type, e.g. `web: python app.py`")
+    files = app_files(directory)
+    packed = tarball(files)
+    return Slug(packed, process_types(directory / "Procfile"), len(files),
+                "SHA256:" + hashlib.sha256(packed).hexdigest(), _commit(directory))
 
 
 def _commit(directory: Path) -> str | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -59,6 +62,21 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def heroku_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding `heroku` (scripts/heroku: the Heroku CLI that scripts/install-heroku-cli
+    pins), to put first on PATH. The CLI is installed now if it is missing; the test is skipped
+    only where npm cannot be had (scripts/setup installs it from Debian, so CI never skips)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".tools" / "node_modules" / "heroku" / "bin" / "run.js").exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed, so the Heroku CLI cannot be: scripts/setup installs Node.js and npm")
+        subprocess.run([str(root / "scripts" / "install-heroku-cli")], check=True)
+    bin_dir = tmp_path_factory.mktemp("heroku-bin")
+    (bin_dir / "heroku").symlink_to(root / "scripts" / "heroku")
+    return bin_dir
 
 
 @pytest.fixture
