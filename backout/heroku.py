@@ -374,8 +374,8 @@ class HerokuClient:
             with requests.get(output_stream_url, stream=True, timeout=(10, None)) as response:
                 if response.status_code != 200:
                     return
-                for line in response.iter_lines(decode_unicode=True):
-                    yield line
+                for line in response.iter_lines():
+                    yield line.decode("utf-8", "replace")
         except requests.RequestException as exc:
             where = urlsplit(output_stream_url)
             raise HerokuUnreachable(self._describe(exc, f"{where.scheme}://{where.netloc}"), "GET", where.path) from None
