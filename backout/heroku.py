@@ -330,7 +330,7 @@ class HerokuClient:
             if self.clock() >= deadline:
                 raise WaitTimeout(f"release v{release.get('version')} of {app} still pending after {timeout:.0f}s")
             if progress:
-                progress(f"release v{release.get('version')}: pending (release phase running)")
+                progress(f"release v{release.get('version')}: its release phase is still running")
             self.sleep(poll)
 
     # --- slugs -----------------------------------------------------------------------------------
