@@ -70,13 +70,13 @@ def heroku_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pins), to put first on PATH. The CLI is installed now if it is missing; the test is skipped
     only where npm cannot be had (scripts/setup installs it from Debian, so CI never skips)."""
     root = Path(__file__).resolve().parent.parent
-    if not (root / ".tools" / "node_modules" / "heroku" / "bin" / "run.js").exists():
-        if shutil.which("npm") is None:
-            reason = "npm is not installed, so the Heroku CLI cannot be: scripts/setup installs Node.js and npm"
-            if os.environ.get("BACKOUT_TEST_REQUIRE_HEROKU_CLI"):  # CI sets it: there the test must run
-                pytest.fail(reason)
-            pytest.skip(reason)
-        subprocess.run([str(root / "scripts" / "install-heroku-cli")], check=True)
+    if shutil.which("npm") is not None:
+        subprocess.run([str(root / "scripts" / "install-heroku-cli")], check=True)  # at once when it is there
+    elif not (root / ".tools" / "node_modules" / "heroku" / "bin" / "run.js").exists():
+        reason = "npm is not installed, so the Heroku CLI cannot be: scripts/setup installs Node.js and npm"
+        if os.environ.get("BACKOUT_TEST_REQUIRE_HEROKU_CLI"):  # CI sets it: there the test must run
+            pytest.fail(reason)
+        pytest.skip(reason)
     bin_dir = tmp_path_factory.mktemp("heroku-bin")
     (bin_dir / "heroku").symlink_to(root / "scripts" / "heroku")
     return bin_dir
