@@ -464,7 +464,7 @@ def test_wait_release_polls_until_not_pending(serve, clock):
     seen: list[str] = []
     done = client(api, clock).wait_release("shop", 8, poll=0.25, progress=seen.append)
     assert done["status"] == "failed"
-    assert clock.sleeps == [0.25] * 3 and len(seen) == 3 and "v8: pending" in seen[0]
+    assert clock.sleeps == [0.25] * 3 and len(seen) == 3 and "v8: its release phase is still running" in seen[0]
 
     stuck = serve(lambda req: Reply(200, release(9, status="pending")))
     with pytest.raises(WaitTimeout, match="v9 of shop still pending after 10s"):

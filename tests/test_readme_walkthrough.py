@@ -101,6 +101,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(600)  # about a minute and a half on an idle machine; the Heroku CLI takes 2-3 s of CPU a command
 def test_the_readme_walkthrough_runs_as_written(tmp_path: Path, heroku_bin: Path, redis_url: str) -> None:
     lines = walkthrough()
     port = free_port()
@@ -145,8 +146,5 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path, heroku_bin: Path
     ps = output("heroku ps -a")
     assert re.search(r"^web\.1: up ", ps, re.M) and re.search(r"^worker\.1: up ", ps, re.M), ps
     assert "(safety)" in output("backout checkpoints")
-    looked = output("heroku apps &&")
-    assert "=== sandbox@backout.invalid Apps" in looked and "heroku-postgresql (postgresql-" in looked, looked
-    assert re.search(r"^GREETING:\s+hello$", looked, re.M), looked
     tail = (tmp_path / f"background-{lines.index(next(l for l in lines if l.startswith('heroku logs --tail')))}.log")
     assert "app[api]: Rollback to v4 by user" in tail.read_text(), tail.read_text()

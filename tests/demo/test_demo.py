@@ -25,6 +25,7 @@ import pytest
 import redis
 
 from backout import deploy
+from backout.errors import BadInput
 from backout.demo import services, slug
 from tests.support import SERVER_URL
 
@@ -226,7 +227,7 @@ def test_each_version_of_the_app_is_a_slug_of_its_own():
 
 def test_a_procfile_line_without_a_command_is_refused(tmp_path):
     (tmp_path / "Procfile").write_text("# processes\n\nweb: python app.py\nworker:\n")
-    with pytest.raises(Exception, match="line 4 is not `type: command`"):
+    with pytest.raises(BadInput, match=r"Procfile:4 is not `<process type>: <command>`"):
         slug.process_types({"Procfile": tmp_path / "Procfile"})
 
 

@@ -1,9 +1,9 @@
 """The real Heroku CLI (npm `heroku`, pinned by scripts/install-heroku-cli) against the sandbox.
 
-The README walkthrough (tests/test_readme_walkthrough.py) runs most of its commands: pg:info,
-config:set, config:get, config, ps, ps:scale, releases, releases:info, releases:output, logs,
-logs --tail, apps, apps:info, addons. This runs the rest: apps:create, addons:create (the plan as
-the CLI sends it, an object), restart and rollback, and logs with a filter."""
+The README walkthrough (tests/test_readme_walkthrough.py) runs about half of its commands: pg:info,
+config:set, config:get, ps, ps:scale, releases, releases:info, releases:output, logs and
+logs --tail. This runs the rest: apps:create, addons:create (the plan as the CLI sends it, an
+object), apps, apps:info, addons, config, restart and rollback, and logs with a filter."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class HerokuCli:
         return done.stdout + done.stderr
 
 
+@pytest.mark.timeout(600)  # the Heroku CLI takes 2-3 s of CPU a command
 def test_the_heroku_cli_creates_restarts_and_rolls_back(sandbox: Any, heroku_bin: Path, tmp_path: Path) -> None:
     heroku = HerokuCli(sandbox, heroku_bin, tmp_path / "home")
     assert "Creating sbx-heroku-cli... done" in heroku("apps:create", "sbx-heroku-cli")
@@ -40,14 +41,21 @@ def test_the_heroku_cli_creates_restarts_and_rolls_back(sandbox: Any, heroku_bin
     assert "Creating heroku-postgresql:essential-0 on sbx-heroku-cli... free" in created, created
     assert re.search(r"Created postgresql-\S+ as DATABASE_URL", created), created
     api = SandboxApi(sandbox)
-    for code in ("one", "two"):  # v3 and v4
+    api.ok("PATCH", "/apps/sbx-heroku-cli/config-vars", json={"GREETING": "hello"})
+    apps = heroku("apps")
+    assert "=== sandbox@backout.invalid Apps" in apps and "sbx-heroku-cli" in apps, apps
+    info = heroku("apps:info", "-a", "sbx-heroku-cli")
+    assert "=== sbx-heroku-cli" in info and re.search(r"^Addons:\s+heroku-postgresql:essential-0$", info, re.M), info
+    assert "heroku-postgresql (postgresql-" in heroku("addons", "-a", "sbx-heroku-cli")
+    assert re.search(r"^GREETING:\s+hello$", heroku("config", "-a", "sbx-heroku-cli"), re.M)
+    for code in ("one", "two"):  # v4 and v5
         api.deploy("sbx-heroku-cli", {}, {"release": f"echo migrating {code}", "worker": "exec sleep 600"})
     api.ok("PATCH", "/apps/sbx-heroku-cli/formation", json={"updates": [{"type": "worker", "quantity": 1}]})
     assert "Restarting all dynos on sbx-heroku-cli... done" in heroku("restart", "-a", "sbx-heroku-cli")
-    rolled = heroku("rollback", "v3", "-a", "sbx-heroku-cli")
-    assert "Rolling back sbx-heroku-cli to v3... done, v5" in rolled, rolled
+    rolled = heroku("rollback", "v4", "-a", "sbx-heroku-cli")
+    assert "Rolling back sbx-heroku-cli to v4... done, v6" in rolled, rolled
     releases = api.ok("GET", "/apps/sbx-heroku-cli/releases")
-    assert (releases[-1]["description"], releases[-1]["status"]) == ("Rollback to v3", "succeeded")
+    assert (releases[-1]["description"], releases[-1]["status"]) == ("Rollback to v4", "succeeded")
     logs = heroku("logs", "-a", "sbx-heroku-cli", "--source", "app", "-n", "20")
-    assert "app[api]: Rollback to v3 by user sandbox@backout.invalid" in logs, logs
+    assert "app[api]: Rollback to v4 by user sandbox@backout.invalid" in logs, logs
     assert "heroku[" not in logs and "app[release.1]: migrating one" in logs, logs
