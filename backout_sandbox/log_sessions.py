@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from backout_sandbox import resources
 from backout_sandbox.routing import ApiError, invalid
 from backout_sandbox.signed_urls import Signer
-from backout_sandbox.store import new_id, now
+from backout_sandbox.core.store import new_id, now
 
 DEFAULT_LINES = 100
 MAX_LINES = 1500  # Logplex's limit

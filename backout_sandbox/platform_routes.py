@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from backout_sandbox import resources
 from backout_sandbox.addons import AddOns
+from backout_sandbox.core.messages import Request, Response
+from backout_sandbox.core.router import Router
 from backout_sandbox.platform import Platform
 from backout_sandbox.ratelimit import RateLimiter
-from backout_sandbox.routing import (
-    Request,
-    Response,
-    Router,
-    invalid,
-    not_found,
-    paginate,
-)
+from backout_sandbox.routing import header_words, invalid, not_found, paginate
 
 APP = "{(#/definitions/app/definitions/identity)}"
 
@@ -27,11 +20,7 @@ def _ref(resource: str, name: str = "identity") -> str:
 def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLimiter) -> None:
     store = platform.store
 
-    def add(method: str, path: str, href: str | None = None) -> Any:
-        def wrap(handler: Any) -> Any:
-            router.add(method, path, handler, href)
-            return handler
-        return wrap
+    add = router.route
 
     # --- account ---------------------------------------------------------------------------------
 
@@ -187,7 +176,7 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     def expanded(req: Request, addon: dict[str, Any]) -> dict[str, Any]:
         """`Accept-Expansion: plan` (the Heroku CLI's) adds the plan's price."""
-        if "plan" in req.listed("Accept-Expansion"):
+        if "plan" in header_words(req, "Accept-Expansion"):
             addon["plan"] = {**addon["plan"], "price": dict(resources.PLAN_PRICE)}
         return addon
 
@@ -237,11 +226,11 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/addon-attachments", "/addon-attachments")
     def list_attachments(req: Request) -> Response:
-        return Response(200, addons.list_attachments(include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.list_attachments(include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/addon-attachments/{attachment}", f"/addon-attachments/{_ref('add-on-attachment')}")
     def attachment_info(req: Request, attachment: str) -> Response:
-        return Response(200, addons.attachment_info(attachment, include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.attachment_info(attachment, include=header_words(req, "Accept-Inclusion")))
 
     @add("DELETE", "/addon-attachments/{attachment}", f"/addon-attachments/{_ref('add-on-attachment')}")
     def delete_attachment(req: Request, attachment: str) -> Response:
@@ -249,20 +238,20 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/addon-attachments", f"/apps/{APP}/addon-attachments")
     def app_attachments(req: Request, app: str) -> Response:
-        return Response(200, addons.list_attachments(app_ident=app, include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.list_attachments(app_ident=app, include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/apps/{app}/addon-attachments/{attachment}",
          f"/apps/{APP}/addon-attachments/{_ref('add-on-attachment', 'scopedIdentity')}")
     def app_attachment_info(req: Request, app: str, attachment: str) -> Response:
-        return Response(200, addons.attachment_info(attachment, app_ident=app, include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.attachment_info(attachment, app_ident=app, include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/addons/{addon}/addon-attachments", f"/addons/{_ref('add-on')}/addon-attachments")
     def addon_attachments(req: Request, addon: str) -> Response:
-        return Response(200, addons.list_attachments(addon_ident=addon, include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.list_attachments(addon_ident=addon, include=header_words(req, "Accept-Inclusion")))
 
     @add("POST", "/actions/addon-attachments/resolve", "/actions/addon-attachments/resolve")
     def resolve_attachments(req: Request) -> Response:
-        return Response(200, addons.resolve_attachments(req.json_object(), include=req.listed("Accept-Inclusion")))
+        return Response(200, addons.resolve_attachments(req.json_object(), include=header_words(req, "Accept-Inclusion")))
 
     # --- app webhooks ----------------------------------------------------------------------------
 

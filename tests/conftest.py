@@ -72,7 +72,7 @@ def heroku_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = Path(__file__).resolve().parent.parent
     if shutil.which("npm") is not None:
         subprocess.run([str(root / "scripts" / "install-heroku-cli")], check=True)  # at once when it is there
-    elif not (root / ".tools" / "node_modules" / "heroku" / "bin" / "run.js").exists():
+    elif not (root / ".tools" / "heroku" / "node_modules" / "heroku" / "bin" / "run.js").exists():
         reason = "npm is not installed, so the Heroku CLI cannot be: scripts/setup installs Node.js and npm"
         if os.environ.get("BACKOUT_TEST_REQUIRE_HEROKU_CLI"):  # CI sets it: there the test must run
             pytest.fail(reason)
@@ -107,3 +107,14 @@ def sandbox(tmp_path):
                 postgres_url=SERVER_URL, stop_timeout=5)
     yield box
     box.stop(drop_databases=True)
+
+
+@pytest.fixture
+def heroku(sandbox):
+    """The sandbox through backout's own client, with apps deployed with the release hook as their
+    release phase (tests.hooks.support.Heroku)."""
+    from tests.hooks.support import Heroku
+
+    h = Heroku(sandbox)
+    yield h
+    h.client.close()

@@ -4,20 +4,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from backout import deploy
 from backout.errors import BadInput
 from backout.heroku import HerokuClient
 from backout.settings import HEROKU_API_URL, Settings
+from backout_sandbox import server
+from backout_sandbox.core.errors import StartError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=5010, help="port on 127.0.0.1 (default 5010; 0 picks a free one)")
-    p.add_argument("--state", metavar="FILE", help="where the sandbox keeps its state (default .backout/sandbox.json)")
-    p.add_argument("--postgres-url", metavar="URL",
-                   help="server for the add-on databases (default postgres://postgres@127.0.0.1:5432/postgres)")
+    server.add_arguments(p)
     actions = p.add_subparsers(dest="action", metavar="ACTION",
                                description="without an action, the sandbox serves in the foreground")
     create = actions.add_parser("create", help="create an app, with add-ons (heroku apps:create, addons:create)",
@@ -34,11 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.action is None:
-        from backout_sandbox import server  # only the serving command loads the sandbox
-
         # The token already in the environment, if any, is the one the sandbox accepts.
-        return server.serve(port=args.port, state_path=Path(args.state) if args.state else None,
-                            token=settings.heroku_api_key, postgres_url=args.postgres_url)
+        try:
+            return server.serve(port=args.port, state_path=args.state, token=settings.heroku_api_key,
+                                postgres_url=args.postgres_url)
+        except StartError as exc:
+            raise BadInput(str(exc)) from None
     if settings.heroku_api_url == HEROKU_API_URL:
         raise BadInput("BACKOUT_HEROKU_API_URL is not set, so this would go to Heroku itself; export the lines "
                        "`backout sandbox` prints (BACKOUT_HEROKU_API_URL, BACKOUT_HEROKU_DATA_URL, HEROKU_API_KEY)")
