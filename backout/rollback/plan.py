@@ -71,7 +71,10 @@ def build_plan(
         )
     step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
 
-    steps = ([] if step is None else [step["kind"]]) + ["code_rollback", "release_phase", "verify"]
+    # Exactly the steps the job runs: a database step behind its safety checkpoint, and no code
+    # rollback (nor its release phase) when the app already runs the target's code and config.
+    steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
+    steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
     return {
         "app": app,
         "to": to,
@@ -86,7 +89,7 @@ def build_plan(
         "noop": noop,
         "db": db,
         "db_step": step,
-        "steps": ["verify"] if noop and step is None else steps,
+        "steps": steps,
     }
 
 
