@@ -33,6 +33,7 @@ from backout.migrations.base import (
     missing_path,
     oldest_first,
     read_file,
+    undone,
     walk_down,
 )
 
@@ -167,14 +168,14 @@ class AlembicAdapter(MigrationAdapter):
 
         def applied_step(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
             ran.append(step.up_revision_id)
-            say(f"down alembic {step.up_revision_id} done")
+            say(f"undid alembic revision {step.up_revision_id}")
 
         with tempfile.TemporaryDirectory(prefix="backout-alembic-") as tmp:
             write_script_directory(Path(tmp), migrations, target)
             config = Config()
             config.set_main_option("script_location", tmp)
             config.attributes["on_version_apply"] = applied_step
-            say(f"alembic downgrade {target or 'base'}: {len(migrations)} revisions")
+            say(f"running alembic downgrade to {target or 'base'} ({len(migrations)} revisions)")
             with lent_to_sqlalchemy(conn) as connection:
                 config.attributes["connection"] = connection
                 try:
@@ -183,7 +184,7 @@ class AlembicAdapter(MigrationAdapter):
                     failed = next((m.id for m in reversed(oldest_first(migrations)) if m.id not in ran), "?")
                     text = str(exc).strip()
                     raise DownMigrationError(ran, failed, text.splitlines()[0] if text else type(exc).__name__) from exc
-        say(f"down migrations done: {len(ran)} undone")
+        say(undone(ran))
         return ran
 
     def _revision_files(self) -> list[Path]:
