@@ -7,6 +7,7 @@ checkpoint is listed by `backout checkpoints`, and the ledger is never rewound."
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +18,11 @@ import pytest
 
 from backout import ledger
 from tests.hooks.support import A1, B2, Heroku, slug_files
-from tests.rollback.support import checksums
+from tests.rollback.support import checksums, schema
 from tests.support import child_env, start_worker, stop_workers
+from tests.test_readme import code_lines
 
 pytestmark = pytest.mark.integration
-
-
-def schema(url: str) -> str:
-    """The app's schema as pg_dump prints it, without the ledger or copies kept by a swap."""
-    out = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=backout",
-                          "--exclude-schema=*_before_*", "--dbname", url], capture_output=True, text=True, check=True)
-    return "\n".join(line for line in out.stdout.splitlines()
-                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))
 
 
 def state(url: str) -> tuple[dict, str]:
@@ -128,11 +122,15 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     with ledger.connect(app.db) as conn:
         assert ledger.list_requests(conn, "shop") == []
 
-    # A dry run prints the plan: what is restored, how, and what is lost; it changes nothing.
-    dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--confirm", "shop",
-                      "--dry-run", "--json")
+    # A dry run prints the plan: what is restored, how, and what is lost; it changes nothing, so it
+    # needs no --confirm.
+    dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--dry-run",
+                      "--json")
     assert dry.returncode == 0, dry.stderr
-    step = json.loads(dry.stdout)["plan"]["db_step"]
+    dry_plan = json.loads(dry.stdout)["plan"]
+    # Exactly the steps the job would run.
+    assert dry_plan["steps"] == ["safety_checkpoint", "db_restore", "code_rollback", "release_phase", "verify"]
+    step = dry_plan["db_step"]
     v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
     assert step["kind"] == "db_restore" and step["restore_point"]["id"] == v5_checkpoint["id"]
     assert step["restore"]["mode"] == "schema" and step["safety_checkpoint"] == {"backup": "pg_dump"}
@@ -175,14 +173,19 @@ def test_restore_from_a_heroku_backup_and_the_ledger_is_not_rewound(make_app: An
     app = make_app("shop-heroku", "heroku")
     v4 = app.deploy([A1], "cccc3333")
     sql(app.db, "INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 300) g")
-    at_v5_deploy = checksums(app.db)
+    at_v5_deploy = state(app.db)
     app.deploy([A1, B2], "dddd4444")
-    sql(app.db, "INSERT INTO users (name, email) SELECT 'late ' || g, 'x' FROM generate_series(1, 50) g")
+    sql(app.db, "INSERT INTO users (name, email) SELECT 'late ' || g, 'x' FROM generate_series(1, 50) g",
+        # What a later migration made, which the Data API's pg_restore --clean would leave behind.
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')", "CREATE TABLE audit (id bigserial PRIMARY KEY, m mood)",
+        "CREATE FUNCTION audit_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM audit'",
+        "CREATE SCHEMA reports", "CREATE VIEW reports.recent AS SELECT * FROM audit")
 
     app.start_worker()
     done = app.rollback(f"v{v4['version']}", "restore")
     assert "db_restore: done" in done.stderr and "mode=data-api" in done.stderr, done.stderr
-    assert checksums(app.db) == at_v5_deploy
+    # The database equals the checkpoint: what came after it is gone, not only the rows.
+    assert state(app.db) == at_v5_deploy
     assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
     with ledger.connect(app.db) as conn:
         [request] = ledger.list_requests(conn, "shop-heroku")
@@ -239,3 +242,25 @@ def _rows(url: str, query: str) -> list[tuple]:
 
 def _database_addon(heroku: Heroku, app: str) -> dict:
     return next(a for a in heroku.client.attachments(app) if a["name"] == "DATABASE")["addon"]
+
+
+def test_the_readmes_rollback_examples_run_as_written(make_app: Any) -> None:
+    """Each `backout rollback --app myapp ...` line of the README, in its order, against a sandbox app
+    named myapp; only the placeholders become this app's: v41 its first release, cp_01J… the
+    checkpoint of its newest deploy."""
+    examples = [shlex.split(line)[1:] for line in code_lines() if line.startswith("backout rollback --app myapp")]
+    assert len(examples) == 3, examples
+    app = make_app("myapp", "pg_dump")
+    first = app.deploy([A1], "aaaa0001")
+    app.deploy([A1, B2], "bbbb0002")
+    newest = app.deploy([A1, B2], "cccc0003")  # code only: `--to previous` (no --db) runs on its schema
+    checkpoint_id = next(cp["id"] for cp in app.checkpoints() if cp["release"]["version"] == newest["version"])
+    app.start_worker()
+    for words in examples:
+        args = [{"v41": f"v{first['version']}", "cp_01J…": checkpoint_id}.get(w, w) for w in words]
+        done = app.backout(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr, app.worker_log())
+        if "--db" in args and "down" in args:  # back at the first release's schema
+            assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
+        if "--dry-run" in args:
+            assert "nothing was changed" in done.stdout

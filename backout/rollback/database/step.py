@@ -25,6 +25,7 @@ missing. The worker checks everything again before it changes anything.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable
 
 import psycopg
@@ -35,7 +36,7 @@ from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.output import human_bytes
 from backout.redact import redact
-from backout.rollback.database import down, loss, pgtools, restore, stream, swap
+from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
 from backout.rollback.database.down import DownMigrationError
 from backout.settings import Settings
 
@@ -172,17 +173,25 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
 
 def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, point: dict,
                conn: psycopg.Connection | None) -> None:
-    plan = down.saved_plan(ledger_conn, point)
-    problems = plan.problems_without_database()
+    path = _migrations_path(settings, point)
+    if conn is None:
+        plan = down.saved_plan(ledger_conn, point)
+        step["checked_by_worker"].append(f"the {plan.tool} state applied now, from which the worker plans again")
+    else:
+        plan = down.live_plan(ledger_conn, conn, point, path)
+    problems = plan.problems()
+    if conn is not None and not problems:
+        problems = down.check(conn, plan, path)
+        step["checked_here"].append(f"the {plan.tool} state applied now, and a saved down script for each step")
     if problems:
-        raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
-    if conn is not None:
-        problems = down.check(conn, plan)
-        if problems:
-            raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
-        step["checked_here"].append(f"the {plan.tool} state is what the checkpoints expect")
+        raise down.refusal(plan, problems, point)
     step["down"] = plan.to_json()
     step["safety_checkpoint"] = _safety_plan(settings.backup) if plan.migrations else None
+
+
+def _migrations_path(settings: Settings, point: dict) -> Path | None:
+    """BACKOUT_MIGRATIONS_PATH when it is the checkpoints' tool's (Django runs from there)."""
+    return settings.migrations_path if settings.migrations == point["migration_tool"] else None
 
 
 def _safety_plan(strategy: str) -> dict:
@@ -332,21 +341,60 @@ class _Runner:
         return result
 
     def _down_plan(self, db_step: dict) -> down.DownPlan:
-        plan = down.saved_plan(self.conn, self.point)
-        planned = [m["id"] for m in (db_step.get("down") or {}).get("migrations") or []]
-        if [m.id for m in plan.migrations] != planned:
-            raise PlanRefused(f"the plan is stale: it undoes {planned or 'nothing'}, but the checkpoints now call for "
-                              f"{[m.id for m in plan.migrations] or 'nothing'}; ask for the rollback again")
-        problems = plan.problems_without_database()
+        path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
-            problems += down.check(app_conn, plan)
+            plan = down.live_plan(self.conn, app_conn, self.point, path)
+            planned = db_step.get("down") or {}
+            ids = [m["id"] for m in planned.get("migrations") or []]
+            if planned.get("from_live_state") and sorted(m.id for m in plan.migrations) != sorted(ids):
+                raise PlanRefused(f"the plan is stale: it undoes {ids or 'nothing'}, but the database now calls for "
+                                  f"{[m.id for m in plan.migrations] or 'nothing'}; ask for the rollback again")
+            problems = plan.problems() or down.check(app_conn, plan, path)
         if problems:
-            raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
+            raise down.refusal(plan, problems, self.point)
         return plan
 
     def _down(self, plan: down.DownPlan) -> dict:
+        path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
-            return {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True))}
+            result = {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
+            result["schema_checked"] = self._check_schema(app_conn)
+        return result
+
+    def _check_schema(self, app_conn: psycopg.Connection) -> bool:
+        """After the down migrations, the schema must hold what the restore point's backup holds and
+        nothing more: a down script that left a table (or dropped one too many) stops the rollback
+        here, before the rollback release's own migrate could paper over it. False when the backup
+        cannot be read here (no backup, or a Heroku backup without the Data API)."""
+        archive = self._restore_point_archive()
+        if archive is None:
+            return False
+        extra = leftovers.leftovers(app_conn, archive)
+        tables = [e for e in archive.entries if e.desc == "TABLE" and e.namespace != swap.LEDGER_SCHEMA]
+        present = {row[0] for row in app_conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace")}
+        gone = [e.qualified for e in tables if e.qualified not in present]
+        if extra or gone:
+            held = [f"{kind.lower()} {schema}.{name}" for kind, schema, name, _ in extra]
+            raise BackoutError(
+                "after the down migrations the schema is not the one checkpoint " + self.point["id"] + " holds"
+                + (f": it has {', '.join(held)}, which the checkpoint did not" if held else "")
+                + (f"{';' if held else ':'} it lacks {', '.join(gone)}" if gone else "")
+                + "; the code was not rolled back. Check the down scripts, or --db restore that checkpoint")
+        self.say("down migrations: the schema holds what the checkpoint's backup holds", record=True)
+        return True
+
+    def _restore_point_archive(self) -> Any:
+        backup = self.point.get("backup") or {}
+        try:
+            if self.point["backup_strategy"] == "pg_dump":
+                return stream.read_toc(stream.check_file(backup))
+            if self.point["backup_strategy"] == "heroku" and backup.get("transfer_num") is not None:
+                return restore.remote_toc(self.client.backup_url(self.app, backup["transfer_num"])["url"])
+        except BackoutError as exc:
+            self.say(f"down migrations: the schema is not checked, the checkpoint's backup cannot be read ({exc})",
+                     record=True)
+        return None
 
     def _restore(self, earlier: list[dict]) -> dict:
         strategy = self.point["backup_strategy"]
