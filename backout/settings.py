@@ -15,6 +15,8 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from backout.errors import ConfigError
+from backout.storage import config as storage_config
+from backout.storage.config import StorageSettings
 
 T = TypeVar("T")
 
@@ -99,6 +101,9 @@ class Settings:
     sentry_api_url: str = SENTRY_API_URL
     sentry_org: str | None = None
     sentry_project: str | None = None
+    storage: StorageSettings = StorageSettings()
+    # The dyno this process runs on (Heroku sets DYNO): its disk is wiped when it exits.
+    dyno: str | None = None
 
     @property
     def ledger_url(self) -> str | None:
@@ -138,6 +143,8 @@ class Settings:
             "BACKOUT_NOTIFY_URL": self.notify_url or "",
             "BACKOUT_SENTRY_API_TOKEN": self.sentry_api_token or "",
             "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
+            "AWS_SECRET_ACCESS_KEY": self.storage.secret_access_key or "",
+            "AWS_SESSION_TOKEN": self.storage.session_token or "",
         }
         return secrets_from_env(env)
 
@@ -204,6 +211,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                     "all three of BACKOUT_SENTRY_API_TOKEN (scope event:read), BACKOUT_SENTRY_ORG "
                     "and BACKOUT_SENTRY_PROJECT (slugs), or none of them",
                 )
+    storage = storage_config.load(get)
+    dyno = get("DYNO")
+    # The default backup is one that can be restored from where it runs: a dyno's disk does not
+    # outlive it, so there pg_dump needs object storage, and Heroku's own backups work without.
+    default_backup = "heroku" if dyno and storage.archives is None else "pg_dump"
     return Settings(
         database_url=database_url,
         backout_database_url=backout_database_url,
@@ -214,7 +226,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         app_name=parsed("HEROKU_APP_NAME", _app_name, None),
         release_version=parsed("HEROKU_RELEASE_VERSION", _release_version, None),
         slug_commit=get("HEROKU_SLUG_COMMIT"),
-        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), "pg_dump"),
+        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), default_backup),
         backup_dir=parsed("BACKOUT_BACKUP_DIR", Path, Path(".backout/backups")),
         migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
@@ -231,6 +243,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_api_url=parsed("BACKOUT_SENTRY_API_URL", _http_url("BACKOUT_SENTRY_API_URL"), SENTRY_API_URL),
         sentry_org=sentry_check["BACKOUT_SENTRY_ORG"],
         sentry_project=sentry_check["BACKOUT_SENTRY_PROJECT"],
+        storage=storage,
+        dyno=dyno,
     )
 
 
@@ -249,7 +263,7 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
-        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT",
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "DYNO", *storage_config.names(),
     ]
 
 

@@ -24,14 +24,19 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Callable
+from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol
 
 import zstandard
 
+from backout.backups.archive import Scanner
 from backout.backups.libpq import client_args, database_name
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.redact import mask_url, redact
+from backout.storage.archives import archive_key
+from backout.storage.client import make_client
+from backout.storage.config import StorageSettings
+from backout.storage.upload import MultipartUpload
 
 if TYPE_CHECKING:
     from backout.backups import BackupContext
@@ -48,7 +53,10 @@ Progress = Callable[[str], None]
 
 
 def take(ctx: "BackupContext") -> dict:
-    """The strategy's entry point: dump the app's database into the backup directory."""
+    """The strategy's entry point: dump the app's database into object storage when
+    BACKOUT_STORAGE_URL is set, else into the backup directory."""
+    if ctx.storage is not None and ctx.storage.archives is not None:
+        return dump_to_storage(ctx.database_url, ctx.storage, ctx.app, ctx.checkpoint_id, progress=ctx.progress)
     return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress)
 
 
@@ -68,7 +76,7 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     started = time.monotonic()
     say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
     try:
-        sha256, size, dump_size = _write(database_url, temp, say, level)
+        sha256, size, dump_size = _write_file(database_url, temp, say, level)
         say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(size)} written; verifying")
         checked = verify(temp, sha256)
         if checked["dump_size"] != dump_size:
@@ -87,6 +95,52 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
         "path": str(path), "size": size, "sha256": sha256, "format": "custom", "compression": "zstd",
         "level": level, "dump_size": dump_size, "entries": checked["entries"], "seconds": seconds,
         "database": database_name(database_url),
+    }
+
+
+def _write_file(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int]:
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        out = _HashingWriter(fd)
+        dump_size = _write(database_url, out, say, level)
+        os.fsync(fd)
+    except OSError as exc:
+        raise _disk_error(exc, temp) from None
+    finally:
+        os.close(fd)
+    return out.digest.hexdigest(), out.size, dump_size
+
+
+def dump_to_storage(database_url: str, storage: StorageSettings, app: str, checkpoint_id: str,
+                    progress: Progress | None = None, level: int = ZSTD_LEVEL) -> dict:
+    """Dump `database_url` straight into object storage: pg_dump | zstd | a multipart upload, with no
+    local copy and memory bounded whatever the size. The archive is checked on the way (pg_dump's
+    exit status, the whole table of contents and every data block read by the archive scanner,
+    Content-MD5 on every part, the object's size after the upload); any failure aborts the upload,
+    so nothing is left under the key. Returns the description the checkpoint records."""
+    say = progress or (lambda message: None)
+    where = storage.archives
+    assert where is not None
+    client = make_client(storage)
+    key = archive_key(where, app, checkpoint_id)
+    started = time.monotonic()
+    say(f"backup: pg_dump of {mask_url(database_url)} into s3://{where.bucket}/{key}")
+    scanner = Scanner()
+    metadata = {"backout-checkpoint": checkpoint_id, "backout-app": app, "backout-format": "pg_dump-custom+zstd"}
+    with MultipartUpload(client, where.bucket, key, sse=storage.sse, content_type="application/zstd",
+                         metadata=metadata) as upload:
+        dump_size = _write(database_url, upload, say, level, watch=scanner.feed)
+        archive = scanner.finish()
+        stored = upload.complete()
+    seconds = round(time.monotonic() - started, 3)
+    say(f"backup: uploaded and checked, {len(archive.entries)} archive entries, {human_bytes(stored['size'])} "
+        f"in {seconds:.1f}s")
+    return {
+        "storage": "s3", "url": f"s3://{where.bucket}/{key}", "bucket": where.bucket, "key": key,
+        "etag": stored["etag"], "version_id": stored["version_id"], "encryption": stored["encryption"],
+        "parts": stored["parts"], "size": stored["size"], "sha256": stored["sha256"], "format": "custom",
+        "compression": "zstd", "level": level, "dump_size": dump_size, "entries": len(archive.entries),
+        "seconds": seconds, "database": database_name(database_url),
     }
 
 
@@ -172,17 +226,14 @@ def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int]:
+def _write(database_url: str, out: "_Sink", say: Progress, level: int,
+           watch: Callable[[bytes], None] | None = None) -> int:
+    """Stream pg_dump through zstd into `out`; returns the bytes pg_dump wrote. `watch` sees every
+    uncompressed chunk (the storage path scans the archive with it)."""
     argv, env = pg_dump_command(database_url)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    except BaseException:
-        os.close(fd)
-        raise
+    dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     errors = _Collector(dump.stderr)
     _grow_pipe(dump.stdout.fileno())
-    out = _HashingWriter(fd)
     dump_size = 0
     try:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
@@ -194,25 +245,32 @@ def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[st
                 if not chunk:
                     break
                 writer.write(chunk)
+                if watch is not None:
+                    watch(chunk)
                 dump_size += len(chunk)
                 if time.monotonic() >= next_report:
                     say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
                     next_report = time.monotonic() + PROGRESS_EVERY
-        os.fsync(fd)
-    except OSError as exc:
-        _stop(dump)
-        raise _disk_error(exc, temp) from None
     except BaseException:
         _stop(dump)
         raise
-    finally:
-        os.close(fd)
     status = dump.wait()
     errors.join()
     if status != 0:
         message = redact(errors.last_error(), _secrets(env))
         raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
-    return out.digest.hexdigest(), out.size, dump_size
+    return dump_size
+
+
+class _Sink(Protocol):
+    """Where the compressed archive goes: a file (`_HashingWriter`) or a multipart upload."""
+
+    size: int
+    digest: "hashlib._Hash"
+
+    def write(self, data: bytes) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class _HashingWriter:

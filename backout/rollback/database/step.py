@@ -124,13 +124,15 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
         raise PlanRefused(f"checkpoint {point['id']} holds no copy of the data (taken with BACKOUT_BACKUP=none); "
                           "roll back with --db down, or choose a checkpoint with a backup")
     if strategy == "pg_dump":
-        info.update(file=backup.get("path"), size=backup.get("size"), archive_bytes=backup.get("dump_size"))
+        info.update(file=backup.get("url") or backup.get("path"), size=backup.get("size"),
+                    archive_bytes=backup.get("dump_size"))
         try:
-            toc = stream.read_toc(stream.check_file(backup))
-            step["checked_here"].append("the backup file is present, with its recorded size, and readable")
+            toc = stream.read_toc(restore.archive_of(point, settings))
+            step["checked_here"].append(f"the {'archive in storage' if backup.get('storage') else 'backup file'} is "
+                                        "present, with its recorded size, and readable")
         except BackoutError as exc:
             if "not on this machine" not in str(exc):
-                raise PlanRefused(f"cannot restore checkpoint {point['id']}: {exc}") from None
+                raise PlanRefused(str(exc)) from None
             toc = None
             step["checked_by_worker"].append("the backup file (it is not on this machine)")
         if conn is not None:

@@ -1,9 +1,11 @@
-"""Reading a `pg_dump` checkpoint's archive (`<id>.dump.zst`) for a restore.
+"""Reading a `pg_dump` checkpoint's archive (`<id>.dump.zst`) for a restore, wherever it is kept.
 
+`locate` gives the archive as a source: a file in BACKOUT_BACKUP_DIR (`LocalArchive`) or an object
+in BACKOUT_STORAGE_URL (`storage.archives.StoredArchive`, read with parallel ranged GETs).
 `backout.backups.pg_dump.open_archive` is the reference reader; this one streams the same archive
 through zstd's stream reader, about five times faster on this machine (a restore reads the whole
 archive, so that time adds to the restore's), and checks the same things: zstd's checksum, no bytes
-after the end, and the size pg_dump wrote (zstd alone says nothing about a file cut short).
+after the end, and the size pg_dump wrote (zstd alone says nothing about an archive cut short).
 Streamed, every chunk also goes through an archive `Scanner`, which counts each table's rows for
 the verification after the restore.
 """
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 import zstandard
 
 from backout.backups.archive import Archive, Scanner
 from backout.errors import BackoutError
 from backout.output import human_bytes
+from backout.storage.config import StorageSettings
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 5.0
@@ -27,24 +31,64 @@ PROGRESS_EVERY = 5.0
 Progress = Callable[[str], None]
 
 
-def check_file(backup: dict) -> Path:
-    """The archive's path, after checking it is there with the size recorded when it was written."""
-    path = Path(backup.get("path") or "")
-    if not backup.get("path") or not path.is_file():
-        raise BackoutError(f"the checkpoint's backup file {path} is not on this machine (BACKOUT_BACKUP_DIR "
-                           "of the process that took it); run the worker where the backups are kept")
-    size = path.stat().st_size
-    if backup.get("size") is not None and size != backup["size"]:
-        raise BackoutError(f"the backup file {path} is {size} bytes, but {backup['size']} were written: "
-                           "it was changed or cut short since")
-    return path
+class Source(Protocol):
+    """Where an archive's compressed bytes are read from."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self) -> None: ...
+
+    def open(self) -> BinaryIO: ...
 
 
-def chunks(path: Path, dump_size: int | None) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class LocalArchive:
+    """An archive file in BACKOUT_BACKUP_DIR."""
+
+    path: Path
+    size: int | None
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def check(self) -> None:
+        """BackoutError unless the file is here with the size recorded when it was written."""
+        if not self.path.is_file():
+            raise BackoutError(f"the checkpoint's backup file {self.path} is not on this machine (BACKOUT_BACKUP_DIR "
+                               "of the process that took it); run the worker where the backups are kept")
+        size = self.path.stat().st_size
+        if self.size is not None and size != self.size:
+            raise BackoutError(f"the backup file {self.path} is {size} bytes, but {self.size} were written: "
+                               "it was changed or cut short since")
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+
+def locate(backup: dict, storage: StorageSettings) -> Source:
+    """The archive a checkpoint's backup record names: an object in storage when it was uploaded,
+    else a file."""
+    if backup.get("storage") == "s3":
+        from backout.storage.archives import StoredArchive
+        from backout.storage.client import make_client
+
+        return StoredArchive.of(make_client(storage), backup)
+    return LocalArchive(Path(backup.get("path") or ""), backup.get("size"))
+
+
+def as_source(where: "Source | str | os.PathLike") -> Source:
+    """A source for an archive given as a source or as a local file's path."""
+    return LocalArchive(Path(where), None) if isinstance(where, (str, os.PathLike)) else where
+
+
+def chunks(where: "Source | str | os.PathLike", dump_size: int | None) -> Iterator[bytes]:
     """The archive's decompressed bytes; raises BackoutError if it is corrupt or shorter than recorded."""
+    source = as_source(where)
     total = 0
     try:
-        with open(path, "rb") as raw:
+        with source.open() as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
             while True:
                 chunk = reader.read(CHUNK)
@@ -53,16 +97,17 @@ def chunks(path: Path, dump_size: int | None) -> Iterator[bytes]:
                 total += len(chunk)
                 yield chunk
     except zstandard.ZstdError as exc:
-        raise BackoutError(f"backup {path} is corrupt: {exc}") from None
+        raise BackoutError(f"backup {source.name} is corrupt: {exc}") from None
     if dump_size is not None and total != dump_size:
-        raise BackoutError(f"backup {path} holds {total} bytes of archive, but pg_dump wrote {dump_size}: "
+        raise BackoutError(f"backup {source.name} holds {total} bytes of archive, but pg_dump wrote {dump_size}: "
                            "it is truncated or damaged")
 
 
-def read_toc(path: Path) -> Archive:
+def read_toc(where: "Source | str | os.PathLike") -> Archive:
     """The archive's table of contents, reading only as far as it goes."""
+    source = as_source(where)
     scanner = Scanner()
-    with open(path, "rb") as raw:
+    with source.open() as raw:
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
         try:
             while scanner.in_toc:
@@ -71,19 +116,19 @@ def read_toc(path: Path) -> Archive:
                     break
                 scanner.feed(chunk)
         except zstandard.ZstdError as exc:
-            raise BackoutError(f"backup {path} is corrupt: {exc}") from None
+            raise BackoutError(f"backup {source.name} is corrupt: {exc}") from None
     if scanner.in_toc:
-        raise BackoutError(f"backup {path} ends inside its table of contents")
+        raise BackoutError(f"backup {source.name} ends inside its table of contents")
     return scanner.archive
 
 
-def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: Progress,
+def pump(source: "Source | str | os.PathLike", backup: dict, write: Callable[[bytes], object], progress: Progress,
          what: str = "restore") -> Archive:
     """Decompress the archive into `write`, scanning it on the way; progress lines carry the bytes."""
     scanner = Scanner()
     total = backup.get("dump_size")
     next_report = time.monotonic() + PROGRESS_EVERY
-    for chunk in chunks(path, total):
+    for chunk in chunks(source, total):
         scanner.feed(chunk)
         write(chunk)
         if time.monotonic() >= next_report:
@@ -96,7 +141,7 @@ def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: P
     return archive
 
 
-def decompress_to(path: Path, backup: dict, dest: Path, progress: Progress) -> int:
+def decompress_to(source: "Source | str | os.PathLike", backup: dict, dest: Path, progress: Progress) -> int:
     """Write the decompressed archive to `dest` (mode 0600), for a parallel pg_restore to seek in;
     the bytes written. (Its rows are counted from the file meanwhile: `archive.scan_file`.)"""
     total = backup.get("dump_size")
@@ -104,7 +149,7 @@ def decompress_to(path: Path, backup: dict, dest: Path, progress: Progress) -> i
     next_report = time.monotonic() + PROGRESS_EVERY
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "wb", buffering=0) as out:
-        for chunk in chunks(path, total):
+        for chunk in chunks(source, total):
             view = memoryview(chunk)
             while view:
                 view = view[out.write(view):]

@@ -46,6 +46,7 @@ from backout.backups.archive import Archive, scan_file
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.rollback.database import pgtools, stream
+from backout.storage.config import StorageSettings
 
 MODES = ("database", "schema", "in-place")
 LEDGER_SCHEMA = "backout"
@@ -179,7 +180,8 @@ class Restore:
     progress: Progress
     work_dir: Path
     jobs: int | None = None  # pg_restore -j for the database mode; None chooses by size and cores
-    path: Path = field(init=False)
+    storage: StorageSettings = field(default_factory=StorageSettings)  # where stored archives are read from
+    source: stream.Source = field(init=False)
     dbname: str = field(init=False)
     superuser: bool = field(init=False)
 
@@ -187,7 +189,8 @@ class Restore:
         """Restore in `mode` (see `choose`), verify, swap; what was done, for the ledger."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}")
-        self.path = stream.check_file(self.backup)
+        self.source = stream.locate(self.backup, self.storage)
+        self.source.check()
         with pgtools.connect(self.url, "the app's database") as conn:
             self.superuser = capabilities(conn).superuser
             self.dbname = conn.execute("SELECT current_database()").fetchone()[0]
@@ -244,7 +247,7 @@ class Restore:
         temp = self.work_dir / f".restore-{self.key}.dump"
         try:
             self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
-            stream.decompress_to(self.path, self.backup, temp, self.progress)
+            stream.decompress_to(self.source, self.backup, temp, self.progress)
             self.progress(f"restore: pg_restore -j{jobs} into {new}")
             proc = subprocess.Popen([*argv, f"--jobs={jobs}", str(temp)], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -263,7 +266,7 @@ class Restore:
         """Stream the archive into a pg_restore reading its stdin; the archive as scanned."""
         errors = pgtools.Drain(proc.stderr)
         try:
-            archive = stream.pump(self.path, self.backup, proc.stdin.write, self.progress)
+            archive = stream.pump(self.source, self.backup, proc.stdin.write, self.progress)
             proc.stdin.close()
         except BrokenPipeError:
             archive = None
@@ -311,7 +314,7 @@ class Restore:
             archive = None
             try:
                 try:
-                    archive = stream.pump(self.path, self.backup, restore.stdin.write, self.progress)
+                    archive = stream.pump(self.source, self.backup, restore.stdin.write, self.progress)
                     # psql reads the postlude only after pg_restore's whole output: write it now that
                     # the archive's row counts are known.
                     postlude.write_text(verify_sql(archive, plan.restored_names if plan else {})
