@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
-AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore")
+# `+files` also restores the uploads (BACKOUT_FILES) to the checkpoint's time.
+AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore", "code+files", "code+down+files",
+                          "code+restore+files")
 REDIRECT_POLICIES = ("follow", "refuse")
 
 HEROKU_API_URL = "https://api.heroku.com"

@@ -39,7 +39,7 @@ _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 def build_plan(
     client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings | None = None, files: str = "none",
 ) -> dict:
     """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
     if db not in DB_CHOICES:
@@ -68,9 +68,20 @@ def build_plan(
         raise PlanRefused(
             f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
         )
+    if files != "none" and confirm != app:
+        raise PlanRefused(
+            f"--files {files} puts the uploaded files back as they were at the checkpoint; to allow it, add --confirm {app}"
+        )
     step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
+    files_step = None
+    if files != "none":
+        from backout.rollback.files_step import plan_files_step  # S3 loads only for a files step
 
-    steps = ([] if step is None else [step["kind"]]) + ["code_rollback", "release_phase", "verify"]
+        files_step = plan_files_step(settings or load(), conn, app, checkpoint, files,
+                                     target_version=target["version"], current_version=current["version"])
+
+    data_steps = [s["kind"] for s in (step, files_step) if s is not None]
+    steps = data_steps + ["code_rollback", "release_phase", "verify"]
     return {
         "app": app,
         "to": to,
@@ -85,7 +96,9 @@ def build_plan(
         "noop": noop,
         "db": db,
         "db_step": step,
-        "steps": ["verify"] if noop and step is None else steps,
+        "files": files,
+        "files_step": files_step,
+        "steps": ["verify"] if noop and not data_steps else steps,
     }
 
 
@@ -155,6 +168,8 @@ def describe(plan: dict) -> str:
         config = ", ".join(f"{kind}: {' '.join(names)}" for kind, names in changes.items() if names) or "no config changes"
         lines.append(f"code:    {slug}; config vars {config}")
     lines.append(f"database: {'left as it is' if plan['db_step'] is None else plan['db_step'].get('summary', plan['db'])}")
+    if plan.get("files_step"):
+        lines.append(f"files:   {plan['files_step']['summary']}")
     lines.append("steps:   " + " -> ".join(plan["steps"]))
     return "\n".join(lines)
 

@@ -97,7 +97,7 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
         target_version = target_checkpoint.get("release_version")
     point, why = restore_point(ledger_conn, app, target_checkpoint, target_version, current_version)
     step: dict[str, Any] = {
-        "kind": DB_KINDS[db], "db": db, "restore_point": _summary(point), "restore_point_reason": why,
+        "kind": DB_KINDS[db], "db": db, "restore_point": summary(point), "restore_point_reason": why,
         "checked_here": [], "checked_by_worker": [],
     }
     client = heroku or (HerokuClient.from_settings(settings) if settings.heroku_api_key else None)
@@ -227,7 +227,7 @@ class _app_database:
             self.conn.close()
 
 
-def _summary(cp: dict) -> dict:
+def summary(cp: dict) -> dict:
     return {"id": cp["id"], "kind": cp["kind"], "release_version": cp["release_version"],
             "created_at": cp["created_at"], "backup_strategy": cp["backup_strategy"],
             "migration_tool": cp["migration_tool"]}
