@@ -13,8 +13,17 @@ checkpoint (`pruned_at`, `pruned`), and a plan refuses to restore a pruned archi
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable
 
+import psycopg
+
+from backout import ledger
+from backout.errors import BackoutError
+from backout.output import human_bytes
+from backout.settings import Settings
+from backout.storage import archives
+from backout.storage.client import make_client
 from backout.storage.config import Keep
 
 Progress = Callable[[str], None]
@@ -26,14 +35,15 @@ def _when(text: str) -> datetime:
 
 
 def restore_point_of(target: dict, checkpoints: list[dict]) -> dict | None:
-    """The checkpoint whose archive a rollback to `target`'s release restores (newest first list)."""
+    """The checkpoint whose archive a rollback to `target`'s release restores (newest first list),
+    chosen as a rollback plan chooses it (`rollback.database.step.restore_point`)."""
+    from backout.rollback.database.step import left_by
+
     version = target.get("release_version")
     if version is None:
         return None
     later = [cp for cp in checkpoints if cp["status"] == "complete" and cp["created_at"] > target["created_at"]
-             and (cp["release_version"] == version if cp["kind"] == "safety"
-                  else cp["previous_release_version"] == version
-                  or (cp["previous_release_version"] is None and (cp["release_version"] or 0) > version))]
+             and left_by(cp, version)]
     return later[-1] if later else target
 
 
@@ -76,3 +86,34 @@ def to_prune(checkpoints: list[dict], keep: Keep, now: datetime | None = None) -
 def _prunable(cp: dict) -> bool:
     backup = cp.get("backup") or {}
     return cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at") and bool(backup.get("path") or backup.get("key"))
+
+
+def prune(settings: Settings, conn: psycopg.Connection, app: str, progress: Progress) -> list[dict]:
+    """Delete the archives BACKOUT_KEEP lets go, each recorded on its checkpoint; what was pruned.
+
+    A local archive is deleted only where it is (the machine that wrote it); one in storage from
+    anywhere. A failure to delete one is reported and the rest go on."""
+    keep = settings.storage.keep
+    if not keep.active:
+        return []
+    pruned = []
+    for cp, why in to_prune(ledger.list_checkpoints(conn, app), keep):
+        backup = cp.get("backup") or {}
+        try:
+            if backup.get("storage") == "s3":
+                archives.delete(make_client(settings.storage), backup)
+                where = backup.get("url")
+            else:
+                path = Path(backup["path"])
+                if not path.is_file():
+                    continue  # on another machine: pruned there, by its own runs
+                path.unlink()
+                where = str(path)
+        except (BackoutError, OSError) as exc:
+            progress(f"retention: could not prune {cp['id']}'s archive: {exc}")
+            continue
+        record = {"reason": why, "archive": where, "size": backup.get("size")}
+        ledger.update_checkpoint(conn, cp["id"], pruned_at="now", pruned=record)
+        progress(f"retention: pruned {cp['id']}'s archive {where} ({human_bytes(backup.get('size') or 0)}): {why}")
+        pruned.append({"checkpoint_id": cp["id"], **record})
+    return pruned

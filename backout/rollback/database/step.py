@@ -55,7 +55,7 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
         raise PlanRefused("the target release has no version, so no checkpoint can be matched to it")
     after = target_checkpoint["created_at"] if target_checkpoint else ""
     later = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == "complete" and cp["created_at"] > after and _left_by(cp, target_version)]
+             if cp["status"] == "complete" and cp["created_at"] > after and left_by(cp, target_version)]
     if later:
         point = later[-1]
         if point["kind"] == "safety":
@@ -74,7 +74,7 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
                       "`backout checkpoints` lists them")
 
 
-def _left_by(cp: dict, version: int) -> bool:
+def left_by(cp: dict, version: int) -> bool:
     """Whether a checkpoint holds the database as release `version` left it: the checkpoint of the
     deploy that replaced it, or a safety checkpoint taken while it ran."""
     if cp["kind"] == "safety":
