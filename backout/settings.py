@@ -104,6 +104,8 @@ class Settings:
     sentry_org: str | None = None
     sentry_project: str | None = None
     storage: StorageSettings = StorageSettings()
+    # Where restore drills make their scratch database (default: DATABASE_URL's server).
+    drill_database_url: str | None = field(default=None, repr=False)
     # The dyno this process runs on (Heroku sets DYNO): its disk is wiped when it exits.
     dyno: str | None = None
 
@@ -147,6 +149,7 @@ class Settings:
             "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
             "AWS_SECRET_ACCESS_KEY": self.storage.secret_access_key or "",
             "AWS_SESSION_TOKEN": self.storage.session_token or "",
+            "BACKOUT_DRILL_DATABASE_URL": self.drill_database_url or "",
         }
         return secrets_from_env(env)
 
@@ -247,6 +250,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_project=sentry_check["BACKOUT_SENTRY_PROJECT"],
         storage=storage,
         dyno=dyno,
+        drill_database_url=parsed("BACKOUT_DRILL_DATABASE_URL", _postgres_url("BACKOUT_DRILL_DATABASE_URL"), None),
     )
 
 
@@ -265,7 +269,8 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
-        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "DYNO", *storage_config.names(),
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "DYNO", "BACKOUT_DRILL_DATABASE_URL",
+        *storage_config.names(),
     ]
 
 

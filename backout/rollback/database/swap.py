@@ -206,7 +206,7 @@ class Restore:
 
     def _database(self) -> dict:
         new = _name(self.dbname, "_restore_" + self.key)
-        admin_url = _maintenance_url(self.url)
+        admin_url = maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
         with pgtools.connect(admin_url, "the maintenance database") as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
@@ -263,20 +263,7 @@ class Restore:
             temp.unlink(missing_ok=True)
 
     def _feed(self, proc: subprocess.Popen, env: dict) -> Archive:
-        """Stream the archive into a pg_restore reading its stdin; the archive as scanned."""
-        errors = pgtools.Drain(proc.stderr)
-        try:
-            archive = stream.pump(self.source, self.backup, proc.stdin.write, self.progress)
-            proc.stdin.close()
-        except BrokenPipeError:
-            archive = None
-        except BaseException:
-            pgtools.stop(proc)
-            raise
-        status = proc.wait()
-        if status != 0 or archive is None:
-            raise BackoutError(f"pg_restore failed (exit status {status}): {errors.last_error(pgtools.secrets_of(env))}")
-        return archive
+        return feed(proc, env, self.source, self.backup, self.progress)
 
     def _owner_flags(self) -> list[str]:
         # Only a superuser can give objects to other roles; anyone else restores them as their own.
@@ -349,6 +336,23 @@ class Restore:
                       f"(the app waited {swap['seconds']:.3f}s)")
         result.update(kept={"schemas": swap["kept"]}, swap=swap)
         return result
+
+
+def feed(proc: subprocess.Popen, env: dict, source: stream.Source, backup: dict, progress: Progress) -> Archive:
+    """Stream the archive into a pg_restore reading its stdin; the archive as scanned."""
+    errors = pgtools.Drain(proc.stderr)
+    try:
+        archive = stream.pump(source, backup, proc.stdin.write, progress)
+        proc.stdin.close()
+    except BrokenPipeError:
+        archive = None
+    except BaseException:
+        pgtools.stop(proc)
+        raise
+    status = proc.wait()
+    if status != 0 or archive is None:
+        raise BackoutError(f"pg_restore failed (exit status {status}): {errors.last_error(pgtools.secrets_of(env))}")
+    return archive
 
 
 def request_key(request_id: str) -> str:
@@ -533,7 +537,7 @@ def _create_like(admin: psycopg.Connection, old: str, new: str) -> None:
 _LIST_SETTINGS = ("search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries")
 
 
-def _maintenance_url(url: str) -> str:
+def maintenance_url(url: str) -> str:
     """A database to run CREATE/ALTER DATABASE from: `postgres`, else `template1`."""
     for name in ("postgres", "template1"):
         candidate = pgtools.with_database(url, name)
