@@ -101,3 +101,14 @@ def s3_server() -> Iterator[LocalS3]:
 def s3(s3_server: LocalS3) -> S3:
     """A fresh bucket on the session's S3 endpoint (`.bucket`, `.env` for a process, `.client`)."""
     return S3(s3_server)
+
+
+@pytest.fixture
+def heroku(sandbox):
+    """The sandbox through backout's own client, with apps deployed with the release hook as their
+    release phase (tests.hooks.support.Heroku)."""
+    from tests.hooks.support import Heroku
+
+    h = Heroku(sandbox)
+    yield h
+    h.client.close()

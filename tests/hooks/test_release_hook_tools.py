@@ -30,8 +30,8 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from tests.hooks.test_release_hook import ENV_PY, hook_env, release
-from tests.migrations.test_migrations_common import FIXTURES, rows, schema_of
+from tests.hooks.support import ENV_PY, hook_env, release
+from tests.migrations.support import FIXTURES, rows, schema_of
 from tests.support import S3, deploy_slug
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import shutil
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,26 +13,19 @@ import pytest
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
 from backout.migrations.alembic import downgrade_source
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
+    CUSTOMERS,
+    DROP_PHONE,
+    INVOICES,
+    STATUS,
     fixture_tree,
     rows,
     schema_of,
     through_json,
+    upgrade,
 )
 
 pytestmark = pytest.mark.integration
-
-CUSTOMERS, INVOICES, STATUS, DROP_PHONE = "1a2b3c4d5e6f", "2b3c4d5e6f70", "3c4d5e6f7081", "4d5e6f708192"
-
-
-def upgrade(project: Path, url: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(project / "alembic.ini"))
-    config.set_main_option("script_location", str(project / "alembic"))
-    config.set_main_option("sqlalchemy.url", url.replace("postgresql://", "postgresql+psycopg://", 1))
-    command.upgrade(config, revision)
 
 
 def heads(url: str) -> list[str]:

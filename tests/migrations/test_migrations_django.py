@@ -5,8 +5,6 @@ are there, else read from RunSQL operations in the migration files."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -14,9 +12,10 @@ import pytest
 
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, SavedMigration, get_adapter
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
     FIXTURES,
     fixture_tree,
+    migrate,
     rows,
     schema_of,
     through_json,
@@ -33,11 +32,6 @@ def project(database, tmp_path, monkeypatch) -> Path:
     """A copy of the fixture project whose settings point at this test's database."""
     monkeypatch.setenv("DATABASE_URL", database)
     return fixture_tree("django", tmp_path)
-
-
-def migrate(project: Path, app: str, name: str) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate", app, name, "--verbosity", "0"],
-                   cwd=project, check=True, capture_output=True, text=True)
 
 
 def recorded(url: str) -> list[str]:

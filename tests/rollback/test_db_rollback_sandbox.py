@@ -16,9 +16,8 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
-from tests.hooks.test_release_hook_sandbox import Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
-from tests.rollback.test_restore_swap import checksums
+from tests.hooks.support import A1, B2, Heroku, slug_files
+from tests.rollback.support import checksums
 from tests.support import S3, child_env, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration

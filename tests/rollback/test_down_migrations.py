@@ -19,20 +19,27 @@ from backout import settings as settings_module
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from backout.rollback.database import down, plan_db_step, restore_point, run_db_step
-from tests.migrations.test_migrations_alembic import (
+from backout.rollback.database import down
+from backout.rollback.database.step import plan_db_step, restore_point, run_db_step
+from tests.migrations.support import (
+    BIO,
     CUSTOMERS,
+    INIT,
     INVOICES,
+    ORDERS,
+    POST,
     STATUS,
+    USERS,
+    dbmate_up,
+    fixture_tree,
+    migrate,
+    migrate_up,
+    rows,
+    schema_of,
     upgrade,
 )
-from tests.migrations.test_migrations_common import fixture_tree, rows, schema_of
-from tests.migrations.test_migrations_dbmate import INDEX as ORDERS_INDEX
-from tests.migrations.test_migrations_dbmate import ORDERS, USERS, dbmate_up
-from tests.migrations.test_migrations_django import migrate
-from tests.migrations.test_migrations_golang_migrate import migrate_up
-from tests.migrations.test_migrations_prisma import BIO, INIT, POST
-from tests.migrations.test_migrations_prisma import deploy as prisma_deploy
+from tests.migrations.support import INDEX as ORDERS_INDEX
+from tests.migrations.support import deploy as prisma_deploy
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +120,7 @@ def deploy(database: str, conn: psycopg.Connection, tool: Tool, tmp_path: Path, 
     cp = checkpoint.take(settings, conn, release, adapter=adapter, complete=False)
     tool.up(database, root, version)
     with psycopg.connect(database) as app:
-        cp = ledger.update_checkpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
+        cp = ledger.updatecheckpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
                                       completed_at="now")
     return cp, schema
 
@@ -130,7 +137,7 @@ def history(database: str, tool: Tool, tmp_path: Path) -> tuple[dict, dict, str]
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, database: str, tmp_path: Path,
+def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, database: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database)  # the Django project reads it
     spec = TOOLS[tool]
@@ -197,7 +204,7 @@ def test_an_irreversible_migration_in_the_way_refuses_the_plan(database: str, tm
         [newest, _] = ledger.list_checkpoints(conn, APP)
         scripts = newest["down_scripts"]
         scripts[0].update(down=None, reversible=False, irreversible_reason="there is no 000003_x.down.sql")
-        ledger.update_checkpoint(conn, newest["id"], down_scripts=scripts)
+        ledger.updatecheckpoint(conn, newest["id"], down_scripts=scripts)
         with pytest.raises(PlanRefused, match="3 .* is irreversible: there is no 000003_x.down.sql"):
             plan_db_step(_settings(database, spec, tmp_path, tmp_path), conn, APP, None, "down", target_version=1,
                          current_version=3)
@@ -211,7 +218,7 @@ def test_a_down_script_failing_halfway_stops_and_records_what_ran(database: str,
     with ledger.connect(database) as conn:  # the saved script for ORDERS now fails after its DROP
         scripts = cp2["down_scripts"]
         scripts[0]["down"] += "\nselect no_such_function();\n"
-        ledger.update_checkpoint(conn, cp2["id"], down_scripts=scripts)
+        ledger.updatecheckpoint(conn, cp2["id"], down_scripts=scripts)
     client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
     client.create_app(APP)
     client.update_config_vars(APP, {"DATABASE_URL": database})

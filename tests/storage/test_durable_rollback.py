@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
-from tests.hooks.test_release_hook_sandbox import heroku  # noqa: F401 - the fixture
+from tests.hooks.support import A1, B2
 from tests.rollback.test_db_rollback_sandbox import make_app, sql, state  # noqa: F401 - `make_app` is the fixture
 from tests.support import S3, start_worker
 
@@ -110,7 +109,7 @@ def test_rows_and_files_restored_from_storage_by_a_worker_that_never_saw_the_rel
     assert listed[safety]["files"]["locations"][0]["objects"] == 19
 
 
-def test_configurations_that_could_not_be_restored_fail_the_release(heroku: Any, s3: S3) -> None:  # noqa: F811
+def test_configurations_that_could_not_be_restored_fail_the_release(heroku: Any, s3: S3) -> None:
     # pg_dump on a dyno without object storage: the release fails before anything is recorded.
     db = heroku.app("shop-disk", BACKOUT_BACKUP="pg_dump")
     release = heroku.deploy("shop-disk", [A1], "aaaa1111")
