@@ -14,7 +14,7 @@ from __future__ import annotations
 import subprocess
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import psycopg
 from psycopg import sql
@@ -102,7 +102,8 @@ def schedule(settings: Settings, connection: Any) -> list[str]:
 
     queued = []
     with ledger.connect(settings.ledger_url) as conn:
-        apps = [row["app"] for row in conn.execute(f"SELECT DISTINCT app FROM {SCHEMA}.checkpoints")]
+        rows = conn.execute(f"SELECT DISTINCT app FROM {SCHEMA}.checkpoints").fetchall()
+        apps = [cast(dict, row)["app"] for row in rows]  # the ledger's connections give dict rows
         for app in apps:
             cp = drillable(conn, app)
             if cp is None:

@@ -18,7 +18,8 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from functools import partial
+from typing import Any, Callable
 
 from backout.errors import BackoutError, PlanRefused
 from backout.output import human_bytes
@@ -121,7 +122,7 @@ def _check_versions_kept(client: Any, where: Location, at: datetime, checkpoint_
 
 class _Tally:
     def __init__(self) -> None:
-        self.counts = {a: {"count": 0, "bytes": 0, "examples": []} for a in ACTIONS}
+        self.counts: dict[str, dict[str, Any]] = {a: {"count": 0, "bytes": 0, "examples": []} for a in ACTIONS}
         self.unchanged = 0
 
     def add(self, history: History, action: str | None, size: int | None = None) -> None:
@@ -173,7 +174,7 @@ class _Restorer:
                     continue
                 slots.acquire()
                 future = pool.submit(self._apply, history, action)
-                future.add_done_callback(lambda f, h=history, a=action: self._done(f, h, a, slots))
+                future.add_done_callback(partial(self._done, history=history, action=action, slots=slots))
                 if time.monotonic() >= next_report:
                     self._report(seen)
                     next_report = time.monotonic() + PROGRESS_EVERY
@@ -201,7 +202,7 @@ class _Restorer:
         else:
             self.client.copy(source, bucket, key)
 
-    def _done(self, future: Future, history: History, action: str, slots: threading.BoundedSemaphore) -> None:
+    def _done(self, future: Future, *, history: History, action: str, slots: threading.BoundedSemaphore) -> None:
         slots.release()
         error = future.exception()
         with self.lock:
