@@ -78,6 +78,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """`backout web`: the password of its basic auth, and whether it may enqueue rollbacks."""
+
+    password: str | None = field(default=None, repr=False)
+    actions: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default=None, repr=False)
     backout_database_url: str | None = field(default=None, repr=False)
@@ -93,6 +101,7 @@ class Settings:
     migrations: str = "none"
     migrations_path: Path | None = None
     health: HealthSettings = HealthSettings()
+    web: WebSettings = WebSettings()
     auto_rollback: str = "code"
     notify_url: str | None = field(default=None, repr=False)
     sentry_dsn: str | None = field(default=None, repr=False)
@@ -147,6 +156,7 @@ class Settings:
             "BACKOUT_NOTIFY_URL": self.notify_url or "",
             "BACKOUT_SENTRY_API_TOKEN": self.sentry_api_token or "",
             "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
+            "BACKOUT_WEB_PASSWORD": self.web.password or "",
             "AWS_SECRET_ACCESS_KEY": self.storage.secret_access_key or "",
             "AWS_SESSION_TOKEN": self.storage.session_token or "",
             "BACKOUT_DRILL_DATABASE_URL": self.drill_database_url or "",
@@ -236,6 +246,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
         health=health,
+        web=WebSettings(password=get("BACKOUT_WEB_PASSWORD"),
+                        actions=parsed("BACKOUT_WEB_ACTIONS", _flag("BACKOUT_WEB_ACTIONS"), False)),
         auto_rollback=parsed(
             "BACKOUT_AUTO_ROLLBACK", _choice("BACKOUT_AUTO_ROLLBACK", AUTO_ROLLBACK_POLICIES), "code"
         ),
@@ -269,8 +281,8 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
-        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "DYNO", "BACKOUT_DRILL_DATABASE_URL",
-        *storage_config.names(),
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_WEB_PASSWORD", "BACKOUT_WEB_ACTIONS",
+        "DYNO", "BACKOUT_DRILL_DATABASE_URL", *storage_config.names(),
     ]
 
 

@@ -125,6 +125,7 @@ def _set_up(stack: ExitStack, say: Callable[[str], None], problems: list[str]) -
     story = Story(sandbox, work_dir, claim.url, receiver, app, say, s3)
     undo("closing the story's connections", story.close)
     undo("stopping the worker", story.stop_worker)
+    undo("stopping the web page", story.stop_web)
     return story
 
 
@@ -206,8 +207,14 @@ def _keep(story: Story, out: TextIO) -> None:
         f.writelines(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
     backout = Path(sys.executable).with_name("backout")
     program = str(backout) if backout.exists() else "backout"
+    password = secrets.token_urlsafe(18)
+    with _step("web page"):
+        page = story.start_web(password)
     out.write(
-        f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker). In another shell:\n\n"
+        f"\nThe page the team reads during an incident (`backout web`, with actions on):\n\n"
+        f"  web page: {page}\n"
+        f"  user: any name, password: {password}\n"
+        f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker, the page). In another shell:\n\n"
         f"  set -a; . {env_file}; set +a     # the app's config vars: the sandbox's token, the ledger ...\n"
         f"  {program} status --app {facts.app}\n"
         f"  {program} checkpoints --app {facts.app}\n"

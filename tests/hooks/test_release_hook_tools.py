@@ -331,6 +331,11 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
         assert saved["tool"] == tool.name and saved["files"]
     applied_rows = rows(db, tool.state_sql)
     schema = schema_of(db)
+    # The release log counts every migration, whatever the tool's table records (Alembic's heads,
+    # golang-migrate's one version).
+    total = len(tool.pending)
+    assert f"0 migrations applied, {total} pending" in first["output"], first["output"]
+    assert f"complete: {total} migrations applied" in first["output"]
 
     # 2. A config change is a release too: its checkpoint is a verified pg_dump archive in storage.
     heroku.update_config_vars(app, {"BACKOUT_BACKUP": "pg_dump", **s3.env()})
@@ -346,6 +351,7 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
     assert pg_dump.verify(archive, backup["sha256"])["dump_size"] == backup["dump_size"]
     assert f" {get_adapter(tool.name).state_table} " in archive_listing(archive, tmp_path)
     assert rows(db, tool.state_sql) == applied_rows and schema_of(db) == schema
+    assert f"{total} migrations applied, 0 pending" in config_release["output"]
 
     # 3. Two new migrations, the second failing after the first was applied and committed.
     broken = deploy(heroku, app, tool, tool.files(tool.new(False)), commit="3333cccc")

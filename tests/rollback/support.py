@@ -122,3 +122,11 @@ def checksums(url: str) -> dict[str, str]:
                  AND table_schema NOT LIKE '%\\_before\\_%' ORDER BY 1""").fetchall()
         return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
                 .fetchone()[0] for (t,) in tables}
+
+
+def schema(url: str) -> str:
+    """The app's schema as pg_dump prints it, without the ledger or copies kept by a swap."""
+    out = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=backout",
+                          "--exclude-schema=*_before_*", "--dbname", url], capture_output=True, text=True, check=True)
+    return "\n".join(line for line in out.stdout.splitlines()
+                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))

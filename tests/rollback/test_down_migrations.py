@@ -147,7 +147,10 @@ def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, datab
         point, why = restore_point(conn, APP, None, target_version=1, current_version=3)
         assert point["id"] == cp2["id"] and "as v1 left it" in why
         plan = down.saved_plan(conn, point)
+        with psycopg.connect(database, autocommit=True) as app:
+            live = down.live_plan(conn, app, point)
     assert [m.id for m in plan.migrations] == [third, second]
+    assert [m.id for m in live.migrations] == [third, second] and live.problems() == [] and live.from_live_state
     assert plan.sources == {third: cp3["id"], second: cp2["id"]}
     assert plan.checkpoints == [cp3["id"], cp2["id"]]
     lines: list[str] = []
@@ -171,20 +174,38 @@ def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, datab
         assert rows(database, "SELECT app || '.' || name FROM django_migrations WHERE app = 'shop'") == [(first,)]
 
 
-def test_a_state_table_changed_by_hand_refuses_the_plan_and_changes_nothing(database: str, tmp_path: Path) -> None:
+def test_the_plan_starts_from_the_state_applied_now(database: str, tmp_path: Path) -> None:
     spec = TOOLS["golang-migrate"]
     history(database, spec, tmp_path)
     with psycopg.connect(database, autocommit=True) as conn:  # someone ran `migrate down 1` by hand
         conn.execute("DROP TABLE transfers CASCADE")
         conn.execute("UPDATE schema_migrations SET version = 2")
+    settings = _settings(database, spec, tmp_path, tmp_path, BACKOUT_BACKUP="pg_dump")
+    with ledger.connect(database) as conn:
+        step = plan_db_step(settings, conn, APP, None, "down", target_version=1, current_version=3)
+    assert [m["id"] for m in step["down"]["migrations"]] == ["2"] and step["down"]["from_live_state"]
+
+
+def test_a_migration_applied_by_hand_without_a_saved_script_refuses_the_plan_and_changes_nothing(
+        database: str, tmp_path: Path) -> None:
+    spec = TOOLS["golang-migrate"]
+    history(database, spec, tmp_path)
+    with psycopg.connect(database, autocommit=True) as conn:  # someone ran a migration 9 by hand
+        conn.execute("CREATE TABLE by_hand (id int)")
+        conn.execute("UPDATE schema_migrations SET version = 9")
     before = schema_of(database)
     settings = _settings(database, spec, tmp_path, tmp_path, BACKOUT_BACKUP="pg_dump")
     with ledger.connect(database) as conn, pytest.raises(PlanRefused) as refused:
         plan_db_step(settings, conn, APP, None, "down", target_version=1, current_version=3)
-    assert "the current version is 2, the checkpoint expected 3 (migrated by hand since?)" in str(refused.value)
+    with ledger.connect(database) as conn:
+        [_, cp2] = ledger.list_checkpoints(conn, APP)
+    assert "no checkpoint saved a down script for 9, applied now above the target" in str(refused.value)
+    # Its checkpoints were taken with BACKOUT_BACKUP=none: the way out says so.
+    assert f"checkpoint {cp2['id']} holds no backup to restore instead; undo the migrations by hand" in str(refused.value)
     assert schema_of(database) == before
     with ledger.connect(database) as conn:
         assert [cp["kind"] for cp in ledger.list_checkpoints(conn, APP)] == ["deploy", "deploy"]
+        assert ledger.list_requests(conn, APP) == []
 
 
 def test_down_migrations_need_a_safety_checkpoint_with_a_copy_of_the_data(database: str, tmp_path: Path) -> None:
