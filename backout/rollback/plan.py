@@ -69,7 +69,7 @@ def build_plan(
         raise PlanRefused(
             f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
         )
-    if files != "none" and confirm != app:
+    if files != "none" and confirm != app and not dry_run:
         raise PlanRefused(
             f"--files {files} puts the uploaded files back as they were at the checkpoint; to allow it, add --confirm {app}"
         )
