@@ -98,8 +98,11 @@ class AlembicAdapter(MigrationAdapter):
         return oldest_first(found)
 
     def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
-        """The revisions that are neither a current head nor below one."""
+        """The revisions that are neither a current head nor below one; none when a head is not in
+        the code (the database is ahead of it, and `alembic upgrade` refuses to run)."""
         available = self.available()
+        if not set(self.applied(conn)) <= {m.id for m in available}:
+            return []
         reached = self._reached(conn, available)
         return [m for m in available if m.id not in reached]
 

@@ -81,8 +81,11 @@ def build_plan(
         files_step = plan_files_step(settings or load(), conn, app, checkpoint, files,
                                      target_version=target["version"], current_version=current["version"])
 
-    data_steps = [s["kind"] for s in (step, files_step) if s is not None]
-    steps = data_steps + ["code_rollback", "release_phase", "verify"]
+    # Exactly the steps the job runs: a database step behind its safety checkpoint, the files step,
+    # and no code rollback (nor its release phase) when the app already runs the target's code and config.
+    steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
+    steps += [] if files_step is None else [files_step["kind"]]
+    steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
     return {
         "app": app,
         "to": to,
@@ -99,7 +102,7 @@ def build_plan(
         "db_step": step,
         "files": files,
         "files_step": files_step,
-        "steps": ["verify"] if noop and not data_steps else steps,
+        "steps": steps,
     }
 
 

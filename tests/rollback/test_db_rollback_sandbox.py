@@ -7,6 +7,7 @@ checkpoint is listed by `backout checkpoints`, and the ledger is never rewound."
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from backout import ledger
 from tests.hooks.support import A1, B2, Heroku, slug_files
 from tests.rollback.support import checksums, schema
 from tests.support import S3, child_env, start_worker, stop_workers
+from tests.test_readme import code_lines
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +128,10 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--dry-run",
                       "--json")
     assert dry.returncode == 0, dry.stderr
-    step = json.loads(dry.stdout)["plan"]["db_step"]
+    dry_plan = json.loads(dry.stdout)["plan"]
+    # Exactly the steps the job would run.
+    assert dry_plan["steps"] == ["safety_checkpoint", "db_restore", "code_rollback", "release_phase", "verify"]
+    step = dry_plan["db_step"]
     v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
     assert step["kind"] == "db_restore" and step["restore_point"]["id"] == v5_checkpoint["id"]
     assert step["restore"]["mode"] == "schema" and step["safety_checkpoint"] == {"backup": "pg_dump"}
@@ -238,3 +243,25 @@ def _rows(url: str, query: str) -> list[tuple]:
 
 def _database_addon(heroku: Heroku, app: str) -> dict:
     return next(a for a in heroku.client.attachments(app) if a["name"] == "DATABASE")["addon"]
+
+
+def test_the_readmes_rollback_examples_run_as_written(make_app: Any) -> None:
+    """Each `backout rollback --app myapp ...` line of the README, in its order, against a sandbox app
+    named myapp; only the placeholders become this app's: v41 its first release, cp_01J… the
+    checkpoint of its newest deploy."""
+    examples = [shlex.split(line)[1:] for line in code_lines() if line.startswith("backout rollback --app myapp")]
+    assert len(examples) == 3, examples
+    app = make_app("myapp", "pg_dump")
+    first = app.deploy([A1], "aaaa0001")
+    app.deploy([A1, B2], "bbbb0002")
+    newest = app.deploy([A1, B2], "cccc0003")  # code only: `--to previous` (no --db) runs on its schema
+    checkpoint_id = next(cp["id"] for cp in app.checkpoints() if cp["release"]["version"] == newest["version"])
+    app.start_worker()
+    for words in examples:
+        args = [{"v41": f"v{first['version']}", "cp_01J…": checkpoint_id}.get(w, w) for w in words]
+        done = app.backout(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr, app.worker_log())
+        if "--db" in args and "down" in args:  # back at the first release's schema
+            assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
+        if "--dry-run" in args:
+            assert "nothing was changed" in done.stdout

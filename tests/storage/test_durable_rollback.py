@@ -78,7 +78,7 @@ def test_rows_and_files_restored_from_storage_by_a_worker_that_never_saw_the_rel
     assert dry.returncode == 0, dry.stderr
     plan = json.loads(dry.stdout)["plan"]
     step = plan["files_step"]
-    assert plan["steps"][:2] == ["db_restore", "files_restore"] and step["restore_point"]["id"] == checkpoint["id"]
+    assert plan["steps"][:3] == ["safety_checkpoint", "db_restore", "files_restore"] and step["restore_point"]["id"] == checkpoint["id"]
     (where,) = step["locations"]
     assert (where["restore"]["count"], where["undelete"]["count"], where["delete"]["count"]) == (5, 3, 2)
     assert where["restore"]["bytes"] == sum(len(files_then[f"notes/{i}.txt"]) for i in range(5))
