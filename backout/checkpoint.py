@@ -25,6 +25,8 @@ from backout.backups.libpq import database_name
 from backout.errors import BackoutError
 from backout.redact import mask_url, redact
 from backout.settings import Settings
+from backout.storage import archives
+from backout.storage.client import make_client
 
 Progress = Callable[[str], None]
 
@@ -155,6 +157,7 @@ def take(
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written
+    backups.check_restorable(settings)  # so does one whose checkpoint could never be restored
 
     own_conn = app_conn is None
     conn = database_connection(database_url) if own_conn else app_conn
@@ -170,11 +173,14 @@ def take(
         )
         say(f"checkpoint {cp['id']}: {kind} of {app} v{release.version}, backup {settings.backup}, "
             f"migrations {settings.migrations}")
+        ledger.hold_checkpoint(ledger_conn, cp["id"])
         try:
             return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete)
         except BaseException as exc:
             _fail(ledger_conn, cp["id"], exc, settings)
             raise
+        finally:
+            ledger.release_checkpoint(ledger_conn, cp["id"])
     finally:
         if own_conn:
             conn.close()
@@ -202,16 +208,40 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     count = len(adapter.applied_history(conn)) if cp["kind"] == "deploy" else len(applied)
     say(f"checkpoint {cp['id']}: WAL {lsn}, {count} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
+    if settings.storage.files:
+        from backout.files.record import record
+
+        ledger.update_checkpoint(ledger_conn, cp["id"], files=record(settings.storage, make_client(settings.storage), say))
+    stored = settings.backup == "pg_dump" and settings.storage.archives is not None
+    if stored:
+        _sweep_uploads(settings, ledger_conn, cp, say)
     context = backups.BackupContext(
         checkpoint_id=cp["id"], app=cp["app"], database_url=settings.database_url or "",
         backup_dir=settings.backup_dir, progress=say, conn=conn, heroku=heroku,
-        addon_id=addon.get("addon_id"),
+        addon_id=addon.get("addon_id"), storage=settings.storage if stored else None,
     )
     backup = backups.take(settings.backup, context)
     fields: dict[str, Any] = {"backup": {"strategy": settings.backup, **backup}}
     if complete:
         fields.update(status="complete", completed_at="now")
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
+
+
+def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict, say: Progress) -> None:
+    """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
+    parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""
+    assert settings.storage.archives is not None
+
+    def writing(checkpoint_id: str) -> bool:
+        return checkpoint_id == cp["id"] or ledger.checkpoint_being_written(ledger_conn, checkpoint_id)
+
+    try:
+        aborted = archives.sweep(make_client(settings.storage), settings.storage.archives, cp["app"], writing)
+    except BackoutError as exc:
+        say(f"warning: {exc}")
+        return
+    if aborted:
+        say(f"storage: aborted {len(aborted)} unfinished upload(s) left by interrupted checkpoints: {', '.join(aborted)}")
 
 
 def _fail(ledger_conn: psycopg.Connection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:

@@ -15,12 +15,16 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from backout.errors import ConfigError
+from backout.storage import config as storage_config
+from backout.storage.config import StorageSettings
 
 T = TypeVar("T")
 
 BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
-AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore")
+# `+files` also restores the uploads (BACKOUT_FILES) to the checkpoint's time.
+AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore", "code+files", "code+down+files",
+                          "code+restore+files")
 REDIRECT_POLICIES = ("follow", "refuse")
 
 HEROKU_API_URL = "https://api.heroku.com"
@@ -108,6 +112,11 @@ class Settings:
     sentry_api_url: str = SENTRY_API_URL
     sentry_org: str | None = None
     sentry_project: str | None = None
+    storage: StorageSettings = StorageSettings()
+    # Where restore drills make their scratch database (default: DATABASE_URL's server).
+    drill_database_url: str | None = field(default=None, repr=False)
+    # The dyno this process runs on (Heroku sets DYNO): its disk is wiped when it exits.
+    dyno: str | None = None
 
     @property
     def ledger_url(self) -> str | None:
@@ -148,6 +157,9 @@ class Settings:
             "BACKOUT_SENTRY_API_TOKEN": self.sentry_api_token or "",
             "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
             "BACKOUT_WEB_PASSWORD": self.web.password or "",
+            "AWS_SECRET_ACCESS_KEY": self.storage.secret_access_key or "",
+            "AWS_SESSION_TOKEN": self.storage.session_token or "",
+            "BACKOUT_DRILL_DATABASE_URL": self.drill_database_url or "",
         }
         return secrets_from_env(env)
 
@@ -214,6 +226,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                     "all three of BACKOUT_SENTRY_API_TOKEN (scope event:read), BACKOUT_SENTRY_ORG "
                     "and BACKOUT_SENTRY_PROJECT (slugs), or none of them",
                 )
+    storage = storage_config.load(get)
+    dyno = get("DYNO")
+    # The default backup is one that can be restored from where it runs: a dyno's disk does not
+    # outlive it, so there pg_dump needs object storage, and Heroku's own backups work without.
+    default_backup = "heroku" if dyno and storage.archives is None else "pg_dump"
     return Settings(
         database_url=database_url,
         backout_database_url=backout_database_url,
@@ -224,7 +241,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         app_name=parsed("HEROKU_APP_NAME", _app_name, None),
         release_version=parsed("HEROKU_RELEASE_VERSION", _release_version, None),
         slug_commit=get("HEROKU_SLUG_COMMIT"),
-        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), "pg_dump"),
+        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), default_backup),
         backup_dir=parsed("BACKOUT_BACKUP_DIR", Path, Path(".backout/backups")),
         migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
@@ -243,6 +260,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_api_url=parsed("BACKOUT_SENTRY_API_URL", _http_url("BACKOUT_SENTRY_API_URL"), SENTRY_API_URL),
         sentry_org=sentry_check["BACKOUT_SENTRY_ORG"],
         sentry_project=sentry_check["BACKOUT_SENTRY_PROJECT"],
+        storage=storage,
+        dyno=dyno,
+        drill_database_url=parsed("BACKOUT_DRILL_DATABASE_URL", _postgres_url("BACKOUT_DRILL_DATABASE_URL"), None),
     )
 
 
@@ -262,6 +282,7 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
         "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_WEB_PASSWORD", "BACKOUT_WEB_ACTIONS",
+        "DYNO", "BACKOUT_DRILL_DATABASE_URL", *storage_config.names(),
     ]
 
 

@@ -11,7 +11,9 @@ from typing import Callable, Iterator
 import pytest
 import redis
 
+from backout_sandbox.s3 import LocalS3
 from tests.support import (
+    S3,
     SERVER_URL,
     create_database,
     database_url,
@@ -107,6 +109,19 @@ def sandbox(tmp_path):
                 postgres_url=SERVER_URL, stop_timeout=5)
     yield box
     box.stop(drop_databases=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3]:
+    """A real S3 endpoint on loopback for this test session: moto's standalone server, over HTTP."""
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server: LocalS3) -> S3:
+    """A fresh bucket on the session's S3 endpoint (`.bucket`, `.env` for a process, `.client`)."""
+    return S3(s3_server)
 
 
 @pytest.fixture

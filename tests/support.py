@@ -226,12 +226,12 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k in HOST_ENV}, **env}
 
 
-def start_worker(env: Mapping[str, str], log: Path, *args: str) -> subprocess.Popen:
+def start_worker(env: Mapping[str, str], log: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen:
     """`backout worker ARGS` with exactly `env`, its output to `log`. Each worker leads its own
     process group, as each dyno is, so that killing the group kills its RQ scheduler too."""
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "backout", "worker", *args], env=dict(env), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
 
 
 def stop_workers(workers: Iterable[subprocess.Popen], timeout: float = 15) -> None:
@@ -247,3 +247,38 @@ def stop_workers(workers: Iterable[subprocess.Popen], timeout: float = 15) -> No
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+class S3:
+    """One test's bucket on the loopback S3 endpoint, with what a process needs to use it."""
+
+    def __init__(self, server: Any, versioned: bool = False) -> None:
+        from backout.storage import config
+        from backout.storage.client import make_client
+
+        self.bucket = f"backout-{uuid.uuid4().hex[:12]}"
+        self.server_env = server.env()
+        self.client = make_client(config.load(self.server_env.get))
+        self.client.create_bucket(Bucket=self.bucket)
+        if versioned:
+            self.version()
+
+    def version(self) -> None:
+        self.client.put_bucket_versioning(Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"})
+
+    def env(self, prefix: str = "checkpoints") -> dict[str, str]:
+        """The variables that make backout keep its archives under s3://<bucket>/<prefix>/."""
+        return {**self.server_env, "BACKOUT_STORAGE_URL": f"s3://{self.bucket}/{prefix}"}
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents") or []]
+
+    def uploads(self) -> list[dict]:
+        return self.client.list_multipart_uploads(Bucket=self.bucket).get("Uploads") or []
+
+    def fetch(self, backup: dict, directory: Path) -> Path:
+        """A stored checkpoint archive downloaded into `directory`, for the checks a local file gets."""
+        path = directory / backup["key"].rsplit("/", 1)[-1]
+        self.client.download_file(backup["bucket"], backup["key"], str(path))
+        return path

@@ -13,7 +13,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 from backout.errors import BadInput
-from backout.settings import BACKUP_STRATEGIES
+from backout.settings import BACKUP_STRATEGIES, Settings
+from backout.storage.config import StorageSettings
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class BackupContext:
     conn: Any = None  # an open psycopg connection to the app's database
     heroku: Any = None  # a HerokuClient, when HEROKU_API_KEY is set
     addon_id: str | None = None  # the app's DATABASE add-on, when already looked up
+    storage: StorageSettings | None = None  # object storage for pg_dump archives (BACKOUT_STORAGE_URL)
 
 
 def strategy(name: str) -> ModuleType:
@@ -36,6 +38,18 @@ def strategy(name: str) -> ModuleType:
         raise BadInput(f"unknown backup strategy {name!r}; BACKOUT_BACKUP must be one of "
                        + ", ".join(BACKUP_STRATEGIES))
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def check_restorable(settings: Settings) -> None:
+    """BadInput, naming the fix, when a checkpoint taken with these settings could never be
+    restored: a `pg_dump` archive on a dyno's disk, which Heroku wipes when the dyno exits (the
+    worker that restores runs on another dyno). A `pitr` mark is checked against the database's
+    plan by the strategy itself, once it has the add-on."""
+    if settings.backup == "pg_dump" and settings.dyno and settings.storage.archives is None:
+        raise BadInput(
+            f"BACKOUT_BACKUP=pg_dump on dyno {settings.dyno} would write the archive to the dyno's disk, which Heroku "
+            "wipes when the dyno exits, so the checkpoint could never be restored; set BACKOUT_STORAGE_URL=s3://BUCKET/PREFIX "
+            "(with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION), or use BACKOUT_BACKUP=heroku or pitr")
 
 
 def take(name: str, ctx: BackupContext) -> dict:

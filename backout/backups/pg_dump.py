@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Callable
+from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol
 
 import zstandard
 
@@ -39,6 +39,10 @@ from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.redact import mask_url, redact
+from backout.storage.archives import archive_key
+from backout.storage.client import make_client
+from backout.storage.config import StorageSettings
+from backout.storage.upload import MultipartUpload
 
 if TYPE_CHECKING:
     from backout.backups import BackupContext
@@ -59,7 +63,10 @@ Progress = Callable[[str], None]
 
 
 def take(ctx: "BackupContext") -> dict:
-    """The strategy's entry point: dump the app's database into the backup directory."""
+    """The strategy's entry point: dump the app's database into object storage when
+    BACKOUT_STORAGE_URL is set, else into the backup directory."""
+    if ctx.storage is not None and ctx.storage.archives is not None:
+        return dump_to_storage(ctx.database_url, ctx.storage, ctx.app, ctx.checkpoint_id, progress=ctx.progress)
     return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress)
 
 
@@ -81,7 +88,7 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     started = time.monotonic()
     say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
     try:
-        sha256, size, dump_size, toc, counts = _write(database_url, temp, say, level)
+        sha256, size, dump_size, toc, counts = _write_file(database_url, temp, say, level)
         entries = len(toc.listed_entries())
         rows = recorded_rows(toc, counts)
         os.rename(temp, path)
@@ -95,6 +102,54 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
         "path": str(path), "size": size, "sha256": sha256, "format": "custom", "compression": "zstd",
         "level": level, "dump_size": dump_size, "entries": entries, "rows": rows, "seconds": seconds,
         "database": database_name(database_url),
+    }
+
+
+def _write_file(database_url: str, temp: Path, say: Progress, level: int
+                ) -> tuple[str, int, int, Archive, dict[str, int]]:
+    """`_write` into the file `temp` (mode 0600, fsynced): the sha256 and size written, and what
+    `_write` returns."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        out = _HashingWriter(fd)
+        dump_size, toc, counts = _write(database_url, out, say, level)
+        os.fsync(fd)
+    except OSError as exc:
+        raise _disk_error(exc, temp) from None
+    finally:
+        os.close(fd)
+    return out.digest.hexdigest(), out.size, dump_size, toc, counts
+
+
+def dump_to_storage(database_url: str, storage: StorageSettings, app: str, checkpoint_id: str,
+                    progress: Progress | None = None, level: int = ZSTD_LEVEL) -> dict:
+    """Dump `database_url` straight into object storage: pg_dump | zstd | a multipart upload, with no
+    local copy and memory bounded whatever the size. The archive is checked on the way (pg_dump's
+    exit status, the whole table of contents parsed, every table's rows counted in pg_dump's own
+    snapshot, Content-MD5 on every part, the object's size after the upload); any failure aborts
+    the upload, so nothing is left under the key. Returns the description the checkpoint records."""
+    say = progress or (lambda message: None)
+    where = storage.archives
+    assert where is not None
+    client = make_client(storage)
+    key = archive_key(where, app, checkpoint_id)
+    started = time.monotonic()
+    say(f"backup: pg_dump of {mask_url(database_url)} into s3://{where.bucket}/{key}")
+    metadata = {"backout-checkpoint": checkpoint_id, "backout-app": app, "backout-format": "pg_dump-custom+zstd"}
+    with MultipartUpload(client, where.bucket, key, sse=storage.sse, content_type="application/zstd",
+                         metadata=metadata) as upload:
+        dump_size, toc, counts = _write(database_url, upload, say, level)
+        stored = upload.complete()
+    entries = len(toc.listed_entries())
+    seconds = round(time.monotonic() - started, 3)
+    say(f"backup: uploaded and checked, {entries} archive entries, {human_bytes(stored['size'])} "
+        f"in {seconds:.1f}s")
+    return {
+        "storage": "s3", "url": f"s3://{where.bucket}/{key}", "bucket": where.bucket, "key": key,
+        "etag": stored["etag"], "version_id": stored["version_id"], "encryption": stored["encryption"],
+        "parts": stored["parts"], "size": stored["size"], "sha256": stored["sha256"], "format": "custom",
+        "compression": "zstd", "level": level, "dump_size": dump_size, "entries": entries,
+        "rows": recorded_rows(toc, counts), "seconds": seconds, "database": database_name(database_url),
     }
 
 
@@ -187,26 +242,19 @@ def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int, Archive, dict[str, int]]:
-    """Pipe pg_dump through zstd into `temp`: the sha256 and size written, the bytes pg_dump wrote,
-    and the archive's table of contents (parsed from the stream on the way) with each table's rows
-    (counted in pg_dump's own snapshot meanwhile)."""
+def _write(database_url: str, out: "_Sink", say: Progress, level: int) -> tuple[int, Archive, dict[str, int]]:
+    """Pipe pg_dump through zstd into `out`: the bytes pg_dump wrote, and the archive's table of
+    contents (parsed from the stream on the way) with each table's rows (counted in pg_dump's own
+    snapshot meanwhile)."""
     counter = SnapshotCounter(database_url)
     argv, env = pg_dump_command(database_url, f"--snapshot={counter.snapshot}")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except BaseException:
-        counter.close()
-        raise
-    try:
         dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except BaseException:
-        os.close(fd)
         counter.close()
         raise
     errors = _Collector(dump.stderr)
     _grow_pipe(dump.stdout.fileno())
-    out = _HashingWriter(fd)
     toc = Scanner()
     dump_size = 0
     try:
@@ -225,17 +273,10 @@ def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[st
                 if time.monotonic() >= next_report:
                     say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
                     next_report = time.monotonic() + PROGRESS_EVERY
-        os.fsync(fd)
-    except OSError as exc:
-        _stop(dump)
-        counter.close()
-        raise _disk_error(exc, temp) from None
     except BaseException:
         _stop(dump)
         counter.close()
         raise
-    finally:
-        os.close(fd)
     status = dump.wait()
     errors.join()
     counts = counter.finish()
@@ -244,7 +285,18 @@ def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[st
         raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
     if toc.in_toc:
         raise BackoutError("pg_dump's output ends inside the archive's table of contents")
-    return out.digest.hexdigest(), out.size, dump_size, toc.archive, counts
+    return dump_size, toc.archive, counts
+
+
+class _Sink(Protocol):
+    """Where the compressed archive goes: a file (`_HashingWriter`) or a multipart upload."""
+
+    size: int
+    digest: "hashlib._Hash"
+
+    def write(self, data: bytes) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class _HashingWriter:

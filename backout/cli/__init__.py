@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("worker", "RQ worker with scheduler and health monitor", "worker"),
     ("rollback", "plan and enqueue a rollback of code, config and database", "rollback"),
     ("checkpoints", "list an app's checkpoints, newest first", "checkpoints"),
+    ("drill", "restore the newest checkpoint into a scratch database and check it", "drill"),
     ("status", "releases, checkpoints, health and recent rollback jobs of an app", "status"),
     ("health", "probe an app once now and print the verdict", "health"),
     ("web", "serve the page a team reads during an incident: releases, health chart, rollbacks", "web"),

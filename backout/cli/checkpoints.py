@@ -1,7 +1,8 @@
 """`backout checkpoints --app A [--json]`: an app's checkpoints, newest first.
 
 The JSON document is stable: {"app": A, "checkpoints": [describe(row), ...]} with the keys of
-`describe`. Down-script bodies and Heroku's temporary backup links stay in the ledger.
+`describe` (with `files`: the uploads recorded, `drill`: the last restore drill, `pruned`: when
+BACKOUT_KEEP deleted the archive). Down-script bodies and Heroku's temporary backup links stay in the ledger.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ def describe(row: dict) -> dict:
         "reversible": row["reversible"],
         "request_id": row.get("request_id"),
         "error": row.get("error"),
+        "files": row.get("files"),
+        "drill": {"at": row.get("drilled_at"), **(row.get("drill") or {})} if row.get("drill") else None,
+        "pruned": {"at": row.get("pruned_at"), **(row.get("pruned") or {})} if row.get("pruned_at") else None,
     }
 
 
 def render(rows: list[dict]) -> str:
     """The plain-text table, newest first."""
     return table(
-        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "STATUS"],
-        [[row["id"], _release(row), _time(row["created_at"]), row["backup_strategy"], _size(row),
-          _migrations(row), _reversible(row), _status(row)] for row in rows],
+        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "DRILLED", "STATUS"],
+        [[row["id"], _release(row), _time(row["created_at"]), _backup(row), _size(row),
+          _migrations(row), _reversible(row), _drilled(row), _status(row)] for row in rows],
     )
 
 
@@ -90,6 +94,20 @@ def _release(row: dict) -> str:
 
 def _time(value: str | None) -> str:
     return (value or "-").replace("T", " ")[:19]
+
+
+def _backup(row: dict) -> str:
+    where = " (s3)" if (row.get("backup") or {}).get("storage") == "s3" else ""
+    return f"{row['backup_strategy']}{where}" + (" pruned" if row.get("pruned_at") else "")
+
+
+def _drilled(row: dict) -> str:
+    drill = row.get("drill")
+    if not drill:
+        return "-"
+    if not drill.get("ok"):
+        return f"failed {_time(row.get('drilled_at'))[:10]}"
+    return f"{_time(row.get('drilled_at'))[:16]} ({drill.get('seconds', 0):.1f}s)"
 
 
 def _size(row: dict) -> str:

@@ -18,8 +18,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="vNN, a checkpoint id, or `previous` (the last checkpoint verified healthy)")
     p.add_argument("--db", choices=("none", "down", "restore"), default="none",
                    help="what to do with the database (default: none)")
+    p.add_argument("--files", choices=("none", "restore"), default="none",
+                   help="restore the uploaded files (BACKOUT_FILES) to the checkpoint's time (default: none)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    p.add_argument("--confirm", metavar="APP", help="the app's name, required for a database step")
+    p.add_argument("--confirm", metavar="APP", help="the app's name, required for a database or files step")
     p.add_argument("--wait", action="store_true", help="follow the job to the end; exit 1 if it fails")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -27,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         request_id = enqueue_rollback(args.app, args.to, db=args.db, dry_run=args.dry_run,
-                                      confirm=args.confirm, settings=settings)
+                                      confirm=args.confirm, settings=settings, files=args.files)
     except PlanRefused as exc:
         if args.json:
             dump_json({"request_id": None, "app": args.app, "to": args.to, "db": args.db,

@@ -41,6 +41,7 @@ from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
 from backout.output import Progress
 from backout_sandbox.core.errors import SandboxError
+from backout_sandbox.s3 import LocalS3
 from backout_sandbox.server import start
 
 
@@ -117,7 +118,11 @@ def _set_up(stack: ExitStack, say: Callable[[str], None], problems: list[str]) -
                         postgres_url=services.POSTGRES_URL, stop_timeout=5, release_timeout=120)
     undo("stopping the sandbox and dropping its databases", sandbox.stop, drop_databases=True)
     say(f"sandbox (a local Heroku) on {sandbox.url}")
-    story = Story(sandbox, work_dir, claim.url, receiver, app, say)
+    with _step("services"):
+        s3 = LocalS3(log=work_dir / "s3.log").start()
+    undo("stopping the loopback S3 endpoint", s3.stop)
+    say(f"S3 (moto's server, a real S3 endpoint) on {s3.url}")
+    story = Story(sandbox, work_dir, claim.url, receiver, app, say, s3)
     undo("closing the story's connections", story.close)
     undo("stopping the worker", story.stop_worker)
     undo("stopping the web page", story.stop_web)

@@ -32,7 +32,10 @@ from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
+from backout.storage import config as storage_config
+from backout.storage.client import make_client
 from backout_sandbox import processes
+from backout_sandbox.s3 import LocalS3
 from backout_sandbox.server import Sandbox
 
 PLAN = "heroku-postgresql:essential-0"
@@ -40,7 +43,7 @@ PLAN = "heroku-postgresql:essential-0"
 HEALTH = {
     "BACKOUT_HEALTH_INTERVAL": "0.5",
     "BACKOUT_HEALTH_THRESHOLD": "3",
-    "BACKOUT_HEALTH_GRACE": "2",
+    "BACKOUT_HEALTH_GRACE": "4",
     "BACKOUT_HEALTH_WINDOW": "3",
     "BACKOUT_HEALTH_TIMEOUT": "2",
     # The app names its release in X-Release: probes answered by the release being replaced
@@ -48,6 +51,9 @@ HEALTH = {
     "BACKOUT_HEALTH_RELEASE_HEADER": "X-Release",
 }
 NOTES = ("buy milk", "call the plumber about the boiler", "v1 is the good release")
+# Each note's attachment, uploaded to the app's versioned bucket (BACKOUT_FILES); v2 overwrites the
+# first and deletes the second when it starts, and the rollback brings them back with the data.
+ATTACHMENTS = "attachments/"
 WORKER_STOP = 25.0  # Heroku gives a worker 30 s after SIGTERM
 POLL = 0.2
 
@@ -86,12 +92,16 @@ class Facts:
     request: dict | None = None
     rollback_release: dict | None = None
     marks: list[Mark] = field(default_factory=list)
+    attachments: dict[str, bytes] = field(default_factory=dict)  # as written under v1
 
 
 class Story:
     def __init__(self, sandbox: Sandbox, work_dir: Path, redis_url: str, receiver: Receiver, app: str,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], s3: LocalS3) -> None:
         self.sandbox = sandbox
+        self.s3 = s3
+        self.s3_client = make_client(storage_config.load(s3.env().get))
+        self.uploads = f"{app}-uploads"
         self.work_dir = work_dir
         self.redis_url = redis_url
         self.receiver = receiver
@@ -118,19 +128,28 @@ class Story:
         self.facts.database_url = config["DATABASE_URL"]
         self.facts.database_name = self.facts.database_url.rsplit("/", 1)[1]
         self.mark(f"app {app} created", f"{PLAN} as DATABASE ({self.facts.database_name})")
+        # The release phase runs on a dyno: archives go to object storage; uploads live in a versioned bucket.
+        archives = f"{app}-checkpoints"
+        for bucket in (archives, self.uploads):
+            self.s3_client.create_bucket(Bucket=bucket)
+        self.s3_client.put_bucket_versioning(Bucket=self.uploads, VersioningConfiguration={"Status": "Enabled"})
         self.client.update_config_vars(app, {
             **self.sandbox.env,
+            **self.s3.env(),
             "REDIS_URL": self.redis_url,
             "BACKOUT_BACKUP": "pg_dump",
-            "BACKOUT_BACKUP_DIR": str(self.work_dir / "backups"),
+            "BACKOUT_STORAGE_URL": f"s3://{archives}/backout",
+            "BACKOUT_FILES": f"s3://{self.uploads}/{ATTACHMENTS}",
+            "UPLOADS_BUCKET": self.uploads,
             "BACKOUT_MIGRATIONS": "alembic",
             "BACKOUT_HEALTH_URL": self.facts.web_url + "health",
             **HEALTH,
-            "BACKOUT_AUTO_ROLLBACK": "code+down",
+            "BACKOUT_AUTO_ROLLBACK": "code+down+files",
             "BACKOUT_NOTIFY_URL": self.receiver.url,
         })
-        self.say(f"app {app} at {self.facts.web_url}: database {self.facts.database_name}, "
-                 f"auto-rollback code+down, health every {HEALTH['BACKOUT_HEALTH_INTERVAL']}s")
+        self.say(f"app {app} at {self.facts.web_url}: database {self.facts.database_name}, archives in "
+                 f"s3://{archives}, uploads in s3://{self.uploads}/{ATTACHMENTS} (S3 on {self.s3.url}), "
+                 f"auto-rollback code+down+files, health every {HEALTH['BACKOUT_HEALTH_INTERVAL']}s")
 
     def start_worker(self) -> None:
         """`backout worker` with the app's config vars in its environment, as a worker dyno has."""
@@ -198,11 +217,15 @@ class Story:
         version = self.facts.releases["v1"]["version"]
         self.wait(step, lambda: self._health_code() == "v1", 30, f"v{version}'s web dyno to answer")
         for body in NOTES:
-            answer = requests.post(self.facts.web_url + "notes", json={"body": body}, timeout=10)
+            answer = requests.post(self.facts.web_url + "notes", json={"body": body, "attachment": f"attached to: {body}"},
+                                   timeout=10)
             if answer.status_code != 201:
                 raise StepFailed(step, f"POST /notes answered {answer.status_code}: {answer.text[:200]}")
-        self.mark(f"{len(NOTES)} notes written", "POST /notes through the app's router")
-        self.say(f"wrote {len(NOTES)} notes through {self.facts.web_url}notes")
+        self.facts.attachments = self.attachments()
+        if len(self.facts.attachments) != len(NOTES):
+            raise StepFailed(step, f"the app stored {len(self.facts.attachments)} attachments, not {len(NOTES)}")
+        self.mark(f"{len(NOTES)} notes written", "POST /notes through the app's router, each with an attachment in S3")
+        self.say(f"wrote {len(NOTES)} notes with attachments through {self.facts.web_url}notes")
 
     def wait_verified(self, code: str, version: int, timeout: float = 45) -> None:
         def verified() -> bool:
@@ -259,11 +282,13 @@ class Story:
         if code != "v1":
             problems.append(f"/health answered {code!r}, not code v1 with status 200")
         problems += self._schema_problems()
+        problems += self._file_problems()
         problems += self._ledger_problems(v1["version"], v2["version"], rollback["version"], request)
         if problems:
             raise StepFailed(step, "; ".join(problems))
         self.say(f"verified: v{rollback['version']} runs v{v1['version']}'s slug, /health 200 from code v1, "
-                 "schema back at alembic 0001 without the priority column, notes intact, ledger complete")
+                 "schema back at alembic 0001 without the priority column, notes and attachments intact "
+                 "(v2's versions kept), ledger complete")
 
     def check_notifications(self) -> None:
         wanted = ("health.verified", "health.rollback_started", "rollback.succeeded")
@@ -290,6 +315,26 @@ class Story:
             problems.append(f"GET /notes answered {answer.status_code} with {served}")
         return problems
 
+    def attachments(self) -> dict[str, bytes]:
+        """The current attachments in the app's bucket."""
+        pages = self.s3_client.get_paginator("list_objects_v2").paginate(Bucket=self.uploads, Prefix=ATTACHMENTS)
+        keys = [item["Key"] for page in pages for item in page.get("Contents") or []]
+        return {key: self.s3_client.get_object(Bucket=self.uploads, Key=key)["Body"].read() for key in keys}
+
+    def _file_problems(self) -> list[str]:
+        problems = []
+        now = self.attachments()
+        if now != self.facts.attachments:
+            problems.append(f"the attachments are {sorted(now)} with other contents, not the {len(self.facts.attachments)} "
+                            "written under v1")
+        pages = self.s3_client.get_paginator("list_object_versions").paginate(Bucket=self.uploads, Prefix=ATTACHMENTS)
+        overwritten = [v for page in pages for v in page.get("Versions") or []
+                       if self.s3_client.get_object(Bucket=self.uploads, Key=v["Key"], VersionId=v["VersionId"])
+                       ["Body"].read() == b"overwritten by v2"]
+        if not overwritten:
+            problems.append("v2's overwritten attachment is not among the versions: a version was destroyed")
+        return problems
+
     def _ledger_problems(self, v1: int, v2: int, rollback: int, request: dict) -> list[str]:
         rows = self.ledger_rows()
         problems = []
@@ -306,7 +351,7 @@ class Story:
             problems.append(f"the request was made by {request['requested_by']} with --db {request['db']}, "
                             "not by the health monitor with --db down")
         done = [s["step"] for s in rows.steps if s["status"] == "done"]
-        for wanted in ("safety_checkpoint", "db_down", "code_rollback", "verify"):
+        for wanted in ("safety_checkpoint", "db_down", "files_restore", "code_rollback", "verify"):
             if wanted not in done:
                 problems.append(f"the request has no '{wanted}' step done (done: {', '.join(done)})")
         if "db_down" in done and "code_rollback" in done and done.index("db_down") > done.index("code_rollback"):

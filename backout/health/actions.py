@@ -106,10 +106,11 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     from backout.rollback.enqueue import enqueue_rollback
 
     target = decision.target or {}
+    files = Policy.from_settings(settings).files_step
     try:
-        request_id = enqueue_rollback(app, target["checkpoint"], db=decision.db or "none",
-                                      confirm=app if decision.db != "none" else None, settings=settings,
-                                      requested_by=REQUESTED_BY)
+        request_id = enqueue_rollback(app, target["checkpoint"], db=decision.db or "none", files=files,
+                                      confirm=app if decision.db != "none" or files != "none" else None,
+                                      settings=settings, requested_by=REQUESTED_BY)
     except PlanRefused as exc:
         _suppressed(settings, conn, watch, headline, Decision(
             "suppress", f"the rollback plan was refused: {exc}", decision.db, decision.target, True))

@@ -55,7 +55,12 @@ class Policy:
     @property
     def db_step(self) -> str | None:
         """The database step auto-rollbacks take (`none`, `down`, `restore`), None when they are off."""
-        return DB_STEP.get(self.auto_rollback)
+        return DB_STEP.get(self.auto_rollback.removesuffix("+files"))
+
+    @property
+    def files_step(self) -> str:
+        """`restore` when auto-rollbacks put the uploads back too (a policy ending in `+files`)."""
+        return "restore" if self.auto_rollback.endswith("+files") else "none"
 
     def describe(self) -> str:
         return (f"grace {self.grace:g}s, a probe every {self.interval:g}s, fail after {self.threshold} failed "

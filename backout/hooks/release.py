@@ -116,8 +116,19 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
         say(f"{error}: the release is not deployed")
         return status if 0 < status < 126 else 1
     say(f"checkpoint {cp['id']} complete: {count} migrations applied")
+    _prune(settings, ledger_conn, cp["app"], say)
     schedule_watch(settings, cp["app"], cp["release_version"], say)
     return 0
+
+
+def _prune(settings: Settings, ledger_conn: psycopg.Connection, app: str, say: Callable[[str], None]) -> None:
+    """Apply BACKOUT_KEEP now that a new checkpoint is complete; a deploy never fails for it."""
+    from backout.backups.retention import prune
+
+    try:
+        prune(settings, ledger_conn, app, say)
+    except Exception as exc:  # noqa: BLE001 - retention is housekeeping
+        say(f"warning: retention (BACKOUT_KEEP) failed: {redact(str(exc), settings.secrets())}")
 
 
 def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[str], None]) -> tuple[list[str], str]:

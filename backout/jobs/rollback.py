@@ -7,7 +7,7 @@ from the ledger, and secrets from the worker's environment. It
 2. checks whether the app already runs the target's slug and config vars: then it records success
    without making a release (a request merged into an earlier one that got there first, or a job
    delivered twice);
-3. runs the database step of the plan first, when there is one;
+3. runs the data steps of the plan first, when there are any: the database step, then the files step;
 4. calls the Platform API rollback, follows the new release's release phase to `succeeded` or
    `failed`, and verifies that the current release has the target's slug and config vars (except
    those that add-ons set: Heroku does not roll back add-ons, so they stay as they are);
@@ -113,6 +113,8 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
             # into did the same one.
             if plan.get("db_step") and not _same_database_step(conn, merged, plan["db_step"]):
                 result["db"] = _run_database_step(conn, request)
+            if plan.get("files_step"):
+                result["files"] = _run_files_step(request)
             detail = {"reason": "the app already runs the target's slug and config vars",
                       "current_version": current["version"], "merged_into": merged}
             ledger.record_step(conn, request_id, "code_rollback", "skipped", detail)
@@ -122,6 +124,8 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
         if plan.get("db_step"):
             result["db"] = _run_database_step(conn, request)
             managed = addon_config_vars(client, app)  # a promoted rollback database attaches anew
+        if plan.get("files_step"):
+            result["files"] = _run_files_step(request)
         ledger.record_step(conn, request_id, "code_rollback", "started",
                            {"target_version": target["version"], "from_version": current["version"]})
         release = client.rollback(app, target["id"])
@@ -203,6 +207,15 @@ def _run_database_step(conn: Any, request: dict) -> dict:
     step = request["plan"]["db_step"]
     done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"))
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
+
+
+def _run_files_step(request: dict) -> dict:
+    """The plan's files step (a safety checkpoint of the files, then the restore); a summary."""
+    from backout.rollback.files_step import run_files_step  # S3 loads only for a files step
+
+    done = run_files_step(load(), request["id"], request["plan"]["files_step"],
+                          Progress(prefix=f"backout {request['id']}"))
+    return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "summary") if key in done}
 
 
 def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:

@@ -27,6 +27,9 @@ from backout.ledger.events import (
 from backout.ledger.locks import (
     app_lock,
     app_lock_key,
+    checkpoint_being_written,
+    hold_checkpoint,
+    release_checkpoint,
 )
 from backout.ledger.probes import (
     probe_samples,
@@ -58,6 +61,7 @@ from backout.ledger.schema import (
 )
 
 __all__ = [
+    "checkpoint_being_written", "hold_checkpoint", "release_checkpoint",
     "create_checkpoint",
     "update_checkpoint",
     "get_checkpoint",

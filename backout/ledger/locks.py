@@ -51,3 +51,27 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:
         conn.close()
+
+
+def _writer_key(checkpoint_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"backout checkpoint {checkpoint_id}".encode()).digest()[:8], "big", signed=True)
+
+
+def hold_checkpoint(conn: psycopg.Connection, checkpoint_id: str) -> None:
+    """Mark, for as long as this session lives, that it is writing the checkpoint: a process killed
+    mid-checkpoint loses its session, so its leftovers can be told from work still under way."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (_writer_key(checkpoint_id),))
+
+
+def release_checkpoint(conn: psycopg.Connection, checkpoint_id: str) -> None:
+    conn.execute("SELECT pg_advisory_unlock(%s)", (_writer_key(checkpoint_id),))
+
+
+def checkpoint_being_written(conn: psycopg.Connection, checkpoint_id: str) -> bool:
+    """Whether another live session holds the checkpoint (see hold_checkpoint)."""
+    key = _writer_key(checkpoint_id)
+    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    got = row[0] if isinstance(row, tuple) else next(iter(row.values()))
+    if got:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    return not got

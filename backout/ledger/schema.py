@@ -117,6 +117,16 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX probe_samples_app_at ON backout.probe_samples (app, at DESC);
     """,
+    # Durable checkpoints (issue 14): the uploads a checkpoint recorded, its last restore drill,
+    # and the pruning of its archive by BACKOUT_KEEP.
+    """
+    ALTER TABLE backout.checkpoints
+        ADD COLUMN files jsonb,
+        ADD COLUMN drilled_at timestamptz,
+        ADD COLUMN drill jsonb,
+        ADD COLUMN pruned_at timestamptz,
+        ADD COLUMN pruned jsonb;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -125,7 +135,8 @@ CHECKPOINT_FIELDS = {
     "database": "jsonb", "migrations_before": "jsonb", "migrations_after": "jsonb",
     "down_scripts": "jsonb", "irreversible": "jsonb", "completed_at": "timestamptz", "error": "text",
     "verified_healthy_at": "timestamptz", "release_id": "text", "slug_id": "text", "slug_commit": "text",
-    "previous_release_version": "integer", "request_id": "text",
+    "previous_release_version": "integer", "request_id": "text", "files": "jsonb", "drilled_at": "timestamptz",
+    "drill": "jsonb", "pruned_at": "timestamptz", "pruned": "jsonb",
 }
 REQUEST_FIELDS = {
     "status": "text", "plan": "jsonb", "params": "jsonb", "result": "jsonb", "error": "text",

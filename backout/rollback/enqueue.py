@@ -53,9 +53,11 @@ def enqueue_rollback(
     confirm: str | None = None,
     settings: Settings | None = None,
     requested_by: str | None = None,
+    files: str = "none",
 ) -> str:
     """Plan a rollback of `app` to `to` (`vNN`, a checkpoint id or `previous`), record it, enqueue it.
 
+    `files="restore"` also puts the uploads (BACKOUT_FILES) back as they were at the checkpoint.
     Returns the request id. Raises PlanRefused when the plan cannot be carried out; nothing is
     written then. `requested_by` defaults to `$USER@host` (the health monitor passes its own name).
     """
@@ -68,7 +70,8 @@ def enqueue_rollback(
     conn = ledger.connect(settings.ledger_url)
     try:
         with HerokuClient.from_settings(settings) as client:
-            plan = build_plan(client, conn, app, to, db, confirm, settings=settings, dry_run=dry_run)
+            plan = build_plan(client, conn, app, to, db, confirm, settings=settings, dry_run=dry_run,
+                              files=files)
         request = ledger.create_request(
             conn, app=app, target=plan["to"], db=db, dry_run=dry_run,
             requested_by=requested_by or _who_asks(), plan=plan,

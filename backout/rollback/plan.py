@@ -40,7 +40,7 @@ _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 def build_plan(
     client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
-    settings: Settings | None = None, dry_run: bool = False,
+    settings: Settings | None = None, dry_run: bool = False, files: str = "none",
 ) -> dict:
     """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
     if db not in DB_CHOICES:
@@ -69,11 +69,22 @@ def build_plan(
         raise PlanRefused(
             f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
         )
+    if files != "none" and confirm != app and not dry_run:
+        raise PlanRefused(
+            f"--files {files} puts the uploaded files back as they were at the checkpoint; to allow it, add --confirm {app}"
+        )
     step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
+    files_step = None
+    if files != "none":
+        from backout.rollback.files_step import plan_files_step  # S3 loads only for a files step
 
-    # Exactly the steps the job runs: a database step behind its safety checkpoint, and no code
-    # rollback (nor its release phase) when the app already runs the target's code and config.
+        files_step = plan_files_step(settings or load(), conn, app, checkpoint, files,
+                                     target_version=target["version"], current_version=current["version"])
+
+    # Exactly the steps the job runs: a database step behind its safety checkpoint, the files step,
+    # and no code rollback (nor its release phase) when the app already runs the target's code and config.
     steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
+    steps += [] if files_step is None else [files_step["kind"]]
     steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
     return {
         "app": app,
@@ -89,6 +100,8 @@ def build_plan(
         "noop": noop,
         "db": db,
         "db_step": step,
+        "files": files,
+        "files_step": files_step,
         "steps": steps,
     }
 
@@ -159,6 +172,8 @@ def describe(plan: dict) -> str:
         config = ", ".join(f"{kind}: {' '.join(names)}" for kind, names in changes.items() if names) or "no config changes"
         lines.append(f"code:    {slug}; config vars {config}")
     lines.append(f"database: {'left as it is' if plan['db_step'] is None else plan['db_step'].get('summary', plan['db'])}")
+    if plan.get("files_step"):
+        lines.append(f"files:   {plan['files_step']['summary']}")
     lines.append("steps:   " + " -> ".join(plan["steps"]))
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@
   it was interrupted and hands its request back to the queue, and whatever is killed anyway is
   found by the ledger sweep (`recovery.requeue_lost`) and run again, once, by the next worker.
 - The sweep runs when the worker starts and every MAINTENANCE_INTERVAL seconds, with RQ's own
-  registry cleaning (abandoned jobs).
+  registry cleaning (abandoned jobs), and so does the scheduling of restore drills
+  (BACKOUT_DRILL_EVERY; off by default).
 - With SENTRY_DSN: job failures, killed work horses and abandoned jobs are reported.
 """
 
@@ -25,6 +26,7 @@ from rq.exceptions import AbandonedJobError
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
 from backout import redis_conn, sentry
+from backout.drill import schedule as schedule_drills
 from backout.redact import redact
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob
@@ -57,6 +59,13 @@ class _BackoutWorkerMixin:
             return
         if requeued:
             log.warning("re-enqueued %d lost rollback request(s): %s", len(requeued), ", ".join(requeued))
+        try:
+            drills = schedule_drills(self.settings, self.connection)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a drill that cannot be scheduled must not stop the worker
+            log.error("could not schedule restore drills: %s", redact(str(exc), self.settings.secrets()))
+            return
+        if drills:
+            log.info("scheduled restore drill(s): %s", ", ".join(drills))
 
 
 class BackoutWorker(_BackoutWorkerMixin, HerokuWorker):

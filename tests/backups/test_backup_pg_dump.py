@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import resource
@@ -18,7 +19,7 @@ import pytest
 from backout import backups
 from backout.backups import pg_dump
 from backout.backups.libpq import client_args
-from backout.errors import BackoutError, BadInput
+from backout.errors import BackoutError, BadInput, ConfigError
 
 pytestmark = pytest.mark.integration
 
@@ -194,16 +195,35 @@ def test_strategies_are_chosen_by_name():
         backups.strategy("tape")
 
 
+class _Addons:
+    """The two Platform API answers the pitr strategy reads (the sandbox tests use the real API)."""
+
+    def __init__(self, plan: str) -> None:
+        self.plan = plan
+
+    def attachments(self, app: str) -> list[dict]:
+        return [{"name": "DATABASE", "id": "att-1", "addon": {"id": "addon-1", "name": "postgresql-x"}}]
+
+    def addon_info(self, app: str, addon: str) -> dict:
+        return {"id": addon, "name": "postgresql-x", "plan": {"name": f"heroku-postgresql:{self.plan}"}}
+
+
 def test_none_and_pitr_strategies(database):
     lines: list[str] = []
     ctx = backups.BackupContext(checkpoint_id="cp_X", app="my-app", database_url=database, progress=lines.append)
     assert backups.take("none", ctx) == {"strategy": "none"}
+    with pytest.raises(ConfigError, match="HEROKU_API_KEY is not set, and BACKOUT_BACKUP=pitr needs the Platform API"):
+        backups.take("pitr", ctx)
+    with pytest.raises(BadInput, match="postgresql-x is on heroku-postgresql:essential-0 .* use BACKOUT_BACKUP=heroku"):
+        backups.take("pitr", dataclasses.replace(ctx, heroku=_Addons("essential-0")))
+    ctx = dataclasses.replace(ctx, heroku=_Addons("standard-0"))
     mark = backups.take("pitr", ctx)
+    assert mark["plan"] == "heroku-postgresql:standard-0" and mark["addon_id"] == "addon-1"
     assert mark["time"].endswith("Z") and "/" in mark["lsn"]
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) AS n")
         later = conn.execute("SELECT pg_current_wal_lsn() > %s::pg_lsn", (mark["lsn"],)).fetchone()[0]
     assert later is True
     with pytest.raises(BackoutError, match="cannot connect"):
-        backups.take("pitr", backups.BackupContext(checkpoint_id="cp_X", app="a",
+        backups.take("pitr", backups.BackupContext(checkpoint_id="cp_X", app="a", heroku=_Addons("standard-0"),
                                                    database_url="postgresql://127.0.0.1:1/x"))

@@ -13,6 +13,7 @@ from backout.backups import pg_dump
 from backout.backups.archive import Scanner
 from backout.errors import BackoutError
 from backout.rollback.database import stream
+from backout.storage.config import StorageSettings
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +89,8 @@ def test_a_checkpoint_archive_streams_with_its_counts_and_refuses_damage(databas
     cut = tmp_path / "cut.dump.zst"
     cut.write_bytes(Path(backup["path"]).read_bytes()[:-64])
     with pytest.raises(BackoutError, match="was changed or cut short"):
-        stream.check_file({**backup, "path": str(cut)})
+        stream.locate({**backup, "path": str(cut)}, StorageSettings()).check()
     with pytest.raises(BackoutError, match="truncated or damaged|corrupt"):
         stream.pump(cut, {**backup, "path": str(cut)}, lambda chunk: None, lambda line: None)
     with pytest.raises(BackoutError, match="not on this machine"):
-        stream.check_file({**backup, "path": str(tmp_path / "gone.dump.zst")})
+        stream.locate({**backup, "path": str(tmp_path / "gone.dump.zst")}, StorageSettings()).check()

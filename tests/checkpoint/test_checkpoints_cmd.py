@@ -55,7 +55,8 @@ def test_table_lists_newest_first_with_every_column(database):
     done = run(database, "--app", "shop")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["ID", "RELEASE", "TIME", "(UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "STATUS"]
+    assert lines[0].split() == ["ID", "RELEASE", "TIME", "(UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "DRILLED",
+                                 "STATUS"]
     rows = lines[2:]
     assert [r.split()[0] for r in rows] == [made["third"]["id"], made["second"]["id"], made["first"]["id"]]
     assert "v12 (safety)" in rows[0] and "pitr" in rows[0] and "running" in rows[0]
@@ -74,7 +75,7 @@ def test_json_is_stable_and_keeps_private_links_out(database):
     first, second, third = document["checkpoints"][2], document["checkpoints"][1], document["checkpoints"][0]
     assert set(first) == {"id", "app", "kind", "status", "release", "created_at", "completed_at",
                           "verified_healthy_at", "wal_lsn", "config_fingerprint", "database", "backup",
-                          "migrations", "reversible", "request_id", "error"}
+                          "migrations", "reversible", "request_id", "error", "files", "drill", "pruned"}
     assert first["id"] == made["first"]["id"] and first["status"] == "complete" and first["kind"] == "deploy"
     assert first["release"] == {"version": 10, "id": "rel-10", "previous_version": 9, "slug_id": "slug-1",
                                 "commit": "abc123"}

@@ -134,10 +134,10 @@ class Heroku:
         self.box = box
         self.client = HerokuClient(box.token, box.url, box.url)
 
-    def app(self, name: str, **config: str) -> str:
+    def app(self, name: str, plan: str = "essential-0", **config: str) -> str:
         """An app with a Postgres add-on (DATABASE_URL) and backout's config vars; its database URL."""
         self.client.create_app(name)
-        self.client.create_addon(name, "heroku-postgresql:essential-0")
+        self.client.create_addon(name, f"heroku-postgresql:{plan}")
         self.client.update_config_vars(name, {
             "HEROKU_API_KEY": self.box.token, "BACKOUT_MIGRATIONS": "alembic",
             "BACKOUT_MIGRATIONS_PATH": "alembic.ini", **config,

@@ -13,6 +13,7 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.checkpoint import config_fingerprint
 from tests.hooks.support import A1, B2, BROKEN, Heroku
+from tests.support import S3
 
 pytestmark = pytest.mark.integration
 
@@ -22,9 +23,8 @@ def _checkpoints(url: str, app: str) -> list[dict]:
         return ledger.list_checkpoints(conn, app)
 
 
-def test_deploy_failed_deploy_and_rollback_with_pg_dump(heroku: Heroku, tmp_path: Path, redis_url: str) -> None:
-    db = heroku.app("shop", BACKOUT_BACKUP="pg_dump", BACKOUT_BACKUP_DIR=str(tmp_path / "backups"),
-                    REDIS_URL=redis_url)
+def test_deploy_failed_deploy_and_rollback_with_pg_dump(heroku: Heroku, tmp_path: Path, redis_url: str, s3: S3) -> None:
+    db = heroku.app("shop", BACKOUT_BACKUP="pg_dump", REDIS_URL=redis_url, **s3.env())
     first = heroku.deploy("shop", [A1], commit="aaaa1111")
     assert first["status"] == "succeeded", first["output"]
     assert "Running upgrade  -> a1" in first["output"]
@@ -36,7 +36,8 @@ def test_deploy_failed_deploy_and_rollback_with_pg_dump(heroku: Heroku, tmp_path
     assert cp["config_fingerprint"] == config_fingerprint(heroku.client.config_vars("shop"))
     assert cp["database"]["addon_id"] is None  # looked up only for heroku and pitr backups
     assert cp["migrations_before"] == [] and cp["migrations_after"] == ["a1"]
-    assert pg_dump.verify(cp["backup"]["path"], cp["backup"]["sha256"])["dump_size"] == cp["backup"]["dump_size"]
+    archive = s3.fetch(cp["backup"], tmp_path)
+    assert pg_dump.verify(archive, cp["backup"]["sha256"])["dump_size"] == cp["backup"]["dump_size"]
     assert "health watch watch-shop-v" in first["output"]
 
     # A release whose migration fails halfway: not deployed, the database left as it was.
@@ -93,7 +94,7 @@ def test_heroku_backup_strategy_captures_a_data_api_backup(heroku: Heroku, tmp_p
 
 
 def test_pitr_strategy_marks_time_and_lsn(heroku: Heroku, tmp_path: Path) -> None:
-    db = heroku.app("shop-pitr", BACKOUT_BACKUP="pitr")
+    db = heroku.app("shop-pitr", plan="standard-0", BACKOUT_BACKUP="pitr")
     release = heroku.deploy("shop-pitr", [A1], commit="eeee5555")
     assert release["status"] == "succeeded", release["output"]
     [cp] = _checkpoints(db, "shop-pitr")

@@ -32,7 +32,7 @@ from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
 from tests.hooks.support import ENV_PY, hook_env, release
 from tests.migrations.support import FIXTURES, rows, schema_of
-from tests.support import deploy_slug
+from tests.support import S3, deploy_slug
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,7 @@ def checkpoints(url: str, app: str) -> list[dict]:
 
 @pytest.mark.parametrize("tool", TOOLS, ids=[t.name for t in TOOLS])
 def test_a_release_checkpoints_and_a_failing_one_is_undone(
-    sandbox: Any, heroku: HerokuClient, tmp_path: Path, tool: Tool
+    sandbox: Any, heroku: HerokuClient, tmp_path: Path, tool: Tool, s3: S3
 ) -> None:
     app = f"shop-{tool.name}"
     db = make_app(heroku, sandbox.token, app, BACKOUT_BACKUP="none", BACKOUT_MIGRATIONS=tool.name,
@@ -337,8 +337,8 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
     assert f"0 migrations applied, {total} pending" in first["output"], first["output"]
     assert f"complete: {total} migrations applied" in first["output"]
 
-    # 2. A config change is a release too: its checkpoint is a verified pg_dump archive.
-    heroku.update_config_vars(app, {"BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": str(tmp_path / "backups")})
+    # 2. A config change is a release too: its checkpoint is a verified pg_dump archive in storage.
+    heroku.update_config_vars(app, {"BACKOUT_BACKUP": "pg_dump", **s3.env()})
     config_release = with_output(heroku.wait_release(app, heroku.list_releases(app)[0]["id"], timeout=120, poll=0.1))
     assert config_release["status"] == "succeeded", config_release["output"]
     assert config_release["version"] == first["version"] + 1
@@ -346,9 +346,10 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
     assert cp["status"] == "complete" and cp["release_version"] == config_release["version"], cp["error"]
     assert cp["migrations_before"] == cp["migrations_after"] == tool.applied and cp["down_scripts"] == []
     backup = cp["backup"]
-    assert backup["strategy"] == "pg_dump" and Path(backup["path"]).stat().st_size == backup["size"]
-    assert pg_dump.verify(backup["path"], backup["sha256"])["dump_size"] == backup["dump_size"]
-    assert f" {get_adapter(tool.name).state_table} " in archive_listing(backup["path"], tmp_path)
+    archive = s3.fetch(backup, tmp_path)
+    assert backup["strategy"] == "pg_dump" and archive.stat().st_size == backup["size"]
+    assert pg_dump.verify(archive, backup["sha256"])["dump_size"] == backup["dump_size"]
+    assert f" {get_adapter(tool.name).state_table} " in archive_listing(archive, tmp_path)
     assert rows(db, tool.state_sql) == applied_rows and schema_of(db) == schema
     assert f"{total} migrations applied, 0 pending" in config_release["output"]
 
@@ -378,7 +379,7 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
     assert cp["status"] == "complete" and cp["release_version"] == fixed["version"], cp["error"]
     assert cp["migrations_before"] == tool.applied and cp["migrations_after"] == tool.after_fixed
     assert len(cp["down_scripts"]) == 2 and cp["irreversible"] == [] and cp["reversible"] is True
-    assert pg_dump.verify(cp["backup"]["path"], cp["backup"]["sha256"])["entries"] > 0
+    assert pg_dump.verify(s3.fetch(cp["backup"], tmp_path), cp["backup"]["sha256"])["entries"] > 0
 
     outputs = first["output"] + config_release["output"] + broken["output"] + fixed["output"]
     assert password not in outputs

@@ -19,7 +19,7 @@ import pytest
 from backout import ledger
 from tests.hooks.support import A1, B2, Heroku, slug_files
 from tests.rollback.support import checksums, schema
-from tests.support import child_env, start_worker, stop_workers
+from tests.support import S3, child_env, start_worker, stop_workers
 from tests.test_readme import code_lines
 
 pytestmark = pytest.mark.integration
@@ -39,12 +39,13 @@ class App:
     """A sandbox app with a Postgres add-on and backout's config, and the CLI and worker around it."""
 
     def __init__(self, heroku: Heroku, name: str, tmp_path: Path, redis_url: str, backup: str,
-                 plan: str = "essential-0") -> None:
+                 plan: str = "essential-0", storage: dict[str, str] | None = None) -> None:
         self.heroku, self.name, self.tmp = heroku, name, tmp_path
         client = heroku.client
         client.create_app(name)
         client.create_addon(name, f"heroku-postgresql:{plan}")
-        config = {"BACKOUT_BACKUP": backup, "BACKOUT_BACKUP_DIR": str(tmp_path / "backups"),
+        # The release phase runs on a dyno: pg_dump archives go to object storage.
+        config = {"BACKOUT_BACKUP": backup, **(storage or {}),
                   "BACKOUT_MIGRATIONS": "alembic", "BACKOUT_MIGRATIONS_PATH": "alembic.ini"}
         client.update_config_vars(name, {"HEROKU_API_KEY": heroku.box.token, **config})
         self.db = client.config_vars(name)["DATABASE_URL"]
@@ -91,11 +92,11 @@ class App:
 
 
 @pytest.fixture
-def make_app(heroku: Heroku, tmp_path: Path, redis_url: str):
+def make_app(heroku: Heroku, tmp_path: Path, redis_url: str, s3: S3):
     made: list[App] = []
 
     def make(name: str, backup: str, plan: str = "essential-0") -> App:
-        made.append(App(heroku, name, tmp_path, redis_url, backup, plan))
+        made.append(App(heroku, name, tmp_path, redis_url, backup, plan, s3.env() if backup == "pg_dump" else None))
         return made[-1]
 
     yield make

@@ -34,6 +34,7 @@ import requests
 from backout import ledger
 from backout.backups.archive import Archive, Scanner
 from backout.backups.heroku import ATTACHMENT, database_addon
+from backout.backups.pitr import PITR_TIERS, plan_tier
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
@@ -42,7 +43,6 @@ from backout.settings import Settings
 
 Progress = Callable[[str], None]
 
-PITR_TIERS = ("standard", "premium", "private", "shield")
 ATTACH_WAIT = 120.0
 # While a Data API restore runs the ledger holds the backup's rows: the shorter, the better.
 TRANSFER_POLL = 0.5
@@ -62,16 +62,30 @@ def pg_dump_choice(settings: Settings, toc: Archive) -> swap.Choice:
 
 def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progress: Progress) -> dict:
     backup = checkpoint["backup"] or {}
-    path = stream.check_file(backup)
-    toc = stream.read_toc(path)
+    source = archive_of(checkpoint, settings)
+    toc = stream.read_toc(source)
     choice = pg_dump_choice(settings, toc)
-    progress(f"restore: {checkpoint['id']} ({path.name}) by {choice.mode}: {choice.reason}")
+    progress(f"restore: {checkpoint['id']} ({source.name}) by {choice.mode}: {choice.reason}")
     restore = swap.Restore(settings.database_url or "", backup, checkpoint["id"], swap.request_key(request_id),
-                           progress, work_dir=Path(settings.backup_dir))
+                           progress, work_dir=Path(settings.backup_dir), storage=settings.storage)
     result = restore.run(choice.mode, toc)
     result["choice"] = choice.to_json()
     result["dropped"] = _drop_leftovers(settings, toc, progress)
     return result
+
+
+def archive_of(checkpoint: dict, settings: Settings) -> stream.Source:
+    """The checkpoint's pg_dump archive, checked to be there as written; BackoutError naming the
+    checkpoint and what is missing when it is not (pruned, deleted, expired, on another machine)."""
+    if checkpoint.get("pruned_at"):
+        raise BackoutError(f"checkpoint {checkpoint['id']}'s archive was pruned at {checkpoint['pruned_at']} "
+                           f"({(checkpoint.get('pruned') or {}).get('reason', 'BACKOUT_KEEP')})")
+    source = stream.locate(checkpoint.get("backup") or {}, settings.storage)
+    try:
+        source.check()
+    except BackoutError as exc:
+        raise BackoutError(f"cannot restore checkpoint {checkpoint['id']}: {exc}") from None
+    return source
 
 
 def _drop_leftovers(settings: Settings, toc: Archive, progress: Progress) -> list[str]:
@@ -185,8 +199,7 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
     addon = _unless_gone(lambda: client.addon_info(app, source),
                          f"the database add-on {source} the checkpoint marked is gone; a rollback add-on needs it")
     plan = (addon.get("plan") or {}).get("name") or ""
-    tier = plan.partition(":")[2].split("-")[0]
-    if tier not in PITR_TIERS:
+    if plan_tier(plan) not in PITR_TIERS:
         raise PlanRefused(f"{addon.get('name')} is on {plan}, which Heroku cannot roll back to a point in time "
                           "(standard, premium, private and shield plans can)")
     earliest = _earliest(client.database_info(addon["id"]))

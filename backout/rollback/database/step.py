@@ -56,7 +56,7 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
         raise PlanRefused("the target release has no version, so no checkpoint can be matched to it")
     after = target_checkpoint["created_at"] if target_checkpoint else ""
     later = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == "complete" and cp["created_at"] > after and _left_by(cp, target_version)]
+             if cp["status"] == "complete" and cp["created_at"] > after and left_by(cp, target_version)]
     if later:
         point = later[-1]
         if point["kind"] == "safety":
@@ -75,7 +75,7 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
                       "`backout checkpoints` lists them")
 
 
-def _left_by(cp: dict, version: int) -> bool:
+def left_by(cp: dict, version: int) -> bool:
     """Whether a checkpoint holds the database as release `version` left it: the checkpoint of the
     deploy that replaced it, or a safety checkpoint taken while it ran."""
     if cp["kind"] == "safety":
@@ -98,7 +98,7 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
         target_version = target_checkpoint.get("release_version")
     point, why = restore_point(ledger_conn, app, target_checkpoint, target_version, current_version)
     step: dict[str, Any] = {
-        "kind": DB_KINDS[db], "db": db, "restore_point": _summary(point), "restore_point_reason": why,
+        "kind": DB_KINDS[db], "db": db, "restore_point": summary(point), "restore_point_reason": why,
         "checked_here": [], "checked_by_worker": [],
     }
     client = heroku or (HerokuClient.from_settings(settings) if settings.heroku_api_key else None)
@@ -125,13 +125,15 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
         raise PlanRefused(f"checkpoint {point['id']} holds no copy of the data (taken with BACKOUT_BACKUP=none); "
                           "roll back with --db down, or choose a checkpoint with a backup")
     if strategy == "pg_dump":
-        info.update(file=backup.get("path"), size=backup.get("size"), archive_bytes=backup.get("dump_size"))
+        info.update(file=backup.get("url") or backup.get("path"), size=backup.get("size"),
+                    archive_bytes=backup.get("dump_size"))
         try:
-            toc = stream.read_toc(stream.check_file(backup))
-            step["checked_here"].append("the backup file is present, with its recorded size, and readable")
+            toc = stream.read_toc(restore.archive_of(point, settings))
+            step["checked_here"].append(f"the {'archive in storage' if backup.get('storage') else 'backup file'} is "
+                                        "present, with its recorded size, and readable")
         except BackoutError as exc:
             if "not on this machine" not in str(exc):
-                raise PlanRefused(f"cannot restore checkpoint {point['id']}: {exc}") from None
+                raise PlanRefused(str(exc)) from None
             toc = None
             step["checked_by_worker"].append("the backup file (it is not on this machine)")
         if conn is not None:
@@ -234,7 +236,7 @@ class _app_database:
             self.conn.close()
 
 
-def _summary(cp: dict) -> dict:
+def summary(cp: dict) -> dict:
     return {"id": cp["id"], "kind": cp["kind"], "release_version": cp["release_version"],
             "created_at": cp["created_at"], "backup_strategy": cp["backup_strategy"],
             "migration_tool": cp["migration_tool"]}

@@ -1,9 +1,11 @@
-"""Reading a `pg_dump` checkpoint's archive (`<id>.dump.zst`) for a restore.
+"""Reading a `pg_dump` checkpoint's archive (`<id>.dump.zst`) for a restore, wherever it is kept.
 
+`locate` gives the archive as a source: a file in BACKOUT_BACKUP_DIR (`LocalArchive`) or an object
+in BACKOUT_STORAGE_URL (`storage.archives.StoredArchive`, read with parallel ranged GETs).
 `backout.backups.pg_dump.open_archive` is the reference reader; this one streams the same archive
 through zstd's stream reader, about five times faster on this machine (a restore reads the whole
 archive, so that time adds to the restore's), and checks the same things: zstd's checksum, no bytes
-after the end, and the size pg_dump wrote (zstd alone says nothing about a file cut short).
+after the end, and the size pg_dump wrote (zstd alone says nothing about an archive cut short).
 Streamed, every chunk also goes through an archive `Scanner`, which counts each table's rows for
 the verification after the restore.
 """
@@ -13,14 +15,16 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Protocol
 
 import zstandard
 
 from backout.backups.archive import Archive, Scanner
 from backout.errors import BackoutError
 from backout.output import human_bytes
+from backout.storage.config import StorageSettings
 
 CHUNK = 1 << 20
 PROGRESS_EVERY = 5.0
@@ -28,24 +32,64 @@ PROGRESS_EVERY = 5.0
 Progress = Callable[[str], None]
 
 
-def check_file(backup: dict) -> Path:
-    """The archive's path, after checking it is there with the size recorded when it was written."""
-    path = Path(backup.get("path") or "")
-    if not backup.get("path") or not path.is_file():
-        raise BackoutError(f"the checkpoint's backup file {path} is not on this machine (BACKOUT_BACKUP_DIR "
-                           "of the process that took it); run the worker where the backups are kept")
-    size = path.stat().st_size
-    if backup.get("size") is not None and size != backup["size"]:
-        raise BackoutError(f"the backup file {path} is {size} bytes, but {backup['size']} were written: "
-                           "it was changed or cut short since")
-    return path
+class Source(Protocol):
+    """Where an archive's compressed bytes are read from."""
+
+    @property
+    def name(self) -> str: ...
+
+    def check(self) -> None: ...
+
+    def open(self) -> BinaryIO: ...
 
 
-def chunks(path: Path, dump_size: int | None) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class LocalArchive:
+    """An archive file in BACKOUT_BACKUP_DIR."""
+
+    path: Path
+    size: int | None
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def check(self) -> None:
+        """BackoutError unless the file is here with the size recorded when it was written."""
+        if not self.path.is_file():
+            raise BackoutError(f"the checkpoint's backup file {self.path} is not on this machine (BACKOUT_BACKUP_DIR "
+                               "of the process that took it); run the worker where the backups are kept")
+        size = self.path.stat().st_size
+        if self.size is not None and size != self.size:
+            raise BackoutError(f"the backup file {self.path} is {size} bytes, but {self.size} were written: "
+                               "it was changed or cut short since")
+
+    def open(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+
+def locate(backup: dict, storage: StorageSettings) -> Source:
+    """The archive a checkpoint's backup record names: an object in storage when it was uploaded,
+    else a file."""
+    if backup.get("storage") == "s3":
+        from backout.storage.archives import StoredArchive
+        from backout.storage.client import make_client
+
+        return StoredArchive.of(make_client(storage), backup)
+    return LocalArchive(Path(backup.get("path") or ""), backup.get("size"))
+
+
+def as_source(where: "Source | str | os.PathLike") -> Source:
+    """A source for an archive given as a source or as a local file's path."""
+    return LocalArchive(Path(where), None) if isinstance(where, (str, os.PathLike)) else where
+
+
+def chunks(where: "Source | str | os.PathLike", dump_size: int | None) -> Iterator[bytes]:
     """The archive's decompressed bytes; raises BackoutError if it is corrupt or shorter than recorded."""
+    source = as_source(where)
     total = 0
     try:
-        with open(path, "rb") as raw:
+        with source.open() as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
             while True:
                 chunk = reader.read(CHUNK)
@@ -54,16 +98,17 @@ def chunks(path: Path, dump_size: int | None) -> Iterator[bytes]:
                 total += len(chunk)
                 yield chunk
     except zstandard.ZstdError as exc:
-        raise BackoutError(f"backup {path} is corrupt: {exc}") from None
+        raise BackoutError(f"backup {source.name} is corrupt: {exc}") from None
     if dump_size is not None and total != dump_size:
-        raise BackoutError(f"backup {path} holds {total} bytes of archive, but pg_dump wrote {dump_size}: "
+        raise BackoutError(f"backup {source.name} holds {total} bytes of archive, but pg_dump wrote {dump_size}: "
                            "it is truncated or damaged")
 
 
-def read_toc(path: Path) -> Archive:
+def read_toc(where: "Source | str | os.PathLike") -> Archive:
     """The archive's table of contents, reading only as far as it goes."""
+    source = as_source(where)
     scanner = Scanner()
-    with open(path, "rb") as raw:
+    with source.open() as raw:
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
         try:
             while scanner.in_toc:
@@ -72,9 +117,9 @@ def read_toc(path: Path) -> Archive:
                     break
                 scanner.feed(chunk)
         except zstandard.ZstdError as exc:
-            raise BackoutError(f"backup {path} is corrupt: {exc}") from None
+            raise BackoutError(f"backup {source.name} is corrupt: {exc}") from None
     if scanner.in_toc:
-        raise BackoutError(f"backup {path} ends inside its table of contents")
+        raise BackoutError(f"backup {source.name} ends inside its table of contents")
     return scanner.archive
 
 
@@ -85,7 +130,7 @@ def recorded(backup: dict, toc: Archive) -> Archive | None:
     return toc.with_rows(rows) if isinstance(rows, dict) else None
 
 
-def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: Progress,
+def pump(source: "Source | str | os.PathLike", backup: dict, write: Callable[[bytes], object], progress: Progress,
          what: str = "restore", counted: Archive | None = None) -> Archive:
     """Decompress the archive into `write`, scanning it on the way unless its rows were `counted`
     already; progress lines carry the bytes."""
@@ -93,7 +138,7 @@ def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: P
     total = backup.get("dump_size")
     seen = 0
     next_report = time.monotonic() + PROGRESS_EVERY
-    for chunk in chunks(path, total):
+    for chunk in chunks(source, total):
         if counted is None:
             scanner.feed(chunk)
         write(chunk)
@@ -113,9 +158,9 @@ class Decompression(threading.Thread):
     table of contents are in the file, which is all that `pg_restore --section=pre-data` reads.
     `result()` waits and returns the bytes written, or raises what went wrong."""
 
-    def __init__(self, path: Path, backup: dict, dest: Path, progress: Progress) -> None:
+    def __init__(self, source: "Source | str | os.PathLike", backup: dict, dest: Path, progress: Progress) -> None:
         super().__init__(daemon=True)
-        self.path, self.dest, self.progress = path, dest, progress
+        self.source, self.dest, self.progress = as_source(source), dest, progress
         self.total: int | None = backup.get("dump_size")
         self.toc = threading.Event()
         self.cancelled = threading.Event()
@@ -130,7 +175,7 @@ class Decompression(threading.Thread):
         next_report = time.monotonic() + PROGRESS_EVERY
         try:
             fd = os.open(self.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with open(self.path, "rb") as raw, open(fd, "wb", buffering=0) as out:
+            with self.source.open() as raw, open(fd, "wb", buffering=0) as out:
                 reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
                 while not self.cancelled.is_set():
                     size = reader.readinto(buffer)
@@ -149,7 +194,7 @@ class Decompression(threading.Thread):
                                       f"{human_bytes(self.total or self.written)} written")
                         next_report = time.monotonic() + PROGRESS_EVERY
         except zstandard.ZstdError as exc:
-            self.error = BackoutError(f"backup {self.path} is corrupt: {exc}")
+            self.error = BackoutError(f"backup {self.source.name} is corrupt: {exc}")
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self.error = exc
         finally:
@@ -160,7 +205,7 @@ class Decompression(threading.Thread):
         if self.error is not None:
             raise self.error
         if self.total is not None and self.written != self.total:
-            raise BackoutError(f"backup {self.path} holds {self.written} bytes of archive, but pg_dump wrote "
+            raise BackoutError(f"backup {self.source.name} holds {self.written} bytes of archive, but pg_dump wrote "
                                f"{self.total}: it is truncated or damaged")
         self.progress(f"decompress: done, {human_bytes(self.written)} written")
         return self.written

@@ -46,6 +46,7 @@ from backout.backups.archive import Archive, scan_file
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.rollback.database import pgtools, stream
+from backout.storage.config import StorageSettings
 
 MODES = ("database", "schema", "in-place")
 LEDGER_SCHEMA = "backout"
@@ -181,7 +182,8 @@ class Restore:
     progress: Progress
     work_dir: Path
     jobs: int | None = None  # pg_restore -j for the database mode; None chooses by size and cores
-    path: Path = field(init=False)
+    storage: StorageSettings = field(default_factory=StorageSettings)  # where stored archives are read from
+    source: stream.Source = field(init=False)
     dbname: str = field(init=False)
     superuser: bool = field(init=False)
 
@@ -189,7 +191,8 @@ class Restore:
         """Restore in `mode` (see `choose`), verify, swap; what was done, for the ledger."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}")
-        self.path = stream.check_file(self.backup)
+        self.source = stream.locate(self.backup, self.storage)
+        self.source.check()
         with pgtools.connect(self.url, "the app's database") as conn:
             self.superuser = capabilities(conn).superuser
             self.dbname = conn.execute("SELECT current_database()").fetchone()[0]
@@ -207,7 +210,7 @@ class Restore:
 
     def _database(self, counted: Archive | None) -> dict:
         new = _name(self.dbname, "_restore_" + self.key)
-        admin_url = _maintenance_url(self.url)
+        admin_url = maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
         jobs = self._jobs()
         temp = self.work_dir / f".restore-{self.key}.dump"
@@ -216,7 +219,7 @@ class Restore:
         decompression = None
         if jobs > 1:
             self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
-            decompression = stream.Decompression(self.path, self.backup, temp, self.progress)
+            decompression = stream.Decompression(self.source, self.backup, temp, self.progress)
         try:
             with pgtools.connect(admin_url, "the maintenance database") as admin:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
@@ -299,20 +302,7 @@ class Restore:
                                f"{errors.last_error(pgtools.secrets_of(env))}")
 
     def _feed(self, proc: subprocess.Popen, env: dict, counted: Archive | None) -> Archive:
-        """Stream the archive into a pg_restore reading its stdin; the archive with its rows."""
-        errors = pgtools.Drain(proc.stderr)
-        try:
-            archive = stream.pump(self.path, self.backup, proc.stdin.write, self.progress, counted=counted)
-            proc.stdin.close()
-        except BrokenPipeError:
-            archive = None
-        except BaseException:
-            pgtools.stop(proc)
-            raise
-        status = proc.wait()
-        if status != 0 or archive is None:
-            raise BackoutError(f"pg_restore failed (exit status {status}): {errors.last_error(pgtools.secrets_of(env))}")
-        return archive
+        return feed(proc, env, self.source, self.backup, self.progress, counted)
 
     def _owner_flags(self) -> list[str]:
         # Only a superuser can give objects to other roles; anyone else restores them as their own.
@@ -350,7 +340,7 @@ class Restore:
             archive = None
             try:
                 try:
-                    archive = stream.pump(self.path, self.backup, restore.stdin.write, self.progress, counted=counted)
+                    archive = stream.pump(self.source, self.backup, restore.stdin.write, self.progress, counted=counted)
                     # psql reads the postlude only after pg_restore's whole output: write it now that
                     # the archive's row counts are known.
                     postlude.write_text(verify_sql(archive, plan.restored_names if plan else {})
@@ -385,6 +375,25 @@ class Restore:
                       f"(the app waited {swap['seconds']:.3f}s)")
         result.update(kept={"schemas": swap["kept"]}, swap=swap)
         return result
+
+
+def feed(proc: subprocess.Popen, env: dict, source: stream.Source, backup: dict, progress: Progress,
+         counted: Archive | None = None) -> Archive:
+    """Stream the archive into a pg_restore reading its stdin; the archive with its rows (as
+    `counted` already, or as scanned on the way)."""
+    errors = pgtools.Drain(proc.stderr)
+    try:
+        archive = stream.pump(source, backup, proc.stdin.write, progress, counted=counted)
+        proc.stdin.close()
+    except BrokenPipeError:
+        archive = None
+    except BaseException:
+        pgtools.stop(proc)
+        raise
+    status = proc.wait()
+    if status != 0 or archive is None:
+        raise BackoutError(f"pg_restore failed (exit status {status}): {errors.last_error(pgtools.secrets_of(env))}")
+    return archive
 
 
 def request_key(request_id: str) -> str:
@@ -569,7 +578,7 @@ def _create_like(admin: psycopg.Connection, old: str, new: str) -> None:
 _LIST_SETTINGS = ("search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries")
 
 
-def _maintenance_url(url: str) -> str:
+def maintenance_url(url: str) -> str:
     """A database to run CREATE/ALTER DATABASE from: `postgres`, else `template1`."""
     for name in ("postgres", "template1"):
         candidate = pgtools.with_database(url, name)

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 
 # What differs between the versions of the code (v1, v2) lives in queries.py.
-from queries import CODE, COUNT_NOTES, LIST_NOTES
+from queries import CODE, COUNT_NOTES, LIST_NOTES, on_boot
 
 RELEASE = os.environ.get("HEROKU_RELEASE_VERSION", "unknown")
 
@@ -16,6 +16,13 @@ def query(sql: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(os.environ["DATABASE_URL"], connect_timeout=5) as conn:
         cur = conn.execute(sql, params)
         return cur.fetchall() if cur.description else []
+
+
+def uploads():
+    """The S3 client of the app's uploads (AWS_ENDPOINT_URL_S3 and the AWS_* variables, as boto3 reads them)."""
+    import boto3  # imported when first needed: the dyno answers its first health checks sooner
+
+    return boto3.client("s3")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -46,8 +53,12 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(404, {"error": "not found"})
             return
         length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}").get("body", "")
+        document = json.loads(self.rfile.read(length) or b"{}")
+        body = document.get("body", "")
         (note_id,), = query("INSERT INTO notes (body) VALUES (%s) RETURNING id", (body,))
+        if document.get("attachment"):
+            uploads().put_object(Bucket=os.environ["UPLOADS_BUCKET"], Key=f"attachments/{note_id}.txt",
+                                 Body=document["attachment"].encode())
         self.answer(201, {"id": note_id, "body": body})
 
     def log_message(self, format: str, *args) -> None:
@@ -55,4 +66,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    on_boot(uploads, os.environ.get("UPLOADS_BUCKET"))
     ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
