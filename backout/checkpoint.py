@@ -201,6 +201,8 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     )
     say(f"checkpoint {cp['id']}: WAL {lsn}, {len(applied)} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
+    if cp["kind"] == "deploy":
+        _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     context = backups.BackupContext(
         checkpoint_id=cp["id"], app=cp["app"], database_url=settings.database_url or "",
         backup_dir=settings.backup_dir, progress=say, conn=conn, heroku=heroku,
@@ -211,6 +213,21 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     if complete:
         fields.update(status="complete", completed_at="now")
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
+
+
+def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict, adapter: Any,
+           pending: list, say: Progress) -> None:
+    """Record what rolling this release back will cost, print it in the release log with the
+    statements that decided it, and refuse (before the backup and the migrations) a release that
+    breaks BACKOUT_REQUIRE."""
+    from backout.verdict import policy
+    from backout.verdict.verdict import judge
+
+    verdict = judge(adapter, conn, pending)
+    ledger.update_checkpoint(ledger_conn, cp["id"], verdict=verdict.to_json())
+    for line in verdict.lines():
+        say(line)
+    policy.enforce(verdict, settings.require_policy)
 
 
 def _fail(ledger_conn: psycopg.Connection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:

@@ -20,7 +20,9 @@ T = TypeVar("T")
 
 BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
-AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore")
+AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore", "auto")
+# BACKOUT_REQUIRE: the verdicts a team accepts (backout.verdict.policy says what each means).
+REQUIRE_POLICIES = ("reversible", "expand-only")
 REDIRECT_POLICIES = ("follow", "refuse")
 
 HEROKU_API_URL = "https://api.heroku.com"
@@ -90,6 +92,7 @@ class Settings:
     migrations_path: Path | None = None
     health: HealthSettings = HealthSettings()
     auto_rollback: str = "code"
+    require_policy: str | None = None
     notify_url: str | None = field(default=None, repr=False)
     sentry_dsn: str | None = field(default=None, repr=False)
     github_token: str | None = field(default=None, repr=False)
@@ -222,6 +225,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auto_rollback=parsed(
             "BACKOUT_AUTO_ROLLBACK", _choice("BACKOUT_AUTO_ROLLBACK", AUTO_ROLLBACK_POLICIES), "code"
         ),
+        require_policy=parsed("BACKOUT_REQUIRE", _choice("BACKOUT_REQUIRE", REQUIRE_POLICIES), None),
         notify_url=parsed("BACKOUT_NOTIFY_URL", _http_url("BACKOUT_NOTIFY_URL", secret=True), None),
         sentry_dsn=parsed("SENTRY_DSN", _http_url("SENTRY_DSN", secret=True), None),
         github_token=get("GITHUB_TOKEN"),
@@ -249,7 +253,7 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
-        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT",
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_REQUIRE",
     ]
 
 

@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("checkpoints", "list an app's checkpoints, newest first", "checkpoints"),
     ("status", "releases, checkpoints, health and recent rollback jobs of an app", "status"),
     ("health", "probe an app once now and print the verdict", "health"),
+    ("check", "the verdict and deploy dangers of the migrations pending against DATABASE_URL, for CI", "check"),
     ("sandbox", "run the local Heroku (Platform API and Data API) on loopback", "sandbox"),
     ("demo", "play the whole story end to end on this machine", "demo"),
     ("package-rollback", "take back a bad package release: GitHub tag and release, PyPI, changelog, users",

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from backout import checkpoint, ledger
-from backout.errors import BackoutError, HerokuAPIError
+from backout.errors import BackoutError, HerokuAPIError, PolicyViolation
 from backout.redact import redact
 from backout.settings import Settings
 
@@ -67,6 +67,9 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
             try:
                 cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
                                      facts=facts, progress=say, complete=False, app_conn=app_conn)
+            except PolicyViolation:
+                say("the pending migrations break BACKOUT_REQUIRE: the release is not deployed")
+                raise
             except BackoutError:
                 say("checkpoint failed: the release is not deployed")
                 raise

@@ -102,6 +102,8 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX health_events_app_at ON backout.health_events (app, at DESC);
     """,
+    # The compatibility verdict of the release's pending migrations (backout.verdict).
+    "ALTER TABLE backout.checkpoints ADD COLUMN verdict jsonb",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -110,7 +112,7 @@ CHECKPOINT_FIELDS = {
     "database": "jsonb", "migrations_before": "jsonb", "migrations_after": "jsonb",
     "down_scripts": "jsonb", "irreversible": "jsonb", "completed_at": "timestamptz", "error": "text",
     "verified_healthy_at": "timestamptz", "release_id": "text", "slug_id": "text", "slug_commit": "text",
-    "previous_release_version": "integer", "request_id": "text",
+    "previous_release_version": "integer", "request_id": "text", "verdict": "jsonb",
 }
 REQUEST_FIELDS = {
     "status": "text", "plan": "jsonb", "params": "jsonb", "result": "jsonb", "error": "text",

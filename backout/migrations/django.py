@@ -28,6 +28,7 @@ from backout.errors import BackoutError
 from backout.migrations import script
 from backout.migrations.base import (
     MigrationAdapter,
+    MigrationSQL,
     SavedMigration,
     expect_rows,
     missing_path,
@@ -46,7 +47,7 @@ from django.db.migrations.exceptions import IrreversibleError
 found = {{}}
 for app, name in json.loads({targets!r}):
     try:
-        sql = call_command("sqlmigrate", app, name, backwards=True, no_color=True,
+        sql = call_command("sqlmigrate", app, name, backwards={backwards!r}, no_color=True,
                            stdout=io.StringIO(), stderr=io.StringIO())
         found[app + "." + name] = {{"sql": sql}}
     except IrreversibleError as exc:
@@ -57,6 +58,7 @@ print({marker!r} + json.dumps(found))
 '''
 _NOT_SQL = "-- THIS OPERATION CANNOT BE WRITTEN AS SQL"
 _SQLMIGRATE_TIMEOUT = 300
+_PYTHON_OPERATION = "a RunPython operation runs Python code, which cannot be judged from SQL"
 
 
 @dataclass
@@ -106,6 +108,25 @@ class DjangoAdapter(MigrationAdapter):
             ))
         return found
 
+    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+        """The forward SQL from `manage.py sqlmigrate` (one child process for all), else from the
+        RunSQL operations of the files; RunPython and what only Django can write are opaque."""
+        files = {f.id: f for f in self._migration_files()}
+        chosen = [files[m.id] for m in migrations if m.id in files]
+        forward = self._sqlmigrate(chosen, backwards=False) if chosen and self._can_run_django() else {}
+        found = {}
+        for m in migrations:
+            answer = forward.get(m.id) or {}
+            if "sql" in answer:
+                opaque = tuple(_PYTHON_OPERATION for line in answer["sql"].splitlines() if line.strip() == _NOT_SQL)
+                found[m.id] = MigrationSQL(up=answer["sql"], down=m.down, opaque=opaque)
+            elif m.id in files:
+                up, opaque = _forward_from_ast(files[m.id])
+                found[m.id] = MigrationSQL(up=up, down=m.down, opaque=opaque)
+            else:
+                found[m.id] = MigrationSQL(up="", down=m.down, opaque=(f"{m.id} is not among the migration files",))
+        return found
+
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
         app, name = m.id.split(".", 1)
 
@@ -148,9 +169,10 @@ class DjangoAdapter(MigrationAdapter):
                 found.append(_parse(app, path))
         return found
 
-    def _sqlmigrate(self, files: list[_MigrationFile]) -> dict[str, dict]:
-        """Django's reverse SQL for each file, keyed by id; {} when Django cannot be run."""
-        code = _SQLMIGRATE.format(targets=json.dumps([[f.app, f.name] for f in files]), marker=_MARKER)
+    def _sqlmigrate(self, files: list[_MigrationFile], backwards: bool = True) -> dict[str, dict]:
+        """Django's reverse (or forward) SQL for each file, keyed by id; {} when Django cannot be run."""
+        code = _SQLMIGRATE.format(targets=json.dumps([[f.app, f.name] for f in files]), marker=_MARKER,
+                                  backwards=backwards)
         try:
             done = subprocess.run(
                 [sys.executable, "manage.py", "shell", "--verbosity", "0", "--command", code],
@@ -211,6 +233,27 @@ def _reverse_from_ast(f: _MigrationFile) -> tuple[str | None, bool, str | None]:
             return None, f.atomic, (f"its {kind or 'operation'} needs Django to write the reverse SQL"
                                     " (manage.py sqlmigrate), and Django or manage.py is not available here")
     return "".join(p.rstrip().rstrip(";") + ";\n" for p in parts), f.atomic, None
+
+
+def _forward_from_ast(f: _MigrationFile) -> tuple[str, tuple[str, ...]]:
+    """The forward SQL of a migration's RunSQL operations, and what else it does that only Django
+    could write as SQL (or nobody could: RunPython)."""
+    operations = _class_attribute(ast.parse(f.source), "operations")
+    if not isinstance(operations, (ast.List, ast.Tuple)):
+        return "", ("its operations could not be read",)
+    parts: list[str] = []
+    opaque: list[str] = []
+    for op in operations.elts:
+        kind = _call_name(op)
+        sql = _sql_text(_argument(op, 0, "sql")) if kind == "RunSQL" else None
+        if sql is not None:
+            parts.append(sql.rstrip().rstrip(";") + ";\n")
+        elif kind == "RunPython":
+            opaque.append(_PYTHON_OPERATION)
+        else:
+            opaque.append(f"its {kind or 'operation'} needs Django to write its SQL (manage.py sqlmigrate), and "
+                          "Django or manage.py is not available here")
+    return "".join(parts), tuple(opaque)
 
 
 def _python_reverses_are_noops(f: _MigrationFile) -> bool:
