@@ -1,7 +1,8 @@
 """`backout checkpoints --app A [--json]`: an app's checkpoints, newest first.
 
 The JSON document is stable: {"app": A, "checkpoints": [describe(row), ...]} with the keys of
-`describe`. Down-script bodies and Heroku's temporary backup links stay in the ledger.
+`describe`; `verdict` is null for a safety checkpoint (and one taken by an older backout), else
+{"verdict", "text", "reason", "deciding", "dangers", "down_drops"} (backout.verdict). Down-script bodies and Heroku's temporary backup links stay in the ledger.
 """
 
 from __future__ import annotations
@@ -69,17 +70,27 @@ def describe(row: dict) -> dict:
             "irreversible": row.get("irreversible") or [],
         },
         "reversible": row["reversible"],
+        "verdict": _verdict(row),
         "request_id": row.get("request_id"),
         "error": row.get("error"),
     }
 
 
+def _verdict(row: dict) -> dict | None:
+    """The release's compatibility verdict without its per-migration detail (kept in the ledger)."""
+    verdict = row.get("verdict")
+    if not verdict:
+        return None
+    return {k: verdict.get(k) for k in ("verdict", "text", "reason", "deciding", "dangers", "down_drops")}
+
+
 def render(rows: list[dict]) -> str:
     """The plain-text table, newest first."""
     return table(
-        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "STATUS"],
+        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "VERDICT", "STATUS"],
         [[row["id"], _release(row), _time(row["created_at"]), row["backup_strategy"], _size(row),
-          _migrations(row), _reversible(row), _status(row)] for row in rows],
+          _migrations(row), _reversible(row), (row.get("verdict") or {}).get("text", "-"), _status(row)]
+         for row in rows],
     )
 
 

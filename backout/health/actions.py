@@ -71,19 +71,9 @@ def with_cost(settings: Settings, conn: psycopg.Connection, facts: Facts) -> Fac
     target = facts.target or {}
     if settings.auto_rollback != AUTO or target.get("release_version") is None:
         return facts
-    from backout.checkpoint import database_connection
-    from backout.verdict.cost import rollback_cost
+    from backout.verdict.cost import cost_now
 
-    app_conn = None
-    try:
-        app_conn = database_connection(settings.database_url) if settings.database_url else None
-    except BackoutError as exc:
-        log.warning("cannot count what a down migration would lose: %s", redact(str(exc), settings.secrets()))
-    try:
-        cost = rollback_cost(conn, facts.app, target["release_version"], facts.release_version, app_conn)
-    finally:
-        if app_conn is not None:
-            app_conn.close()
+    cost = cost_now(settings, conn, facts.app, target["release_version"], facts.release_version)
     return dataclasses.replace(facts, cost=cost)
 
 

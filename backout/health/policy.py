@@ -272,7 +272,7 @@ def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
     why = f"the verdict is {cost['text']}: {cost['reason']}"
     db = {"code-only": "none", "down-needed": "down"}.get(cost["verdict"])
     if db == "down" and not cost.get("loss_counted"):
-        db, why = None, f"{why}; what the down scripts would drop could not be counted in the app's database"
+        db = None  # a down that may lose data is not run by itself (the reason says why it was not counted)
     if db is None:
         down = f"backout rollback --app {facts.app} --to {target['checkpoint']} --db down --confirm {facts.app}"
         restore = f"backout rollback --app {facts.app} --to {target['checkpoint']} --db restore --confirm {facts.app}"

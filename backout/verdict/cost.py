@@ -13,6 +13,10 @@ from typing import Any
 import psycopg
 
 from backout import ledger
+from backout.checkpoint import database_connection
+from backout.errors import BackoutError
+from backout.redact import redact
+from backout.settings import Settings
 from backout.verdict.verdict import DOWN_NEEDED, TEXT, Verdict, down_loss, with_loss, worst
 
 NO_VERDICT = "no-verdict"
@@ -39,6 +43,27 @@ def rollback_cost(ledger_conn: psycopg.Connection, app: str, target_version: int
     return {"verdict": kind, "text": TEXT[kind], "reason": reason,
             "releases": [cp["release_version"] for cp in releases], "deciding": document["deciding"],
             "down_drops": document["down_drops"], "loss": lost, "loss_counted": counted}
+
+
+def cost_now(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_version: int,
+             current_version: int) -> dict[str, Any]:
+    """`rollback_cost` with the loss counted in the app's database (DATABASE_URL) when it can be
+    reached from here; otherwise `loss_counted` is false and the reason says so."""
+    app_conn = None
+    unreachable = "DATABASE_URL is not set here"
+    if settings.database_url:
+        try:
+            app_conn = database_connection(settings.database_url)
+        except BackoutError as exc:
+            unreachable = redact(str(exc), settings.secrets())
+    try:
+        cost = rollback_cost(ledger_conn, app, target_version, current_version, app_conn)
+    finally:
+        if app_conn is not None:
+            app_conn.close()
+    if cost["verdict"] == DOWN_NEEDED and not cost["loss_counted"]:
+        cost["reason"] += f"; what the down scripts would drop was not counted ({unreachable})"
+    return cost
 
 
 def describe(cost: dict[str, Any]) -> list[str]:
