@@ -12,6 +12,8 @@ new migration fails its health checks, and the verdict recorded at its checkpoin
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -155,3 +157,11 @@ def test_a_release_whose_down_would_drop_new_data_is_left_to_a_person(story: Aut
     wait_for(lambda: "health.rollback_suppressed" in story.notes.events, what="a person told")
     told = story.notes.texts("health.rollback_suppressed")[0]
     assert "down loses data" in told and "2 rows of tags" in told
+    # The plan a person would run says the same before anything changes.
+    plan = subprocess.run([sys.executable, "-m", "backout", "rollback", "--app", "notes", "--to",
+                           detail["target"]["checkpoint"], "--db", "down", "--confirm", "notes", "--dry-run"],
+                          env=story.env, capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    assert "verdict: down loses data: the previous code needs the schema back: 002 (contract)" in plan.stdout
+    assert "they would lose 2 rows of tags" in plan.stdout
+    assert "  contract 002: drops column notes.legacy" in plan.stdout
