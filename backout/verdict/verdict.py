@@ -77,7 +77,7 @@ class Verdict:
     @property
     def deciding(self) -> list[tuple[str, Statement]]:
         """The statements that decided the verdict: every non-expand one (none for code-only)."""
-        return [(m.id, s) for m in self.migrations for s in m.statements if s.kind not in (EXPAND, NONE)]
+        return [(m.id, s) for m in self.migrations for s in m.statements if s.kind != EXPAND]
 
     @property
     def dangers(self) -> list[tuple[str, Danger]]:
@@ -127,8 +127,7 @@ def judge(adapter: MigrationAdapter, conn: psycopg.Connection | None, pending: S
             created.update(s.creates)
         down_sql = forward.down if forward is not None else None
         drops = [d for s in _statements_of(down_sql, adapter.state_table) for d in s.drops]
-        kinds = [s.kind for s in statements if s.kind != NONE]
-        worst = max(kinds, key=_RANK.__getitem__) if kinds else EXPAND
+        worst = max((s.kind for s in statements), key=_RANK.__getitem__, default=EXPAND)
         judged.append(MigrationVerdict(id=m.id, name=m.name, reversible=m.reversible and m.down is not None,
                                        kind=worst, statements=statements, down_drops=drops,
                                        irreversible_reason=m.irreversible_reason))
@@ -198,8 +197,10 @@ def _statements(forward: Any, state_table: str) -> list[Statement]:
 def _statements_of(sql_text: str | None, state_table: str) -> list[Statement]:
     if not sql_text:
         return []
-    # The tool's own bookkeeping (Alembic writes its version table into the offline SQL) is not the app's schema.
-    return [s for s in classify.classify_sql(sql_text) if not (state_table and s.target == state_table)]
+    # The tool's own bookkeeping (Alembic writes its version table into the offline SQL) is not the
+    # app's schema, and what changes nothing (transaction control, SET) is not kept.
+    return [s for s in classify.classify_sql(sql_text)
+            if s.kind != NONE and not (state_table and s.target == state_table)]
 
 
 def _on_new_table(s: Statement) -> None:
