@@ -117,7 +117,7 @@ def _classify_alone(text: str) -> list[Statement]:
     return [classify(item.stmt, text) for item in parsed]
 
 
-def classify(node: ast.Node, text: str = "") -> Statement:
+def classify(node: Any, text: str = "") -> Statement:
     """One parsed statement."""
     judge = _JUDGES.get(type(node).__name__)
     kind, reason, extra = judge(node) if judge else (
@@ -126,11 +126,13 @@ def classify(node: ast.Node, text: str = "") -> Statement:
 
 
 # --- judges: (class, reason, extra fields of Statement) -------------------------------------------
+# Nodes are typed Any: pglast types every AST field optional, and each judge reads the fields the
+# parser always sets for its kind of statement.
 
 Judged = tuple[str, str, dict[str, Any]]
 
 
-def _create_table(node: ast.CreateStmt) -> Judged:
+def _create_table(node: Any) -> Judged:
     name = _rel(node.relation)
     if node.partbound is not None:
         parent = _rel(node.inhRelations[0]) if node.inhRelations else "its parent"
@@ -141,20 +143,20 @@ def _create_table(node: ast.CreateStmt) -> Judged:
     return EXPAND, f"creates table {name}{partitioned}", {"creates": [name]}
 
 
-def _create_table_as(node: ast.CreateTableAsStmt) -> Judged:
+def _create_table_as(node: Any) -> Judged:
     name = _rel(node.into.rel)
     what = "materialized view" if node.objtype == ObjectType.OBJECT_MATVIEW else "table"
     return EXPAND, f"creates {what} {name} from a query", {"creates": [name]}
 
 
-def _view(node: ast.ViewStmt) -> Judged:
+def _view(node: Any) -> Judged:
     name = _rel(node.view)
     if node.replace:
         return EXPAND, f"creates or replaces view {name} (a replacement can only add columns)", {}
     return EXPAND, f"creates view {name}", {}
 
 
-def _index(node: ast.IndexStmt) -> Judged:
+def _index(node: Any) -> Judged:
     table = _rel(node.relation)
     what = "unique index" if node.unique else "index"
     name = f" {node.idxname}" if node.idxname else ""
@@ -168,7 +170,7 @@ def _index(node: ast.IndexStmt) -> Judged:
     return EXPAND, f"creates {what}{name} on {table}", {"dangers": dangers}
 
 
-def _alter_table(node: ast.AlterTableStmt) -> Judged:
+def _alter_table(node: Any) -> Judged:
     table = _rel(node.relation)
     if node.objtype not in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_FOREIGN_TABLE):
         kind = _object_name(node.objtype)
@@ -186,7 +188,7 @@ def _alter_table(node: ast.AlterTableStmt) -> Judged:
 CmdJudged = tuple[str, str, list[Danger], str | None, bool]
 
 
-def _alter_cmd(table: str, cmd: ast.AlterTableCmd) -> CmdJudged:
+def _alter_cmd(table: str, cmd: Any) -> CmdJudged:
     sub = cmd.subtype
     col = cmd.name
     if sub == AT.AT_AddColumn:
@@ -236,7 +238,7 @@ def _alter_cmd(table: str, cmd: ast.AlterTableCmd) -> CmdJudged:
     return UNKNOWN, f"{_cmd_name(sub)} on {table} is not a change backout knows how to judge", [], None, True
 
 
-def _add_column(table: str, column: ast.ColumnDef) -> CmdJudged:
+def _add_column(table: str, column: Any) -> CmdJudged:
     name = f"{table}.{column.colname}"
     type_name = _type_name(column.typeName)
     constraints = list(column.constraints or ())
@@ -270,7 +272,7 @@ def _add_column(table: str, column: ast.ColumnDef) -> CmdJudged:
     return EXPAND, f"adds {name}" + (" with a default" if default is not None else " (nullable)"), dangers, None, True
 
 
-def _add_constraint(table: str, constraint: ast.Constraint) -> CmdJudged:
+def _add_constraint(table: str, constraint: Any) -> CmdJudged:
     kind = _CONSTRAINT_NAMES.get(constraint.contype, "a constraint")
     name = f" {constraint.conname}" if constraint.conname else ""
     dangers: list[Danger] = []
@@ -284,7 +286,7 @@ def _add_constraint(table: str, constraint: ast.Constraint) -> CmdJudged:
     return CONTRACT, f"adds {kind}{name} to {table}: the previous code's writes can violate it", dangers, None, True
 
 
-def _rename(node: ast.RenameStmt) -> Judged:
+def _rename(node: Any) -> Judged:
     what = node.renameType
     if what == ObjectType.OBJECT_COLUMN:
         table = _rel(node.relation)
@@ -301,7 +303,7 @@ def _rename(node: ast.RenameStmt) -> Judged:
     return CONTRACT, f"renames a {_object_name(what)} to {node.newname}", {}
 
 
-def _drop(node: ast.DropStmt) -> Judged:
+def _drop(node: Any) -> Judged:
     what = node.removeType
     names = [_dotted(o) for o in node.objects]
     listed = ", ".join(names)
@@ -317,14 +319,14 @@ def _drop(node: ast.DropStmt) -> Judged:
     return CONTRACT, f"drops {_object_name(what)} {listed}", {}
 
 
-def _alter_enum(node: ast.AlterEnumStmt) -> Judged:
+def _alter_enum(node: Any) -> Judged:
     name = _dotted(node.typeName)
     if node.oldVal:
         return CONTRACT, f"renames value {node.oldVal!r} of enum {name} to {node.newVal!r}", {}
     return EXPAND, f"adds value {node.newVal!r} to enum {name}", {}
 
 
-def _function(node: ast.CreateFunctionStmt) -> Judged:
+def _function(node: Any) -> Judged:
     name = _dotted(node.funcname)
     what = "procedure" if node.is_procedure else "function"
     if node.replace:
@@ -333,16 +335,16 @@ def _function(node: ast.CreateFunctionStmt) -> Judged:
     return EXPAND, f"creates {what} {name}", {}
 
 
-def _trigger(node: ast.CreateTrigStmt) -> Judged:
+def _trigger(node: Any) -> Judged:
     return UNKNOWN, f"creates trigger {node.trigname} on {_rel(node.relation)}: it runs code on the previous " \
                     "code's writes, which cannot be judged from the SQL", {}
 
 
-def _do(node: ast.DoStmt) -> Judged:
+def _do(node: Any) -> Judged:
     return UNKNOWN, "a DO block runs procedural code, which cannot be judged from the SQL", {}
 
 
-def _call(node: ast.CallStmt) -> Judged:
+def _call(node: Any) -> Judged:
     return UNKNOWN, f"calls procedure {_dotted(node.funccall.funcname)}, which cannot be judged from the SQL", {}
 
 
@@ -356,11 +358,11 @@ def _dml(verb: str) -> Any:
     return judge
 
 
-def _truncate(node: ast.TruncateStmt) -> Judged:
+def _truncate(node: Any) -> Judged:
     return DATA, f"empties {', '.join(_rel(r) for r in node.relations)}", {}
 
 
-def _select(node: ast.SelectStmt) -> Judged:
+def _select(node: Any) -> Judged:
     if node.intoClause is not None:
         return EXPAND, f"creates table {_rel(node.intoClause.rel)} from a query", {}
     calls = sorted({_dotted(n.funcname) for n in _walk(node) if isinstance(n, ast.FuncCall)})
@@ -442,7 +444,7 @@ _CONSTRAINT_NAMES = {
 # --- helpers ----------------------------------------------------------------------------------------
 
 
-def _rel(rv: ast.RangeVar | None) -> str:
+def _rel(rv: Any) -> str:
     if rv is None:
         return "?"
     return f"{rv.schemaname}.{rv.relname}" if rv.schemaname else rv.relname
@@ -455,14 +457,14 @@ def _dotted(value: Any) -> str:
     if isinstance(value, ast.ObjectWithArgs):
         return _dotted(value.objname)
     if isinstance(value, ast.String):
-        return value.sval
+        return str(value.sval)
     if isinstance(value, (tuple, list)):
         parts = [_dotted(v) for v in value]
         return ".".join(p for p in parts if p)
     return str(value)
 
 
-def _type_name(type_name: ast.TypeName | None) -> str:
+def _type_name(type_name: Any) -> str:
     if type_name is None:
         return ""
     names = [n.sval for n in type_name.names]
@@ -482,7 +484,7 @@ def _walk(node: Any) -> list[ast.Node]:
     return found
 
 
-def _target(node: ast.Node) -> str | None:
+def _target(node: Any) -> str | None:
     for attribute in ("relation", "view", "sequence"):
         value = getattr(node, attribute, None)
         if isinstance(value, ast.RangeVar):
@@ -499,25 +501,29 @@ def is_volatile_sql(expression: str) -> bool:
     return _volatile(parsed[0].stmt)
 
 
-def _volatile(expression: ast.Node) -> bool:
-    return any(isinstance(n, ast.FuncCall) and n.funcname[-1].sval.lower() in VOLATILE_FUNCTIONS
-               for n in _walk(expression))
+def _volatile(expression: Any) -> bool:
+    return any(_called(n).lower() in VOLATILE_FUNCTIONS for n in _walk(expression) if isinstance(n, ast.FuncCall))
 
 
-def _function_names(expression: ast.Node) -> str:
-    return ", ".join(sorted({f"{n.funcname[-1].sval}()" for n in _walk(expression) if isinstance(n, ast.FuncCall)}))
+def _function_names(expression: Any) -> str:
+    return ", ".join(sorted({f"{_called(n)}()" for n in _walk(expression) if isinstance(n, ast.FuncCall)}))
 
 
-def _object_name(kind: ObjectType) -> str:
+def _called(call: ast.FuncCall) -> str:
+    """The function's own name, without its schema."""
+    return str(call.funcname[-1].sval) if call.funcname else ""
+
+
+def _object_name(kind: Any) -> str:
     return kind.name.removeprefix("OBJECT_").lower().replace("_", " ").replace("matview", "materialized view") \
         .replace("tabconstraint", "constraint")
 
 
-def _cmd_name(sub: AT) -> str:
+def _cmd_name(sub: Any) -> str:
     return sub.name.removeprefix("AT_")
 
 
-def _statement_name(node: ast.Node) -> str:
+def _statement_name(node: Any) -> str:
     return type(node).__name__.removesuffix("Stmt")
 
 

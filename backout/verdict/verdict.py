@@ -225,25 +225,28 @@ def _check_size(conn: psycopg.Connection, s: Statement, big_table_bytes: int) ->
 def _rows_holding_data(conn: psycopg.Connection, table: str, column: str | None) -> int:
     target = pgsql.Identifier(*table.split("."))
     with conn.transaction():
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table]).fetchone()
-        if not exists or not exists[0]:
+        if not _scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", [table]):
             return 0
         if column is None:
-            return int(conn.execute(pgsql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0])
-        default = conn.execute(
+            return int(_scalar(conn, pgsql.SQL("SELECT count(*) FROM {}").format(target)))
+        found = conn.execute(
             "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d"
             " ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
             " WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped", [table, column]
         ).fetchone()
-        if default is None:
+        if found is None:
             return 0
-        expression = default[0]
+        expression = found[0]
         if expression is None or classify.is_volatile_sql(expression):
             condition = pgsql.SQL("{} IS NOT NULL").format(pgsql.Identifier(column))
         else:
             condition = pgsql.SQL("{} IS DISTINCT FROM ({})").format(pgsql.Identifier(column), pgsql.SQL(expression))
-        query = pgsql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, condition)
-        return int(conn.execute(query).fetchone()[0])
+        return int(_scalar(conn, pgsql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, condition)))
+
+
+def _scalar(conn: psycopg.Connection, query: Any, params: Sequence[Any] = ()) -> Any:
+    row = conn.execute(query, params).fetchone()
+    return row[0] if row else None
 
 
 def _count_text(n: int) -> str:
