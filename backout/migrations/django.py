@@ -47,13 +47,18 @@ from django.db.migrations.exceptions import IrreversibleError
 found = {{}}
 for app, name in json.loads({targets!r}):
     try:
-        sql = call_command("sqlmigrate", app, name, backwards={backwards!r}, no_color=True,
+        sql = call_command("sqlmigrate", app, name, backwards=True, no_color=True,
                            stdout=io.StringIO(), stderr=io.StringIO())
         found[app + "." + name] = {{"sql": sql}}
     except IrreversibleError as exc:
         found[app + "." + name] = {{"irreversible": str(exc)}}
     except Exception as exc:
         found[app + "." + name] = {{"error": type(exc).__name__ + ": " + str(exc)}}
+    try:  # the forward SQL too, for the verdict, while Django is loaded
+        found[app + "." + name]["forward"] = call_command("sqlmigrate", app, name, no_color=True,
+                                                          stdout=io.StringIO(), stderr=io.StringIO())
+    except Exception:
+        pass
 print({marker!r} + json.dumps(found))
 '''
 _NOT_SQL = "-- THIS OPERATION CANNOT BE WRITTEN AS SQL"
@@ -82,6 +87,11 @@ class DjangoAdapter(MigrationAdapter):
     state_table = "django_migrations"
     state_columns = ("id", "app", "name", "applied")
 
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # The forward SQL sqlmigrate wrote beside the reverse SQL, by id, for `migration_sql`.
+        self._forward: dict[str, str] = {}
+
     def applied(self, conn: psycopg.Connection) -> list[str]:
         """`app.name` of each row, in the order Django recorded them."""
         if self.state_table_columns(conn) is None:
@@ -98,6 +108,7 @@ class DjangoAdapter(MigrationAdapter):
 
     def _saved(self, files: list[_MigrationFile]) -> list[SavedMigration]:
         reverse = self._sqlmigrate(files) if files and self._can_run_django() else {}
+        self._forward.update({key: answer["forward"] for key, answer in reverse.items() if "forward" in answer})
         found = []
         for f in files:
             down, transactional, reason = _reverse_from_django(f, reverse[f.id]) if f.id in reverse else _reverse_from_ast(f)
@@ -113,13 +124,15 @@ class DjangoAdapter(MigrationAdapter):
         RunSQL operations of the files; RunPython and what only Django can write are opaque."""
         files = {f.id: f for f in self._migration_files()}
         chosen = [files[m.id] for m in migrations if m.id in files]
-        forward = self._sqlmigrate(chosen, backwards=False) if chosen and self._can_run_django() else {}
+        missing = [f for f in chosen if f.id not in self._forward]
+        if missing and self._can_run_django():
+            self._saved(missing)
         found = {}
         for m in migrations:
-            answer = forward.get(m.id) or {}
-            if "sql" in answer:
-                opaque = tuple(_PYTHON_OPERATION for line in answer["sql"].splitlines() if line.strip() == _NOT_SQL)
-                found[m.id] = MigrationSQL(up=answer["sql"], down=m.down, opaque=opaque)
+            up = self._forward.get(m.id)
+            if up is not None:
+                opaque = tuple(_PYTHON_OPERATION for line in up.splitlines() if line.strip() == _NOT_SQL)
+                found[m.id] = MigrationSQL(up=up, down=m.down, opaque=opaque)
             elif m.id in files:
                 up, opaque = _forward_from_ast(files[m.id])
                 found[m.id] = MigrationSQL(up=up, down=m.down, opaque=opaque)
@@ -169,10 +182,9 @@ class DjangoAdapter(MigrationAdapter):
                 found.append(_parse(app, path))
         return found
 
-    def _sqlmigrate(self, files: list[_MigrationFile], backwards: bool = True) -> dict[str, dict]:
-        """Django's reverse (or forward) SQL for each file, keyed by id; {} when Django cannot be run."""
-        code = _SQLMIGRATE.format(targets=json.dumps([[f.app, f.name] for f in files]), marker=_MARKER,
-                                  backwards=backwards)
+    def _sqlmigrate(self, files: list[_MigrationFile]) -> dict[str, dict]:
+        """Django's reverse SQL for each file (and its forward SQL), keyed by id; {} when Django cannot be run."""
+        code = _SQLMIGRATE.format(targets=json.dumps([[f.app, f.name] for f in files]), marker=_MARKER)
         try:
             done = subprocess.run(
                 [sys.executable, "manage.py", "shell", "--verbosity", "0", "--command", code],
