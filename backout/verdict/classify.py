@@ -136,9 +136,7 @@ def _create_table(node: Any) -> Judged:
     name = _rel(node.relation)
     if node.partbound is not None:
         parent = _rel(node.inhRelations[0]) if node.inhRelations else "its parent"
-        return EXPAND, f"creates partition {name} of {parent}", {
-            "creates": [name], "locks": parent,
-            "dangers": []}
+        return EXPAND, f"creates partition {name} of {parent}", {"creates": [name], "locks": parent}
     partitioned = " (partitioned)" if node.partspec is not None else ""
     return EXPAND, f"creates table {name}{partitioned}", {"creates": [name]}
 
@@ -166,7 +164,7 @@ def _index(node: Any) -> Judged:
                                               "its writes for the whole build (SHARE lock)"))
     if node.unique:
         return CONTRACT, f"creates {what}{name} on {table}: the previous code's writes can violate it", {
-            "dangers": dangers, "locks": None}
+            "dangers": dangers}
     return EXPAND, f"creates {what}{name} on {table}", {"dangers": dangers}
 
 
@@ -298,8 +296,6 @@ def _rename(node: Any) -> Judged:
     if what in (ObjectType.OBJECT_INDEX, ObjectType.OBJECT_TABCONSTRAINT, ObjectType.OBJECT_TRIGGER,
                 ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_POLICY, ObjectType.OBJECT_RULE):
         return EXPAND, f"renames a {_object_name(what)} to {node.newname} (the code does not name it)", {}
-    if what == ObjectType.OBJECT_ATTRIBUTE or what == ObjectType.OBJECT_TYPE:
-        return CONTRACT, f"renames a {_object_name(what)} to {node.newname}", {}
     return CONTRACT, f"renames a {_object_name(what)} to {node.newname}", {}
 
 
