@@ -105,11 +105,11 @@ def database_step(
     For `down` it lists the migrations to revert (from the down scripts saved in the checkpoints)
     and refuses to cross an irreversible one; for `restore`, the backup to restore and the data
     written since that would be lost. Both always begin with a safety checkpoint. See
-    `backout.rollback.database.plan_db_step`.
+    `backout.rollback.database.step.plan_db_step`.
     """
     if db == "none":
         return None
-    from backout.rollback.database import plan_db_step
+    from backout.rollback.database.step import plan_db_step
 
     return plan_db_step(settings or load(), conn, app, checkpoint, db, target_version=target["version"],
                         current_version=current["version"], heroku=client)

@@ -19,7 +19,8 @@ from backout import settings as settings_module
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from backout.rollback.database import down, plan_db_step, restore_point, run_db_step
+from backout.rollback.database import down
+from backout.rollback.database.step import plan_db_step, restore_point, run_db_step
 from tests.migrations.test_migrations_alembic import (
     CUSTOMERS,
     INVOICES,
