@@ -120,8 +120,14 @@ def _classify_alone(text: str) -> list[Statement]:
 def classify(node: Any, text: str = "") -> Statement:
     """One parsed statement."""
     judge = _JUDGES.get(type(node).__name__)
-    kind, reason, extra = judge(node) if judge else (
-        UNKNOWN, f"{_statement_name(node)} is not a statement backout knows how to judge", {})
+    if judge is None:
+        return Statement(_shown(text), UNKNOWN, f"{_statement_name(node)} is not a statement backout knows how to "
+                                                "judge", target=_target(node))
+    try:
+        kind, reason, extra = judge(node)
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        # A form of the statement the judge does not expect: say so rather than fail the release.
+        kind, reason, extra = UNKNOWN, f"backout could not judge this {_statement_name(node)} ({exc!r})", {}
     return Statement(_shown(text), kind, reason, target=_target(node), **extra)
 
 
@@ -416,7 +422,29 @@ _JUDGES: dict[str, Any] = {
     "CreateStatsStmt": _plain(EXPAND, "creates extended statistics"),
     "RefreshMatViewStmt": _named(EXPAND, "refreshes materialized view", "relation"),
     "AlterDomainStmt": _plain(CONTRACT, "alters a domain: its new constraints can reject the previous code's writes"),
+    "DefineStmt": _plain(EXPAND, "creates an aggregate, operator, collation or text search object"),
+    "CreateCastStmt": _plain(EXPAND, "creates a cast"),
+    "CreateConversionStmt": _plain(EXPAND, "creates a conversion"),
+    "CreateForeignTableStmt": _plain(EXPAND, "creates a foreign table"),
+    "CreatePublicationStmt": _plain(EXPAND, "creates a publication"),
+    "CreateRoleStmt": _plain(EXPAND, "creates a role"),
+    "GrantRoleStmt": lambda node: (EXPAND if node.is_grant else CONTRACT,
+                                   "grants a role" if node.is_grant else "revokes a role the previous code may use", {}),
+    "AlterDefaultPrivilegesStmt": _plain(EXPAND, "changes default privileges of objects made later"),
+    "AlterOwnerStmt": _plain(EXPAND, "changes an owner"),
+    "SecLabelStmt": _plain(EXPAND, "sets a security label"),
+    "ClusterStmt": lambda node: (EXPAND, "reorders a table by an index (CLUSTER)", {"dangers": [Danger(
+        REWRITE, f"CLUSTER rewrites {_rel(node.relation) if node.relation else 'each clustered table'} under an "
+                 "ACCESS EXCLUSIVE lock")]}),
+    "ReindexStmt": _plain(NONE, "rebuilds indexes"),
     "VacuumStmt": _plain(NONE, "maintenance (VACUUM/ANALYZE)"),
+    "ExplainStmt": _plain(NONE, "explains a query"),
+    "PrepareStmt": _plain(NONE, "prepares a statement"),
+    "DeallocateStmt": _plain(NONE, "deallocates a prepared statement"),
+    "DiscardStmt": _plain(NONE, "discards session state"),
+    "ListenStmt": _plain(NONE, "listens for notifications"),
+    "UnlistenStmt": _plain(NONE, "stops listening for notifications"),
+    "CheckPointStmt": _plain(NONE, "forces a checkpoint"),
     "TransactionStmt": _plain(NONE, "transaction control"),
     "ConstraintsSetStmt": _plain(NONE, "transaction control"),
     "VariableSetStmt": _plain(NONE, "sets a session setting"),
