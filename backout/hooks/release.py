@@ -1,6 +1,7 @@
 """`backout release -- CMD ...`: the release-phase hook.
 
-1. Take a checkpoint; if that fails, exit non-zero so Heroku does not deploy the release.
+1. Take a checkpoint, with the verdict on the pending migrations (backout.verdict) printed; if that
+   fails, or the verdict breaks BACKOUT_REQUIRE, exit non-zero so Heroku does not deploy the release.
 2. Run the migrate command as a child, its output streaming straight to the release log.
 3. On success record the migration state after it, mark the checkpoint complete, and schedule the
    post-deploy health watch when Redis is configured (a missing Redis only warns).
