@@ -242,6 +242,10 @@ class HerokuClient:
     def list_releases(self, app: str, newest_first: bool = True, page_size: int = 200) -> list[dict]:
         return [release for page in self._release_pages(app, newest_first, page_size) for release in page]
 
+    def recent_releases(self, app: str, count: int = 20) -> list[dict]:
+        """The newest `count` releases, newest first, in one request."""
+        return next(self._release_pages(app, True, count), [])
+
     def release_info(self, app: str, id_or_version: int | str) -> dict:
         path = f"/apps/{_segment(app, 'app')}/releases/{release_ref(id_or_version)}"
         return self._json("GET", path, app=app, accept=ACCEPT_SDK)

@@ -76,6 +76,14 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """`backout web`: the password of its basic auth, and whether it may enqueue rollbacks."""
+
+    password: str | None = field(default=None, repr=False)
+    actions: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str | None = field(default=None, repr=False)
     backout_database_url: str | None = field(default=None, repr=False)
@@ -91,6 +99,7 @@ class Settings:
     migrations: str = "none"
     migrations_path: Path | None = None
     health: HealthSettings = HealthSettings()
+    web: WebSettings = WebSettings()
     auto_rollback: str = "code"
     require_policy: str | None = None
     notify_url: str | None = field(default=None, repr=False)
@@ -141,6 +150,7 @@ class Settings:
             "BACKOUT_NOTIFY_URL": self.notify_url or "",
             "BACKOUT_SENTRY_API_TOKEN": self.sentry_api_token or "",
             "BACKOUT_HEALTH_WEBHOOK_SECRET": self.health.webhook_secret or "",
+            "BACKOUT_WEB_PASSWORD": self.web.password or "",
         }
         return secrets_from_env(env)
 
@@ -222,6 +232,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
         health=health,
+        web=WebSettings(password=get("BACKOUT_WEB_PASSWORD"),
+                        actions=parsed("BACKOUT_WEB_ACTIONS", _flag("BACKOUT_WEB_ACTIONS"), False)),
         auto_rollback=parsed(
             "BACKOUT_AUTO_ROLLBACK", _choice("BACKOUT_AUTO_ROLLBACK", AUTO_ROLLBACK_POLICIES), "code"
         ),
@@ -253,7 +265,8 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_RELEASE_HEADER", "BACKOUT_HEALTH_RELEASE_FIELD", "BACKOUT_HEALTH_DRY_RUN",
         "BACKOUT_HEALTH_WEBHOOK_URL", "BACKOUT_HEALTH_WEBHOOK_SECRET", "BACKOUT_HEALTH_WEBHOOK_PORT",
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
-        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_REQUIRE",
+        "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_WEB_PASSWORD", "BACKOUT_WEB_ACTIONS",
+        "BACKOUT_REQUIRE",
     ]
 
 

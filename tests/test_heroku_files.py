@@ -21,11 +21,12 @@ def procfile() -> dict[str, str]:
     return entries
 
 
-def test_procfile_has_the_release_hook_and_the_worker():
+def test_procfile_has_the_release_hook_the_worker_and_the_web_page():
     entries = procfile()
-    assert set(entries) == {"release", "worker"}
+    assert set(entries) == {"release", "worker", "web"}
     assert shlex.split(entries["release"])[:2] == ["backout", "release"]
     assert shlex.split(entries["worker"]) == ["backout", "worker"]
+    assert shlex.split(entries["web"]) == ["backout", "web"]
 
 
 def test_procfile_commands_parse_as_backout_subcommands():
@@ -55,6 +56,8 @@ def test_app_json_provisions_postgres_and_redis_and_a_worker():
     assert any(p.startswith("heroku-postgresql") for p in plans)
     assert any(p.startswith("heroku-redis") for p in plans)
     assert document["formation"]["worker"]["quantity"] >= 1
+    assert document["formation"]["web"]["quantity"] == 1
+    assert document["env"]["BACKOUT_WEB_PASSWORD"]["generator"] == "secret"
     assert {"url": "heroku/python"} in document["buildpacks"]
 
 

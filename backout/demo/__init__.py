@@ -40,6 +40,7 @@ from backout.demo.receiver import Receiver
 from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
 from backout.output import Progress
+from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.server import start
 
 
@@ -119,6 +120,7 @@ def _set_up(stack: ExitStack, say: Callable[[str], None], problems: list[str]) -
     story = Story(sandbox, work_dir, claim.url, receiver, app, say)
     undo("closing the story's connections", story.close)
     undo("stopping the worker", story.stop_worker)
+    undo("stopping the web page", story.stop_web)
     return story
 
 
@@ -160,7 +162,8 @@ class _step:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StepFailed):
             return False
-        if isinstance(exc, (BackoutError, requests.RequestException, psycopg.Error, redis.RedisError, OSError)):
+        if isinstance(exc, (BackoutError, SandboxError, requests.RequestException, psycopg.Error, redis.RedisError,
+                            OSError)):
             raise StepFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
         return False
 
@@ -199,8 +202,14 @@ def _keep(story: Story, out: TextIO) -> None:
         f.writelines(f"{name}={shlex.quote(value)}\n" for name, value in env.items())
     backout = Path(sys.executable).with_name("backout")
     program = str(backout) if backout.exists() else "backout"
+    password = secrets.token_urlsafe(18)
+    with _step("web page"):
+        page = story.start_web(password)
     out.write(
-        f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker). In another shell:\n\n"
+        f"\nThe page the team reads during an incident (`backout web`, with actions on):\n\n"
+        f"  web page: {page}\n"
+        f"  user: any name, password: {password}\n"
+        f"\nEverything keeps running (sandbox, {facts.app}'s web dyno, the worker, the page). In another shell:\n\n"
         f"  set -a; . {env_file}; set +a     # the app's config vars: the sandbox's token, the ledger ...\n"
         f"  {program} status --app {facts.app}\n"
         f"  {program} checkpoints --app {facts.app}\n"

@@ -12,6 +12,7 @@ the add-on is destroyed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,8 @@ class Story:
         self.client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_log = work_dir / "worker.log"
+        self.web: subprocess.Popen[bytes] | None = None
+        self.web_log = work_dir / "web.log"
         self._ledger: psycopg.Connection | None = None
         self._seen_events: set[str] = set()
         self._seen_steps: set[int] = set()
@@ -146,6 +149,22 @@ class Story:
             connection.close()
         self.mark("backout worker started", f"pid {self.worker.pid}: RQ jobs and the health monitor")
         self.say(f"backout worker running (pid {self.worker.pid}); its log: {self.worker_log}")
+
+    def start_web(self, password: str) -> str:
+        """`backout web` over the same ledger, with actions on (it is a rehearsal); its URL."""
+        env = {name: os.environ[name] for name in processes.MACHINE_VARIABLES if name in os.environ}
+        env.update(self.client.config_vars(self.facts.app))
+        env.update({"BACKOUT_WEB_PASSWORD": password, "BACKOUT_WEB_ACTIONS": "true", "PYTHONUNBUFFERED": "1"})
+        with open(self.web_log, "ab") as log:
+            self.web = subprocess.Popen([sys.executable, "-m", "backout", "web", "--host", "127.0.0.1", "--port", "0"],
+                                        cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=log, start_new_session=True)
+        assert self.web.stdout is not None
+        first = self.web.stdout.readline().decode(errors="replace")
+        found = re.search(r"http://\S+/", first)
+        if not found:
+            raise StepFailed("web page", f"backout web did not start:\n{_tail(self.web_log)}")
+        return f"{found[0]}apps/{self.facts.app}"
 
     def release(self, code: str) -> dict:
         """Deploy one version of the demo app and follow its release phase to the end."""
@@ -360,9 +379,7 @@ class Story:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def worker_log_tail(self, lines: int = 30) -> str:
-        if not self.worker_log.exists():
-            return "(no worker log)"
-        return "\n".join(self.worker_log.read_text(errors="replace").splitlines()[-lines:])
+        return _tail(self.worker_log, lines)
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -381,6 +398,12 @@ class Story:
             if time.monotonic() > deadline:
                 raise StepFailed(step, f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(POLL)
+
+    def stop_web(self) -> None:
+        if self.web is not None:
+            processes.terminate(self.web, 5)
+            if self.web.stdout is not None:
+                self.web.stdout.close()
 
     def stop_worker(self) -> None:
         if self.worker is not None and self.worker.poll() is None:
@@ -404,6 +427,12 @@ class LedgerRows:
     def checkpoint_of(self, version: int) -> dict | None:
         found = [cp for cp in self.checkpoints if cp["kind"] == "deploy" and cp["release_version"] == version]
         return found[-1] if found else None
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return f"(no {path.name})"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def epoch(iso: str | None) -> float | None:

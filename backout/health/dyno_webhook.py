@@ -6,9 +6,11 @@ is published on the monitors' Redis channel, so whichever worker watches that ap
 crash at once instead of at its next dyno listing. Anything unsigned or wrongly signed is refused
 with 401 and changes nothing.
 
-Run by `backout worker` when BACKOUT_HEALTH_WEBHOOK_PORT is set. On Heroku only web dynos get
-traffic, so run the worker as the web process for this (`web: BACKOUT_HEALTH_WEBHOOK_PORT=$PORT
-backout worker`), or leave it off: the monitor lists the dynos every interval anyway.
+Run by `backout worker` when BACKOUT_HEALTH_WEBHOOK_PORT is set, and by `backout web` on
+`POST /webhooks/dyno` when BACKOUT_HEALTH_WEBHOOK_SECRET is set. On Heroku only web dynos get
+traffic, so let the web page receive them (`web: backout web`), or run the worker as the web
+process (`web: BACKOUT_HEALTH_WEBHOOK_PORT=$PORT backout worker`), or leave it off: the monitor
+lists the dynos every interval anyway.
 """
 
 from __future__ import annotations
@@ -58,6 +60,28 @@ def dyno_event(payload: Any) -> dict[str, Any] | None:
             "release_version": version if isinstance(version, int) else None, "action": payload.get("action")}
 
 
+def receive(secret: str, registry: WatchRegistry, body: bytes, signed: str | None) -> tuple[int, str]:
+    """Handle one delivery; returns the status and text to answer with. `backout web` calls this
+    too, so the receiver can share the web dyno's port."""
+    if not body or len(body) > MAX_BODY:
+        return 400, "a webhook delivery has a JSON body of at most 1 MB"
+    if not verify(secret, body, signed):
+        log.warning("refused a webhook delivery with a missing or wrong %s", SIGNATURE_HEADER)
+        return 401, f"missing or wrong {SIGNATURE_HEADER}"
+    try:
+        event = dyno_event(json.loads(body))
+    except ValueError:
+        return 400, "the body is not JSON"
+    if event is not None:
+        try:
+            registry.wake(event)
+        except redis.RedisError as exc:
+            log.warning("could not pass on a dyno event of %s: %s", event["app"], type(exc).__name__)
+            return 503, "cannot reach Redis; deliver again later"
+        log.info("dyno %s of %s is %s", event["name"], event["app"], event["state"])
+    return 202, "accepted"
+
+
 def serve(settings: Settings, connection: redis.Redis, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     """Start the receiver on a thread; returns the server (`shutdown()` stops it)."""
     secret = settings.health.webhook_secret
@@ -67,28 +91,13 @@ def serve(settings: Settings, connection: redis.Redis, port: int, host: str = "0
         raise ConfigError("BACKOUT_HEALTH_WEBHOOK_SECRET", "is not set but BACKOUT_HEALTH_WEBHOOK_PORT is",
                           "the secret the app webhook signs deliveries with")
     registry = WatchRegistry(connection)
+    key: str = secret
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)
-            if length <= 0 or length > MAX_BODY:
-                return self._answer(400, "a webhook delivery has a JSON body of at most 1 MB")
-            body = self.rfile.read(length)
-            if not verify(secret, body, self.headers.get(SIGNATURE_HEADER)):
-                log.warning("refused a webhook delivery with a missing or wrong %s", SIGNATURE_HEADER)
-                return self._answer(401, f"missing or wrong {SIGNATURE_HEADER}")
-            try:
-                event = dyno_event(json.loads(body))
-            except ValueError:
-                return self._answer(400, "the body is not JSON")
-            if event is not None:
-                try:
-                    registry.wake(event)
-                except redis.RedisError as exc:
-                    log.warning("could not pass on a dyno event of %s: %s", event["app"], type(exc).__name__)
-                    return self._answer(503, "cannot reach Redis; deliver again later")
-                log.info("dyno %s of %s is %s", event["name"], event["app"], event["state"])
-            self._answer(202, "accepted")
+            body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+            self._answer(*receive(key, registry, body, self.headers.get(SIGNATURE_HEADER)))
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(200, "backout dyno webhook receiver")

@@ -37,11 +37,13 @@ from backout.health import actions as health_actions
 from backout.health.policy import (
     FAILED,
     PASSED,
+    STALE,
     VERIFIED,
     Policy,
     Step,
     WatchState,
     due_verified,
+    grace_ends,
     judge_round,
     observe,
     observe_crash,
@@ -64,6 +66,10 @@ ROLLBACK_GIVE_UP = 3600.0
 # half interval (a crash is seen within one) while that fits, less often when many apps are
 # watched. Crash webhooks are not rationed.
 DYNO_LISTINGS_PER_SECOND = 0.5
+# Probe samples (for the web page's chart) are written in batches, at most this often, and the ones
+# older than the ledger keeps are deleted about once an hour.
+SAMPLE_FLUSH = 1.0
+SAMPLE_PRUNE = 3600.0
 
 
 @dataclass
@@ -117,6 +123,10 @@ class Monitor:
         self._next_due = 0.0
         self._next_listing = 0.0
         self.sentry_enabled = bool(settings.sentry_api_token)
+        self._secrets = settings.secrets()
+        self._samples: list[dict[str, Any]] = []
+        self._next_flush = 0.0
+        self._next_prune = 0.0
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -145,6 +155,7 @@ class Monitor:
                         self._next_due = min(self._next_due, watch.next_round, self._list_dynos(watch, now))
                 # Capped so that a stop is noticed within half a second however quiet it is.
                 self._drain(max(0.0, min(next_sync, self._next_due, now + 0.5) - time.time()), stop)
+                self._flush_samples(time.time())
         finally:
             stop.set()
             subscriber.join(2.0)
@@ -168,6 +179,7 @@ class Monitor:
                 return
 
     def _shutdown(self) -> None:
+        self._flush_samples(float("inf"))
         for watch in self.watches.values():
             try:
                 self.registry.release(watch.app, self.owner)
@@ -339,6 +351,10 @@ class Monitor:
         if watch.busy or watch.record.get("phase") == "rolling_back":
             return
         verdict = judge_round(watch.results, watch.version, watch.record.get("commit"))
+        counted = verdict.verdict != STALE and watch.round_at >= grace_ends(self.policy, watch.state)
+        self._samples += [{"app": watch.app, "release_version": watch.version, "url": redact(r.url, self._secrets),
+                           "at": r.at or watch.round_at, "outcome": r.outcome, "status": r.status,
+                           "elapsed": r.elapsed, "counted": counted} for r in watch.results]
         step = observe(self.policy, watch.state, verdict, watch.round_at)
         if step.kind in (FAILED, VERIFIED):
             self._conclude(watch, step)
@@ -382,6 +398,19 @@ class Monitor:
     def _record(self, record: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
                 detail: dict[str, Any] | None = None) -> None:
         health_actions.record(self._ledger(), record, kind, reason, verdict, detail)
+
+    def _flush_samples(self, now: float) -> None:
+        if self._samples and now >= self._next_flush:
+            batch, self._samples = self._samples, []
+            self._next_flush = now + SAMPLE_FLUSH
+            self._in_ledger(self._write_samples, batch)
+
+    def _write_samples(self, batch: list[dict[str, Any]]) -> None:
+        conn = self._ledger()
+        ledger.record_probe_samples(conn, batch)
+        if time.time() >= self._next_prune:  # only the ledger thread reads and sets it
+            self._next_prune = time.time() + SAMPLE_PRUNE
+            ledger.prune_probe_samples(conn)
 
     def _fail(self, watch: _Watch, step: Step, now: float) -> None:
         outcome, request_id = health_actions.on_failed(self.settings, self._ledger(), self._heroku_or_none(),

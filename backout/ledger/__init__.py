@@ -28,6 +28,11 @@ from backout.ledger.locks import (
     app_lock,
     app_lock_key,
 )
+from backout.ledger.probes import (
+    probe_samples,
+    prune_probe_samples,
+    record_probe_samples,
+)
 from backout.ledger.requests import (
     create_request,
     get_request,
@@ -62,6 +67,9 @@ __all__ = [
     "mark_release_verified",
     "record_health_event",
     "health_events",
+    "record_probe_samples",
+    "probe_samples",
+    "prune_probe_samples",
     "app_lock_key",
     "app_lock",
     "create_request",

@@ -102,6 +102,21 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX health_events_app_at ON backout.health_events (app, at DESC);
     """,
+    # Probe samples, for the web page's chart (see backout.ledger.probes).
+    """
+    CREATE TABLE backout.probe_samples (
+        id bigserial PRIMARY KEY,
+        app text NOT NULL,
+        release_version integer,
+        url text NOT NULL,
+        at timestamptz NOT NULL,
+        outcome text NOT NULL CHECK (outcome IN ('pass', 'fail', 'error')),
+        status integer,
+        elapsed real,
+        counted boolean NOT NULL DEFAULT true
+    );
+    CREATE INDEX probe_samples_app_at ON backout.probe_samples (app, at DESC);
+    """,
     # The compatibility verdict of the release's pending migrations (backout.verdict).
     "ALTER TABLE backout.checkpoints ADD COLUMN verdict jsonb",
 ]

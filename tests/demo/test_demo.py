@@ -49,7 +49,7 @@ def test_the_demo_plays_to_a_verified_rollback_and_leaves_nothing_behind():
 
 
 @pytest.mark.integration
-def test_keep_leaves_it_running_for_status_and_checkpoints_until_interrupted(tmp_path):
+def test_keep_leaves_it_running_for_status_checkpoints_and_the_web_page_until_interrupted(tmp_path):
     err = open(tmp_path / "stderr", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "backout", "demo", "--keep"], stdout=subprocess.PIPE,
                             stderr=err, text=True, env=_env())
@@ -76,6 +76,16 @@ def test_keep_leaves_it_running_for_status_and_checkpoints_until_interrupted(tmp
         assert checkpoints.returncode == 0, checkpoints.stderr
         kinds = re.findall(r'"kind": "(\w+)"', checkpoints.stdout)
         assert sorted(kinds) == ["deploy", "deploy", "safety"], checkpoints.stdout
+
+        # The page tells the same story in a real browser (tests/web/browser.py).
+        from tests.web.browser import check_the_demo_page
+
+        told = re.search(r"v(\d+) \(code v2\) failed .* then v(\d+) \('Rollback to v(\d+)'\)", out)
+        assert told, out
+        page, password = re.search(r"web page: (\S+)", out)[1], re.search(r"password: (\S+)", out)[1]
+        assert page.endswith(f"/apps/{made['app']}")
+        check_the_demo_page(page, password, made["app"],
+                            {"v1": int(told[3]), "v2": int(told[1]), "rollback": int(told[2])})
 
         assert proc.poll() is None, "--keep must keep the demo running"
         proc.send_signal(signal.SIGINT)

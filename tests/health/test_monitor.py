@@ -79,6 +79,12 @@ def test_failures_during_grace_are_ignored(monkeypatch, database, redis_url, app
     assert "counted" not in seen and "failed" not in seen
     grace = [e for e in events(database, APP) if e["kind"] == "grace"]
     assert all("in the grace period" in e["reason"] and e["verdict"] == "fail" for e in grace)
+    # Every probe is a sample for the web page's chart: the grace ones marked as not counted.
+    with ledger.connect(database) as conn:
+        samples = ledger.probe_samples(conn, APP)
+    assert len([s for s in samples if s["outcome"] == "fail" and not s["counted"]]) >= 3
+    assert any(s["outcome"] == "pass" and s["counted"] and s["status"] == 200 for s in samples)
+    assert all(s["url"] == app.url and s["release_version"] == 5 for s in samples)
 
 
 def test_a_blip_shorter_than_the_threshold_is_ignored(monkeypatch, database, redis_url, app, notes):

@@ -6,6 +6,7 @@
 
 `step` plans and runs the step; `restore` restores each kind of backup (`swap` does the pg_dump
 kind beside the live data); `down` runs saved down scripts; `ledger_copy` keeps the ledger current
-when a restore replaces the database it lives in; `loss` estimates what a rollback discards.
+when a restore replaces the database it lives in; `leftovers` drops what a restored checkpoint did
+not hold; `loss` estimates what a rollback discards.
 (Nothing is imported here, so a module of this package loads only what it needs.)
 """

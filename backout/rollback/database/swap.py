@@ -209,59 +209,94 @@ class Restore:
         new = _name(self.dbname, "_restore_" + self.key)
         admin_url = _maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
-        with pgtools.connect(admin_url, "the maintenance database") as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
-            _create_like(admin, self.dbname, new)
-            swapped = False
-            try:
-                archive, jobs = self._load_database(new_url, new, counted)
-                self.progress(f"restore: verifying {len(archive.table_data())} tables in {new}")
-                counts = verify_fresh(new_url, archive, max(2, jobs))
-                kept = _unused_database_name(admin, _name(self.dbname, "_before_" + self.checkpoint_id.lower()))
-                self.progress(f"restore: verified; swapping {self.dbname} -> {kept} and {new} -> {self.dbname}")
-                swap = swap_databases(admin, self.dbname, new, kept)
-                swapped = True
-            finally:
-                if not swapped:
-                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+        jobs = self._jobs()
+        temp = self.work_dir / f".restore-{self.key}.dump"
+        # A parallel restore needs the archive decompressed into a file: that starts first, and the
+        # new database is made and its schema restored while it runs.
+        decompression = None
+        if jobs > 1:
+            self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
+            decompression = stream.Decompression(self.path, self.backup, temp, self.progress)
+        try:
+            with pgtools.connect(admin_url, "the maintenance database") as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+                _create_like(admin, self.dbname, new)
+                swapped = False
+                try:
+                    if decompression is None:
+                        archive = self._load_streaming(new_url, new, counted)
+                    else:
+                        archive = self._load_parallel(new_url, new, counted, decompression, temp, jobs)
+                    self.progress(f"restore: verifying {len(archive.table_data())} tables in {new}")
+                    counts = verify_fresh(new_url, archive, max(2, jobs))
+                    kept = _unused_database_name(admin, _name(self.dbname, "_before_" + self.checkpoint_id.lower()))
+                    self.progress(f"restore: verified; swapping {self.dbname} -> {kept} and {new} -> {self.dbname}")
+                    swap = swap_databases(admin, self.dbname, new, kept)
+                    swapped = True
+                finally:
+                    if not swapped:
+                        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+        finally:
+            if decompression is not None:
+                decompression.stop()
+            temp.unlink(missing_ok=True)
         self.progress(f"restore: {self.dbname} is the restored copy; the old one is kept as {kept} "
                       f"(the app was cut off for {swap['seconds']:.3f}s)")
         return {"tables": counts, "kept": {"database": kept}, "swap": swap, "jobs": jobs,
                 "archive_bytes": self.backup.get("dump_size")}
 
-    def _load_database(self, new_url: str, new: str, counted: Archive | None) -> tuple[Archive, int]:
-        jobs = self.jobs or (min(os.cpu_count() or 1, 4) if (self.backup.get("dump_size") or 0) >= PARALLEL_FROM else 1)
-        conninfo, env = pgtools.child_env(new_url)
-        argv = [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"]
+    def _jobs(self) -> int:
+        """pg_restore's jobs: one (streaming) for a small archive or too little disk for a copy."""
+        size = self.backup.get("dump_size") or 0
+        jobs = self.jobs or (min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1)
         if jobs > 1:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            needed = int((self.backup.get("dump_size") or 0) * 1.05)
+            needed = int(size * 1.05)
             if pgtools.free_bytes(self.work_dir) < needed:
                 self.progress(f"restore: not {human_bytes(needed)} free in {self.work_dir} for a parallel restore; "
                               "streaming with one job instead")
-                jobs = 1
-        if jobs == 1:
-            self.progress(f"restore: pg_restore into {new}, streaming the archive")
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=env)
-            return self._feed(proc, env, counted), 1
-        temp = self.work_dir / f".restore-{self.key}.dump"
-        try:
-            self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
-            stream.decompress_to(self.path, self.backup, temp, self.progress)
-            self.progress(f"restore: pg_restore -j{jobs} into {new}")
-            proc = subprocess.Popen([*argv, f"--jobs={jobs}", str(temp)], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            errors = pgtools.Drain(proc.stderr)
-            # Rows the checkpoint did not record are counted from the file while pg_restore runs.
-            counting = None if counted else _Background(lambda: scan_file(temp))
-            _wait_reporting(proc, new_url, self.progress)
-            if proc.returncode != 0:
-                raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
-                                   f"{errors.last_error(pgtools.secrets_of(env))}")
-            return (counted if counting is None else counting.result()), jobs
-        finally:
-            temp.unlink(missing_ok=True)
+                return 1
+        return jobs
+
+    def _restore_argv(self, new_url: str) -> tuple[list[str], dict]:
+        conninfo, env = pgtools.child_env(new_url)
+        return [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"], env
+
+    def _load_streaming(self, new_url: str, new: str, counted: Archive | None) -> Archive:
+        argv, env = self._restore_argv(new_url)
+        self.progress(f"restore: pg_restore into {new}, streaming the archive")
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=env)
+        return self._feed(proc, env, counted)
+
+    def _load_parallel(self, new_url: str, new: str, counted: Archive | None,
+                       decompression: stream.Decompression, temp: Path, jobs: int) -> Archive:
+        argv, env = self._restore_argv(new_url)
+        decompression.toc.wait()
+        if decompression.error is None:
+            # The schema needs only the table of contents: it is restored while the rest decompresses.
+            self.progress(f"restore: schema into {new} while the archive decompresses")
+            self._run_restore([*argv, "--section=pre-data", str(temp)], env)
+        decompression.result()
+        self.progress(f"restore: pg_restore -j{jobs} into {new}")
+        proc = subprocess.Popen([*argv, f"--jobs={jobs}", "--section=data", "--section=post-data", str(temp)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        errors = pgtools.Drain(proc.stderr)
+        # Rows the checkpoint did not record are counted from the file while pg_restore runs.
+        counting = None if counted else _Background(lambda: scan_file(temp))
+        _wait_reporting(proc, new_url, self.progress)
+        if proc.returncode != 0:
+            raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
+                               f"{errors.last_error(pgtools.secrets_of(env))}")
+        return counted if counting is None else counting.result()
+
+    def _run_restore(self, argv: list[str], env: dict) -> None:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
+        errors = pgtools.Drain(proc.stderr)
+        if proc.wait() != 0:
+            raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
+                               f"{errors.last_error(pgtools.secrets_of(env))}")
 
     def _feed(self, proc: subprocess.Popen, env: dict, counted: Archive | None) -> Archive:
         """Stream the archive into a pg_restore reading its stdin; the archive with its rows."""
