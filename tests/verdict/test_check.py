@@ -8,16 +8,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from tests.migrations import test_migrations_alembic as alembic_tests
-from tests.migrations import test_migrations_dbmate as dbmate_tests
-from tests.migrations import test_migrations_django as django_tests
-from tests.migrations import test_migrations_golang_migrate as golang_tests
-from tests.migrations import test_migrations_prisma as prisma_tests
-from tests.migrations.test_migrations_common import fixture_tree
+from tests.migrations import support as tools
+from tests.migrations.support import fixture_tree
 from tests.support import child_env
 
 pytestmark = pytest.mark.integration
@@ -25,32 +20,32 @@ pytestmark = pytest.mark.integration
 
 def _prisma(tmp: Path, url: str) -> tuple[str, str]:
     tree = fixture_tree("prisma", tmp) / "migrations"
-    prisma_tests.deploy(url, tree, "20240101000000_init", "20240201000000_add_post")
+    tools.deploy(url, tree, "20240101000000_init", "20240201000000_add_post")
     return "prisma", str(tree)
 
 
 def _alembic(tmp: Path, url: str) -> tuple[str, str]:
     project = fixture_tree("alembic", tmp)
-    alembic_tests.upgrade(project, url, alembic_tests.INVOICES)
+    tools.upgrade(project, url, tools.INVOICES)
     return "alembic", str(project / "alembic.ini")
 
 
 def _django(tmp: Path, url: str) -> tuple[str, str]:
     project = fixture_tree("django", tmp)
-    django_tests.migrate(project, "shop", "0002_order")
-    django_tests.migrate(project, "reporting", "0001_daily_sales")
+    tools.migrate(project, "shop", "0002_order")
+    tools.migrate(project, "reporting", "0001_daily_sales")
     return "django", str(project)
 
 
 def _dbmate(tmp: Path, url: str) -> tuple[str, str]:
     tree = fixture_tree("dbmate", tmp) / "db" / "migrations"
-    dbmate_tests.dbmate_up(url, tree, dbmate_tests.USERS, dbmate_tests.ORDERS)
+    tools.dbmate_up(url, tree, tools.USERS, tools.ORDERS)
     return "dbmate", str(tree)
 
 
 def _golang(tmp: Path, url: str) -> tuple[str, str]:
     tree = fixture_tree("golang-migrate", tmp) / "migrations"
-    golang_tests.migrate_up(url, tree, 1)
+    tools.migrate_up(url, tree, 1)
     return "golang-migrate", str(tree)
 
 

@@ -9,18 +9,18 @@ import pytest
 from backout.migrations import get_adapter
 from backout.verdict.verdict import judge
 from tests.hooks.test_release_hook_tools import ALEMBIC_REVISION
-from tests.migrations import test_migrations_alembic as alembic_tests
-from tests.migrations.test_migrations_common import fixture_tree
+from tests.migrations import support as tools
+from tests.migrations.support import fixture_tree
 
 pytestmark = pytest.mark.integration
 
 
 def test_alembic_writes_each_revision_offline_and_a_revision_needing_the_database_is_unknown(database, tmp_path):
     project = fixture_tree("alembic", tmp_path)
-    alembic_tests.upgrade(project, database, alembic_tests.DROP_PHONE)
+    tools.upgrade(project, database, tools.DROP_PHONE)
     versions = project / "alembic" / "versions"
     (versions / "5e6f70819203_invoice_note.py").write_text(ALEMBIC_REVISION.format(
-        doc="invoice note", revision="5e6f70819203", down=alembic_tests.DROP_PHONE,
+        doc="invoice note", revision="5e6f70819203", down=tools.DROP_PHONE,
         upgrade='    op.add_column("invoices", sa.Column("note", sa.Text(), nullable=True))',
         downgrade='    op.drop_column("invoices", "note")'))
     (versions / "6f7081920314_backfill.py").write_text(ALEMBIC_REVISION.format(

@@ -14,9 +14,9 @@ import pytest
 from backout import ledger
 from backout.migrations import get_adapter
 from backout.verdict.verdict import Verdict, down_loss, judge, with_loss, worst
-from tests.hooks.test_release_hook import hook_env, release
+from tests.hooks.support import hook_env, release
 from tests.hooks.test_release_hook_tools import STANDIN
-from tests.migrations.test_migrations_dbmate import dbmate_up
+from tests.migrations.support import dbmate_up
 
 pytestmark = pytest.mark.integration
 
