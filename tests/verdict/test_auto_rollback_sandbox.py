@@ -55,8 +55,10 @@ class AutoStory(Story):
         backups = str(tmp_path / "backups")
         config = {"BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": backups, "BACKOUT_MIGRATIONS": "dbmate",
                   "BACKOUT_MIGRATIONS_PATH": "db/migrations"}
+        # A longer grace than Story's: a web dyno that boots slowly on a busy machine must not fail the
+        # good release before it answers.
         super().__init__(sandbox, database, redis_url, tmp_path, notes, name="notes", DATABASE_URL=database,
-                         BACKOUT_AUTO_ROLLBACK="auto", **config)
+                         BACKOUT_AUTO_ROLLBACK="auto", BACKOUT_HEALTH_GRACE="6", **config)
         self.client.update_config_vars(self.name, config)
         self.database = database
 
@@ -69,14 +71,18 @@ class AutoStory(Story):
 
     def verified(self, code: str, *migrations: tuple[str, str]) -> dict:
         good = self.release(code, *migrations)
-        wait_for(lambda: "verified" in self.kinds_of(good["version"]), timeout=30, what="the good release verified")
+        try:
+            wait_for(lambda: "verified" in self.kinds_of(good["version"]), timeout=60, what="the good release verified")
+        except AssertionError:
+            raise AssertionError(f"v{good['version']} not verified: {self.events_of(good['version'])}\n"
+                                 f"{self.log()[-3000:]}") from None
         return good
 
     def decision(self, version: int) -> dict:
         """The health event that says what was decided about a failed release."""
         return wait_for(lambda: next((e for e in self.events_of(version)
                                       if e["kind"] in ("rollback_requested", "suppressed")), None),
-                        timeout=40, what=f"the decision on v{version}")
+                        timeout=60, what=f"the decision on v{version}")
 
     def finished_request(self) -> dict:
         return wait_for(lambda: self.requests() and self.requests()[0]["status"] in ("succeeded", "failed")
