@@ -20,7 +20,6 @@ at most 2x the pipe's processes'; a pitr checkpoint adds at most 0.2 s to the re
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import shutil
@@ -37,8 +36,8 @@ from backout import settings as settings_module  # noqa: E402
 from backout.backups.libpq import client_args  # noqa: E402
 from backout.migrations import get_adapter  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
-from bench.data import ensure_built  # noqa: E402
-from bench.timing import Contender, Run, fsync_file, load, machine, pair, processes  # noqa: E402
+from bench.data import built, name_for  # noqa: E402
+from bench.timing import Contender, Run, fsync_file, load, machine, pair, parser, processes  # noqa: E402
 from tests.support import SERVER_URL, drop_database  # noqa: E402
 
 BACKOUT = str(Path(sys.executable).with_name("backout"))
@@ -148,20 +147,14 @@ def report(size_mb: int, url: str, cs: list[Contender]) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,600", help="database sizes in MB (default 100,600)")
-    parser.add_argument("--rounds", type=int, default=5, help="runs of each contender, paired (default 5)")
-    parser.add_argument("--keep", action="store_true", help="keep the databases for the next run")
-    args = parser.parse_args()
+    args = parser(__doc__ or "").parse_args()
     work = Path(tempfile.mkdtemp(prefix="backout-checkpoint-bench-"))
-    sizes = [int(s) for s in args.sizes.split(",")]
-    names = [f"backout_bench_{size}" for size in sizes]
+    databases = built(args.sizes)
     ok = True
     try:
-        urls = [ensure_built(name, size) for name, size in zip(names, sizes)]
-        for line in machine(urls[0]):
+        for line in machine(databases[0][1]):
             print(line)
-        for size, url in zip(sizes, urls):
+        for size, url in databases:
             cs = contenders(url, work)
             # One untimed run creates the ledger's schema and warms the cache for everyone.
             cs[0].prepare()
@@ -176,10 +169,10 @@ def main() -> int:
         return 0 if ok and pitr <= 0.2 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for name in names:
-            drop_database(f"{name}_copy")
+        for size, _ in databases:
+            drop_database(f"{name_for(size)}_copy")
             if not args.keep:
-                drop_database(name)
+                drop_database(name_for(size))
 
 
 if __name__ == "__main__":

@@ -155,3 +155,12 @@ def _batch(conn: psycopg.Connection, corpus: Corpus, n: int) -> None:
 
 def _size(conn: psycopg.Connection, expression: str) -> int:
     return conn.execute(f"SELECT {expression}").fetchone()[0]
+
+
+def built(sizes: str) -> list[tuple[int, str]]:
+    """(size in MB, URL) of a database of each size in "100,600" (built once, then reused)."""
+    return [(size, ensure_built(name_for(size), size)) for size in (int(s) for s in sizes.split(","))]
+
+
+def name_for(size_mb: int) -> str:
+    return f"backout_bench_{size_mb}"

@@ -23,7 +23,6 @@ a usable database for under 0.1 s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -40,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from backout.backups import pg_dump  # noqa: E402
 from backout.backups.libpq import client_args  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
-from bench.data import ensure_built  # noqa: E402
+from bench.data import built, name_for  # noqa: E402
 from bench.restore_once import CHECKPOINT  # noqa: E402
-from bench.timing import Contender, Run, load, machine, pair, processes  # noqa: E402
+from bench.timing import Contender, Run, load, machine, pair, parser, processes  # noqa: E402
 from tests.support import SERVER_URL, database_url, drop_database  # noqa: E402
 
 PROBE_EVERY = 0.01
@@ -139,21 +138,16 @@ def same_schema(a: str, b: str) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,600", help="database sizes in MB (default 100,600)")
-    parser.add_argument("--rounds", type=int, default=5, help="runs of each contender, paired (default 5)")
-    parser.add_argument("--probed", type=int, default=3, help="further runs of ours with the app probing (default 3)")
-    parser.add_argument("--keep", action="store_true", help="keep the source databases for the next run")
-    args = parser.parse_args()
+    arguments = parser(__doc__ or "")
+    arguments.add_argument("--probed", type=int, default=3, help="further runs of ours with the app probing (default 3)")
+    args = arguments.parse_args()
     work = Path(tempfile.mkdtemp(prefix="backout-restore-bench-"))
-    sizes = [int(s) for s in args.sizes.split(",")]
-    names = [f"backout_bench_{size}" for size in sizes]
+    databases = built(args.sizes)
     ok = True
     try:
-        urls = [ensure_built(name, size) for name, size in zip(names, sizes)]
-        for line in machine(urls[0]):
+        for line in machine(databases[0][1]):
             print(line)
-        for size, source in zip(sizes, urls):
+        for size, source in databases:
             archive = work / f"{CHECKPOINT}.dump.zst"
             archive.unlink(missing_ok=True)
             backup = pg_dump.dump(source, archive)
@@ -179,7 +173,7 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        for name in names:
+        for name in (name_for(size) for size, _ in databases):
             for suffix in ("_live", f"_live_before_{CHECKPOINT}", "_bare", "_copy"):
                 drop_database(name + suffix)
             if not args.keep:

@@ -8,6 +8,7 @@ over all contenders alike instead of over whichever ran during it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import tempfile
@@ -51,6 +52,15 @@ class Contender:
 
     def peak(self) -> int:
         return max(r.peak_rss for r in self.runs)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every paired benchmark takes: --sizes, --rounds, --keep."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--sizes", default="100,600", help="database sizes in MB (default 100,600)")
+    p.add_argument("--rounds", type=int, default=5, help="runs of each contender, paired (default 5)")
+    p.add_argument("--keep", action="store_true", help="keep the databases for the next run")
+    return p
 
 
 def pair(contenders: Sequence[Contender], rounds: int, say: Callable[[str], None] = print) -> None:
