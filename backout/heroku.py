@@ -37,9 +37,22 @@ _TRANSFER_NAME = re.compile(r"[abcr](\d+)")
 class HerokuUnreachable(HerokuAPIError):
     """No answer at all (connection refused, reset or timed out), after the retries."""
 
-    def __init__(self, message: str, method: str, path: str) -> None:
+    def __init__(self, message: str, method: str, path: str, hint: str = "") -> None:
         super().__init__(0, "unreachable", message, method, path)
-        self.args = (f"Heroku API unreachable: {message} ({method} {path})",)
+        self.args = (f"Heroku API unreachable: {message} ({method} {path})" + (f"; {hint}" if hint else ""),)
+
+
+def sandbox_hint(base: str) -> str:
+    """How to reach the local sandbox instead of `base`, when a sandbox left its state in this directory."""
+    from backout_sandbox.server import DEFAULT_STATE  # only on this error path: the sandbox is not light
+
+    if not DEFAULT_STATE.exists():
+        return ""
+    if base.rstrip("/") in (HEROKU_API_URL, HEROKU_DATA_URL):
+        return (f"a local sandbox keeps its state in {DEFAULT_STATE}: to use it, start `backout sandbox` and export "
+                "the BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL it prints")
+    return (f"if {base} is the local sandbox (its state is in {DEFAULT_STATE}), start it with `backout sandbox`, "
+            "and export the BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL it prints")
 
 
 class TransferFailed(BackoutError):
@@ -165,7 +178,7 @@ class HerokuClient:
         try:
             response = self.http.request(method, base + path, headers={"Accept": accept, **(headers or {})}, **kwargs)
         except requests.RequestException as exc:
-            raise HerokuUnreachable(self._describe(exc, base), method, path) from None
+            raise HerokuUnreachable(self._describe(exc, base), method, path, sandbox_hint(base)) from None
         if response.status_code >= 400:
             raise self._error(response, method, path, app)
         return response
@@ -321,17 +334,18 @@ class HerokuClient:
             if self.clock() >= deadline:
                 raise WaitTimeout(f"release v{release.get('version')} of {app} still pending after {timeout:.0f}s")
             if progress:
-                progress(f"release v{release.get('version')}: pending (release phase running)")
+                progress(f"release v{release.get('version')}: its release phase is still running")
             self.sleep(poll)
 
     # --- slugs -----------------------------------------------------------------------------------
 
     def create_slug(
         self, app: str, process_types: Mapping[str, str], commit: str | None = None,
-        commit_description: str | None = None, stack: str | None = None,
+        commit_description: str | None = None, stack: str | None = None, checksum: str | None = None,
     ) -> dict:
         body: dict[str, Any] = {"process_types": dict(process_types)}
-        for key, value in (("commit", commit), ("commit_description", commit_description), ("stack", stack)):
+        for key, value in (("commit", commit), ("commit_description", commit_description), ("stack", stack),
+                           ("checksum", checksum)):
             if value is not None:
                 body[key] = value
         # A repeated create leaves an unused slug behind, which is harmless.
@@ -356,6 +370,19 @@ class HerokuClient:
         if response.status_code >= 300:
             text = " ".join(re.sub(r"<[^>]+>", " ", response.text or "").split())[:200]
             raise HerokuAPIError(response.status_code, "upload_failed", text or response.reason, "PUT", shown)
+
+    def release_output(self, output_stream_url: str) -> Iterator[str]:
+        """The release phase's output, line by line as it is written, until the phase ends. The
+        URL (a release's `output_stream_url`) needs no token, as Heroku documents."""
+        try:
+            with requests.get(output_stream_url, stream=True, timeout=(10, None)) as response:
+                if response.status_code != 200:
+                    return
+                for line in response.iter_lines():
+                    yield line.decode("utf-8", "replace")
+        except requests.RequestException as exc:
+            where = urlsplit(output_stream_url)
+            raise HerokuUnreachable(self._describe(exc, f"{where.scheme}://{where.netloc}"), "GET", where.path) from None
 
     # --- config vars -----------------------------------------------------------------------------
 

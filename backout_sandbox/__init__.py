@@ -13,6 +13,7 @@ the other way round. `backout_sandbox.server.start()` runs a local Heroku in bac
 - `addons`, `databases`, `pitr`: heroku-postgresql add-ons on real databases, point-in-time rollback
 - `transfers`: Data API backups (pg_dump) and restores (pg_restore)
 - `dynos`, `processes`, `app_router`: dynos as supervised local processes behind a per-app router
+- `log_sessions`: `heroku logs` and `logs --tail`, the app's log as server-sent events
 - `store`, `slugs`, `signed_urls`, `webhooks`, `faults`, `ratelimit`, `resources`
 
 `forge` is the other sandbox: the GitHub and PyPI subset that package rollbacks use

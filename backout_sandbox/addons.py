@@ -97,9 +97,18 @@ class AddOns:
         names = [f"{a['name']}_URL" for a in self._attachments(data, addon_id=addon["id"]) if a["app_id"] == app["id"]]
         return resources.addon(addon, app, sorted(names), None)
 
-    def render_attachment(self, data: dict[str, Any], attachment: dict[str, Any]) -> dict[str, Any]:
+    def render_attachment(self, data: dict[str, Any], attachment: dict[str, Any],
+                          include: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """An attachment; `include` holds what the client asked for with Heroku's `Accept-Inclusion`
+        header beyond the schema: `addon:plan` (the add-on's plan) and `config_vars`."""
         addon = data["addons"][attachment["addon_id"]]
-        return resources.attachment(attachment, addon, data["apps"][addon["app_id"]], data["apps"][attachment["app_id"]], None)
+        rendered = resources.attachment(attachment, addon, data["apps"][addon["app_id"]],
+                                        data["apps"][attachment["app_id"]], None)
+        if "addon:plan" in include:
+            rendered["addon"]["plan"] = resources.plan(addon["plan"])
+        if "config_vars" in include:
+            rendered["config_vars"] = [f"{attachment['name']}_URL"]
+        return rendered
 
     def _attachments(self, data: dict[str, Any], app_id: str | None = None, addon_id: str | None = None) -> list[dict[str, Any]]:
         return sorted((a for a in data["attachments"].values()
@@ -302,7 +311,8 @@ class AddOns:
         config[f"{name}_URL"] = addon["database"]["url"]
         addon_vars = sorted(set(platform.basis_addon_vars(data, app["id"])) | {f"{name}_URL"})
         platform._add_release(data, after, app, slug_id=platform.basis(data, app["id"]).get("slug_id"), config=config,
-                              description=f"Attach {name} (@ref:{addon['name']})", addon_vars=addon_vars)
+                              description=f"Attach {name} (@ref:{addon['name']})", addon_vars=addon_vars,
+                              by_addon=True)
         rendered = self.render_attachment(data, attachment)
         after.append(lambda: platform.webhooks.emit(app["id"], "api:addon-attachment", "create", rendered))
         return attachment
@@ -317,7 +327,8 @@ class AddOns:
         config = {k: v for k, v in platform.config(data, app["id"]).items() if k != variable}
         addon_vars = [v for v in platform.basis_addon_vars(data, app["id"]) if v != variable]
         platform._add_release(data, after, app, slug_id=platform.basis(data, app["id"]).get("slug_id"), config=config,
-                              description=f"Detach {attachment['name']} (@ref:{addon['name']})", addon_vars=addon_vars)
+                              description=f"Detach {attachment['name']} (@ref:{addon['name']})",
+                              addon_vars=addon_vars, by_addon=True)
         after.append(lambda: platform.webhooks.emit(app["id"], "api:addon-attachment", "destroy", rendered))
         return rendered
 
@@ -359,25 +370,48 @@ class AddOns:
                 raise not_found("add-on attachment")
             return self._detach(data, after, attachment)
 
-    def list_attachments(self, app_ident: str | None = None, addon_ident: str | None = None) -> list[dict[str, Any]]:
+    def list_attachments(self, app_ident: str | None = None, addon_ident: str | None = None,
+                         include: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         with self.platform.store.lock:
             data = self.platform.store.data
             app_id = self.platform.find_app(data, app_ident)["id"] if app_ident else None
             addon_id = self.find(data, addon_ident)["id"] if addon_ident else None
-            return [self.render_attachment(data, a) for a in self._attachments(data, app_id, addon_id)]
+            return [self.render_attachment(data, a, include) for a in self._attachments(data, app_id, addon_id)]
 
-    def attachment_info(self, ident: str, app_ident: str | None = None) -> dict[str, Any]:
+    def attachment_info(self, ident: str, app_ident: str | None = None,
+                        include: frozenset[str] = frozenset()) -> dict[str, Any]:
         with self.platform.store.lock:
             data = self.platform.store.data
             app = self.platform.find_app(data, app_ident) if app_ident else None
             for attachment in self._attachments(data, app["id"] if app else None):
                 if attachment["id"] == ident.lower() or (app is not None and attachment["name"] == ident):
-                    return self.render_attachment(data, attachment)
+                    return self.render_attachment(data, attachment, include)
         raise not_found("add-on attachment")
+
+    def resolve_attachments(self, body: dict[str, Any], include: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """Heroku's attachment resolver: the attachments an identifier names (an id, a name on the
+        app, or `app::name`), for the CLI commands that take a database argument."""
+        ident, app_ident = body.get("addon_attachment"), body.get("app")
+        if not isinstance(ident, str) or not ident or (app_ident is not None and not isinstance(app_ident, str)):
+            raise invalid("addon_attachment is required: an attachment's id or name (DATABASE, or app::DATABASE).")
+        if "::" in ident:
+            app_ident, _, ident = ident.partition("::")
+        service = body.get("addon_service")
+        with self.platform.store.lock:
+            data = self.platform.store.data
+            app = self.platform.find_app(data, app_ident) if app_ident else None
+            found = [a for a in self._attachments(data, app["id"] if app else None)
+                     if ident in (a["id"], a["name"]) and service in (None, SERVICE)]
+            if not found:
+                raise not_found("add-on attachment")
+            return [self.render_attachment(data, a, include) for a in found]
 
 
 def _plan(plan: Any) -> str:
-    """heroku-postgresql:<plan>, from a plan name, `heroku-postgresql` alone, or a plan id."""
+    """heroku-postgresql:<plan>, from a plan name, `heroku-postgresql` alone, or a plan id, given as
+    a string or as the Heroku CLI sends it: `{"name": ...}` (or `{"id": ...}`)."""
+    if isinstance(plan, dict):
+        plan = plan.get("name") or plan.get("id")
     if not isinstance(plan, str) or not plan:
         raise invalid("plan is required, e.g. heroku-postgresql:essential-0.")
     if plan == SERVICE:

@@ -121,6 +121,12 @@ def register(router: Router, platform: Platform, transfers: Transfers, faults: F
         path, running = platform.release_output(release)
         return Response(200, None, {"Content-Type": "text/plain; charset=utf-8"}, _follow(path, running))
 
+    @add("GET", "/sandbox/log-sessions/{session}", public=True)
+    def log_stream(req: Request, session: str) -> Response:
+        signed(req)
+        events = platform.log_sessions.stream(session, req.headers.get("Last-Event-ID"))
+        return Response(200, None, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, events)
+
     # --- fault injection -------------------------------------------------------------------------
 
     @add("POST", "/sandbox/faults")

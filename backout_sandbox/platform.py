@@ -30,6 +30,7 @@ from backout_sandbox.app_router import AppRouter
 from backout_sandbox.core.store import new_id, now
 from backout_sandbox.dynos import Backoff, DynoManager, DynoSpec
 from backout_sandbox.faults import Faults
+from backout_sandbox.log_sessions import LogSessions
 from backout_sandbox.routing import ApiError, invalid, not_found
 from backout_sandbox.signed_urls import Signer
 from backout_sandbox.slugs import BadSlug, SlugFiles
@@ -65,6 +66,7 @@ class Platform:
         self._release_threads: set[threading.Thread] = set()
         self._release_procs: set[subprocess.Popen[bytes]] = set()
         self._stopping = threading.Event()
+        self.log_sessions = LogSessions(signer, self.dynos.logs_dir, self._stopping)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -267,12 +269,14 @@ class Platform:
 
     def _add_release(self, data: dict[str, Any], after: list[Callable[[], None]], app: dict[str, Any], *,
                      slug_id: str | None, config: dict[str, str], description: str,
-                     addon_vars: list[str] | None = None) -> dict[str, Any]:
-        """Record a new release (inside `change`) and arrange its release phase or its activation."""
+                     addon_vars: list[str] | None = None, by_addon: bool = False) -> dict[str, Any]:
+        """Record a new release (inside `change`) and arrange its release phase or its activation.
+        A release an add-on makes by changing its config vars (`by_addon`) runs no release phase:
+        Heroku marks it succeeded without running the release command."""
         releases = self.releases_of(data, app["id"])
-        slug = data["slugs"].get(slug_id) if slug_id else None
+        slug = data["slugs"].get(slug_id) if slug_id and not by_addon else None
         command = slug["process_types"].get("release") if slug else None
-        fail = self.faults.take_release_failure(app["name"], app["id"])
+        fail = not by_addon and self.faults.take_release_failure(app["name"], app["id"])
         phase = command is not None or fail
         stamp = now()
         release = {
@@ -284,6 +288,10 @@ class Platform:
         }
         releases.append(release)
         app["updated_at"] = stamp
+        # As Heroku's log shows a release: what changed, then the release, both by the API.
+        log = self.dynos.log(app["name"])
+        log.write("app[api]", f"{description} by user {resources.OWNER['email']}")
+        log.write("app[api]", f"Release v{release['version']} created by user {resources.OWNER['email']}")
         rendered = self.render_release(data, app, release)
         after.append(lambda: self.webhooks.emit(app["id"], "api:release", "create", rendered))
         if phase:
@@ -484,7 +492,8 @@ class Platform:
                 if unknown:
                     raise invalid(f"Unknown formation fields: {', '.join(sorted(unknown))}.")
                 type_ = self.find_formation(data, app, update["type"])
-                planned.append((type_, _quantity(update, type_), _size(update)))
+                current = data["formation"][app["id"]][type_]["quantity"]
+                planned.append((type_, _quantity(update, type_, current), _size(update)))
             changed = []
             for type_, quantity, size in planned:
                 entry = data["formation"][app["id"]][type_]
@@ -627,10 +636,14 @@ def _config_description(set_names: list[str], removed: list[str]) -> str:
     return f"Remove {', '.join(removed)} config vars"
 
 
-def _quantity(update: dict[str, Any], type_: str) -> int | None:
+def _quantity(update: dict[str, Any], type_: str, current: int) -> int | None:
+    """The new quantity: a number, or as the Heroku CLI's `ps:scale` sends it, a string that is
+    absolute ("2") or relative to the current quantity ("+1", "-1")."""
     quantity = update.get("quantity")
     if quantity is None:
         return None
+    if isinstance(quantity, str) and re.fullmatch(r"[+-]?\d{1,4}", quantity):
+        quantity = current + int(quantity) if quantity[0] in "+-" else int(quantity)
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 <= quantity <= MAX_QUANTITY:
         raise invalid(f"quantity of {type_} must be a whole number from 0 to {MAX_QUANTITY}.")
     if type_ == "release" and quantity:

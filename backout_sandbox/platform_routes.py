@@ -8,7 +8,7 @@ from backout_sandbox.core.messages import Request, Response
 from backout_sandbox.core.router import Router
 from backout_sandbox.platform import Platform
 from backout_sandbox.ratelimit import RateLimiter
-from backout_sandbox.routing import invalid, not_found, paginate
+from backout_sandbox.routing import header_words, invalid, not_found, paginate
 
 APP = "{(#/definitions/app/definitions/identity)}"
 
@@ -28,6 +28,15 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
     def rate_limits(req: Request) -> Response:
         return Response(200, {"remaining": limiter.remaining(req.token or "")})
 
+    @add("GET", "/account", "/account")
+    def account(req: Request) -> Response:
+        return Response(200, resources.account())
+
+    def the_user(ident: str) -> None:
+        """The sandbox has one user, the owner of every app: `~`, its email or its id."""
+        if ident not in ("~", resources.OWNER["email"], resources.OWNER["id"]):
+            raise not_found("user")
+
     # --- apps ------------------------------------------------------------------------------------
 
     @add("POST", "/apps", "/apps")
@@ -40,6 +49,11 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
             data = store.data
             apps = [platform.render_app(data, a) for a in data["apps"].values()]
         return paginate(apps, req.headers.get("Range"), ("id", "name", "updated_at"))
+
+    @add("GET", "/users/{user}/apps", f"/users/{_ref('account')}/apps")
+    def user_apps(req: Request, user: str) -> Response:
+        the_user(user)
+        return list_apps(req)
 
     @add("GET", "/apps/{app}", f"/apps/{APP}")
     def app_info(req: Request, app: str) -> Response:
@@ -150,18 +164,33 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
         platform.restart(app, type_=type)
         return Response(202, {})
 
+    # --- log sessions ----------------------------------------------------------------------------
+
+    @add("POST", "/apps/{app}/log-sessions", f"/apps/{APP}/log-sessions")
+    def create_log_session(req: Request, app: str) -> Response:
+        with store.lock:
+            name = platform.find_app(store.data, app)["name"]
+        return Response(201, platform.log_sessions.create(name, req.json_object()))
+
     # --- add-ons ---------------------------------------------------------------------------------
+
+    def expanded(req: Request, addon: dict[str, Any]) -> dict[str, Any]:
+        """`Accept-Expansion: plan` (the Heroku CLI's) adds the plan's price."""
+        if "plan" in header_words(req, "Accept-Expansion"):
+            addon["plan"] = {**addon["plan"], "price": dict(resources.PLAN_PRICE)}
+        return addon
 
     @add("POST", "/apps/{app}/addons", f"/apps/{APP}/addons")
     def create_addon(req: Request, app: str) -> Response:
-        return Response(201, addons.create(app, req.json_object()))
+        return Response(201, expanded(req, addons.create(app, req.json_object())))
 
     @add("GET", "/apps/{app}/addons", f"/apps/{APP}/addons")
     def list_app_addons(req: Request, app: str) -> Response:
         with store.lock:
             data = store.data
             record = platform.find_app(data, app)
-            return Response(200, [addons.render(data, a) for a in data["addons"].values() if a["app_id"] == record["id"]])
+            return Response(200, [expanded(req, addons.render(data, a)) for a in data["addons"].values()
+                                  if a["app_id"] == record["id"]])
 
     @add("GET", "/apps/{app}/addons/{addon}", f"/apps/{APP}/addons/{_ref('add-on')}")
     def app_addon_info(req: Request, app: str, addon: str) -> Response:
@@ -172,7 +201,7 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
             if found["app_id"] != record["id"] and not any(
                     a["addon_id"] == found["id"] and a["app_id"] == record["id"] for a in data["attachments"].values()):
                 raise not_found("add-on")
-            return Response(200, addons.render(data, found))
+            return Response(200, expanded(req, addons.render(data, found)))
 
     @add("DELETE", "/apps/{app}/addons/{addon}", f"/apps/{APP}/addons/{_ref('add-on')}")
     def delete_addon(req: Request, app: str, addon: str) -> Response:
@@ -182,12 +211,12 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
     def list_addons(req: Request) -> Response:
         with store.lock:
             data = store.data
-            return Response(200, [addons.render(data, a) for a in data["addons"].values()])
+            return Response(200, [expanded(req, addons.render(data, a)) for a in data["addons"].values()])
 
     @add("GET", "/addons/{addon}", f"/addons/{_ref('add-on')}")
     def addon_info(req: Request, addon: str) -> Response:
         with store.lock:
-            return Response(200, addons.render(store.data, addons.find(store.data, addon)))
+            return Response(200, expanded(req, addons.render(store.data, addons.find(store.data, addon))))
 
     # --- add-on attachments ----------------------------------------------------------------------
 
@@ -197,11 +226,11 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/addon-attachments", "/addon-attachments")
     def list_attachments(req: Request) -> Response:
-        return Response(200, addons.list_attachments())
+        return Response(200, addons.list_attachments(include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/addon-attachments/{attachment}", f"/addon-attachments/{_ref('add-on-attachment')}")
     def attachment_info(req: Request, attachment: str) -> Response:
-        return Response(200, addons.attachment_info(attachment))
+        return Response(200, addons.attachment_info(attachment, include=header_words(req, "Accept-Inclusion")))
 
     @add("DELETE", "/addon-attachments/{attachment}", f"/addon-attachments/{_ref('add-on-attachment')}")
     def delete_attachment(req: Request, attachment: str) -> Response:
@@ -209,16 +238,20 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/addon-attachments", f"/apps/{APP}/addon-attachments")
     def app_attachments(req: Request, app: str) -> Response:
-        return Response(200, addons.list_attachments(app_ident=app))
+        return Response(200, addons.list_attachments(app_ident=app, include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/apps/{app}/addon-attachments/{attachment}",
          f"/apps/{APP}/addon-attachments/{_ref('add-on-attachment', 'scopedIdentity')}")
     def app_attachment_info(req: Request, app: str, attachment: str) -> Response:
-        return Response(200, addons.attachment_info(attachment, app_ident=app))
+        return Response(200, addons.attachment_info(attachment, app_ident=app, include=header_words(req, "Accept-Inclusion")))
 
     @add("GET", "/addons/{addon}/addon-attachments", f"/addons/{_ref('add-on')}/addon-attachments")
     def addon_attachments(req: Request, addon: str) -> Response:
-        return Response(200, addons.list_attachments(addon_ident=addon))
+        return Response(200, addons.list_attachments(addon_ident=addon, include=header_words(req, "Accept-Inclusion")))
+
+    @add("POST", "/actions/addon-attachments/resolve", "/actions/addon-attachments/resolve")
+    def resolve_attachments(req: Request) -> Response:
+        return Response(200, addons.resolve_attachments(req.json_object(), include=header_words(req, "Accept-Inclusion")))
 
     # --- app webhooks ----------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ import uuid
 from typing import Any
 
 OWNER = {"email": "sandbox@backout.invalid", "id": "5a4d1b0c-0000-4000-8000-000000000001"}
+# The account's creation time: fixed, like the owner, so that every sandbox shows the same account.
+OWNER_SINCE = "2026-01-01T00:00:00Z"
 STACK = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "stack:heroku-24")), "name": "heroku-24"}
 REGION = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "region:us")), "name": "us"}
 GENERATION = {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, "generation:cedar")), "name": "cedar"}
@@ -21,6 +23,34 @@ DYNO_SIZES = ("Eco", "Basic", "Standard-1X", "Standard-2X", "Performance-M", "Pe
 
 def stable_id(kind: str, name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}:{name}"))
+
+
+def account() -> dict[str, Any]:
+    """The one account of the sandbox: the owner of every app, whose token the sandbox accepts."""
+    return {
+        "allow_tracking": False,
+        "beta": False,
+        "country_of_residence": None,
+        "created_at": OWNER_SINCE,
+        "default_organization": None,
+        "default_team": None,
+        "delinquent_at": None,
+        "email": OWNER["email"],
+        "federated": False,
+        "id": OWNER["id"],
+        "identity_provider": None,
+        "last_login": None,
+        "name": "backout sandbox",
+        "sms_number": None,
+        "suspended_at": None,
+        "two_factor_authentication": False,
+        "updated_at": OWNER_SINCE,
+        "verified": True,
+    }
+
+
+def log_session(session_id: str, url: str, stamp: str) -> dict[str, Any]:
+    return {"created_at": stamp, "id": session_id, "logplex_url": url, "updated_at": stamp}
 
 
 def app_ref(app: dict[str, Any]) -> dict[str, str]:
@@ -121,6 +151,14 @@ def dyno(info: dict[str, Any], app_record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def plan(name: str) -> dict[str, str]:
+    return {"id": stable_id("plan", name), "name": name}
+
+
+# What `Accept-Expansion: plan` adds to an add-on's plan: its price (the sandbox's cost nothing).
+PLAN_PRICE = {"cents": 0, "contract": False, "unit": "month"}
+
+
 def addon(record: dict[str, Any], app_record: dict[str, Any], config_vars: list[str], web_url: str) -> dict[str, Any]:
     return {
         "actions": [],
@@ -132,7 +170,7 @@ def addon(record: dict[str, Any], app_record: dict[str, Any], config_vars: list[
         "created_at": record["created_at"],
         "id": record["id"],
         "name": record["name"],
-        "plan": {"id": stable_id("plan", record["plan"]), "name": record["plan"]},
+        "plan": plan(record["plan"]),
         "provider_id": record["database"]["name"] if record.get("database") else record["id"],
         "provision_message": record.get("provision_message", ""),
         "state": record["state"],

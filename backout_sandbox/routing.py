@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from backout_sandbox.core.messages import HttpError, Refused, Response
+from backout_sandbox.core.messages import HttpError, Refused, Request, Response
 
 
 class ApiError(HttpError):
@@ -30,6 +30,11 @@ def not_found(what: str) -> ApiError:
 
 def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_params", message)
+
+
+def header_words(req: Request, header: str) -> frozenset[str]:
+    """The comma-separated words of a header, such as Heroku's `Accept-Inclusion: addon:plan,config_vars`."""
+    return frozenset(w.strip() for w in (req.headers.get(header) or "").split(",") if w.strip())
 
 
 def refusal(refused: Refused) -> ApiError:

@@ -267,7 +267,10 @@ def serve(port: int = DEFAULT_PORT, state_path: Path | str | None = None, token:
               f"  export BACKOUT_HEROKU_API_URL={sandbox.url}",
               f"  export BACKOUT_HEROKU_DATA_URL={sandbox.url}",
               "  # HEROKU_API_KEY: the token already in your environment is the one the sandbox accepts" if token
-              else f"  export HEROKU_API_KEY={sandbox.token}", "",
+              else f"  export HEROKU_API_KEY={sandbox.token}",
+              "and the Heroku CLI (heroku ps, logs, releases, config, addons, pg:info, rollback, ...):",
+              f"  export HEROKU_HOST={sandbox.url}",
+              f"  export HEROKU_DATA_HOST={urlsplit(sandbox.url).hostname}", "",
               "Ctrl-C stops it (and its dynos); the state file keeps apps and releases for the next start."]
     return core_main.serve_until_stopped(banner, sandbox.stop, goodbye="backout sandbox: stopping dynos")
 

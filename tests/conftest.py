@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -59,6 +62,24 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def heroku_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding `heroku` (scripts/heroku: the Heroku CLI that scripts/install-heroku-cli
+    pins), to put first on PATH. The CLI is installed now if it is missing; the test is skipped
+    only where npm cannot be had (scripts/setup installs it from Debian, so CI never skips)."""
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("npm") is not None:
+        subprocess.run([str(root / "scripts" / "install-heroku-cli")], check=True)  # at once when it is there
+    elif not (root / ".tools" / "heroku" / "node_modules" / "heroku" / "bin" / "run.js").exists():
+        reason = "npm is not installed, so the Heroku CLI cannot be: scripts/setup installs Node.js and npm"
+        if os.environ.get("BACKOUT_TEST_REQUIRE_HEROKU_CLI"):  # CI sets it: there the test must run
+            pytest.fail(reason)
+        pytest.skip(reason)
+    bin_dir = tmp_path_factory.mktemp("heroku-bin")
+    (bin_dir / "heroku").symlink_to(root / "scripts" / "heroku")
+    return bin_dir
 
 
 @pytest.fixture

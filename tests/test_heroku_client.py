@@ -23,6 +23,7 @@ from backout.heroku import (
     TransferFailed,
     WaitTimeout,
     release_ref,
+    sandbox_hint,
     transfer_name,
     transfer_ref,
 )
@@ -281,6 +282,28 @@ def test_a_refused_connection_is_retried_even_for_a_post(clock):
     assert f"127.0.0.1:{port}" in str(caught.value) and "object at 0x" not in str(caught.value)
 
 
+def test_an_unreachable_api_names_the_sandbox_when_one_left_its_state_here(clock, tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    heroku = HerokuClient(TOKEN, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}",
+                          policy=RetryPolicy(max_attempts=1), sleep=clock.sleep)
+    with pytest.raises(HerokuUnreachable) as caught:
+        heroku.app_info("shop")
+    assert "sandbox" not in str(caught.value)  # no sandbox state here: nothing to suggest
+    (tmp_path / ".backout").mkdir()
+    (tmp_path / ".backout" / "sandbox.json").write_text("{}")
+    with pytest.raises(HerokuUnreachable) as caught:
+        heroku.app_info("shop")
+    assert "start it with `backout sandbox`" in str(caught.value)
+    assert "BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL" in str(caught.value)
+    # Pointed at Heroku itself (the default), the hint says how to point at the sandbox instead.
+    hint = sandbox_hint(settings.HEROKU_API_URL)
+    assert "export the BACKOUT_HEROKU_API_URL and BACKOUT_HEROKU_DATA_URL it prints" in hint
+    assert ".backout/sandbox.json" in hint
+
+
 # --- rollback ------------------------------------------------------------------------------------
 
 
@@ -441,7 +464,7 @@ def test_wait_release_polls_until_not_pending(serve, clock):
     seen: list[str] = []
     done = client(api, clock).wait_release("shop", 8, poll=0.25, progress=seen.append)
     assert done["status"] == "failed"
-    assert clock.sleeps == [0.25] * 3 and len(seen) == 3 and "v8: pending" in seen[0]
+    assert clock.sleeps == [0.25] * 3 and len(seen) == 3 and "v8: its release phase is still running" in seen[0]
 
     stuck = serve(lambda req: Reply(200, release(9, status="pending")))
     with pytest.raises(WaitTimeout, match="v9 of shop still pending after 10s"):

@@ -63,7 +63,7 @@ def test_every_backout_line_parses(line):
     argv = shlex.split(line.replace("…", "x"))[1:]
     # The synopsis lines use [optional] and A|B notation; take the first alternative of each.
     argv = [re.sub(r"\|.*", "", a).strip("[]") for a in argv]
-    argv = [a for a in argv if a and a not in ("...", "CMD", "--")]
+    argv = [a for a in argv if a and a not in ("...", "CMD", "--", "&")]  # `&`: run in the background
     argv = ["5010" if a == "P" else a for a in argv]  # the synopsis's port placeholder
     build_parser().parse_args(argv)
 

@@ -66,6 +66,20 @@ def _print_human(document: dict, args: argparse.Namespace) -> None:
         print(f"succeeded: {app} runs release v{result['release_version']}, "
               f"a rollback to v{result['target_version']} (verified)")
     elif status == "succeeded":
-        print(f"succeeded: {app} already ran v{result.get('target_version')}'s code and config; nothing rolled back")
+        db = _database_done(result.get("db"))
+        print(f"succeeded: {app} already ran v{result.get('target_version')}'s code and config, so they were not "
+              f"rolled back" + (f"; the database was rolled back: {db}" if db else "; nothing rolled back"))
     else:
         print(f"failed: {document['error']}")
+
+
+def _database_done(db: dict | None) -> str:
+    """What a database step did, from its result; '' when none ran."""
+    if not db:
+        return ""
+    if "undone" in db:
+        undone = db["undone"]
+        return (f"undid {len(undone)} {db.get('tool', '')} migration(s) ({', '.join(undone)})" if undone
+                else "no migration to undo")
+    mode = db.get("mode") or (db.get("choice") or {}).get("mode")
+    return f"restored checkpoint {db.get('restore_point')}" + (f" ({mode})" if mode else "")

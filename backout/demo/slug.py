@@ -1,12 +1,11 @@
-"""The demo app's versions as Heroku slugs: process types from each version's Procfile, and the code
-as a gzipped tarball of `./app/...`, the layout Heroku unpacks to /app."""
+"""The demo app's versions as Heroku slugs: each version's files (the common code overlaid with the
+version's own) and the process types of its Procfile; `backout.deploy.tarball` packs them."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
+from backout import deploy
 from backout.errors import BackoutError
 
 APP_ROOT = Path(__file__).parent / "app"
@@ -28,26 +27,8 @@ def version_files(version: str) -> dict[str, Path]:
 
 
 def process_types(files: dict[str, Path]) -> dict[str, str]:
-    """The Procfile's `type: command` lines (blank lines and comments skipped)."""
+    """The version's Procfile's `type: command` lines."""
     if "Procfile" not in files:
         raise BackoutError("the demo app's version has no Procfile; reinstall backout")
-    procfile = files["Procfile"]
-    types: dict[str, str] = {}
-    for number, line in enumerate(procfile.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, command = line.partition(":")
-        if not sep or not name.strip() or not command.strip():
-            raise BackoutError(f"{procfile} line {number} is not `type: command`: {line!r}")
-        types[name.strip()] = command.strip()
-    return types
+    return deploy.process_types(files["Procfile"])
 
-
-def tarball(files: dict[str, Path]) -> bytes:
-    """The files under ./app/, the layout Heroku unpacks a slug to."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for relative, path in sorted(files.items()):
-            tar.add(path, arcname=f"./app/{relative}", recursive=False)
-    return buffer.getvalue()

@@ -27,7 +27,7 @@ import redis
 import requests
 from rq import Worker
 
-from backout import ledger
+from backout import deploy, ledger
 from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
@@ -172,7 +172,7 @@ class Story:
         files = slug.version_files(code)
         made = self.client.create_slug(self.facts.app, slug.process_types(files), commit=f"demo-{code}",
                                        commit_description=f"the notes app, code {code}")
-        self.client.upload_slug(made["blob"]["url"], slug.tarball(files))
+        self.client.upload_slug(made["blob"]["url"], deploy.tarball(files))
         release = self.client.create_release(self.facts.app, made["id"], description=f"Deploy code {code}")
         version = release["version"]
         self.mark(f"code {code} deployed as v{version}", "release phase: backout release -- alembic upgrade head")

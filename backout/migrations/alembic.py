@@ -38,6 +38,7 @@ from backout.migrations.base import (
     missing_path,
     oldest_first,
     read_file,
+    undone,
     walk_down,
 )
 
@@ -136,8 +137,11 @@ class AlembicAdapter(MigrationAdapter):
         return oldest_first(found)
 
     def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
-        """The revisions that are neither a current head nor below one."""
+        """The revisions that are neither a current head nor below one; none when a head is not in
+        the code (the database is ahead of it, and `alembic upgrade` refuses to run)."""
         available = self.available()
+        if not set(self.applied(conn)) <= {m.id for m in available}:
+            return []
         reached = self._reached(conn, available)
         return [m for m in available if m.id not in reached]
 
@@ -229,14 +233,14 @@ class AlembicAdapter(MigrationAdapter):
 
         def applied_step(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
             ran.append(step.up_revision_id)
-            say(f"down alembic {step.up_revision_id} done")
+            say(f"undid alembic revision {step.up_revision_id}")
 
         with tempfile.TemporaryDirectory(prefix="backout-alembic-") as tmp:
             write_script_directory(Path(tmp), migrations, target)
             config = Config()
             config.set_main_option("script_location", tmp)
             config.attributes["on_version_apply"] = applied_step
-            say(f"alembic downgrade {target or 'base'}: {len(migrations)} revisions")
+            say(f"running alembic downgrade to {target or 'base'} ({len(migrations)} revisions)")
             with lent_to_sqlalchemy(conn) as connection:
                 config.attributes["connection"] = connection
                 try:
@@ -245,7 +249,7 @@ class AlembicAdapter(MigrationAdapter):
                     failed = next((m.id for m in reversed(oldest_first(migrations)) if m.id not in ran), "?")
                     text = str(exc).strip()
                     raise DownMigrationError(ran, failed, text.splitlines()[0] if text else type(exc).__name__) from exc
-        say(f"down migrations done: {len(ran)} undone")
+        say(undone(ran))
         return ran
 
     def _revision_files(self) -> list[Path]:

@@ -20,6 +20,11 @@ from backout.migrations import script
 Progress = Callable[[str], None]
 
 
+def undone(ran: list[str]) -> str:
+    """The line that ends a run of down migrations."""
+    return f"{len(ran)} migration(s) undone" + (f": {', '.join(ran)}" if ran else "")
+
+
 @dataclass
 class SavedMigration:
     """One migration as found in the code, with what is needed to undo it after the code is gone.
@@ -215,13 +220,13 @@ class MigrationAdapter:
         self.refuse_if_impossible(conn, migrations)
         ran: list[str] = []
         for m in reversed(oldest_first(migrations)):
-            say(f"down {self.tool} {m.id} ({m.name})")
+            say(f"undoing {self.tool} migration {m.id} ({m.name})")
             try:
                 self._undo(conn, m)
             except (psycopg.Error, BackoutError) as exc:
                 raise DownMigrationError(ran, m.id, first_line(exc)) from exc
             ran.append(m.id)
-        say(f"down migrations done: {len(ran)} undone")
+        say(undone(ran))
         return ran
 
     def resolve_failed(

@@ -43,6 +43,7 @@ from backout.migrations.base import (
     expect_rows,
     missing_path,
     read_file,
+    undone,
 )
 from backout.redact import redact
 
@@ -149,7 +150,7 @@ class DjangoAdapter(MigrationAdapter):
         self.refuse_if_impossible(conn, migrations)
         if not migrations:
             return []
-        say(f"django migrate backwards: {len(migrations)} migrations, from their saved files")
+        say(f"running django migrate backwards: {len(migrations)} migrations, from their saved files")
         answer = self._django(conn, {
             "command": "down", "undo": [m.id for m in migrations],
             "files": {m.id: m.files for m in migrations},
@@ -157,7 +158,7 @@ class DjangoAdapter(MigrationAdapter):
         ran = answer["undone"]
         if answer["error"]:
             raise DownMigrationError(ran, answer["failed"] or "?", answer["error"])
-        say(f"down migrations done: {len(ran)} undone")
+        say(undone(ran))
         return ran
 
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:

@@ -29,6 +29,7 @@ from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
 from backout.rollback.plan import build_plan
+from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
 from backout.worker.queues import (
     REQUEST_JOBS,
@@ -129,7 +130,7 @@ def follow(
                 continue
             seen = True
             for step in steps[shown:]:
-                progress(_step_line(step))
+                progress(describe_step(step))
             shown = len(steps)
             if request["status"] in FINAL_STATUSES:
                 return request
@@ -174,12 +175,6 @@ def _document(request: dict, steps: list[dict]) -> dict:
         "finished_at": request["finished_at"],
         "steps": [{"step": s["step"], "status": s["status"], "detail": s["detail"], "at": s["at"]} for s in steps],
     }
-
-
-def _step_line(step: dict) -> str:
-    detail = step["detail"] or {}
-    shown = ", ".join(f"{k}={v}" for k, v in detail.items() if v is not None and not isinstance(v, (dict, list)))
-    return f"{step['step']}: {step['status']}" + (f" ({shown})" if shown else "")
 
 
 def _workers_listening(settings: Settings) -> bool:

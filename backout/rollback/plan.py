@@ -72,7 +72,10 @@ def build_plan(
         )
     step = database_step(conn, app, db, current, target, checkpoint, settings=settings, client=client)
 
-    steps = ([] if step is None else [step["kind"]]) + ["code_rollback", "release_phase", "verify"]
+    # Exactly the steps the job runs: a database step behind its safety checkpoint, and no code
+    # rollback (nor its release phase) when the app already runs the target's code and config.
+    steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
+    steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
     cost = None
     if target["version"] < current["version"]:
         from backout.verdict.cost import cost_now
@@ -93,7 +96,7 @@ def build_plan(
         "db": db,
         "db_step": step,
         "verdict": cost,
-        "steps": ["verify"] if noop and step is None else steps,
+        "steps": steps,
     }
 
 

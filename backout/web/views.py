@@ -153,7 +153,9 @@ class Views:
                  f"{self.text(cp['migration_tool'])} {self.text(before)} &rarr; {self.text(after)}"]
         verdict = cp.get("verdict")
         if verdict:
-            lines.append(f"verdict: {self.text(verdict if isinstance(verdict, str) else verdict.get('verdict'))}")
+            # backout.verdict's record: {"verdict": kind, "text": what it means, ...}
+            shown = verdict.get("text") or verdict.get("verdict") if isinstance(verdict, dict) else verdict
+            lines.append(f"verdict: {self.text(shown)}")
         elif cp.get("reversible") is False:
             lines.append("irreversible: " + self.text(", ".join(str(i) for i in cp.get("irreversible") or [])))
         drilled = cp.get("drilled_at")

@@ -24,6 +24,8 @@ import psycopg
 import pytest
 import redis
 
+from backout import deploy
+from backout.errors import BadInput
 from backout.demo import services, slug
 from tests.support import SERVER_URL
 
@@ -221,12 +223,12 @@ def test_each_version_of_the_app_is_a_slug_of_its_own():
     for files in (v1, v2):
         assert slug.process_types(files) == {"release": "backout release -- alembic upgrade head",
                                                "web": "python app.py"}
-    with tarfile.open(fileobj=io.BytesIO(slug.tarball(v2))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(deploy.tarball(v2))) as tar:
         names = tar.getnames()
     assert all(name.startswith("./app/") for name in names)
     assert "./app/migrations/versions/0002_priority.py" in names and "./app/Procfile" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
-    with tarfile.open(fileobj=io.BytesIO(slug.tarball(v1))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(deploy.tarball(v1))) as tar:
         names = tar.getnames()
     assert "./app/migrations/versions/0002_priority.py" not in names
     assert "./app/queries.py" in names and "./app/migrations/versions/0001_notes.py" in names
@@ -235,7 +237,7 @@ def test_each_version_of_the_app_is_a_slug_of_its_own():
 
 def test_a_procfile_line_without_a_command_is_refused(tmp_path):
     (tmp_path / "Procfile").write_text("# processes\n\nweb: python app.py\nworker:\n")
-    with pytest.raises(Exception, match="line 4 is not `type: command`"):
+    with pytest.raises(BadInput, match=r"Procfile:4 is not `<process type>: <command>`"):
         slug.process_types({"Procfile": tmp_path / "Procfile"})
 
 

@@ -64,7 +64,7 @@ def test_deploy_failed_deploy_and_rollback_with_pg_dump(heroku: Heroku, tmp_path
     rollback = heroku.settle("shop", heroku.client.rollback("shop", first["id"]))
     assert rollback["status"] == "succeeded", rollback["output"]
     assert rollback["description"] == f"Rollback to v{first['version']}"
-    assert f"rolls back to v{first['version']}: no new checkpoint" in rollback["output"]
+    assert f"rolls back to v{first['version']}, and no migration is pending: no new checkpoint" in rollback["output"]
     assert "Running upgrade" not in rollback["output"]  # the migrate command found nothing to do
     versions = [c["release_version"] for c in _checkpoints(db, "shop")]
     assert versions == [second["version"], broken["version"], first["version"]]

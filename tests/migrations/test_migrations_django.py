@@ -5,6 +5,8 @@ are there, else read from RunSQL operations in the migration files."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg

@@ -7,6 +7,7 @@ checkpoint is listed by `backout checkpoints`, and the ledger is never rewound."
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from backout import ledger
 from tests.hooks.support import A1, B2, Heroku, slug_files
 from tests.rollback.support import checksums, schema
 from tests.support import child_env, start_worker, stop_workers
+from tests.test_readme import code_lines
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +127,10 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--dry-run",
                       "--json")
     assert dry.returncode == 0, dry.stderr
-    step = json.loads(dry.stdout)["plan"]["db_step"]
+    dry_plan = json.loads(dry.stdout)["plan"]
+    # Exactly the steps the job would run.
+    assert dry_plan["steps"] == ["safety_checkpoint", "db_restore", "code_rollback", "release_phase", "verify"]
+    step = dry_plan["db_step"]
     v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
     assert step["kind"] == "db_restore" and step["restore_point"]["id"] == v5_checkpoint["id"]
     assert step["restore"]["mode"] == "schema" and step["safety_checkpoint"] == {"backup": "pg_dump"}
@@ -138,7 +143,7 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     # --db down: b2 undone from the script saved in v5's checkpoint; the code goes back to v4.
     done = app.rollback(f"v{v4['version']}", "down")
     assert done.stdout.strip() == f"succeeded: shop runs release v6, a rollback to v{v4['version']} (verified)"
-    for line in ("safety_checkpoint: done", "db_down: done", "code_rollback: done", "verify: done"):
+    for line in ("safety_checkpoint: done: ", "db_down: done", "code_rollback: done: ", "verify: done: "):
         assert any(line in shown and "s] " in shown for shown in done.stderr.splitlines()), (line, done.stderr)
     assert schema(app.db) == at_v5_deploy[1]
     sql_rows = _rows(app.db, "SELECT count(*), (SELECT version_num FROM alembic_version) FROM users")
@@ -155,7 +160,8 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     # --db restore to v4: v5's checkpoint, restored beside the live data and swapped in.
     done = app.rollback(f"v{v4['version']}", "restore")
     assert state(app.db) == at_v5_deploy
-    assert "db_restore: done" in done.stderr and "mode=schema" in done.stderr
+    [restored] = [line for line in done.stderr.splitlines() if "db_restore: done (" in line]
+    assert "mode schema" in restored, done.stderr
     assert app.current()["description"] == f"Rollback to v{v4['version']}"
     listing = app.backout("checkpoints", "--app", "shop")
     assert listing.returncode == 0 and listing.stdout.count("(safety)") == 3, listing.stdout
@@ -178,7 +184,8 @@ def test_restore_from_a_heroku_backup_and_the_ledger_is_not_rewound(make_app: An
 
     app.start_worker()
     done = app.rollback(f"v{v4['version']}", "restore")
-    assert "db_restore: done" in done.stderr and "mode=data-api" in done.stderr, done.stderr
+    [restored] = [line for line in done.stderr.splitlines() if "db_restore: done (" in line]
+    assert "mode data-api" in restored, done.stderr
     # The database equals the checkpoint: what came after it is gone, not only the rows.
     assert state(app.db) == at_v5_deploy
     assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
@@ -208,7 +215,8 @@ def test_restore_to_a_point_in_time_promotes_a_rollback_database(make_app: Any, 
 
     app.start_worker()
     done = app.rollback(f"v{v4['version']}", "restore")
-    assert "mode=rollback-addon" in done.stderr, done.stderr
+    [restored] = [line for line in done.stderr.splitlines() if "db_restore: done (" in line]
+    assert "mode rollback-addon" in restored, done.stderr
 
     new_url = heroku.client.config_vars("shop-pitr")["DATABASE_URL"]
     assert new_url != app.db
@@ -220,7 +228,7 @@ def test_restore_to_a_point_in_time_promotes_a_rollback_database(make_app: Any, 
     assert checksums(app.db) == later
     # The rolled-back database got the current ledger before it was promoted, not its old one (from
     # the checkpoint's time): the safety checkpoint and the request are in it. (The releases the
-    # promotion made ran the release phase there too, and took checkpoints of their own.)
+    # promotion made ran no release phase, as on Heroku: add-ons' config releases skip it.)
     with ledger.connect(app.db) as conn:
         [safety] = [cp["id"] for cp in ledger.list_checkpoints(conn, "shop-pitr") if cp["kind"] == "safety"]
     with ledger.connect(new_url) as conn:
@@ -237,3 +245,25 @@ def _rows(url: str, query: str) -> list[tuple]:
 
 def _database_addon(heroku: Heroku, app: str) -> dict:
     return next(a for a in heroku.client.attachments(app) if a["name"] == "DATABASE")["addon"]
+
+
+def test_the_readmes_rollback_examples_run_as_written(make_app: Any) -> None:
+    """Each `backout rollback --app myapp ...` line of the README, in its order, against a sandbox app
+    named myapp; only the placeholders become this app's: v41 its first release, cp_01J… the
+    checkpoint of its newest deploy."""
+    examples = [shlex.split(line)[1:] for line in code_lines() if line.startswith("backout rollback --app myapp")]
+    assert len(examples) == 3, examples
+    app = make_app("myapp", "pg_dump")
+    first = app.deploy([A1], "aaaa0001")
+    app.deploy([A1, B2], "bbbb0002")
+    newest = app.deploy([A1, B2], "cccc0003")  # code only: `--to previous` (no --db) runs on its schema
+    checkpoint_id = next(cp["id"] for cp in app.checkpoints() if cp["release"]["version"] == newest["version"])
+    app.start_worker()
+    for words in examples:
+        args = [{"v41": f"v{first['version']}", "cp_01J…": checkpoint_id}.get(w, w) for w in words]
+        done = app.backout(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr, app.worker_log())
+        if "--db" in args and "down" in args:  # back at the first release's schema
+            assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
+        if "--dry-run" in args:
+            assert "nothing was changed" in done.stdout

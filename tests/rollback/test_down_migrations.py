@@ -109,35 +109,36 @@ def _settings(database: str, tool: Tool, root: Path, tmp_path: Path, **extra: st
     })
 
 
-def deploy(database: str, conn: psycopg.Connection, tool: Tool, tmp_path: Path, version: int) -> tuple[dict, str]:
+def deploy(database: str, conn: psycopg.Connection, tool: Tool, tmp_path: Path, version: int,
+           **extra: str) -> tuple[dict, str]:
     """What the release hook does for release v`version` (the code of its first `version`
     migrations): checkpoint, migrate, complete. Returns the checkpoint and the schema it saw."""
     root = tool.code(tmp_path, version)
-    settings = _settings(database, tool, root, tmp_path)
+    settings = _settings(database, tool, root, tmp_path, **extra)
     adapter = get_adapter(tool.name, tool.path(root))
     schema = schema_of(database)
     release = checkpoint.Release(version=version, previous_version=version - 1)
     cp = checkpoint.take(settings, conn, release, adapter=adapter, complete=False)
     tool.up(database, root, version)
     with psycopg.connect(database) as app:
-        cp = ledger.updatecheckpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
+        cp = ledger.update_checkpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
                                       completed_at="now")
     return cp, schema
 
 
-def history(database: str, tool: Tool, tmp_path: Path) -> tuple[dict, dict, str]:
+def history(database: str, tool: Tool, tmp_path: Path, **extra: str) -> tuple[dict, dict, str]:
     """v1 applied by hand, v2 and v3 deployed through checkpoints; the code of each then deleted."""
     tool.up(database, tool.code(tmp_path, 1), 1)
     with ledger.connect(database) as conn:
-        cp2, at_cp2 = deploy(database, conn, tool, tmp_path, 2)
-        cp3, _ = deploy(database, conn, tool, tmp_path, 3)
+        cp2, at_cp2 = deploy(database, conn, tool, tmp_path, 2, **extra)
+        cp3, _ = deploy(database, conn, tool, tmp_path, 3, **extra)
     for n in (1, 2, 3):
         shutil.rmtree(tmp_path / f"v{n}")  # the releases' code is gone: only the saved scripts remain
     return cp2, cp3, at_cp2
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, database: str, tmp_path: Path,
+def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, database: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database)  # the Django project reads it
     spec = TOOLS[tool]
@@ -225,7 +226,7 @@ def test_an_irreversible_migration_in_the_way_refuses_the_plan(database: str, tm
         [newest, _] = ledger.list_checkpoints(conn, APP)
         scripts = newest["down_scripts"]
         scripts[0].update(down=None, reversible=False, irreversible_reason="there is no 000003_x.down.sql")
-        ledger.updatecheckpoint(conn, newest["id"], down_scripts=scripts)
+        ledger.update_checkpoint(conn, newest["id"], down_scripts=scripts)
         with pytest.raises(PlanRefused, match="3 .* is irreversible: there is no 000003_x.down.sql"):
             plan_db_step(_settings(database, spec, tmp_path, tmp_path), conn, APP, None, "down", target_version=1,
                          current_version=3)
@@ -239,7 +240,7 @@ def test_a_down_script_failing_halfway_stops_and_records_what_ran(database: str,
     with ledger.connect(database) as conn:  # the saved script for ORDERS now fails after its DROP
         scripts = cp2["down_scripts"]
         scripts[0]["down"] += "\nselect no_such_function();\n"
-        ledger.updatecheckpoint(conn, cp2["id"], down_scripts=scripts)
+        ledger.update_checkpoint(conn, cp2["id"], down_scripts=scripts)
     client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
     client.create_app(APP)
     client.update_config_vars(APP, {"DATABASE_URL": database})
@@ -269,4 +270,34 @@ def test_a_down_script_failing_halfway_stops_and_records_what_ran(database: str,
     assert len(safety) == 1 and safety[0]["status"] == "complete" and safety[0]["request_id"] == request["id"]
     assert failed[2]["safety_checkpoint_id"] == safety[0]["id"]
     assert safety[0]["backup"]["strategy"] == "pg_dump" and Path(safety[0]["backup"]["path"]).is_file()
+    client.close()
+
+
+def test_a_down_that_leaves_the_schema_unlike_the_checkpoint_stops_before_the_code_rollback(
+        database: str, tmp_path: Path, sandbox) -> None:
+    """A saved down script that forgets its table: the state table says the migration is gone,
+    but the schema still holds the table the restore point's backup does not. The step fails
+    (the job stops before the code rollback, whose release phase would migrate over it)."""
+    spec = TOOLS["dbmate"]
+    cp2, _, _ = history(database, spec, tmp_path, BACKOUT_BACKUP="pg_dump")
+    with ledger.connect(database) as conn:  # ORDERS's saved down section no longer drops orders
+        scripts = cp2["down_scripts"]
+        scripts[0]["down"] = "-- migrate:down\nselect 1;\n"
+        ledger.update_checkpoint(conn, cp2["id"], down_scripts=scripts)
+    client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
+    client.create_app(APP)
+    client.update_config_vars(APP, {"DATABASE_URL": database})
+    settings = _settings(database, spec, spec.code(tmp_path, 3), tmp_path, BACKOUT_BACKUP="pg_dump", **sandbox.env)
+    with ledger.connect(database) as conn:
+        step = plan_db_step(settings, conn, APP, None, "down", target_version=1, current_version=3, heroku=client)
+        request = ledger.create_request(conn, app=APP, target="v1", db="down", dry_run=False, requested_by="test",
+                                        plan={"db_step": step})
+    with pytest.raises(BackoutError) as failed:
+        run_db_step(settings, request["id"], step, lambda line: None)
+    assert (f"after the down migrations the schema is not the one checkpoint {cp2['id']} holds: it has table "
+            "public.orders, type public.order_state, function public.orders_touch, which the checkpoint did not; "
+            "the code was not rolled back") in str(failed.value)
+    assert rows(database, "SELECT version FROM schema_migrations ORDER BY 1") == [(USERS,)]
+    with ledger.connect(database) as conn:
+        assert [(s["step"], s["status"]) for s in ledger.steps(conn, request["id"])][-1] == ("db_down", "failed")
     client.close()

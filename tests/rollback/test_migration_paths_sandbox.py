@@ -23,14 +23,12 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.support import A1, B2, RELEASE, Heroku, slug_files
+from tests.hooks.support import A1, B2, C3, RELEASE, Heroku, slug_files
 from tests.migrations.support import FIXTURES
 from tests.rollback.support import schema
 from tests.support import child_env, deploy_slug, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
-
-C3 = ("c3", "b2", "add score", "ALTER TABLE users ADD COLUMN score integer", "ALTER TABLE users DROP COLUMN score")
 
 NOTE_COLOR = '''from django.db import migrations, models
 
@@ -66,16 +64,19 @@ class Tool:
     path: str
     files: Callable[[int], dict[str, str]]  # the code of release 1, 2 or 3
     state_sql: str
+    by_hand: str  # a migration applied by hand: a state-table row no checkpoint saved a script for
 
 
 TOOLS = {
     "alembic": Tool("alembic", RELEASE.split(" -- ", 1)[1], "alembic.ini", lambda n: slug_files([A1, B2, C3][:n]),
-                    "SELECT version_num FROM alembic_version"),
+                    "SELECT version_num FROM alembic_version", "UPDATE alembic_version SET version_num = 'zz9'"),
     "django": Tool("django", "python manage.py migrate --no-input", ".", _django,
-                   "SELECT app || '.' || name FROM django_migrations ORDER BY 1"),
+                   "SELECT app || '.' || name FROM django_migrations ORDER BY 1",
+                   "INSERT INTO django_migrations (app, name, applied) VALUES ('notes', '0009_by_hand', now())"),
     # The real dbmate; lib/pq asks for TLS unless told not to, and the sandbox's Postgres has none.
     "dbmate": Tool("dbmate", "sh -c 'DATABASE_URL=\"$DATABASE_URL?sslmode=disable\" exec dbmate --no-dump-schema up'",
-                   "db/migrations", _dbmate, "SELECT version FROM schema_migrations ORDER BY 1"),
+                   "db/migrations", _dbmate, "SELECT version FROM schema_migrations ORDER BY 1",
+                   "INSERT INTO schema_migrations (version) VALUES ('29990101000000')"),
 }
 
 
@@ -107,10 +108,13 @@ class App:
         with psycopg.connect(self.db) as conn:
             return schema(self.db), conn.execute(self.tool.state_sql).fetchall()
 
+    def backout(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "backout", *args], env=self.env, capture_output=True,
+                              text=True, timeout=300)
+
     def rollback(self, to: dict, db: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "backout", "rollback", "--app", self.name, "--to",
-                               f"v{to['version']}", "--db", db, "--confirm", self.name, "--wait"],
-                              env=self.env, capture_output=True, text=True, timeout=300)
+        done = self.backout("rollback", "--app", self.name, "--to", f"v{to['version']}", "--db", db,
+                            "--confirm", self.name, "--wait")
         assert done.returncode == 0, (done.stdout, done.stderr, self.log.read_text(errors="replace")[-3000:])
 
     def checkpoint_of(self, version: int) -> dict | None:
@@ -118,6 +122,8 @@ class App:
             return ledger.checkpoint_for_release(conn, self.name, version)
 
 
+# Nine release phases and four rollbacks: about 40 s of CPU for Django, longer on a busy machine.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("tool", TOOLS)
 def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp_path: Path, redis_url: str) -> None:
     app = App(heroku, TOOLS[tool], tmp_path, redis_url)
@@ -149,5 +155,20 @@ def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp
         assert app.state() == states[1]
         app.rollback(a, "down")
         assert app.state() == states[0]
+
+        # A migration applied by hand has no saved down script: refused with exit 2, nothing
+        # changed or recorded, and the way out named.
+        with psycopg.connect(app.db, autocommit=True) as conn:
+            conn.execute(app.tool.by_hand)
+            requests = len(ledger.list_requests(conn, app.name))
+        before = app.state()
+        refused = app.backout("rollback", "--app", app.name, "--to", f"v{a['version']}", "--db", "down",
+                              "--confirm", app.name)
+        assert refused.returncode == 2, refused.stderr
+        assert "no checkpoint saved a down script for" in refused.stderr
+        assert "--db restore --confirm" in refused.stderr and "loses every write since" in refused.stderr
+        assert app.state() == before
+        with ledger.connect(app.db) as conn:
+            assert len(ledger.list_requests(conn, app.name)) == requests
     finally:
         stop_workers([app.worker], timeout=20)

@@ -90,7 +90,7 @@ def _prepare(url: str, tmp_path: Path, extension: bool = False) -> tuple[dict, d
         if extension:
             conn.execute(EXTENSION)
     with ledger.connect(url) as conn:
-        cp = ledger.createcheckpoint(conn, app="shop", kind="deploy", release_version=4, release_id=None,
+        cp = ledger.create_checkpoint(conn, app="shop", kind="deploy", release_version=4, release_id=None,
                                       slug_id=None, slug_commit=None, previous_release_version=3,
                                       backup_strategy="pg_dump", migration_tool="none")
     backup = pg_dump.dump(url, tmp_path / f"{cp['id']}.dump.zst")
@@ -98,7 +98,7 @@ def _prepare(url: str, tmp_path: Path, extension: bool = False) -> tuple[dict, d
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CHANGES_SINCE)
     with ledger.connect(url) as conn:  # the ledger moves on after the checkpoint: it must not go back
-        ledger.updatecheckpoint(conn, cp["id"], status="complete", completed_at="now")
+        ledger.update_checkpoint(conn, cp["id"], status="complete", completed_at="now")
     return backup, at_checkpoint, cp["id"]
 
 
@@ -135,7 +135,7 @@ def _restore(url: str, backup: dict, cp_id: str, mode: str, tmp_path: Path) -> t
 
 def _ledger_rows(url: str, cp_id: str) -> dict:
     with ledger.connect(url) as conn:
-        return ledger.getcheckpoint(conn, cp_id)
+        return ledger.get_checkpoint(conn, cp_id)
 
 
 def test_schema_swap_as_the_database_owner_brings_the_checkpoint_back(owner: Owner, tmp_path: Path) -> None:

@@ -112,3 +112,17 @@ def test_a_target_the_app_already_runs_is_done_without_a_release(shop: Shop, cap
     request = shop.request(document["request_id"])
     assert request["status"] == "succeeded" and request["result"]["rolled_back"] is False
     assert shop.client.current_release(APP)["version"] == 5
+
+
+def test_a_rollback_whose_code_was_already_there_says_what_it_did_to_the_database(capsys):
+    from argparse import Namespace
+
+    from backout.cli.rollback import _print_human
+
+    document = {"status": "succeeded", "app": APP, "request_id": "rb_1", "plan": {},
+                "result": {"rolled_back": False, "target_version": 3,
+                           "db": {"tool": "alembic", "undone": ["c3", "b2"], "state": ["a1"]}}}
+    _print_human(document, Namespace(dry_run=False, wait=True))
+    assert capsys.readouterr().out.strip() == (
+        f"succeeded: {APP} already ran v3's code and config, so they were not rolled back; the database was rolled "
+        "back: undid 2 alembic migration(s) (c3, b2)")

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "heroku-platform-api-schema.json"
 # Resources the sandbox answers with in full: all their properties are required here.
-SERVED = ("app", "slug", "release", "formation", "dyno", "add-on", "add-on-attachment", "rate-limit")
+SERVED = ("account", "app", "slug", "release", "formation", "dyno", "add-on", "add-on-attachment", "rate-limit",
+          "log-session")
 # What the Heroku CLI reads from a Data API transfer (heroku/cli, src/lib/pg/types.ts BackupTransfer).
 TRANSFER_FIELDS = {"created_at", "canceled_at", "finished_at", "from_name", "from_type", "num", "options",
                    "processed_bytes", "schedule", "started_at", "source_bytes", "succeeded", "to_name", "to_type",
@@ -164,8 +165,11 @@ def test_every_platform_route_is_a_link_of_the_official_schema(sandbox: Any) -> 
 def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) -> None:
     call = Walk(sandbox)
     call("GET", "/account/rate-limits")
+    account = call("GET", "/account")
     app = call("POST", "/apps", {"name": "sbx-schema"}, expect=201)
     call("GET", "/apps")
+    assert [a["name"] for a in call("GET", "/users/~/apps")] == ["sbx-schema"]
+    assert call("GET", f"/users/{account['email']}/apps") == call("GET", f"/users/{account['id']}/apps")
     call("GET", f"/apps/{app['id']}")
     call("GET", "/apps/sbx-schema")
 
@@ -177,6 +181,10 @@ def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) ->
     release = call("POST", "/apps/sbx-schema/releases", {"slug": slug["id"], "description": "walk"}, expect=201)
     wait_for(lambda: call("GET", f"/apps/sbx-schema/releases/{release['id']}")["status"] == "succeeded", what="release")
     call("GET", "/apps/sbx-schema/releases", headers={"Range": "version ..; order=desc, max=1"})
+    session = call("POST", "/apps/sbx-schema/log-sessions", {"lines": 5, "source": "app", "tail": False}, expect=201)
+    stream = requests.get(session["logplex_url"], timeout=30)  # signed: no token, as Logplex's
+    assert stream.headers["Content-Type"] == "text/event-stream"
+    assert re.search(r"^data: \S+ app\[release\.1\]: released$", stream.text, re.M), stream.text
     call("GET", f"/apps/sbx-schema/releases/{release['version']}")
 
     call("PATCH", "/apps/sbx-schema/config-vars", {"FOO": "bar", "GONE": None})
@@ -209,6 +217,8 @@ def test_a_walk_through_every_platform_route_matches_the_schema(sandbox: Any) ->
     call("GET", "/apps/sbx-schema/addon-attachments")
     call("GET", "/apps/sbx-schema/addon-attachments/DATABASE")
     call("GET", f"/addons/{addon['id']}/addon-attachments")
+    resolved = call("POST", "/actions/addon-attachments/resolve", {"addon_attachment": "MAIN_DB", "app": "sbx-schema"})
+    assert [a["addon"]["id"] for a in resolved] == [addon["id"]]
     call("DELETE", f"/addon-attachments/{attachment['id']}")
 
     hook = call("POST", "/apps/sbx-schema/webhooks", {"url": "http://127.0.0.1:9/hook", "include": ["api:release"],

@@ -34,7 +34,8 @@ def story() -> AppFacts:
         {"id": "cp_01M7AAAAAAAAAAAAAAAAAAAAAA", "kind": "deploy", "status": "complete", "release_version": 5,
          "slug_commit": "bbbbbbbbbbbbbbbb", "created_at": iso(T0 + 20), "backup_strategy": "pg_dump",
          "backup": {"size": 1234}, "migration_tool": "alembic", "migrations_before": ["0001"],
-         "migrations_after": ["0002"], "reversible": True, "verified_healthy_at": None},
+         "migrations_after": ["0002"], "reversible": True, "verified_healthy_at": None,
+         "verdict": {"verdict": "down_needed", "text": "a rollback needs the down migration"}},
         {"id": "cp_01M7BBBBBBBBBBBBBBBBBBBBBB", "kind": "deploy", "status": "complete", "release_version": 4,
          "slug_commit": "aaaaaaaaaaaaaaaa", "created_at": iso(T0), "backup_strategy": "pg_dump",
          "backup": {"size": 441}, "migration_tool": "alembic", "migrations_before": [],
@@ -73,6 +74,7 @@ def test_the_timeline_lists_releases_newest_first_with_checkpoints_health_and_ro
     assert rows == ["6", "5", "4"]
     v5 = html[html.index('<tr id="v5"'):html.index('<tr id="v4"')]
     assert "failed" in v5 and "rolled back by" in v5 and "rb_01M7ABCDEFGHJKMNPQRSTVWXYZ" in v5
+    assert "verdict: a rollback needs the down migration" in v5 and "not drilled" in v5
     assert "alembic 0001 &rarr; 0002" in v5 and "1.2 KB" in v5 and "bbbbbbbbbbbb" in v5 and "dev@example.com" in v5
     v4 = html[html.index('<tr id="v4"'):]
     assert "verified healthy" in v4.split("</tr>")[0]

@@ -62,7 +62,7 @@ def leftovers(conn: psycopg.Connection, archive: Archive) -> list[tuple[str, str
     """(kind, schema, name, arguments) of each object in the database that the archive lacks."""
     held = {(e.desc, e.namespace or "", e.tag) for e in archive.entries}
     schemas = {e.tag for e in archive.entries if e.desc == "SCHEMA"} | archive.schemas() | {"public"}
-    found = []
+    found: list[tuple[str, str, str, str | None]] = []
     with conn.transaction():
         # Argument types spelled as pg_dump tags them: schema-qualified (pg_dump runs with an empty search_path).
         conn.execute("SET LOCAL search_path = ''")
@@ -92,6 +92,7 @@ def drop_statements(found: list[tuple[str, str, str, str | None]]) -> list[sql.C
              "PROCEDURE", "AGGREGATE", "FUNCTION", "DOMAIN", "TYPE"]
     statements = []
     for kind, schema, name, arguments in sorted(found, key=lambda f: (order.index(f[0]), f[1], f[2])):
+        target: sql.Composable
         if kind == "SCHEMA":
             target = sql.Identifier(schema)
         elif arguments is not None:

@@ -112,7 +112,7 @@ def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoin
     addon = database_addon(client, app)
     check_database_url(settings, client, app)
     link = client.backup_url(app, num)
-    toc = _remote_toc(link["url"])
+    toc = remote_toc(link["url"])
     carry = ledger_in_app_database(settings)
     snap = hold = None
     if carry:
@@ -144,7 +144,7 @@ def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoin
             "ledger_carried": carry, "mode": "data-api", "dropped": dropped}
 
 
-def _remote_toc(url: str) -> Archive:
+def remote_toc(url: str) -> Archive:
     """The TOC of the backup behind a public URL, reading only as far as it goes."""
     scanner = Scanner()
     with requests.get(url, stream=True, timeout=60) as answer:

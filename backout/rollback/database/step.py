@@ -36,7 +36,7 @@ from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.output import human_bytes
 from backout.redact import redact
-from backout.rollback.database import down, loss, pgtools, restore, stream, swap
+from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
 from backout.rollback.database.down import DownMigrationError
 from backout.settings import Settings
 
@@ -357,7 +357,44 @@ class _Runner:
     def _down(self, plan: down.DownPlan) -> dict:
         path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
-            return {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
+            result = {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
+            result["schema_checked"] = self._check_schema(app_conn)
+        return result
+
+    def _check_schema(self, app_conn: psycopg.Connection) -> bool:
+        """After the down migrations, the schema must hold what the restore point's backup holds and
+        nothing more: a down script that left a table (or dropped one too many) stops the rollback
+        here, before the rollback release's own migrate could paper over it. False when the backup
+        cannot be read here (no backup, or a Heroku backup without the Data API)."""
+        archive = self._restore_point_archive()
+        if archive is None:
+            return False
+        extra = leftovers.leftovers(app_conn, archive)
+        tables = [e for e in archive.entries if e.desc == "TABLE" and e.namespace != swap.LEDGER_SCHEMA]
+        present = {row[0] for row in app_conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace")}
+        gone = [e.qualified for e in tables if e.qualified not in present]
+        if extra or gone:
+            held = [f"{kind.lower()} {schema}.{name}" for kind, schema, name, _ in extra]
+            raise BackoutError(
+                "after the down migrations the schema is not the one checkpoint " + self.point["id"] + " holds"
+                + (f": it has {', '.join(held)}, which the checkpoint did not" if held else "")
+                + (f"{';' if held else ':'} it lacks {', '.join(gone)}" if gone else "")
+                + "; the code was not rolled back. Check the down scripts, or --db restore that checkpoint")
+        self.say("down migrations: the schema holds what the checkpoint's backup holds", record=True)
+        return True
+
+    def _restore_point_archive(self) -> Any:
+        backup = self.point.get("backup") or {}
+        try:
+            if self.point["backup_strategy"] == "pg_dump":
+                return stream.read_toc(stream.check_file(backup))
+            if self.point["backup_strategy"] == "heroku" and backup.get("transfer_num") is not None:
+                return restore.remote_toc(self.client.backup_url(self.app, backup["transfer_num"])["url"])
+        except BackoutError as exc:
+            self.say(f"down migrations: the schema is not checked, the checkpoint's backup cannot be read ({exc})",
+                     record=True)
+        return None
 
     def _restore(self, earlier: list[dict]) -> dict:
         strategy = self.point["backup_strategy"]

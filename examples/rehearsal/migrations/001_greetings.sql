@@ -1,0 +1,1 @@
+CREATE TABLE greetings (id serial PRIMARY KEY, body text NOT NULL);
