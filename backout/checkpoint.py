@@ -208,6 +208,8 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     count = len(adapter.applied_history(conn)) if cp["kind"] == "deploy" else len(applied)
     say(f"checkpoint {cp['id']}: WAL {lsn}, {count} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
+    if cp["kind"] == "deploy":
+        _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     if settings.storage.files:
         from backout.files.record import record
 
@@ -227,6 +229,19 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
 
 
+def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict, adapter: Any,
+           pending: list, say: Progress) -> None:
+    """Record what rolling this release back will cost, print it in the release log with the
+    statements that decided it, and refuse (before the backup and the migrations) a release that
+    breaks BACKOUT_REQUIRE."""
+    from backout.verdict import policy
+    from backout.verdict.verdict import judge
+
+    verdict = judge(adapter, conn, pending)
+    ledger.update_checkpoint(ledger_conn, cp["id"], verdict=verdict.to_json())
+    for line in verdict.lines():
+        say(line)
+    policy.enforce(verdict, settings.require_policy)
 def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict, say: Progress) -> None:
     """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
     parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""

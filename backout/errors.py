@@ -29,6 +29,10 @@ class PlanRefused(BadInput):
     """A rollback plan cannot be completed, so nothing was done."""
 
 
+class PolicyViolation(BackoutError):
+    """The pending migrations break BACKOUT_REQUIRE (backout.verdict.policy): exit status 1."""
+
+
 class HerokuAPIError(BackoutError):
     """An error answer from the Heroku Platform or Data API, with Heroku's `id` and `message`."""
 

@@ -22,9 +22,12 @@ T = TypeVar("T")
 
 BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
-# `+files` also restores the uploads (BACKOUT_FILES) to the checkpoint's time.
-AUTO_ROLLBACK_POLICIES = ("off", "code", "code+down", "code+restore", "code+files", "code+down+files",
-                          "code+restore+files")
+# `auto` chooses the database step by the verdict; `+files` also restores the uploads (BACKOUT_FILES)
+# to the checkpoint's time.
+AUTO_ROLLBACK_POLICIES = tuple(f"{base}{files}" for files in ("", "+files")
+                               for base in ("off", "code", "code+down", "code+restore", "auto") if base != "off" or not files)
+# BACKOUT_REQUIRE: the verdicts a team accepts (backout.verdict.policy says what each means).
+REQUIRE_POLICIES = ("reversible", "expand-only")
 REDIRECT_POLICIES = ("follow", "refuse")
 
 HEROKU_API_URL = "https://api.heroku.com"
@@ -103,6 +106,7 @@ class Settings:
     health: HealthSettings = HealthSettings()
     web: WebSettings = WebSettings()
     auto_rollback: str = "code"
+    require_policy: str | None = None
     notify_url: str | None = field(default=None, repr=False)
     sentry_dsn: str | None = field(default=None, repr=False)
     github_token: str | None = field(default=None, repr=False)
@@ -251,6 +255,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         auto_rollback=parsed(
             "BACKOUT_AUTO_ROLLBACK", _choice("BACKOUT_AUTO_ROLLBACK", AUTO_ROLLBACK_POLICIES), "code"
         ),
+        require_policy=parsed("BACKOUT_REQUIRE", _choice("BACKOUT_REQUIRE", REQUIRE_POLICIES), None),
         notify_url=parsed("BACKOUT_NOTIFY_URL", _http_url("BACKOUT_NOTIFY_URL", secret=True), None),
         sentry_dsn=parsed("SENTRY_DSN", _http_url("SENTRY_DSN", secret=True), None),
         github_token=get("GITHUB_TOKEN"),
@@ -283,6 +288,7 @@ def setting_names() -> list[str]:
         "BACKOUT_HEALTH_SENTRY_RATIO", "BACKOUT_SENTRY_API_TOKEN", "BACKOUT_SENTRY_API_URL",
         "BACKOUT_SENTRY_ORG", "BACKOUT_SENTRY_PROJECT", "BACKOUT_WEB_PASSWORD", "BACKOUT_WEB_ACTIONS",
         "DYNO", "BACKOUT_DRILL_DATABASE_URL", *storage_config.names(),
+        "BACKOUT_REQUIRE",
     ]
 
 

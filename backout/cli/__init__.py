@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("drill", "restore the newest checkpoint into a scratch database and check it", "drill"),
     ("status", "releases, checkpoints, health and recent rollback jobs of an app", "status"),
     ("health", "probe an app once now and print the verdict", "health"),
+    ("check", "the verdict and deploy dangers of the migrations pending against DATABASE_URL, for CI", "check"),
     ("web", "serve the page a team reads during an incident: releases, health chart, rollbacks", "web"),
     ("sandbox", "run the local Heroku (Platform API and Data API) on loopback", "sandbox"),
     ("demo", "play the whole story end to end on this machine", "demo"),

@@ -2,7 +2,9 @@
 
 The JSON document is stable: {"app": A, "checkpoints": [describe(row), ...]} with the keys of
 `describe` (with `files`: the uploads recorded, `drill`: the last restore drill, `pruned`: when
-BACKOUT_KEEP deleted the archive). Down-script bodies and Heroku's temporary backup links stay in the ledger.
+BACKOUT_KEEP deleted the archive; `verdict` is null for a safety checkpoint (and one taken by an older
+backout), else {"verdict", "text", "reason", "deciding", "dangers", "down_drops"} (backout.verdict)).
+Down-script bodies and Heroku's temporary backup links stay in the ledger.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def describe(row: dict) -> dict:
             "irreversible": row.get("irreversible") or [],
         },
         "reversible": row["reversible"],
+        "verdict": _verdict(row),
         "request_id": row.get("request_id"),
         "error": row.get("error"),
         "files": row.get("files"),
@@ -78,12 +81,21 @@ def describe(row: dict) -> dict:
     }
 
 
+def _verdict(row: dict) -> dict | None:
+    """The release's compatibility verdict without its per-migration detail (kept in the ledger)."""
+    verdict = row.get("verdict")
+    if not verdict:
+        return None
+    return {k: verdict.get(k) for k in ("verdict", "text", "reason", "deciding", "dangers", "down_drops")}
+
+
 def render(rows: list[dict]) -> str:
     """The plain-text table, newest first."""
     return table(
-        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "DRILLED", "STATUS"],
+        ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "VERDICT", "DRILLED", "STATUS"],
         [[row["id"], _release(row), _time(row["created_at"]), _backup(row), _size(row),
-          _migrations(row), _reversible(row), _drilled(row), _status(row)] for row in rows],
+          _migrations(row), _reversible(row), (row.get("verdict") or {}).get("text", "-"), _drilled(row), _status(row)]
+         for row in rows],
     )
 
 

@@ -50,7 +50,8 @@ def render(document: dict[str, Any]) -> str:
     else:
         lines.append("watch: none running for this app")
     policy = document["policy"]
-    auto = "off" if policy["db"] is None else f"{policy['auto_rollback']} (--db {policy['db']})"
+    auto = policy["auto_rollback"] + (f" (--db {policy['db']})" if policy["db"] else
+                                      " (--db chosen by the verdict)" if policy["auto_rollback"] == "auto" else "")
     lines.append(f"policy: auto-rollback {auto}{', dry run' if policy['dry_run'] else ''}; "
                  + Policy(**{k: policy[k] for k in ('grace', 'interval', 'threshold', 'error_threshold', 'window',
                                                      'cooldown', 'auto_rollback', 'dry_run')}).describe())

@@ -14,6 +14,7 @@ Every verdict and decision is a health event with its reason. Event kinds:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import Any
@@ -22,7 +23,7 @@ import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
-from backout.health.policy import Decision, Facts, Policy, Step, decide, rollback_of
+from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide, rollback_of
 from backout.health.watches import WatchRegistry, new_record
 from backout.notify import notify
 from backout.redact import redact
@@ -63,6 +64,19 @@ def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, 
                  target=ledger.latest_verified_checkpoint(conn, app, before_version=version))
 
 
+def with_cost(settings: Settings, conn: psycopg.Connection, facts: Facts) -> Facts:
+    """With BACKOUT_AUTO_ROLLBACK=auto, the facts with what rolling back to the target costs: the
+    verdicts recorded for the releases it undoes, and the data a down would lose, counted now in the
+    app's database (DATABASE_URL)."""
+    target = facts.target or {}
+    if settings.auto_rollback.removesuffix("+files") != AUTO or target.get("release_version") is None:
+        return facts
+    from backout.verdict.cost import cost_now
+
+    cost = cost_now(settings, conn, facts.app, target["release_version"], facts.release_version)
+    return dataclasses.replace(facts, cost=cost)
+
+
 def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[str, Any]:
     """The commits of a release and of the one it replaced, from their checkpoints: release-match
     and the Sentry check compare by commit (sentry-sdk names a Heroku release after it)."""
@@ -89,7 +103,8 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     """
     app, version = watch["app"], watch["release_version"]
     record(conn, watch, "failed", step.reason, "fail", step.detail)
-    decision = decide(Policy.from_settings(settings), gather_facts(conn, client, app, version, now, watch))
+    facts = with_cost(settings, conn, gather_facts(conn, client, app, version, now, watch))
+    decision = decide(Policy.from_settings(settings), facts)
     if decision.action == "rollback" and not registry.mark_auto_rollback(app, version, f"monitor at {now:.3f}"):
         decision = Decision("suppress", f"an auto-rollback of v{version} was already requested by another "
                                         "monitor; at most one per release", needs_person=True)

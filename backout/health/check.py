@@ -17,7 +17,7 @@ from typing import Any
 
 from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput, HerokuAPIError
-from backout.health.actions import gather_facts, release_commits
+from backout.health.actions import gather_facts, release_commits, with_cost
 from backout.health.policy import (
     FAILED,
     Policy,
@@ -64,7 +64,7 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
             overall = FAIL if crash or (sentry or {}).get("kind") == FAILED else verdict.verdict
             decision = None
             if failing and version and conn is not None:
-                facts = gather_facts(conn, client, app, version, now, watch)
+                facts = with_cost(settings, conn, gather_facts(conn, client, app, version, now, watch))
                 decision = decide(policy, facts)
             document = {
                 "app": app,
@@ -81,7 +81,9 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
                            "cooldown": policy.cooldown, "auto_rollback": policy.auto_rollback,
                            "db": policy.db_step, "dry_run": policy.dry_run},
                 "decision": None if decision is None else {"action": decision.action, "reason": decision.reason,
-                                                           "db": decision.db, "target": decision.target},
+                                                           "db": decision.db, "target": decision.target,
+                                                           **({"branch": decision.branch, "cost": decision.cost}
+                                                              if decision.branch else {})},
             }
             if conn is not None:
                 ledger.record_health_event(conn, app=app, release_version=version, kind="check", verdict=overall,

@@ -33,6 +33,8 @@ VERIFIED = "verified"  # the release passed its window
 PASSED = "pass"  # a passing probe, nothing to record
 
 DB_STEP = {"code": "none", "code+down": "down", "code+restore": "restore"}
+# BACKOUT_AUTO_ROLLBACK=auto chooses the database step from the rollback's cost (backout.verdict.cost).
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,23 @@ class Policy:
 
     @property
     def db_step(self) -> str | None:
-        """The database step auto-rollbacks take (`none`, `down`, `restore`), None when they are off."""
-        return DB_STEP.get(self.auto_rollback.removesuffix("+files"))
+        """The database step auto-rollbacks take (`none`, `down`, `restore`), None when they are off
+        or chosen by the verdict (`auto`)."""
+        return DB_STEP.get(self.base_policy)
+
+    @property
+    def base_policy(self) -> str:
+        """The policy without its `+files` (`auto+files` is `auto`, putting the uploads back too)."""
+        return self.auto_rollback.removesuffix("+files")
 
     @property
     def files_step(self) -> str:
         """`restore` when auto-rollbacks put the uploads back too (a policy ending in `+files`)."""
         return "restore" if self.auto_rollback.endswith("+files") else "none"
+
+    @property
+    def enabled(self) -> bool:
+        return self.auto_rollback != "off"
 
     def describe(self) -> str:
         return (f"grace {self.grace:g}s, a probe every {self.interval:g}s, fail after {self.threshold} failed "
@@ -206,6 +218,7 @@ class Facts:
     earlier_request: str | None = None  # an auto-rollback already requested for this release
     last_auto_rollback_at: float | None = None
     target: dict[str, Any] | None = None  # the checkpoint of the last release verified healthy
+    cost: dict[str, Any] | None = None  # what rolling back to the target costs (BACKOUT_AUTO_ROLLBACK=auto)
 
 
 @dataclass(frozen=True)
@@ -215,15 +228,21 @@ class Decision:
     db: str | None = None
     target: dict[str, Any] | None = None
     needs_person: bool = False
+    # With BACKOUT_AUTO_ROLLBACK=auto: the branch taken (code, code+down, person) and the cost behind it.
+    branch: str | None = None
+    cost: dict[str, Any] | None = None
 
     def detail(self) -> dict[str, Any]:
-        return {"action": self.action, "db": self.db, "target": self.target, "needs_person": self.needs_person}
+        found = {"action": self.action, "db": self.db, "target": self.target, "needs_person": self.needs_person}
+        if self.branch:
+            found.update(branch=self.branch, cost=self.cost)
+        return found
 
 
 def decide(policy: Policy, facts: Facts) -> Decision:
     """Whether a failed release is rolled back by itself, and to what. The guards, in order."""
     v = facts.release_version
-    if policy.db_step is None:
+    if not policy.enabled:
         return Decision("suppress", f"v{v} failed its health checks but BACKOUT_AUTO_ROLLBACK is off; "
                                     "roll back by hand if it is bad", needs_person=True)
     if facts.is_rollback_release:
@@ -242,10 +261,44 @@ def decide(policy: Policy, facts: Facts) -> Decision:
                                     "to roll back to", needs_person=True)
     target = {"checkpoint": facts.target.get("id"), "version": facts.target.get("release_version"),
               "verified_healthy_at": facts.target.get("verified_healthy_at")}
+    if policy.base_policy == AUTO:
+        return _by_cost(policy, facts, target)
     plan = f"roll back to v{target['version']} ({target['checkpoint']}) with --db {policy.db_step}"
     if policy.dry_run:
         return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", policy.db_step, target)
     return Decision("rollback", plan[0].upper() + plan[1:], policy.db_step, target)
+
+
+def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
+    """BACKOUT_AUTO_ROLLBACK=auto: the cheapest rollback that loses nothing, or a person is told.
+
+    Code only when the previous code runs on the new schema; code plus down when it does not and
+    the down scripts lose nothing written since the deploy; otherwise nothing automatic (never a
+    restore): the app stays as it is, and the person told gets the verdict, the plan they could
+    run and what it would lose.
+    """
+    cost = facts.cost or {"verdict": "no-verdict", "text": "no verdict", "reason": "the cost was not computed"}
+    back_to = f"v{target['version']} ({target['checkpoint']})"
+    why = f"the verdict is {cost['text']}: {cost['reason']}"
+    db = {"code-only": "none", "down-needed": "down"}.get(cost["verdict"])
+    if db == "down" and not cost.get("loss_counted"):
+        db = None  # a down that may lose data is not run by itself (the reason says why it was not counted)
+    if db is None:
+        down = f"backout rollback --app {facts.app} --to {target['checkpoint']} --db down --confirm {facts.app}"
+        restore = f"backout rollback --app {facts.app} --to {target['checkpoint']} --db restore --confirm {facts.app}"
+        loss = "; ".join(x["what"] for x in cost.get("loss") or [])
+        person = (f"BACKOUT_AUTO_ROLLBACK=auto rolls back nothing by itself: {why}. The app is left as it is; a "
+                  f"person can run `{down}`" + (f" (it would lose {loss})" if loss else "")
+                  + f" or `{restore}` (it loses every write since the checkpoint)")
+        return Decision("suppress", person, None, target, needs_person=True, branch="person", cost=cost)
+    branch = "code" if db == "none" else "code+down"
+    plan = (f"roll back to {back_to} with --db {db}: BACKOUT_AUTO_ROLLBACK=auto chose {branch} because {why}"
+            + ("; the database keeps the newer schema" if db == "none" else
+               "; the down scripts lose nothing written since the deploy"))
+    if policy.dry_run:
+        return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", db, target, branch=branch,
+                        cost=cost)
+    return Decision("rollback", plan[0].upper() + plan[1:], db, target, branch=branch, cost=cost)
 
 
 def rollback_of(description: str | None) -> int | None:

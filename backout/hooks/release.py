@@ -1,6 +1,7 @@
 """`backout release -- CMD ...`: the release-phase hook.
 
-1. Take a checkpoint; if that fails, exit non-zero so Heroku does not deploy the release.
+1. Take a checkpoint, with the verdict on the pending migrations (backout.verdict) printed; if that
+   fails, or the verdict breaks BACKOUT_REQUIRE, exit non-zero so Heroku does not deploy the release.
 2. Run the migrate command as a child, its output streaming straight to the release log.
 3. On success record the migration state after it, mark the checkpoint complete, and schedule the
    post-deploy health watch when Redis is configured (a missing Redis only warns).
@@ -25,7 +26,7 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from backout import checkpoint, ledger
-from backout.errors import BackoutError, HerokuAPIError
+from backout.errors import BackoutError, HerokuAPIError, PolicyViolation
 from backout.redact import redact
 from backout.settings import Settings
 
@@ -74,6 +75,9 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
             try:
                 cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
                                      facts=facts, progress=say, complete=False, app_conn=app_conn)
+            except PolicyViolation:
+                say("the pending migrations break BACKOUT_REQUIRE: the release is not deployed")
+                raise
             except BackoutError:
                 say("checkpoint failed: the release is not deployed")
                 raise

@@ -127,6 +127,8 @@ _MIGRATIONS: list[str] = [
         ADD COLUMN pruned_at timestamptz,
         ADD COLUMN pruned jsonb;
     """,
+    # The compatibility verdict of the release's pending migrations (backout.verdict).
+    "ALTER TABLE backout.checkpoints ADD COLUMN verdict jsonb",
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -136,7 +138,7 @@ CHECKPOINT_FIELDS = {
     "down_scripts": "jsonb", "irreversible": "jsonb", "completed_at": "timestamptz", "error": "text",
     "verified_healthy_at": "timestamptz", "release_id": "text", "slug_id": "text", "slug_commit": "text",
     "previous_release_version": "integer", "request_id": "text", "files": "jsonb", "drilled_at": "timestamptz",
-    "drill": "jsonb", "pruned_at": "timestamptz", "pruned": "jsonb",
+    "drill": "jsonb", "pruned_at": "timestamptz", "pruned": "jsonb", "verdict": "jsonb",
 }
 REQUEST_FIELDS = {
     "status": "text", "plan": "jsonb", "params": "jsonb", "result": "jsonb", "error": "text",

@@ -3,6 +3,7 @@
     adapter = get_adapter(settings.migrations, settings.migrations_path)
     adapter.applied(conn)            # ids applied, from the tool's own table
     adapter.pending(conn)            # SavedMigration records to keep in the checkpoint
+    adapter.migration_sql(conn, pending)   # the SQL each runs (up, down), for the verdict
     adapter.applied_history(conn)    # every applied id (Alembic's heads and what lies below), for counts
     adapter.down_path(conn, saved_by_id, target)   # DownPath from the state applied now to `target`
     adapter.check_down_plan(conn, saved)   # [] or what makes the plan impossible

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +27,12 @@ import psycopg
 
 from backout.errors import BackoutError, BadInput
 from backout.migrations import script
+from backout.redact import redact
 from backout.migrations.base import (
     DownMigrationError,
     DownPath,
     MigrationAdapter,
+    MigrationSQL,
     Progress,
     SavedMigration,
     missing_path,
@@ -65,6 +70,39 @@ def upgrade():
 def downgrade():
     pass
 '''
+
+_OFFLINE_ENV_PY = '''\
+"""Written by backout: Alembic's offline mode (--sql), for PostgreSQL, without a database."""
+from alembic import context
+
+context.configure(dialect_name="postgresql", literal_binds=True, transaction_per_migration=True)
+with context.begin_transaction():
+    context.run_migrations()
+'''
+
+# Run in a child process with the app's root as its working directory, as `alembic upgrade --sql`
+# would be: revision files may import the app's modules. One revision at a time, each way, so
+# that one that needs a live database (offline mode cannot run its queries) spoils only itself.
+_OFFLINE = '''
+import io, json, sys
+from alembic import command
+from alembic.config import Config
+found = {}
+for revision, parent in json.loads(sys.argv[2]):
+    found[revision] = {}
+    for direction, span in (("up", (parent or "base") + ":" + revision), ("down", revision + ":" + (parent or "base"))):
+        out = io.StringIO()
+        config = Config(output_buffer=out)
+        config.set_main_option("script_location", sys.argv[1])
+        try:
+            (command.upgrade if direction == "up" else command.downgrade)(config, span, sql=True)
+            found[revision][direction] = out.getvalue()
+        except Exception as exc:
+            found[revision][direction + "_error"] = type(exc).__name__ + ": " + str(exc).strip().split("\\n")[0]
+print(sys.argv[3] + json.dumps(found))
+'''
+_OFFLINE_MARKER = "BACKOUT-ALEMBIC-SQL:"
+_OFFLINE_TIMEOUT = 300
 
 
 class AlembicAdapter(MigrationAdapter):
@@ -132,6 +170,33 @@ class AlembicAdapter(MigrationAdapter):
                 reached.add(revision)
                 stack.extend(parents.get(revision, []))
         return reached
+
+    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+        """Alembic's offline SQL (`alembic upgrade/downgrade A:B --sql`) of each revision, written
+        by Alembic in a child process from the saved revision files."""
+        if not migrations:
+            return {}
+        steps = [[m.id, m.parents[0] if m.parents else None] for m in oldest_first(migrations)]
+        with tempfile.TemporaryDirectory(prefix="backout-alembic-sql-") as tmp:
+            root = Path(tmp)
+            write_script_directory(root, migrations, None)
+            (root / "env.py").write_text(_OFFLINE_ENV_PY)
+            for parent in {p for m in migrations for p in m.parents} - {m.id for m in migrations}:
+                (root / "versions" / f"backout_target_{parent}.py").write_text(_STUB.format(revision=parent))
+            found, problem = _run_offline(root, steps, self._app_root())
+        sql = {}
+        for m in migrations:
+            answer = found.get(m.id, {})
+            opaque = tuple(f"its {'upgrade' if d == 'up' else 'downgrade'}() cannot be written as SQL offline "
+                           f"(alembic --sql): {answer[d + '_error']}" for d in ("up",) if d + "_error" in answer)
+            if problem:
+                opaque = (problem,)
+            sql[m.id] = MigrationSQL(up=answer.get("up", ""), down=answer.get("down"), opaque=opaque)
+        return sql
+
+    def _app_root(self) -> Path:
+        """Where `alembic` is run from: the ini's directory."""
+        return self.path.parent
 
     def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         heads = set(self.applied(conn))
@@ -226,6 +291,20 @@ class AlembicAdapter(MigrationAdapter):
         else:
             locations = [_beside(path, location) / "versions"]
         return locations, ini.getboolean("alembic", "recursive_version_locations", fallback=False)
+
+
+def _run_offline(root: Path, steps: list[list[str | None]], cwd: Path) -> tuple[dict, str | None]:
+    """Alembic's offline SQL of each (revision, parent) step, or {} and why it could not be had."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _OFFLINE, str(root), json.dumps(steps), _OFFLINE_MARKER], cwd=cwd,
+                              env=dict(os.environ), capture_output=True, text=True, timeout=_OFFLINE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {}, f"Alembic could not write its SQL offline: {exc}"
+    for line in done.stdout.splitlines():
+        if line.startswith(_OFFLINE_MARKER):
+            return json.loads(line[len(_OFFLINE_MARKER):]), None
+    tail = " | ".join(done.stderr.strip().splitlines()[-2:])
+    return {}, f"Alembic could not write its SQL offline (exit {done.returncode}: {redact(tail)})"
 
 
 def revision_header(source: str, path: Path) -> tuple[str, list[str], str]:

@@ -65,6 +65,17 @@ class SavedMigration:
         )
 
 
+@dataclass(frozen=True)
+class MigrationSQL:
+    """What one migration runs, as SQL, for judging it: the forward script as the tool sends it,
+    the down script where it is SQL, and the operations that cannot be written as SQL at all
+    (Python code, a revision that needs a live database), each said in a sentence."""
+
+    up: str
+    down: str | None = None
+    opaque: tuple[str, ...] = ()
+
+
 @dataclass
 class DownPath:
     """The way down from the state applied now to a target state, by saved down scripts:
@@ -123,6 +134,14 @@ class MigrationAdapter:
         """The migrations in the code that are not applied yet, oldest first."""
         done = set(self.applied(conn))
         return [m for m in self.available() if m.id not in done]
+
+    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+        """The SQL each of `migrations` runs forward (and back), keyed by id."""
+        return {m.id: MigrationSQL(up=self.up_sql(m), down=m.down) for m in migrations}
+
+    def up_sql(self, m: SavedMigration) -> str:
+        """The forward SQL of a migration whose tool keeps it in a file (saved in `m.files`)."""
+        raise NotImplementedError
 
     def applied_history(self, conn: psycopg.Connection) -> list[str]:
         """Every applied migration, for counting: the state table's rows where the tool lists

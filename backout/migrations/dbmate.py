@@ -62,6 +62,10 @@ class DbmateAdapter(MigrationAdapter):
             ))
         return found
 
+    def up_sql(self, m: SavedMigration) -> str:
+        name, text = next(iter(m.files.items()))
+        return parse(text, Path(name))[0]
+
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
         def record(c: psycopg.Connection) -> None:
             cur = c.execute("DELETE FROM schema_migrations WHERE version = %s", [m.id])

@@ -37,6 +37,7 @@ from backout.migrations import script
 from backout.migrations.base import (
     DownMigrationError,
     MigrationAdapter,
+    MigrationSQL,
     Progress,
     SavedMigration,
     expect_rows,
@@ -52,6 +53,8 @@ _PROGRESS = "BACKOUT-DJANGO-PROGRESS:"
 _SETTINGS_IN_MANAGE_PY = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
 _SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "venv", "env", "staticfiles"}
 _CHILD_TIMEOUT = 600
+_NOT_SQL = "-- THIS OPERATION CANNOT BE WRITTEN AS SQL"  # what Django writes for an operation without SQL
+_PYTHON_OPERATION = "a RunPython operation runs Python code, which cannot be judged from SQL"
 
 
 @dataclass
@@ -74,6 +77,11 @@ class DjangoAdapter(MigrationAdapter):
     default_path = "."
     state_table = "django_migrations"
     state_columns = ("id", "app", "name", "applied")
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # The forward SQL Django wrote for each pending migration (by id), for `migration_sql`.
+        self._forward: dict[str, str] = {}
 
     def applied(self, conn: psycopg.Connection) -> list[str]:
         """`app.name` of each row, in the order Django recorded them."""
@@ -101,7 +109,29 @@ class DjangoAdapter(MigrationAdapter):
         if self.settings_module() is None:
             return super().pending(conn)
         answer = self._django(conn, {"command": "inspect"})
+        self._forward.update({i: d["up"] for i, d in answer["migrations"].items() if d.get("up") is not None})
         return [_from_django(answer["migrations"][i]) for i in answer["plan"]]
+
+    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+        """The forward SQL Django writes (as `sqlmigrate` does, from the same child that wrote the
+        reverse SQL), else the RunSQL operations of the files; RunPython and what only Django can
+        write are opaque."""
+        if conn is not None and self.settings_module() is not None and any(m.id not in self._forward
+                                                                           for m in migrations):
+            self.pending(conn)
+        files = {f.id: f for f in self._migration_files()}
+        found = {}
+        for m in migrations:
+            up = self._forward.get(m.id)
+            if up is not None:
+                opaque = tuple(_PYTHON_OPERATION for line in up.splitlines() if line.strip() == _NOT_SQL)
+                found[m.id] = MigrationSQL(up=up, down=m.down, opaque=opaque)
+            elif m.id in files:
+                sql, opaque = _forward_from_ast(files[m.id])
+                found[m.id] = MigrationSQL(up=sql, down=m.down, opaque=opaque)
+            else:
+                found[m.id] = MigrationSQL(up="", down=m.down, opaque=(f"{m.id} is not among the migration files",))
+        return found
 
     def run_down(
         self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
@@ -223,6 +253,27 @@ def _runs_python_backwards(m: SavedMigration) -> bool:
         if any(_call_name(op) == "RunPython" and not _is_noop(_argument(op, 1, "reverse_code")) for op in elements):
             return True
     return False
+
+
+def _forward_from_ast(f: _MigrationFile) -> tuple[str, tuple[str, ...]]:
+    """The forward SQL of a migration's RunSQL operations, and what else it does that only Django
+    could write as SQL (or nobody could: RunPython)."""
+    operations = _class_attribute(ast.parse(f.source), "operations")
+    if not isinstance(operations, (ast.List, ast.Tuple)):
+        return "", ("its operations could not be read",)
+    parts: list[str] = []
+    opaque: list[str] = []
+    for op in operations.elts:
+        kind = _call_name(op)
+        sql = _sql_text(_argument(op, 0, "sql")) if kind == "RunSQL" else None
+        if sql is not None:
+            parts.append(sql.rstrip().rstrip(";") + ";\n")
+        elif kind == "RunPython":
+            opaque.append(_PYTHON_OPERATION)
+        else:
+            opaque.append(f"its {kind or 'operation'} needs Django to write its SQL (manage.py sqlmigrate), and "
+                          "Django or manage.py is not available here")
+    return "".join(parts), tuple(opaque)
 
 
 def _from_file(root: Path, f: _MigrationFile) -> SavedMigration:

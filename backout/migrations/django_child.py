@@ -7,7 +7,7 @@ may not all resolve). It reads one JSON request on stdin and writes its answer a
 starts with MARKER; progress lines go before it.
 
     {"command": "inspect"}
-        -> {"database", "recorded", "applied", "plan", "migrations": {id: {...}}}
+        -> {"database", "recorded", "applied", "plan", "migrations": {id: {..., "down", "up"}}}
     {"command": "down", "database": NAME, "undo": [ids], "files": {id: {path: source}}}
         -> {"database", "undone": [ids], "failed": id|null, "error": text|null}
 
@@ -16,7 +16,6 @@ a copy of its migrations package with the saved files written over it, so that a
 code is gone is still unapplied by Django itself.
 """
 
-import io
 import json
 import os
 import shutil
@@ -89,6 +88,10 @@ def _inspect():
             down, reason = None, reason or str(exc)
         except Exception as exc:  # noqa: BLE001 - Django could not write it; the files still undo it
             down = f"-- Django could not write this migration's reverse SQL: {type(exc).__name__}: {exc}\n"
+        try:  # the forward SQL too, as sqlmigrate writes it, for backout's verdict
+            up = "\n".join(loader.collect_sql([(migration, False)])) + "\n"
+        except Exception:  # noqa: BLE001 - then the verdict reads the files instead
+            up = None
         found[_key(node)] = {
             "app": migration.app_label,
             "name": migration.name,
@@ -98,6 +101,7 @@ def _inspect():
             "replaces": [_key(r) for r in migration.replaces],
             "atomic": bool(migration.atomic),
             "down": down,
+            "up": up,
             "irreversible": reason,
         }
     return {

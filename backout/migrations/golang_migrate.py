@@ -106,6 +106,9 @@ class GolangMigrateAdapter(MigrationAdapter):
             ))
         return found
 
+    def up_sql(self, m: SavedMigration) -> str:
+        return next((text for name, text in m.files.items() if ".up." in name), "")
+
     def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         state = self.current(conn)
         newest = migrations[-1].id

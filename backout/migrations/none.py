@@ -20,6 +20,9 @@ class NoMigrations(MigrationAdapter):
     def available(self) -> list[SavedMigration]:
         return []
 
+    def up_sql(self, m: SavedMigration) -> str:
+        return ""
+
     def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         if not migrations:
             return []

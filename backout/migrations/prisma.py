@@ -65,6 +65,9 @@ class PrismaAdapter(MigrationAdapter):
             ))
         return found
 
+    def up_sql(self, m: SavedMigration) -> str:
+        return m.files.get(f"{m.id}/migration.sql", "")
+
     def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         problems = super()._state_problems(conn, migrations)
         if not problems:

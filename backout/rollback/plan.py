@@ -18,8 +18,9 @@ The plan is a JSON document stored in the ledger with the request; its keys are 
 `current` and `target` (releases: `version`, `id`, `slug_id`, `description`, `created_at`,
 `checkpoint_id`; the target also `verified_healthy_at`), `config_changes` (`added`, `removed`,
 `changed`: lists of names), `addon_config_vars` (names set by add-ons, which a rollback leaves as
-they are), `noop`, `db`, `db_step` (null, or the database step), and `steps`
-(what the job will do, in order).
+they are), `noop`, `db`, `db_step` (null, or the database step), `verdict` (null when not going
+back, else what the rollback costs by the verdicts recorded with the checkpoints:
+`backout.verdict.cost`), and `steps` (what the job will do, in order).
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def build_plan(
     steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
     steps += [] if files_step is None else [files_step["kind"]]
     steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
+    cost = None
+    if target["version"] < current["version"]:
+        from backout.verdict.cost import cost_now
+
+        cost = cost_now(settings or load(), conn, app, target["version"], current["version"])
     return {
         "app": app,
         "to": to,
@@ -102,6 +108,7 @@ def build_plan(
         "db_step": step,
         "files": files,
         "files_step": files_step,
+        "verdict": cost,
         "steps": steps,
     }
 
@@ -171,6 +178,10 @@ def describe(plan: dict) -> str:
         changes = plan["config_changes"]
         config = ", ".join(f"{kind}: {' '.join(names)}" for kind, names in changes.items() if names) or "no config changes"
         lines.append(f"code:    {slug}; config vars {config}")
+    if plan.get("verdict"):
+        from backout.verdict.cost import describe as describe_cost
+
+        lines += describe_cost(plan["verdict"])
     lines.append(f"database: {'left as it is' if plan['db_step'] is None else plan['db_step'].get('summary', plan['db'])}")
     if plan.get("files_step"):
         lines.append(f"files:   {plan['files_step']['summary']}")

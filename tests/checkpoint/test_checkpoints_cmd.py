@@ -22,6 +22,11 @@ def run(url: str | None, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+VERDICT = {"verdict": "down-needed", "text": "down needed", "reason": "the previous code needs the schema back",
+           "deciding": [{"migration": "20240102_add_email", "class": "contract", "reason": "drops column User.name"}],
+           "dangers": [], "down_drops": [], "migrations": [{"id": "20240102_add_email", "statements": []}]}
+
+
 def _seed(url: str) -> dict[str, dict]:
     saved = {"tool": "prisma", "id": "20240102_add_email", "name": "add_email", "down": "ALTER TABLE ...",
              "transactional": True, "reversible": True, "files": {}}
@@ -37,7 +42,7 @@ def _seed(url: str) -> dict[str, dict]:
         first = make(10, status="complete", completed_at="now", wal_lsn="0/16B3740",
                      backup={"strategy": "pg_dump", "path": "/b/cp.dump.zst", "size": 1_234_567, "sha256": "ab"},
                      migrations_before=["20240101_init"], migrations_after=["20240101_init", "20240102_add_email"],
-                     down_scripts=[saved], irreversible=[], config_fingerprint="f" * 64)
+                     down_scripts=[saved], irreversible=[], config_fingerprint="f" * 64, verdict=VERDICT)
         second = make(11, status="failed", strategy="heroku", error="pg_dump failed (exit status 1): disk\nfull",
                       backup={"strategy": "heroku", "transfer_num": 7, "backup_url": "https://s3.example/x?sig=1"},
                       migrations_before=["20240101_init", "20240102_add_email"],
@@ -55,12 +60,13 @@ def test_table_lists_newest_first_with_every_column(database):
     done = run(database, "--app", "shop")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["ID", "RELEASE", "TIME", "(UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "DRILLED",
+    assert lines[0].split() == ["ID", "RELEASE", "TIME", "(UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "VERDICT", "DRILLED",
                                  "STATUS"]
     rows = lines[2:]
     assert [r.split()[0] for r in rows] == [made["third"]["id"], made["second"]["id"], made["first"]["id"]]
     assert "v12 (safety)" in rows[0] and "pitr" in rows[0] and "running" in rows[0]
     assert "heroku" in rows[1] and "no (20240103_drop)" in rows[1] and "failed: pg_dump failed (exit status 1): disk" in rows[1]
+    assert "down needed" in rows[2] and "down needed" not in rows[0] + rows[1]
     assert "1.2 MB" in rows[2] and "20240101_init -> 20240102_add_email" in rows[2] and "yes" in rows[2]
     assert "complete" in rows[2] and rows[2].split()[2] == made["first"]["created_at"][:10]
     assert "other" not in done.stdout
@@ -75,7 +81,7 @@ def test_json_is_stable_and_keeps_private_links_out(database):
     first, second, third = document["checkpoints"][2], document["checkpoints"][1], document["checkpoints"][0]
     assert set(first) == {"id", "app", "kind", "status", "release", "created_at", "completed_at",
                           "verified_healthy_at", "wal_lsn", "config_fingerprint", "database", "backup",
-                          "migrations", "reversible", "request_id", "error", "files", "drill", "pruned"}
+                          "migrations", "reversible", "verdict", "request_id", "error", "files", "drill", "pruned"}
     assert first["id"] == made["first"]["id"] and first["status"] == "complete" and first["kind"] == "deploy"
     assert first["release"] == {"version": 10, "id": "rel-10", "previous_version": 9, "slug_id": "slug-1",
                                 "commit": "abc123"}
@@ -88,6 +94,9 @@ def test_json_is_stable_and_keeps_private_links_out(database):
     assert second["backup"] == {"strategy": "heroku", "transfer_num": 7}  # the signed link stays in the ledger
     assert second["error"].startswith("pg_dump failed")
     assert third["kind"] == "safety" and third["backup"] == {"strategy": "pitr"}
+    # The verdict without its per-migration detail, which stays in the ledger.
+    assert first["verdict"] == {k: v for k, v in VERDICT.items() if k != "migrations"}
+    assert second["verdict"] is None and third["verdict"] is None
     # Sorted keys and two-space indent: the same ledger prints the same bytes.
     assert done.stdout == run(database, "--app", "shop", "--json").stdout
 

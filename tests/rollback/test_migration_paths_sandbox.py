@@ -26,7 +26,7 @@ from backout import ledger
 from tests.hooks.support import A1, B2, C3, RELEASE, Heroku, slug_files
 from tests.migrations.support import FIXTURES
 from tests.rollback.support import schema
-from tests.support import child_env, deploy_slug, start_worker, stop_workers
+from tests.support import S3, child_env, deploy_slug, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
 
@@ -81,12 +81,13 @@ TOOLS = {
 
 
 class App:
-    def __init__(self, heroku: Heroku, tool: Tool, tmp_path: Path, redis_url: str) -> None:
+    def __init__(self, heroku: Heroku, tool: Tool, tmp_path: Path, redis_url: str, s3: S3) -> None:
         self.heroku, self.tool, self.name = heroku, tool, f"paths-{tool.name}"
         client = heroku.client
         client.create_app(self.name)
         client.create_addon(self.name, "heroku-postgresql:essential-0")
-        config = {"BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": str(tmp_path / "backups"),
+        # The release phase runs on a dyno: pg_dump archives go to object storage.
+        config = {"BACKOUT_BACKUP": "pg_dump", **s3.env(),
                   "BACKOUT_MIGRATIONS": tool.name, "BACKOUT_MIGRATIONS_PATH": tool.path}
         client.update_config_vars(self.name, {"HEROKU_API_KEY": heroku.box.token, **config})
         self.db = client.config_vars(self.name)["DATABASE_URL"]
@@ -125,8 +126,9 @@ class App:
 # Nine release phases and four rollbacks: about 40 s of CPU for Django, longer on a busy machine.
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("tool", TOOLS)
-def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp_path: Path, redis_url: str) -> None:
-    app = App(heroku, TOOLS[tool], tmp_path, redis_url)
+def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp_path: Path, redis_url: str,
+                                                  s3: S3) -> None:
+    app = App(heroku, TOOLS[tool], tmp_path, redis_url, s3)
     try:
         releases, states = [], []
         for n in (1, 2, 3):

@@ -390,7 +390,7 @@ class _Runner:
         backup = self.point.get("backup") or {}
         try:
             if self.point["backup_strategy"] == "pg_dump":
-                return stream.read_toc(stream.check_file(backup))
+                return stream.read_toc(stream.locate(backup, self.settings.storage))
             if self.point["backup_strategy"] == "heroku" and backup.get("transfer_num") is not None:
                 return restore.remote_toc(self.client.backup_url(self.app, backup["transfer_num"])["url"])
         except BackoutError as exc:
