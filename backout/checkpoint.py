@@ -155,6 +155,9 @@ def take(
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written
+    if kind == "deploy":
+        # Bad input (BACKOUT_MIGRATIONS_PATH pointing nowhere) is refused before the ledger row.
+        adapter.available()
 
     own_conn = app_conn is None
     conn = database_connection(database_url) if own_conn else app_conn

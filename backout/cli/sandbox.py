@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from backout.cli import tcp_port
 from backout.settings import Settings
 from backout_sandbox import server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=5010, help="port on 127.0.0.1 (default 5010; 0 picks a free one)")
+    p.add_argument("--port", type=tcp_port, default=5010, help="port on 127.0.0.1 (default 5010; 0 picks a free one)")
     p.add_argument("--state", metavar="FILE", help="where the sandbox keeps its state (default .backout/sandbox.json)")
     p.add_argument("--postgres-url", metavar="URL",
                    help="server for the add-on databases (default postgres://postgres@127.0.0.1:5432/postgres)")
