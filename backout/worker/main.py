@@ -21,13 +21,15 @@ from typing import Any
 
 import sentry_sdk
 from redis import Redis
+from rq import Queue
 from rq.exceptions import AbandonedJobError
+from rq.job import Job, JobStatus
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
 from backout import redis_conn, sentry
 from backout.redact import redact
 from backout.settings import Settings
-from backout.worker.allowlist import AllowlistedJob
+from backout.worker.allowlist import AllowlistedJob, refusal
 from backout.worker.queues import QUEUE_NAMES
 from backout.worker.recovery import requeue_lost
 from backout.worker.serializer import SERIALIZER
@@ -47,6 +49,21 @@ class _BackoutWorkerMixin:
     """What both worker classes add to RQ: the settings, and the ledger sweep with maintenance."""
 
     settings: Settings
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = refusal(job)
+        if reason is None:
+            super().execute_job(job, queue)  # type: ignore[misc]
+            return
+        # Refused before any of RQ's job handling: it fails here with no callback, webhook,
+        # exception handler (Sentry) or dependent job, and nothing leaves this process: logged
+        # as a warning, since sentry-sdk sends error records as events.
+        log.warning("job %s from queue %s: %s", job.id, queue.name, reason)
+        with self.connection.pipeline() as pipeline:  # type: ignore[attr-defined]
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            job._handle_failure(f"JobRefused: {reason}", pipeline=pipeline, worker_name=self.name)  # type: ignore[attr-defined]
+            pipeline.execute()
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]
