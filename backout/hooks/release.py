@@ -28,7 +28,6 @@ from backout.redact import redact
 from backout.settings import Settings
 
 HEALTH_JOB = "backout.jobs.health.watch_release"
-HEALTH_QUEUE = "backout-routine"
 
 
 def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None) -> int:
@@ -57,12 +56,12 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
         release = checkpoint.release_from_api(settings, facts, heroku)
         if release.is_rollback:
             say(f"v{version} rolls back to v{release.rollback_of}: no new checkpoint")
-            return _run_only(settings, argv, say)
+            return _run_only(settings, ledger_conn, argv, say)
         earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
         if earlier is not None:
             # The release phase of the same release ran again: its checkpoint stands.
             say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
-            return _run_only(settings, argv, say)
+            return _run_only(settings, ledger_conn, argv, say)
         with checkpoint.database_connection(settings.database_url or "") as app_conn:
             try:
                 cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
@@ -108,7 +107,7 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
         say(f"{error}: the release is not deployed")
         return status if 0 < status < 126 else 1
     say(f"checkpoint {cp['id']} complete: {len(after)} migrations applied")
-    schedule_watch(settings, cp["app"], cp["release_version"], say)
+    schedule_watch(settings, ledger_conn, cp["app"], cp["release_version"], say)
     return 0
 
 
@@ -145,12 +144,13 @@ def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[s
     return undone, problem
 
 
-def _run_only(settings: Settings, argv: Sequence[str], say: Callable[[str], None]) -> int:
+def _run_only(settings: Settings, ledger_conn: psycopg.Connection, argv: Sequence[str],
+              say: Callable[[str], None]) -> int:
     status = _run_child(argv, say)
     if status != 0:
         say(f"the migrate command exited with status {status}: the release is not deployed")
         return status if 0 < status < 126 else 1
-    schedule_watch(settings, settings.app_name or "", settings.release_version, say)
+    schedule_watch(settings, ledger_conn, settings.app_name or "", settings.release_version, say)
     return 0
 
 
@@ -180,7 +180,8 @@ def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
     return status if status >= 0 else 128 - status
 
 
-def schedule_watch(settings: Settings, app: str, version: int | None, say: Callable[[str], None]) -> str | None:
+def schedule_watch(settings: Settings, ledger_conn: psycopg.Connection, app: str, version: int | None,
+                   say: Callable[[str], None]) -> str | None:
     """Enqueue the post-deploy health watch of this release; returns the job id, or None with a
     warning when Redis is not configured or not reachable (a deploy does not fail for it)."""
     if not settings.redis_url:
@@ -192,13 +193,15 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
     from rq.serializers import JSONSerializer
 
     from backout.redis_conn import connect
+    from backout.worker.queues import ledger_queues
 
+    routine_queue = ledger_queues(ledger_conn)[1]
     job_id = f"watch-{app}-v{version}"
     client = connect(settings.redis_url)
     # A Redis that does not answer must not hold up the release phase.
     client.connection_pool.connection_kwargs.update(socket_connect_timeout=5, socket_timeout=10)
     try:
-        queue = Queue(HEALTH_QUEUE, connection=client, serializer=JSONSerializer)
+        queue = Queue(routine_queue, connection=client, serializer=JSONSerializer)
         # By name, so that the hook never imports the job's code.
         queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True,
                       result_ttl=7 * 86400, failure_ttl=7 * 86400,
@@ -211,7 +214,7 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
         return None
     finally:
         client.close()
-    say(f"health watch {job_id} scheduled on {HEALTH_QUEUE}")
+    say(f"health watch {job_id} scheduled on {routine_queue}")
     return job_id
 
 

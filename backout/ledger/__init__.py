@@ -49,6 +49,7 @@ from backout.ledger.schema import (
     STEP_STATUSES,
     connect,
     ensure_schema,
+    ledger_id,
     new_id,
 )
 
@@ -64,6 +65,7 @@ __all__ = [
     "health_events",
     "app_lock_key",
     "app_lock",
+    "ledger_id",
     "create_request",
     "get_request",
     "require_request",

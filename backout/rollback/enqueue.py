@@ -32,8 +32,8 @@ from backout.rollback.plan import build_plan
 from backout.settings import Settings, load
 from backout.worker.queues import (
     REQUEST_JOBS,
-    ROLLBACK,
     enqueue_once,
+    ledger_queues,
     queue,
     request_job_id,
 )
@@ -83,7 +83,7 @@ def enqueue_rollback(
         job_id = request_job_id(request_id)
         ledger.update_request(conn, request_id, job_id=job_id)
         try:
-            enqueue_once(redis_conn.from_settings(settings), ROLLBACK, REQUEST_JOBS["heroku"], [request_id],
+            enqueue_once(redis_conn.from_settings(settings), ledger_queues(conn)[0], REQUEST_JOBS["heroku"], [request_id],
                          job_id, secrets=settings.secrets())
         except redis.RedisError as exc:
             # The ledger has the request; a worker's sweep enqueues it once Redis answers.
@@ -136,8 +136,9 @@ def follow(
             waited = time.monotonic() - started
             if not hinted and request["status"] == "queued" and waited > NO_WORKER_HINT_AFTER:
                 hinted = True
-                if not _workers_listening(settings):
-                    progress(f"no worker is listening on {ROLLBACK}; start one with `backout worker`")
+                rollback_queue = ledger_queues(conn)[0]
+                if not _workers_listening(settings, rollback_queue):
+                    progress(f"no worker is listening on {rollback_queue}; start one with `backout worker`")
             if timeout is not None and waited > timeout:
                 raise BackoutError(f"rollback request {request_id} is still {request['status']} after {timeout:.0f}s")
             time.sleep(poll)
@@ -182,10 +183,10 @@ def _step_line(step: dict) -> str:
     return f"{step['step']}: {step['status']}" + (f" ({shown})" if shown else "")
 
 
-def _workers_listening(settings: Settings) -> bool:
+def _workers_listening(settings: Settings, rollback_queue: str) -> bool:
     try:
         connection = redis_conn.from_settings(settings)
-        return Worker.count(connection=connection, queue=queue(ROLLBACK, connection)) > 0
+        return Worker.count(connection=connection, queue=queue(rollback_queue, connection)) > 0
     except (redis.RedisError, BackoutError):
         return False
 

@@ -1,6 +1,7 @@
 """`backout worker [--burst]`: the RQ worker that runs backout's jobs.
 
-- Listens to `backout-rollback` before `backout-routine`, so a rollback never waits behind routine work.
+- Listens to its ledger's `backout-rollback@<ledger id>` before its `backout-routine@<ledger id>`, so
+  a rollback never waits behind routine work and apps sharing a Redis keep to their own jobs.
 - JSON serializer everywhere and the allowlisted job class: only `backout.jobs.*` functions run.
 - Its scheduler is on (delayed and periodic jobs, such as the health watch, are enqueued on time).
 - Heroku's shutdown: on SIGTERM the dyno gets about 30 s before SIGKILL. The work horse ignores
@@ -26,11 +27,11 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job, JobStatus
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
-from backout import redis_conn, sentry
+from backout import ledger, redis_conn, sentry
 from backout.redact import redact
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob, refusal
-from backout.worker.queues import QUEUE_NAMES
+from backout.worker.queues import ledger_queues
 from backout.worker.recovery import requeue_lost
 from backout.worker.serializer import SERIALIZER
 
@@ -87,10 +88,14 @@ class BackoutSimpleWorker(_BackoutWorkerMixin, SimpleWorker):
 
 
 def build_worker(connection: Redis, settings: Settings, simple: bool = False, name: str | None = None) -> BaseWorker:
-    """A worker on backout's queues, rollback queue first."""
+    """A worker on the queues of the settings' ledger, rollback queue first."""
+    settings.require("BACKOUT_DATABASE_URL")
+    assert settings.ledger_url is not None
+    with ledger.connect(settings.ledger_url) as conn:
+        names = ledger_queues(conn)
     cls = BackoutSimpleWorker if simple else BackoutWorker
     worker = cls(
-        list(QUEUE_NAMES),
+        list(names),
         name=name,
         connection=connection,
         serializer=SERIALIZER,

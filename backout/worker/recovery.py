@@ -32,7 +32,7 @@ from backout import ledger
 from backout.notify import notify
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob
-from backout.worker.queues import REQUEST_JOBS, ROLLBACK, enqueue_once, request_job_id
+from backout.worker.queues import REQUEST_JOBS, enqueue_once, ledger_queues, request_job_id
 from backout.worker.serializer import SERIALIZER
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ MAX_ATTEMPTS = 3
 # A busy worker refreshes its job's heartbeat every job_monitoring_interval (5 s in backout's worker).
 STALE_HEARTBEAT = timedelta(seconds=60)
 _ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
-_LOCK_KEY = "backout:recovery"
+# One sweep of a ledger at a time (each ledger its own: apps may share a Redis).
+_LOCK_KEY = "backout:recovery@{}"
 
 
 def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
@@ -50,33 +51,35 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
     Two workers may sweep at once; a short Redis lock lets one of them do it.
     """
     settings.require("BACKOUT_DATABASE_URL")
-    lock = connection.lock(_LOCK_KEY, timeout=120)
-    if not lock.acquire(blocking=False):
-        return []
-    requeued = []
+    assert settings.ledger_url is not None
+    requeued: list[str] = []
+    conn = ledger.connect(settings.ledger_url)
     try:
-        conn = ledger.connect(settings.ledger_url)
+        rollback_queue = ledger_queues(conn)[0]
+        lock = connection.lock(_LOCK_KEY.format(ledger.ledger_id(conn)), timeout=120)
+        if not lock.acquire(blocking=False):
+            return []
         try:
             for request in ledger.list_requests(conn, statuses=["queued", "running"], limit=1000):
                 if request["dry_run"] or request["kind"] not in REQUEST_JOBS:
                     continue
-                reason = _why_lost(request, connection, settings)
+                reason = _why_lost(request, connection, settings, rollback_queue)
                 if reason is None:
                     continue
                 # The job may have finished between listing and looking at Redis.
                 current = ledger.get_request(conn, request["id"])
                 if current is None or current["status"] not in ("queued", "running"):
                     continue
-                if _requeue(conn, connection, settings, current, reason):
+                if _requeue(conn, connection, settings, current, reason, rollback_queue):
                     requeued.append(current["id"])
         finally:
-            conn.close()
+            lock.release()
     finally:
-        lock.release()
+        conn.close()
     return requeued
 
 
-def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | None:
+def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
     try:
         job = AllowlistedJob.fetch(request_job_id(request["id"]), connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
@@ -84,6 +87,9 @@ def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | Non
     status = job.get_status(refresh=False)
     if status in _ENDED:
         return f"its job ended ({status.value}) before the request did"
+    if status != JobStatus.STARTED and job.origin != rollback_queue:
+        # Put there by an older backout, whose queues were shared by every ledger on the Redis.
+        return f"its job waits on {job.origin}, where no worker of this ledger looks"
     if status != JobStatus.STARTED:
         return None  # queued, scheduled or deferred: a worker will get to it
     if request["status"] == "running":
@@ -99,7 +105,7 @@ def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | Non
     return None
 
 
-def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str) -> bool:
+def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str, rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"
@@ -114,7 +120,7 @@ def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason:
         AllowlistedJob.fetch(job_id, connection=connection, serializer=SERIALIZER).delete()
     except NoSuchJobError:
         pass
-    enqueue_once(connection, ROLLBACK, REQUEST_JOBS[request["kind"]], [request_id], job_id,
+    enqueue_once(connection, rollback_queue, REQUEST_JOBS[request["kind"]], [request_id], job_id,
                  secrets=settings.secrets())
     ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
     if request["status"] == "running":
