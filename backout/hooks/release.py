@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import psycopg
 
 from backout import checkpoint, ledger
+from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.errors import BackoutError, HerokuAPIError
 from backout.redact import redact
 from backout.settings import Settings
@@ -52,24 +53,34 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
     assert settings.ledger_url is not None
     say(f"release v{version} of {app}")
     with ledger.connect(settings.ledger_url) as ledger_conn:
-        facts = _platform_facts(settings, heroku, app, version)
-        release = checkpoint.release_from_api(settings, facts, heroku)
-        if release.is_rollback:
-            say(f"v{version} rolls back to v{release.rollback_of}: no new checkpoint")
-            return _run_only(settings, ledger_conn, argv, say)
-        earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
-        if earlier is not None:
-            # The release phase of the same release ran again: its checkpoint stands.
-            say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
-            return _run_only(settings, ledger_conn, argv, say)
-        with checkpoint.database_connection(settings.database_url or "") as app_conn:
-            try:
-                cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
-                                     facts=facts, progress=say, complete=False, app_conn=app_conn)
-            except BackoutError:
-                say("checkpoint failed: the release is not deployed")
-                raise
-            return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
+        clean_abandoned_checkpoints(settings, ledger_conn, f"the release phase of v{version}", say)
+        # Two release phases of the same release at once (a retried deploy) would both checkpoint:
+        # the second waits for the first, then finds its checkpoint.
+        with ledger.release_lock(ledger_conn, app, version):
+            return _checkpoint_and_migrate(settings, ledger_conn, heroku, adapter, argv, say)
+
+
+def _checkpoint_and_migrate(settings: Settings, ledger_conn: psycopg.Connection, heroku: Any, adapter: Any,
+                            argv: Sequence[str], say: Callable[[str], None]) -> int:
+    app, version = settings.app_name or "", settings.release_version or 0
+    facts = _platform_facts(settings, heroku, app, version)
+    release = checkpoint.release_from_api(settings, facts, heroku)
+    if release.is_rollback:
+        say(f"v{version} rolls back to v{release.rollback_of}: no new checkpoint")
+        return _run_only(settings, ledger_conn, argv, say)
+    earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
+    if earlier is not None:
+        # The release phase of the same release ran again: its checkpoint stands.
+        say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
+        return _run_only(settings, ledger_conn, argv, say)
+    with checkpoint.database_connection(settings.database_url or "") as app_conn:
+        try:
+            cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
+                                 facts=facts, progress=say, complete=False, app_conn=app_conn)
+        except BackoutError:
+            say("checkpoint failed: the release is not deployed")
+            raise
+        return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
 
 
 def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict:

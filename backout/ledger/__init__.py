@@ -12,12 +12,14 @@ Callers use this package's names: `ledger.connect(url)`, `ledger.create_checkpoi
 """
 
 from backout.ledger.checkpoints import (
+    FINISHED_CHECKPOINT,
     checkpoint_for_release,
     create_checkpoint,
     get_checkpoint,
     latest_verified_checkpoint,
     list_checkpoints,
     mark_release_verified,
+    running_checkpoints,
     update_checkpoint,
 )
 from backout.ledger.events import (
@@ -27,6 +29,8 @@ from backout.ledger.events import (
 from backout.ledger.locks import (
     app_lock,
     app_lock_key,
+    release_lock,
+    taker_alive,
 )
 from backout.ledger.requests import (
     create_request,
@@ -66,6 +70,10 @@ __all__ = [
     "app_lock_key",
     "app_lock",
     "ledger_id",
+    "release_lock",
+    "taker_alive",
+    "running_checkpoints",
+    "FINISHED_CHECKPOINT",
     "create_request",
     "get_request",
     "require_request",

@@ -1,4 +1,6 @@
-"""One rollback per app at a time: a PostgreSQL advisory lock per app."""
+"""PostgreSQL advisory locks: one rollback per app at a time, one release phase per release, and a
+lock held by whoever is taking a checkpoint (so that a checkpoint left 'running' by a killed
+process can be told from one still being taken)."""
 
 from __future__ import annotations
 
@@ -7,14 +9,49 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import psycopg
+from psycopg.rows import tuple_row
 
 from backout.errors import BackoutError, first_line
 from backout.redact import mask_url
 
 
+def lock_key(name: str) -> int:
+    """The 64-bit advisory-lock key of a name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 def app_lock_key(app: str) -> int:
     """The 64-bit advisory-lock key of an app."""
-    return int.from_bytes(hashlib.sha256(f"backout app {app}".encode()).digest()[:8], "big", signed=True)
+    return lock_key(f"backout app {app}")
+
+
+def checkpoint_lock_key(checkpoint_id: str) -> int:
+    """The key the process taking a checkpoint holds until the checkpoint is finished."""
+    return lock_key(f"backout checkpoint {checkpoint_id}")
+
+
+@contextmanager
+def release_lock(conn: psycopg.Connection, app: str, version: int) -> Iterator[None]:
+    """Hold, on `conn`, the lock of one release's release phase while the block runs, waiting
+    for another holder (a second release phase of the same release) to finish first. Dropped by
+    PostgreSQL if this process dies."""
+    key = lock_key(f"backout release {app} v{version}")
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def taker_alive(conn: psycopg.Connection, checkpoint_id: str) -> bool:
+    """Whether a process still holds the checkpoint's lock (it is still taking the checkpoint)."""
+    key = checkpoint_lock_key(checkpoint_id)
+    [free] = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    if not free:
+        return True
+    conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+    return False
 
 
 @contextmanager

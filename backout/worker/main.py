@@ -28,6 +28,7 @@ from rq.job import Job, JobStatus
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
 from backout import ledger, redis_conn, sentry
+from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.redact import redact
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob, refusal
@@ -118,6 +119,9 @@ def run(settings: Settings, burst: bool = False) -> int:
         log.info("reporting job failures to Sentry")
     connection = redis_conn.from_settings(settings)
     worker = build_worker(connection, settings)
+    assert settings.ledger_url is not None
+    with ledger.connect(settings.ledger_url) as conn:
+        clean_abandoned_checkpoints(settings, conn, f"worker {worker.name} starting")
     # The health monitor watches releases beside the RQ loop; a burst run only drains the queues.
     from backout.health.monitor import start_monitor
 
