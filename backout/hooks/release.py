@@ -18,6 +18,7 @@ gets a checkpoint of its own, which is harmless). BACKOUT_BACKUP=heroku needs th
 from __future__ import annotations
 
 import subprocess
+import sys
 from typing import Any, Callable, Sequence
 
 import psycopg
@@ -25,7 +26,7 @@ import psycopg
 from backout import checkpoint, ledger
 from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.errors import BackoutError, HerokuAPIError
-from backout.redact import redact
+from backout.redact import known_secrets, redact, relay
 from backout.settings import Settings
 
 HEALTH_JOB = "backout.jobs.health.watch_release"
@@ -166,14 +167,16 @@ def _run_only(settings: Settings, ledger_conn: psycopg.Connection, argv: Sequenc
 
 
 def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
-    """Run the migrate command with our stdout and stderr, so its output streams as it comes."""
+    """Run the migrate command, relaying its output to ours line by line as it comes, with every
+    secret backout knows masked (tools print the database URL they connect to, with its password)."""
     if not argv:
         say("no migrate command given (backout release -- CMD ...); nothing to run")
         return 0
+    secrets = known_secrets()
     # Some tools take the database URL as an argument (migrate -database $DATABASE_URL): mask its password.
-    say(f"running: {redact(' '.join(argv))}")
+    say(f"running: {redact(' '.join(argv), secrets)}")
     try:
-        child = subprocess.Popen(list(argv))
+        child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise BackoutError(
             f"the migrate command {argv[0]!r} was not found; check the release line of the Procfile "
@@ -181,12 +184,19 @@ def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
         ) from None
     except PermissionError:
         raise BackoutError(f"the migrate command {argv[0]!r} is not executable") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    assert child.stdout is not None and child.stderr is not None
+    relays = [relay(child.stdout, sys.stdout.buffer, secrets), relay(child.stderr, sys.stderr.buffer, secrets)]
     try:
         status = child.wait()
     except BaseException:
         child.terminate()
         child.wait()
         raise
+    finally:
+        for thread in relays:
+            thread.join(5)  # its own children may hold the pipes open longer: not waited for
     say(f"migrate command exited with status {status}")
     return status if status >= 0 else 128 - status
 

@@ -33,7 +33,8 @@ def create_request(
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.requests (id, app, kind, target, db, dry_run, requested_by, plan, params)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (new_id("rb"), app, kind, target, db, dry_run, requested_by, jsonb(plan), jsonb(params)),
+        (new_id("rb"), app, kind, target, db, dry_run, requested_by, jsonb(plan, verbatim=True),
+         jsonb(params, verbatim=True)),
     ).fetchone()
     return plain(row)
 
