@@ -55,6 +55,17 @@ def rollback_target(description: str | None) -> int | None:
     return int(found[1]) if found else None
 
 
+def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict | None:
+    """The release `Rollback to v<target_version>` made after `since_version`, not failed, if any:
+    what a rollback request made, even when Heroku's answer to it was lost."""
+    for release in heroku.list_releases(app):
+        if release["version"] <= since_version:
+            break
+        if rollback_target(release.get("description")) == target_version and release.get("status") in ("pending", "succeeded"):
+            return release
+    return None
+
+
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 over the sorted names and values: equal config gives an equal fingerprint, and the
     values cannot be read back from it."""

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
+from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
 from backout.notify import notify
@@ -176,16 +177,12 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dic
         return None  # this is the first run: nothing can have been made yet
     # A run killed between Heroku's answer and the ledger write left no step; Heroku has the release.
     plan = request["plan"]
-    description = f"Rollback to v{plan['target']['version']}"
-    for release in client.list_releases(request["app"]):
-        if release["version"] <= plan["current"]["version"]:
-            break
-        if release.get("description") == description and release.get("status") in ("pending", "succeeded"):
-            ledger.record_step(conn, request["id"], "code_rollback", "done",
-                               {"release_id": release["id"], "release_version": release["version"],
-                                "found": "made by an earlier run of this request"})
-            return release
-    return None
+    release = rollback_release_since(client, request["app"], plan["target"]["version"], plan["current"]["version"])
+    if release is not None:
+        ledger.record_step(conn, request["id"], "code_rollback", "done",
+                           {"release_id": release["id"], "release_version": release["version"],
+                            "found": "made by an earlier run of this request"})
+    return release
 
 
 def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:

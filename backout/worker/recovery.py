@@ -13,6 +13,11 @@ maintenance interval. A request still 'queued' or 'running' is given its job aga
   moment the process holding it dies;
 - its job is 'started' but its worker stopped sending heartbeats.
 
+A request that ended 'failed' after it asked Heroku for the rollback release (the POST took effect,
+then 503s outlasted the retries) is reconciled once: when the rollback release exists, the request
+goes back to the queue and its job, which finds that release instead of making another, follows it
+to the end and verifies it.
+
 Re-running is safe because the job is idempotent: it records each step and re-checks the app's
 state, so a request that is given its job twice still rolls back once. After MAX_ATTEMPTS runs
 the request is marked failed and people are told, so a job that always crashes does not loop.
@@ -29,7 +34,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from backout import ledger
+from backout.checkpoint import rollback_release_since
+from backout.errors import BackoutError
 from backout.notify import notify
+from backout.redact import redact
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob
 from backout.worker.queues import REQUEST_JOBS, enqueue_once, ledger_queues, request_job_id
@@ -38,6 +46,8 @@ from backout.worker.serializer import SERIALIZER
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+# A failed request is reconciled with Heroku only this long after it failed.
+RECONCILE_WITHIN = timedelta(hours=6)
 # A busy worker refreshes its job's heartbeat every job_monitoring_interval (5 s in backout's worker).
 STALE_HEARTBEAT = timedelta(seconds=60)
 _ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
@@ -72,6 +82,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
                     continue
                 if _requeue(conn, connection, settings, current, reason, rollback_queue):
                     requeued.append(current["id"])
+            requeued += _reconcile_failed(conn, connection, settings, rollback_queue)
         finally:
             lock.release()
     finally:
@@ -103,6 +114,49 @@ def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_que
     if heartbeat is None or datetime.now(timezone.utc) - heartbeat > STALE_HEARTBEAT:
         return "its worker stopped sending heartbeats"
     return None
+
+
+def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
+    """Give their job again to recently failed requests whose rollback release Heroku made."""
+    since = datetime.now(timezone.utc) - RECONCILE_WITHIN
+    candidates = []
+    for request in ledger.list_requests(conn, statuses=["failed"], limit=200):
+        if request["kind"] != "heroku" or request["dry_run"] or not request["finished_at"]:
+            continue
+        if datetime.fromisoformat(request["finished_at"]) < since or request["attempts"] >= MAX_ATTEMPTS:
+            continue
+        steps = ledger.steps(conn, request["id"])
+        asked = any(s["step"] == "code_rollback" and s["status"] in ("started", "done") for s in steps)
+        if asked and not any(s["step"] == "reconcile" for s in steps):
+            candidates.append(request)
+    if not candidates:
+        return []
+    from backout.heroku import HerokuClient
+
+    reconciled = []
+    with HerokuClient.from_settings(settings) as client:
+        for request in candidates:
+            plan = request["plan"] or {}
+            try:
+                release = rollback_release_since(client, request["app"], plan["target"]["version"],
+                                                 plan["current"]["version"])
+            except BackoutError as exc:  # Heroku still failing: the next sweep asks again
+                log.warning("cannot reconcile rollback request %s yet: %s", request["id"],
+                            redact(str(exc), settings.secrets()))
+                continue
+            if release is None:
+                ledger.record_step(conn, request["id"], "reconcile", "skipped",
+                                   {"reason": "Heroku has no rollback release of this request; it failed"})
+                continue
+            reason = (f"it failed, but its rollback release v{release['version']} exists "
+                      f"({release.get('status')}): following it to the end")
+            ledger.record_step(conn, request["id"], "reconcile", "done",
+                               {"reason": reason, "release_version": release["version"]})
+            ledger.update_request(conn, request["id"], status="queued", error=None, finished_at=None)
+            if _requeue(conn, connection, settings, ledger.require_request(conn, request["id"]), reason,
+                        rollback_queue):
+                reconciled.append(request["id"])
+    return reconciled
 
 
 def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str, rollback_queue: str) -> bool:
