@@ -59,7 +59,8 @@ def run_rollback(request_id: str) -> dict:
     settings = load()
     settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
     assert settings.ledger_url is not None
-    conn = ledger.connect(settings.ledger_url)
+    # A point-in-time restore may move the ledger to the promoted database: the connection follows.
+    conn = ledger.FollowingConnection(ledger.connect(settings.ledger_url))
     try:
         request = ledger.get_request(conn, request_id)
         if request is None:
@@ -68,6 +69,10 @@ def run_rollback(request_id: str) -> dict:
             # sweep finds it unfinished and gives it its job again.
             log.warning("rollback request %s is not in this worker's ledger; left to its own", request_id)
             return {"status": "not in this ledger"}
+        if ledger.moved_away(conn, request_id):
+            log.warning("rollback request %s moved with the ledger to a promoted database; this copy is stale",
+                        request_id)
+            return {"status": "moved with the ledger"}
         if request["status"] in FINAL_STATUSES or request["dry_run"]:
             log.info("rollback request %s is already %s; nothing to do", request_id, request["status"])
             return request["result"] or {"status": request["status"]}
@@ -204,7 +209,7 @@ def _run_database_step(conn: Any, request: dict) -> dict:
     from backout.rollback.database import run_db_step
 
     step = request["plan"]["db_step"]
-    done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"))
+    done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"), conn=conn)
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
 
 

@@ -26,14 +26,18 @@ from backout.ledger.events import (
     health_events,
     record_health_event,
 )
+from backout.ledger.follow import FollowingConnection
 from backout.ledger.locks import (
     app_lock,
+    carry_app_lock,
     app_lock_key,
     release_lock,
     taker_alive,
 )
 from backout.ledger.requests import (
+    MOVED_STEP,
     create_request,
+    moved_away,
     get_request,
     list_requests,
     record_step,
@@ -69,6 +73,10 @@ __all__ = [
     "health_events",
     "app_lock_key",
     "app_lock",
+    "carry_app_lock",
+    "MOVED_STEP",
+    "moved_away",
+    "FollowingConnection",
     "ledger_id",
     "release_lock",
     "taker_alive",

@@ -54,6 +54,26 @@ def taker_alive(conn: psycopg.Connection, checkpoint_id: str) -> bool:
     return False
 
 
+# While app_lock holds an app's lock: the extra connections holding it in other databases (a
+# promoted rollback database the ledger moved to), closed (so released) when app_lock lets go.
+_carried: dict[str, list[psycopg.Connection]] = {}
+
+
+def carry_app_lock(app: str, url: str) -> None:
+    """Also hold the app's lock in the database at `url` for as long as app_lock holds it here:
+    taken before the ledger moves there, so that no worker reading the new ledger can start the
+    same rollback while this one finishes it. BackoutError when someone there holds it already."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise BackoutError(f"cannot connect to {mask_url(url)} to hold {app}'s lock there: {first_line(exc)}") from None
+    [free] = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (app_lock_key(app),)).fetchone()
+    if not free:
+        conn.close()
+        raise BackoutError(f"another process holds the rollback lock of {app} in {mask_url(url)}")
+    _carried.setdefault(app, []).append(conn)
+
+
 @contextmanager
 def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None) -> Iterator[bool]:
     """Hold the app's advisory lock on a connection of its own while the block runs.
@@ -84,6 +104,9 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
         try:
             yield held
         finally:
+            if held:
+                for other in _carried.pop(app, []):
+                    other.close()
             if held and not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:

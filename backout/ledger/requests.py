@@ -97,3 +97,14 @@ def steps(conn: psycopg.Connection, request_id: str) -> list[dict]:
         f"SELECT * FROM {SCHEMA}.steps WHERE request_id = %s ORDER BY id", (request_id,)
     ).fetchall()
     return [plain(r) for r in rows]
+
+
+# The step a request's record gets in the ledger a promotion left behind (see ledger.follow).
+MOVED_STEP = "ledger_moved"
+
+
+def moved_away(conn: psycopg.Connection, request_id: str) -> bool:
+    """Whether this ledger is the copy a promotion left behind: the request goes on in the new one."""
+    row = conn.execute(f"SELECT 1 FROM {SCHEMA}.steps WHERE request_id = %s AND step = %s LIMIT 1",
+                       (request_id, MOVED_STEP)).fetchone()
+    return row is not None

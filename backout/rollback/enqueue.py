@@ -129,8 +129,16 @@ def follow(
                 continue
             seen = True
             for step in steps[shown:]:
+                if step["step"] == ledger.MOVED_STEP:
+                    break
                 progress(_step_line(step))
-            shown = len(steps)
+                shown += 1
+            if any(step["step"] == ledger.MOVED_STEP for step in steps):
+                # A promotion moved the ledger: the request goes on in the app's new database.
+                progress(_step_line(steps[shown]))
+                conn.close()
+                conn = _moved_ledger(settings, request["app"])
+                continue
             if request["status"] in FINAL_STATUSES:
                 return request
             waited = time.monotonic() - started
@@ -151,9 +159,24 @@ def request_document(settings: Settings, request_id: str) -> dict:
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
     try:
-        return _document(ledger.require_request(conn, request_id), ledger.steps(conn, request_id))
+        request = ledger.require_request(conn, request_id)
+        if ledger.moved_away(conn, request_id):
+            conn.close()
+            conn = _moved_ledger(settings, request["app"])
+            request = ledger.require_request(conn, request_id)
+        return _document(request, ledger.steps(conn, request_id))
     finally:
         conn.close()
+
+
+def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
+    """The ledger in the app's database now (DATABASE_URL, as the Platform API says), after a
+    promotion moved it there from the one these settings name."""
+    with HerokuClient.from_settings(settings) as client:
+        url = client.config_vars(app).get("DATABASE_URL")
+    if not url:
+        raise BackoutError(f"the ledger moved with {app}'s promoted database, but {app} has no DATABASE_URL")
+    return ledger.connect(url)
 
 
 def _document(request: dict, steps: list[dict]) -> dict:

@@ -76,6 +76,8 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
                 reason = _why_lost(request, connection, settings, rollback_queue)
                 if reason is None:
                     continue
+                if ledger.moved_away(conn, request["id"]):
+                    continue  # this ledger is the copy a promotion left behind
                 # The job may have finished between listing and looking at Redis.
                 current = ledger.get_request(conn, request["id"])
                 if current is None or current["status"] not in ("queued", "running"):
