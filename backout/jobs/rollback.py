@@ -82,7 +82,7 @@ def run_rollback(request_id: str) -> dict:
                 return _finish(conn, settings, request, "failed", {"status": "failed"},
                                f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
             # Another delivery of this same request may have finished it while this one waited.
-            request = ledger.get_request(conn, request_id)
+            request = ledger.require_request(conn, request_id)
             if request["status"] in FINAL_STATUSES:
                 return request["result"] or {"status": request["status"]}
             ledger.update_request(conn, request_id, status="running", **({} if request["started_at"] else {"started_at": "now"}))

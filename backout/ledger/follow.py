@@ -9,23 +9,29 @@ moves it, and every ledger call made through it afterwards reads and writes the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from backout.ledger.schema import connect
 
+if TYPE_CHECKING:
+    # To the type checker it is the connection it stands for, plus `follow`.
+    _Base = psycopg.Connection[Any]
+else:
+    _Base = object
 
-class FollowingConnection:
+
+class FollowingConnection(_Base):
     """A ledger connection (psycopg's, by delegation) that `follow` can point at another ledger."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(self, conn: psycopg.Connection) -> None:  # noqa: D107 - no super(): it delegates
         self._conn = conn
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    def __enter__(self) -> FollowingConnection:
+    def __enter__(self) -> FollowingConnection:  # type: ignore[override]
         return self
 
     def __exit__(self, *exc: object) -> None:

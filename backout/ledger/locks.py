@@ -47,8 +47,7 @@ def release_lock(conn: psycopg.Connection, app: str, version: int) -> Iterator[N
 def taker_alive(conn: psycopg.Connection, checkpoint_id: str) -> bool:
     """Whether a process still holds the checkpoint's lock (it is still taking the checkpoint)."""
     key = checkpoint_lock_key(checkpoint_id)
-    [free] = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-    if not free:
+    if not _try_lock(conn, key):
         return True
     conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     return False
@@ -67,8 +66,7 @@ def carry_app_lock(app: str, url: str) -> None:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise BackoutError(f"cannot connect to {mask_url(url)} to hold {app}'s lock there: {first_line(exc)}") from None
-    [free] = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (app_lock_key(app),)).fetchone()
-    if not free:
+    if not _try_lock(conn, app_lock_key(app)):
         conn.close()
         raise BackoutError(f"another process holds the rollback lock of {app} in {mask_url(url)}")
     _carried.setdefault(app, []).append(conn)
@@ -111,3 +109,8 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:
         conn.close()
+
+
+def _try_lock(conn: psycopg.Connection, key: int) -> bool:
+    row = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    return bool(row and row[0])

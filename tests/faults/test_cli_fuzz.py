@@ -130,7 +130,6 @@ def test_an_unreachable_api_is_one_line_and_exit_1(world: dict, capfd: pytest.Ca
 def test_the_reported_cases_as_real_processes(world: dict) -> None:
     env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}, **world["env"]}
     cases = [(["release", "--", "true"], {"HEROKU_RELEASE_VERSION": "٣"}, 2),
-             (["release", "--", "true"], {"REDIS_URL": "redis://127.0.0.1:6379/abc"}, 2),
              (["sandbox", "--port", "99999"], {}, 2)]
     for argv, extra, expect in cases:
         done = subprocess.run([sys.executable, "-m", "backout", *argv], env={**env, **extra}, capture_output=True,
@@ -175,3 +174,20 @@ def test_fuzz_every_subcommand_and_setting(world: dict, capfd: pytest.CaptureFix
             _refused_cleanly(world, ["release", "--", "true"], {**env, name: value}, capfd, expect=None)
 
     trials.run(trial, default=2)
+
+
+def test_refused_rollbacks_change_no_release(world: dict, sandbox, capfd: pytest.CaptureFixture) -> None:
+    from backout.heroku import HerokuClient
+    from tests.support import deploy_slug
+
+    client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
+    client.create_app("shop")
+    for code in ("a", "b"):
+        deploy_slug(client, "shop", {"release": "true"}, {"VERSION": code}, commit=code * 8, timeout=30, poll=0.05)
+    before = [(r["id"], r["version"], r["status"]) for r in client.list_releases("shop")]
+    env = {**world["env"], **sandbox.env}
+    for argv in (["rollback", "--app", "shop", "--to", "v٣"], ["rollback", "--app", "shop", "--to", "9" * 20],
+                 ["rollback", "--app", "shop", "--to", "v99"], ["rollback", "--app", "shop", "--to", "v2", "--db", "down"],
+                 ["rollback", "--app", "no-such-app", "--to", "v2"]):
+        _refused_cleanly(world, argv, env, capfd)
+    assert [(r["id"], r["version"], r["status"]) for r in client.list_releases("shop")] == before

@@ -99,4 +99,4 @@ def test_crafted_jobs_run_nothing_and_reach_nobody(database: str, redis_url: str
             assert status == JobStatus.FAILED.value.encode(), (job.id, status, log)
         assert log.count("refused") >= len(jobs), log
 
-    trials.run(trial, default=2)
+    trials.run(trial, default=1)

@@ -18,6 +18,7 @@ import redis
 from backout import ledger
 from tests.faults.conftest import Trials
 from tests.health_support import HealthApp
+from tests.stub_http import Reply, StubServer
 from tests.support import child_env, start_worker, stop_workers, wait_for
 
 pytestmark = pytest.mark.integration
@@ -85,13 +86,15 @@ def test_no_secret_reaches_anything_backout_produces(database: str, redis_url: s
                                                      trials: Trials) -> None:
     url = database.replace("postgres@", f"postgres:{DB_PASSWORD}@")  # trust auth ignores the password
     app = HealthApp()
+    # A Platform API that refuses the token at once (401 is not retried): the worker's job fails fast.
+    api = StubServer(lambda request: Reply(401, {"id": "unauthorized", "message": "Invalid credentials provided."}))
     try:
         health_url = app.url.replace("http://", f"http://probe:{HEALTH_PASSWORD}@")
         env = child_env({"DATABASE_URL": url, "REDIS_URL": redis_url, "HEROKU_APP_NAME": "shop",
                          "BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": str(tmp_path / "backups"),
                          "BACKOUT_HEALTH_URL": f"{health_url},{health_url}/other",
                          "BACKOUT_HEALTH_TIMEOUT": "2", "HEROKU_API_KEY": TOKEN,
-                         "BACKOUT_HEROKU_API_URL": "http://127.0.0.1:9", "BACKOUT_HEROKU_DATA_URL": "http://127.0.0.1:9"})
+                         "BACKOUT_HEROKU_API_URL": api.url, "BACKOUT_HEROKU_DATA_URL": api.url})
 
         def trial(i: int) -> None:
             produced: dict[str, str] = {}
@@ -129,3 +132,4 @@ def test_no_secret_reaches_anything_backout_produces(database: str, redis_url: s
         trials.run(trial, default=1)
     finally:
         app.close()
+        api.close()
