@@ -213,7 +213,8 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
                   "addon_id": addon.get("addon_id"), "addon_name": addon.get("addon_name")},
         migrations_before=applied, down_scripts=[m.to_json() for m in pending], irreversible=irreversible,
     )
-    say(f"checkpoint {cp['id']}: WAL {lsn}, {len(applied)} migrations applied, {len(pending)} pending"
+    count = len(adapter.applied_history(conn)) if cp["kind"] == "deploy" else len(applied)
+    say(f"checkpoint {cp['id']}: WAL {lsn}, {count} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
     context = backups.BackupContext(
         checkpoint_id=cp["id"], app=cp["app"], database_url=settings.database_url or "",

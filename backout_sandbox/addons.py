@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from backout.errors import BackoutError
 from backout_sandbox import resources
+from backout_sandbox.core.errors import SandboxError
+from backout_sandbox.core.store import new_id, now
 from backout_sandbox.databases import Databases, is_pitr_plan
 from backout_sandbox.platform import Platform
 from backout_sandbox.routing import ApiError, invalid, not_found
-from backout_sandbox.store import new_id, now
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class AddOns:
                 when = when.replace(tzinfo=timezone.utc)
         try:
             earliest = self.databases.earliest_recoverable()
-        except BackoutError as exc:
+        except SandboxError as exc:
             raise ApiError(503, "service_unavailable", f"Rollback is unavailable: {exc}") from None
         if not earliest <= when <= current:
             raise invalid(f"Cannot roll back to {when.isoformat()}: the time must be between "

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
+from backout_sandbox.core.errors import StartError
+from backout_sandbox.core.server import LoopbackServer
 from backout_sandbox.processes import AppLog
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
@@ -36,25 +37,21 @@ class AppRouter:
         self._log = log
         self._turn = itertools.count()
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
-        except OSError:
+            self._server = LoopbackServer(self._handler_class(), port, name=f"router {app_name}")
+        except StartError:
             # The port this app had before a restart is taken now: take another one.
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"router {app_name}", daemon=True)
+            self._server = LoopbackServer(self._handler_class(), 0, name=f"router {app_name}")
+        self.port = self._server.port
 
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def _pick(self) -> int | None:
         ports = self._backends()

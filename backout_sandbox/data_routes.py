@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
-from backout.output import human_bytes
+from backout_sandbox.core.messages import Request, Response
+from backout_sandbox.core.router import Router
 from backout_sandbox.databases import is_pitr_plan
 from backout_sandbox.faults import Faults
 from backout_sandbox.platform import Platform
-from backout_sandbox.routing import ApiError, Request, Response, Router, invalid
+from backout_sandbox.routing import ApiError, invalid
 from backout_sandbox.transfers import Transfers
 
 FORBIDDEN = ApiError(403, "forbidden", "Request has expired or its signature does not match.")
@@ -22,11 +23,7 @@ def register(router: Router, platform: Platform, transfers: Transfers, faults: F
     databases = addons.databases
     signer = platform.signer
 
-    def add(method: str, path: str, public: bool = False) -> Any:
-        def wrap(handler: Any) -> Any:
-            router.add(method, path, handler, public=public)
-            return handler
-        return wrap
+    add = router.route
 
     def signed(req: Request) -> None:
         if not signer.valid(req.path, req.query):
@@ -44,7 +41,7 @@ def register(router: Router, platform: Platform, transfers: Transfers, faults: F
         info = [
             {"name": "Plan", "values": [plan.replace("-", " ").title()]},
             {"name": "Status", "values": ["Available"]},
-            {"name": "Data Size", "values": [human_bytes(stats["bytes"])]},
+            {"name": "Data Size", "values": [_data_size(stats["bytes"])]},
             {"name": "Tables", "values": [str(stats["tables"])]},
             {"name": "PG Version", "values": [stats["version"]]},
             {"name": "Created", "values": [addon["created_at"]]},
@@ -141,6 +138,15 @@ def register(router: Router, platform: Platform, transfers: Transfers, faults: F
     def clear_faults(req: Request) -> Response:
         faults.clear()
         return Response(200, [])
+
+
+def _data_size(size: int) -> str:
+    """A size as pg:info writes it: decimal units, one decimal place (84 B, 7.9 MB)."""
+    units = ("B", "KB", "MB", "GB")
+    power = 0
+    while size >= 1000 ** (power + 1) and power < len(units) - 1:
+        power += 1
+    return f"{size} B" if power == 0 else f"{size / 1000 ** power:.1f} {units[power]}"
 
 
 def _file(path: Path, content_type: str) -> Response:

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from backout.errors import BackoutError
+from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.pitr import PitrCluster
 
 PITR_TIERS = ("standard", "premium", "private", "shield")
@@ -157,6 +157,6 @@ class Databases:
 def _url(admin_url: str, dbname: str, user: str, password: str) -> str:
     parts = urlsplit(admin_url)
     if not parts.hostname:
-        raise BackoutError("the sandbox's PostgreSQL URL has no host; expected postgresql://USER@HOST:PORT/DB")
+        raise SandboxError("the sandbox's PostgreSQL URL has no host; expected postgresql://USER@HOST:PORT/DB")
     netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 5432}"
     return urlunsplit(("postgres", netloc, "/" + quote(dbname, safe=""), parts.query, ""))

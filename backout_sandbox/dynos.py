@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backout_sandbox import processes
-from backout_sandbox.store import new_id, now
+from backout_sandbox.core.store import new_id, now
 
 
 @dataclass

@@ -47,7 +47,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from backout.errors import BackoutError
+from backout_sandbox.core.errors import SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def server_bindir() -> Path:
         return Path(found).resolve().parent
     versions = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
     if not versions:
-        raise BackoutError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql "
+        raise SandboxError("PostgreSQL server binaries (initdb, pg_ctl) not found; install postgresql "
                            "(scripts/setup) or put its bin directory on PATH")
     return max(versions, key=lambda bindir: int(bindir.parent.name))
 
@@ -144,7 +144,7 @@ class PitrCluster:
             try:
                 self._run([self._tool("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w",
                            "-t", str(START_TIMEOUT)], as_server=True, what="pg_ctl stop")
-            except BackoutError as exc:
+            except SandboxError as exc:
                 log.warning("%s; killing the server's processes", exc)
         self._stop_leftovers(self.data)
         self._running = False
@@ -156,7 +156,7 @@ class PitrCluster:
     def url(self, dbname: str) -> str:
         """The URL of database `dbname` in this cluster."""
         if self.port is None:
-            raise BackoutError(f"the PITR cluster in {self.root} has no port yet; start() it first")
+            raise SandboxError(f"the PITR cluster in {self.root} has no port yet; start() it first")
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{quote(dbname, safe='')}"
 
     def admin_url(self) -> str:
@@ -179,7 +179,7 @@ class PitrCluster:
         """The end of the first base backup (UTC): no earlier moment can be restored."""
         backups = self._backups()
         if not backups:
-            raise BackoutError(f"the PITR cluster in {self.root} has no base backup yet; start() it first")
+            raise SandboxError(f"the PITR cluster in {self.root} has no base backup yet; start() it first")
         return backups[0][0]
 
     def restore_to(self, source_db: str, when: datetime, new_db: str) -> str:
@@ -256,7 +256,7 @@ class PitrCluster:
             while not (self.archive / segment).exists():
                 if time.monotonic() > deadline:
                     failed = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
-                    raise BackoutError(f"WAL segment {segment} was not archived within {ARCHIVE_TIMEOUT}s "
+                    raise SandboxError(f"WAL segment {segment} was not archived within {ARCHIVE_TIMEOUT}s "
                                        f"(last failure: {failed}); see {self.root / 'postgres.log'}")
                 time.sleep(0.01)
 
@@ -286,13 +286,13 @@ class PitrCluster:
                                      autocommit=True, connect_timeout=5) as conn:
                     while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                         if time.monotonic() > deadline:
-                            raise BackoutError(f"point-in-time recovery to {when.isoformat()} did not finish within "
+                            raise SandboxError(f"point-in-time recovery to {when.isoformat()} did not finish within "
                                                f"{RECOVERY_TIMEOUT}s:\n{_tail(logfile)}")
                         time.sleep(0.02)
                     return
             except psycopg.OperationalError:
                 if self._postmaster_pid(datadir) is None or time.monotonic() > deadline:
-                    raise BackoutError(f"point-in-time recovery to {when.isoformat()} failed:\n{_tail(logfile)}") from None
+                    raise SandboxError(f"point-in-time recovery to {when.isoformat()} failed:\n{_tail(logfile)}") from None
                 time.sleep(0.05)
 
     def _copy_database(self, sockets: Path, source_db: str, when: datetime, new_db: str) -> None:
@@ -338,7 +338,7 @@ class PitrCluster:
             for name, code, err in (("pg_dump", dump_code, dump_err), ("pg_restore", restore_code, restore_err)):
                 if code != 0:
                     err.seek(0)
-                    raise BackoutError(f"{name} failed (exit {code}) while copying the recovered database: "
+                    raise SandboxError(f"{name} failed (exit {code}) while copying the recovered database: "
                                        f"{err.read().decode(errors='replace').strip()[-2000:]}")
 
     # -- base backups ------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class PitrCluster:
             reachable = subprocess.run(["test", "-w", str(self.root), "-a", "-x", str(self.root)], env=self._env(),
                                        **self._as_server_kwargs())
             if reachable.returncode != 0:
-                raise BackoutError(
+                raise SandboxError(
                     f"the {SERVER_OS_USER} OS user (PostgreSQL will not run as root) cannot reach {self.root}: a parent "
                     f"directory is closed to it (pytest's tmp_path is 0700, for one); put the cluster in a directory "
                     f"it can traverse, such as tempfile.mkdtemp() itself")
@@ -457,7 +457,7 @@ class PitrCluster:
         if self._requested_port is not None:
             port = self._requested_port
             if not _port_free(port):
-                raise BackoutError(f"port {port} on 127.0.0.1 is in use; pass another port or free it")
+                raise SandboxError(f"port {port} on 127.0.0.1 is in use; pass another port or free it")
         else:
             # Keep the port across restarts so that URLs handed out earlier stay valid.
             port = state.get("port")
@@ -474,8 +474,8 @@ class PitrCluster:
         try:
             self._run([self._tool("pg_ctl"), "start", "-D", str(datadir), "-l", str(logfile), "-w", "-t", str(timeout),
                        "-o", f"-p {port}"], as_server=True, what="pg_ctl start", timeout=timeout + 10)
-        except BackoutError as exc:
-            raise BackoutError(f"{exc}\n{_tail(logfile)}") from None
+        except SandboxError as exc:
+            raise SandboxError(f"{exc}\n{_tail(logfile)}") from None
 
     def _postmaster_pid(self, datadir: Path) -> int | None:
         """The pid of the live postmaster serving `datadir`, if there is one."""
@@ -513,7 +513,7 @@ class PitrCluster:
         for pid in self._processes_in(datadir):
             _signal(pid, signal.SIGKILL)
         if not _wait_until(lambda: not self._processes_in(datadir), START_TIMEOUT):
-            raise BackoutError(f"PostgreSQL processes on {datadir} did not exit: {self._processes_in(datadir)}")
+            raise SandboxError(f"PostgreSQL processes on {datadir} did not exit: {self._processes_in(datadir)}")
         pidfile = datadir / "postmaster.pid"
         try:
             recorded = int(pidfile.read_text().split("\n", 1)[0])
@@ -527,9 +527,9 @@ class PitrCluster:
             done = subprocess.run(argv, env=self._env(), cwd=self.root, capture_output=True, text=True,
                                   timeout=timeout, **(self._as_server_kwargs() if as_server else {}))
         except subprocess.TimeoutExpired:
-            raise BackoutError(f"{what} did not finish within {timeout:.0f}s") from None
+            raise SandboxError(f"{what} did not finish within {timeout:.0f}s") from None
         if done.returncode != 0:
-            raise BackoutError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
+            raise SandboxError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
         return done.stdout
 
     def _as_server_kwargs(self) -> dict[str, Any]:
@@ -552,12 +552,12 @@ class PitrCluster:
 
     def _port(self) -> int:
         if self.port is None:
-            raise BackoutError(f"the PITR cluster in {self.root} is not started; call start() first")
+            raise SandboxError(f"the PITR cluster in {self.root} is not started; call start() first")
         return self.port
 
     def _require_running(self) -> None:
         if not self._running:
-            raise BackoutError(f"the PITR cluster in {self.root} is not started; call start() first")
+            raise SandboxError(f"the PITR cluster in {self.root} is not started; call start() first")
 
     def _connect(self, dbname: str) -> psycopg.Connection:
         return psycopg.connect(host="127.0.0.1", port=self._port(), user=SUPERUSER, dbname=dbname,
@@ -569,7 +569,7 @@ class PitrCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self._try_lock():
             holder = (self.root / ".lock").read_text().strip() or "unknown"
-            raise BackoutError(f"the PITR cluster in {self.root} is in use by another process (pid {holder}); "
+            raise SandboxError(f"the PITR cluster in {self.root} is in use by another process (pid {holder}); "
                                f"stop that one or use another directory")
 
     def _try_lock(self) -> bool:
@@ -599,7 +599,7 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SERVER_OS_USER)
     except KeyError:
-        raise BackoutError(f"running as root, the sandbox needs an OS user {SERVER_OS_USER!r} to run PostgreSQL "
+        raise SandboxError(f"running as root, the sandbox needs an OS user {SERVER_OS_USER!r} to run PostgreSQL "
                            f"(it refuses to run as root): install postgresql, or run as a normal user") from None
 
 

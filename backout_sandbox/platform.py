@@ -27,12 +27,13 @@ from typing import Any, Callable, Iterator
 
 from backout_sandbox import processes, resources
 from backout_sandbox.app_router import AppRouter
+from backout_sandbox.core.store import new_id, now
 from backout_sandbox.dynos import Backoff, DynoManager, DynoSpec
 from backout_sandbox.faults import Faults
 from backout_sandbox.routing import ApiError, invalid, not_found
 from backout_sandbox.signed_urls import Signer
 from backout_sandbox.slugs import BadSlug, SlugFiles
-from backout_sandbox.store import Store, new_id, now
+from backout_sandbox.store import Store
 from backout_sandbox.webhooks import Webhooks
 
 APP_NAME = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")

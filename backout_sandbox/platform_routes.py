@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from backout_sandbox import resources
 from backout_sandbox.addons import AddOns
+from backout_sandbox.core.messages import Request, Response
+from backout_sandbox.core.router import Router
 from backout_sandbox.platform import Platform
 from backout_sandbox.ratelimit import RateLimiter
-from backout_sandbox.routing import (
-    Request,
-    Response,
-    Router,
-    invalid,
-    not_found,
-    paginate,
-)
+from backout_sandbox.routing import invalid, not_found, paginate
 
 APP = "{(#/definitions/app/definitions/identity)}"
 
@@ -27,11 +20,7 @@ def _ref(resource: str, name: str = "identity") -> str:
 def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLimiter) -> None:
     store = platform.store
 
-    def add(method: str, path: str, href: str | None = None) -> Any:
-        def wrap(handler: Any) -> Any:
-            router.add(method, path, handler, href)
-            return handler
-        return wrap
+    add = router.route
 
     # --- account ---------------------------------------------------------------------------------
 

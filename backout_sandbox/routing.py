@@ -1,31 +1,26 @@
-"""Requests, responses, Heroku-style errors, a path router, and Range pagination."""
+"""The Heroku APIs' conventions on the shared core: Heroku-style errors and Range pagination."""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterable, Mapping, Sequence
-from urllib.parse import parse_qs, unquote
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from backout_sandbox.core.messages import HttpError, Refused, Response
 
 
-class ApiError(Exception):
+class ApiError(HttpError):
     """An error answer in Heroku's shape: `{"id": ..., "message": ...}` with an HTTP status."""
 
     def __init__(self, status: int, error_id: str, message: str, headers: Mapping[str, str] | None = None,
                  resource: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+        body = {"id": error_id, "message": message}
+        if resource:
+            body["resource"] = resource
+        super().__init__(status, body, headers)
         self.id = error_id
         self.message = message
-        self.headers = dict(headers or {})
         self.resource = resource
-
-    def body(self) -> dict[str, str]:
-        body = {"id": self.id, "message": self.message}
-        if self.resource:
-            body["resource"] = self.resource
-        return body
 
 
 def not_found(what: str) -> ApiError:
@@ -37,119 +32,16 @@ def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_params", message)
 
 
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Mapping[str, str]
-    stream: BinaryIO | None = None
-    length: int = 0
-    token: str | None = None  # the API token the request was authenticated with
-    _body: bytes | None = None
-
-    @classmethod
-    def parse_target(cls, target: str) -> tuple[str, dict[str, list[str]]]:
-        path, _, query = target.partition("?")
-        return unquote(path), parse_qs(query, keep_blank_values=True)
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else None
-
-    def body(self) -> bytes:
-        if self._body is None:
-            self._body = self.stream.read(self.length) if self.stream and self.length else b""
-        return self._body
-
-    def drain(self) -> None:
-        """Read what nobody read of the body, so that the connection's next request starts clean."""
-        if self._body is None:
-            self.copy_body_to(_Discard())
-
-    def json(self) -> Any:
-        """The JSON body (None when empty); 400 when it is not JSON."""
-        raw = self.body()
-        if not raw.strip():
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "bad_request", "Request body is not valid JSON.") from None
-
-    def json_object(self) -> dict[str, Any]:
-        body = self.json()
-        if body is None:
-            return {}
-        if not isinstance(body, dict):
-            raise invalid("Request body must be a JSON object.")
-        return body
-
-    def copy_body_to(self, out: BinaryIO, chunk: int = 1 << 20) -> int:
-        """Stream the body to a file without holding it in memory; returns the byte count."""
-        left = self.length
-        while left > 0 and self.stream is not None:
-            data = self.stream.read(min(chunk, left))
-            if not data:
-                break
-            out.write(data)
-            left -= len(data)
-        self._body = b""
-        return self.length - left
-
-
-@dataclass
-class Response:
-    status: int = 200
-    body: Any = None  # JSON-able, or bytes sent as they are
-    headers: dict[str, str] = field(default_factory=dict)
-    stream: Iterable[bytes] | None = None  # sent chunked when set
-
-    def payload(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        self.headers.setdefault("Content-Type", "application/json; charset=utf-8")
-        return json.dumps(self.body).encode()
-
-
-Handler = Callable[..., Response]
-
-
-@dataclass
-class Route:
-    method: str
-    pattern: str  # /apps/{app}/releases/{release}
-    handler: Handler
-    schema_href: str | None = None  # the official schema link this route implements
-    public: bool = False  # no token: signed URLs, like S3's
-    regex: re.Pattern[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        parts = re.split(r"\{(\w+)\}", self.pattern)
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
-        self.regex = re.compile(f"^{regex}$")
-
-
-class Router:
-    def __init__(self) -> None:
-        self.routes: list[Route] = []
-
-    def add(self, method: str, pattern: str, handler: Handler, schema_href: str | None = None,
-            public: bool = False) -> None:
-        self.routes.append(Route(method, pattern, handler, schema_href, public))
-
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        allowed = False
-        for route in self.routes:
-            found = route.regex.match(path)
-            if found:
-                if route.method == method:
-                    return route, found.groupdict()
-                allowed = True
-        if allowed:
-            raise ApiError(405, "method_not_allowed", f"{method} is not allowed on {path}.")
-        raise ApiError(404, "not_found", "The requested API endpoint was not found. Are you using the right HTTP verb "
-                       "(i.e. `GET` vs. `POST`), and did you specify your intended version with the `Accept` header?")
+def refusal(refused: Refused) -> ApiError:
+    """What Heroku answers where the core refuses a request."""
+    if refused.kind == "not_json":
+        return ApiError(400, "bad_request", refused.message)
+    if refused.kind == "not_object":
+        return invalid(refused.message)
+    if refused.kind == "method_not_allowed":
+        return ApiError(405, "method_not_allowed", refused.message)
+    return ApiError(404, "not_found", "The requested API endpoint was not found. Are you using the right HTTP verb "
+                    "(i.e. `GET` vs. `POST`), and did you specify your intended version with the `Accept` header?")
 
 
 # --- Range pagination --------------------------------------------------------------------------
@@ -227,8 +119,3 @@ def paginate(items: Sequence[dict[str, Any]], header: str | None, fields: Sequen
         headers["Next-Range"] = f"{wanted.field} ]{page[-1][wanted.field]}..; order={wanted.order}, max={wanted.max}"
         return Response(206, page, headers)
     return Response(200, page, headers)
-
-
-class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)

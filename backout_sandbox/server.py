@@ -14,40 +14,43 @@ refilled over an hour); past it, 429 `rate_limit`. Every answer carries `Request
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hmac
 import logging
+import os
 import secrets
-import signal
-import socket
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from backout.errors import BadInput
-from backout.redact import mask_url
 from backout_sandbox import data_routes, platform_routes
 from backout_sandbox.addons import AddOns
+from backout_sandbox.core import main as core_main
+from backout_sandbox.core.errors import StartError
+from backout_sandbox.core.messages import HttpError, Refused, Request, Response
+from backout_sandbox.core.router import Router
+from backout_sandbox.core.server import HttpServer
+from backout_sandbox.core.store import new_id
 from backout_sandbox.databases import Databases
 from backout_sandbox.dynos import Backoff
 from backout_sandbox.faults import Faults
 from backout_sandbox.platform import Platform
 from backout_sandbox.ratelimit import RateLimiter
-from backout_sandbox.routing import ApiError, Request, Response, Router
+from backout_sandbox.routing import ApiError, refusal
 from backout_sandbox.signed_urls import Signer
-from backout_sandbox.store import Store, new_id
+from backout_sandbox.store import Store
 from backout_sandbox.transfers import Transfers
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_PORT = 5010
 DEFAULT_STATE = Path(".backout/sandbox.json")
 VERSION_HINT = ("Please specify a version along with Heroku's API MIME type. For example, "
                 "`Accept: application/vnd.heroku+json; version=3`.")
@@ -74,7 +77,7 @@ class Api:
                     time.sleep(rule.delay)
                     if rule.status is not None and not rule.after:
                         raise rule.error()
-            route, params = self.router.match(req.method, req.path)
+            route, params = self.router.match(req.method, req.raw_path)
             if not route.public:
                 token = req.token = self._authenticate(req)
                 if route.schema_href is not None:
@@ -87,8 +90,10 @@ class Api:
             response = route.handler(req, **params)
             if rule is not None and rule.after and rule.status is not None:
                 raise rule.error()
-        except ApiError as exc:
-            response = Response(exc.status, exc.body(), exc.headers)
+        except Refused as exc:
+            response = refusal(exc).response()
+        except HttpError as exc:
+            response = exc.response()
         except Exception:
             log.exception("sandbox: %s %s failed", req.method, req.path)
             response = Response(500, {"id": "internal_server_error", "message": "Internal server error."})
@@ -119,56 +124,6 @@ class Api:
             raise ApiError(400, "missing_version", VERSION_HINT)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "backout-sandbox"
-    timeout = 60  # an idle keep-alive connection is closed after this
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm and the client's
-        # delayed ACK hold every answer back 40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("sandbox: " + format, *args)
-
-    def _serve(self) -> None:
-        path, query = Request.parse_target(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        req = Request(self.command, path, query, self.headers, self.rfile, length)
-        response = self.server.api.handle(req)  # type: ignore[attr-defined]
-        req.drain()
-        try:
-            self.send_response(response.status)
-            if response.stream is None:
-                payload = response.payload()
-                for key, value in response.headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            chunked = "Content-Length" not in response.headers
-            for key, value in response.headers.items():
-                self.send_header(key, value)
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for chunk in response.stream:
-                if chunked:
-                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                else:
-                    self.wfile.write(chunk)
-                self.wfile.flush()
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-
 @dataclass
 class Sandbox:
     """A running sandbox. `env` holds what a client needs to talk to it."""
@@ -179,7 +134,7 @@ class Sandbox:
     faults: Faults
     state_path: Path
     work_dir: Path
-    _server: ThreadingHTTPServer = field(repr=False)
+    _server: HttpServer = field(repr=False)
     _api: Api = field(repr=False)
     _platform: Platform = field(repr=False)
     _addons: AddOns = field(repr=False)
@@ -203,7 +158,10 @@ class Sandbox:
 
     def match(self, method: str, path: str) -> tuple[str, str, str | None]:
         """The route that serves a request (raises ApiError for none)."""
-        route, _ = self._api.router.match(method, path)
+        try:
+            route, _ = self._api.router.match(method, path)
+        except Refused as exc:
+            raise refusal(exc) from None
         return route.method, route.pattern, route.schema_href
 
     def log_path(self, app_name: str) -> Path:
@@ -216,8 +174,7 @@ class Sandbox:
         if self._stopped:
             return
         self._stopped = True
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         self._addons.stop()
         self._transfers.stop()
         self._platform.stop()
@@ -249,31 +206,21 @@ def start(port: int = 0, state_path: Path | str = DEFAULT_STATE, token: str | No
     work_dir = Path(work_dir) if work_dir is not None else state_path.parent / "sandbox"
     _check_postgres(postgres_url)
     store = Store(state_path)
-    try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    except OSError as exc:
-        raise BadInput(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); pass --port 0 for a free port "
-                       "or stop what uses it") from None
-    server.daemon_threads = True
-    bound = server.server_address[1]
-    url = f"http://127.0.0.1:{bound}"
-    token = token or str(secrets.token_hex(20))
+    api = Api(Router(), token or str(secrets.token_hex(20)), RateLimiter(rate_limit, rate_window), Faults())
+    server = HttpServer(api.handle, port, name="backout-sandbox")
+    url = server.url
     signer = Signer(store.data["signing_key"], url)
-    faults = Faults()
-    limiter = RateLimiter(rate_limit, rate_window)
+    faults = api.faults
     databases = Databases(postgres_url, store.data["pitr"], work_dir, store.save)
     platform = Platform(store, work_dir, signer, faults, release_timeout=release_timeout, backoff=backoff,
                         stop_timeout=stop_timeout, boot_timeout=boot_timeout)
     addons = AddOns(platform, databases)
     transfers = Transfers(addons, work_dir)
-    router = Router()
-    platform_routes.register(router, platform, addons, limiter)
-    data_routes.register(router, platform, transfers, faults)
-    api = Api(router, token, limiter, faults)
-    server.api = api  # type: ignore[attr-defined]
-    sandbox = Sandbox(url, bound, token, faults, state_path, work_dir, server, api, platform, addons, transfers, databases)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="sandbox http",
-                     daemon=True).start()
+    platform_routes.register(api.router, platform, addons, api.limiter)
+    data_routes.register(api.router, platform, transfers, api.faults)
+    sandbox = Sandbox(url, server.port, api.token, api.faults, state_path, work_dir, server, api, platform, addons,
+                      transfers, databases)
+    server.start()
     try:
         addons.start()
         transfers.start()
@@ -289,37 +236,47 @@ def _check_postgres(url: str) -> None:
         with psycopg.connect(url, connect_timeout=5):
             pass
     except psycopg.Error as exc:
-        raise BadInput(f"the sandbox cannot reach PostgreSQL at {mask_url(url)} ({str(exc).strip()}); start it "
-                       "(scripts/setup does) or give another server with --postgres-url") from None
+        raise StartError(f"the sandbox cannot reach PostgreSQL at {_without_password(url)} ({str(exc).strip()}); "
+                         "start it (scripts/setup does) or give another server with --postgres-url") from None
 
 
-def serve(port: int = 5010, state_path: Path | None = None, token: str | None = None,
+def _without_password(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`backout sandbox`'s and `python -m backout_sandbox`'s arguments."""
+    core_main.add_arguments(parser, DEFAULT_PORT, str(DEFAULT_STATE))
+    parser.add_argument("--postgres-url", metavar="URL",
+                        help=f"server for the add-on databases (default {DEFAULT_POSTGRES_URL})")
+
+
+def serve(port: int = DEFAULT_PORT, state_path: Path | str | None = None, token: str | None = None,
           postgres_url: str | None = None) -> int:
-    """Serve in the foreground until SIGINT or SIGTERM, then stop the dynos (`backout sandbox`)."""
-    given = token
-    sandbox = start(port=port, state_path=state_path or DEFAULT_STATE, token=given,
+    """Serve in the foreground until SIGINT or SIGTERM, then stop the dynos (`backout sandbox`).
+    `token`: the one the sandbox accepts (None: a new one, printed)."""
+    sandbox = start(port=port, state_path=state_path or DEFAULT_STATE, token=token,
                     postgres_url=postgres_url or DEFAULT_POSTGRES_URL)
-    out = sys.stdout
-    out.write(f"backout sandbox: the Platform API and Data API on {sandbox.url}\n")
-    out.write(f"state: {sandbox.state_path}   logs, slugs, backups: {sandbox.work_dir}\n\n")
-    out.write("Point backout (or any Heroku API client) at it:\n")
-    out.write(f"  export BACKOUT_HEROKU_API_URL={sandbox.url}\n")
-    out.write(f"  export BACKOUT_HEROKU_DATA_URL={sandbox.url}\n")
-    if given:
-        out.write("  # HEROKU_API_KEY: the token already in your environment is the one the sandbox accepts\n")
-    else:
-        out.write(f"  export HEROKU_API_KEY={sandbox.token}\n")
-    out.write("\nCtrl-C stops it (and its dynos); the state file keeps apps and releases for the next start.\n")
-    out.flush()
-    done = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not done.wait(1):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        out.write("backout sandbox: stopping dynos\n")
-        out.flush()
-        sandbox.stop()
-    return 0
+    banner = [f"backout sandbox: the Platform API and Data API on {sandbox.url}",
+              f"state: {sandbox.state_path}   logs, slugs, backups: {sandbox.work_dir}", "",
+              "Point backout (or any Heroku API client) at it:",
+              f"  export BACKOUT_HEROKU_API_URL={sandbox.url}",
+              f"  export BACKOUT_HEROKU_DATA_URL={sandbox.url}",
+              "  # HEROKU_API_KEY: the token already in your environment is the one the sandbox accepts" if token
+              else f"  export HEROKU_API_KEY={sandbox.token}", "",
+              "Ctrl-C stops it (and its dynos); the state file keeps apps and releases for the next start."]
+    return core_main.serve_until_stopped(banner, sandbox.stop, goodbye="backout sandbox: stopping dynos")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m backout_sandbox`: `backout sandbox` without backout. The token is HEROKU_API_KEY's, if set."""
+    parser = argparse.ArgumentParser(prog="python -m backout_sandbox",
+                                     description="Serve the local Heroku (Platform API and Data API) on loopback.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return core_main.run("backout sandbox", lambda: serve(args.port, args.state, os.environ.get("HEROKU_API_KEY"),
+                                                          args.postgres_url))

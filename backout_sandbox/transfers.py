@@ -23,9 +23,9 @@ import requests
 
 from backout_sandbox import processes
 from backout_sandbox.addons import AddOns
+from backout_sandbox.core.store import new_id, now
 from backout_sandbox.databases import libpq
 from backout_sandbox.routing import ApiError, invalid, not_found
-from backout_sandbox.store import new_id, now
 
 PUBLIC_URL_TTL = 3600  # Heroku's public backup URLs last an hour
 TOOL_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import requests
 
-from backout_sandbox.store import new_id, now
+from backout_sandbox.core.store import new_id, now
 
 log = logging.getLogger(__name__)
 

@@ -107,3 +107,14 @@ def sandbox(tmp_path):
                 postgres_url=SERVER_URL, stop_timeout=5)
     yield box
     box.stop(drop_databases=True)
+
+
+@pytest.fixture
+def heroku(sandbox):
+    """The sandbox through backout's own client, with apps deployed with the release hook as their
+    release phase (tests.hooks.support.Heroku)."""
+    from tests.hooks.support import Heroku
+
+    h = Heroku(sandbox)
+    yield h
+    h.client.close()

@@ -3,25 +3,21 @@ receiver, the watch job run by a real RQ worker, and monitors running in threads
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Iterator
 
 import pytest
 import redis
-from requests.structures import CaseInsensitiveDict
 
 from backout import ledger
 from backout import settings as settings_module
 from backout.health.monitor import Monitor
 from backout.worker.main import build_worker
 from backout.worker.queues import queue
+from tests.stub_http import Reply, Request, StubServer
 from tests.support import ledger_queue_names
-from tests.stub_http import Reply, Request
 
 FAST = {
     "BACKOUT_HEALTH_INTERVAL": "0.2",
@@ -33,68 +29,6 @@ FAST = {
 }
 
 
-class _Loopback:
-    """A threaded HTTP/1.1 server on a free loopback port that stops at once when closed."""
-
-    def __init__(self, respond: Callable[[str, str, Any, bytes], tuple[int, dict[str, str], bytes] | None]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                answer = respond(self.command, self.path, self.headers, self.rfile.read(length) if length else b"")
-                if answer is None:  # drop the connection without a word, as a dying app does
-                    self.close_connection = True
-                    return
-                status, headers, body = answer
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
-class QuickStub(_Loopback):
-    """stub_http's StubServer contract (a handler from Request to Reply) on a _Loopback, which
-    stops at once: the probe tests start a server each, and half a second to stop adds up."""
-
-    def __init__(self, handler: Callable[[Request], Reply]) -> None:
-        def respond(method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
-            parts = urlsplit(path)
-            reply = handler(Request(method, parts.path, parse_qs(parts.query), CaseInsensitiveDict(headers.items()),
-                                    body))
-            if reply.disconnect:
-                return None
-            data, headers = reply.encoded()
-            return reply.status, dict(headers), data
-
-        super().__init__(respond)
-
-    def __enter__(self) -> "QuickStub":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class HealthApp:
     """A real HTTP app on loopback. `mode` switches its health: ok, fail (500), drop (no answer)."""
 
@@ -102,17 +36,17 @@ class HealthApp:
         self.mode = "ok"
         self.release = release
         self.hits: list[tuple[float, str]] = []
-        self.server = _Loopback(self._respond)
+        self.server = StubServer(self._respond)
         self.url = self.server.url + "/health"
 
-    def _respond(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    def _respond(self, request: Request) -> Reply:
         self.hits.append((time.time(), self.mode))
         headers = {"Content-Type": "application/json", **({"X-Release": self.release} if self.release else {})}
         if self.mode == "drop":
-            return None
+            return Reply(disconnect=True)
         if self.mode == "fail":
-            return 500, headers, b'{"status": "broken"}'
-        return 200, headers, b'{"status": "ok"}'
+            return Reply(500, b'{"status": "broken"}', headers)
+        return Reply(200, b'{"status": "ok"}', headers)
 
     def close(self) -> None:
         self.server.close()
@@ -122,13 +56,12 @@ class Notifications:
     """Receives BACKOUT_NOTIFY_URL posts."""
 
     def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.server = _Loopback(self._respond)
+        self.server = StubServer(lambda request: Reply(200, "ok"))
         self.url = self.server.url + "/hook"
 
-    def _respond(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        self.received.append(json.loads(body))
-        return 200, {}, b"ok"
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        return [request.json() for request in self.server.requests]
 
     @property
     def events(self) -> list[str]:

@@ -1,7 +1,8 @@
-"""A tiny real HTTP server on 127.0.0.1 for unit tests of HTTP clients, instead of mocks.
+"""The tests' HTTP stub: a real HTTP server on 127.0.0.1 for tests of HTTP clients, instead of mocks.
 
 The test gives a handler, a plain function from `Request` to `Reply`; the server runs it for each
-request on a thread, records every request, and answers over a real socket:
+request on a thread, records every request, and answers over a real socket (it is the sandbox's
+own threaded server, `backout_sandbox.core.server`):
 
     with StubServer(lambda req: Reply(200, {"ok": True})) as server:
         requests.get(server.url + "/x")
@@ -14,11 +15,12 @@ import json
 import threading
 import traceback
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import parse_qs, urlsplit
 
 from requests.structures import CaseInsensitiveDict
+
+from backout_sandbox.core import messages
+from backout_sandbox.core.server import HttpServer
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Request:
     query: dict[str, list[str]]
     headers: CaseInsensitiveDict
     body: bytes
+    client_port: int = 0  # the client's end of the connection: one per keep-alive connection
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -70,62 +73,32 @@ def in_order(replies: Iterable[Reply]) -> Handler:
 
 
 class StubServer:
-    """A threaded HTTP/1.1 server on a free loopback port, running `handler` for each request."""
+    """A threaded HTTP/1.1 server on a free loopback port, running `handler` for each request.
+    It stops at once when closed (tests start many)."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self.errors: list[str] = []
-        stub = self
+        self._server = HttpServer(self._answer, name="stub", poll_interval=0.02)
+        self.port = self._server.port
+        self.url = self._server.url
+        self._server.start()
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; with Nagle on, the body waits for a delayed ACK.
-            disable_nagle_algorithm = True
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                parts = urlsplit(self.path)
-                request = Request(
-                    method=self.command,
-                    path=parts.path,
-                    query=parse_qs(parts.query),
-                    headers=CaseInsensitiveDict(self.headers.items()),
-                    body=self.rfile.read(length) if length else b"",
-                )
-                stub.requests.append(request)
-                try:
-                    reply = stub.handler(request)
-                except Exception:  # the test should see it, not just a 500
-                    stub.errors.append(traceback.format_exc())
-                    reply = Reply(500, "stub handler raised; see StubServer.errors")
-                if reply.disconnect:
-                    self.close_connection = True
-                    return
-                body, headers = reply.encoded()
-                self.send_response(reply.status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
+    def _answer(self, req: messages.Request) -> messages.Response:
+        request = Request(req.method, req.raw_path, req.query, CaseInsensitiveDict(req.headers.items()), req.body(),
+                          req.client[1])
+        self.requests.append(request)
+        try:
+            reply = self.handler(request)
+        except Exception:  # the test should see it, not just a 500
+            self.errors.append(traceback.format_exc())
+            reply = Reply(500, "stub handler raised; see StubServer.errors")
+        body, headers = reply.encoded()
+        return messages.Response(reply.status, body, headers, drop=reply.disconnect)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        self._server.stop()
 
     def __enter__(self) -> StubServer:
         return self

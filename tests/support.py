@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -127,23 +128,15 @@ def deploy_slug(client: HerokuClient, app: str, process_types: Mapping[str, str]
     return client.wait_release(app, release["id"], timeout=timeout, poll=poll)
 
 
-# A web process whose health its code decides: "good" answers 200, "bad" 500, "crash" never starts.
-# The file named by HEALTH_MODE_FILE, when it says anything but "ok", fails every release (an outage
-# the code cannot fix). Each answer names the release in X-Release.
-HEALTH_WEB = """
-import json, os, sys, http.server
-code = open("VERSION").read().strip()
-if code == "crash":
-    sys.exit("boom: this release cannot start")
-release = os.environ.get("HEROKU_RELEASE_VERSION", "")
-mode_file = os.environ.get("HEALTH_MODE_FILE", "")
+# The standard-library HTTP server of the test apps' web processes: it answers every GET with the
+# app's `answer()`, which returns (status, headers, body bytes).
+_WEB_SERVER = """
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        mode = open(mode_file).read().strip() if mode_file and os.path.exists(mode_file) else "ok"
-        ok = code == "good" and mode == "ok"
-        body = json.dumps({"status": "ok" if ok else "broken", "code": code}).encode()
-        self.send_response(200 if ok else 500)
-        self.send_header("X-Release", release)
+        status, headers, body = answer()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -151,6 +144,30 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
+
+
+def web_process(app: str) -> str:
+    """The source of a test app's web process (`python web.py`, on $PORT): `app` is Python that
+    defines `answer()` (json, os and sys are imported)."""
+    return "import http.server, json, os, sys\n" + textwrap.dedent(app) + _WEB_SERVER
+
+
+# A web process whose health its code decides: "good" answers 200, "bad" 500, "crash" never starts.
+# The file named by HEALTH_MODE_FILE, when it says anything but "ok", fails every release (an outage
+# the code cannot fix). Each answer names the release in X-Release.
+HEALTH_WEB = web_process("""
+    code = open("VERSION").read().strip()
+    if code == "crash":
+        sys.exit("boom: this release cannot start")
+    release = os.environ.get("HEROKU_RELEASE_VERSION", "")
+    mode_file = os.environ.get("HEALTH_MODE_FILE", "")
+
+    def answer():
+        mode = open(mode_file).read().strip() if mode_file and os.path.exists(mode_file) else "ok"
+        ok = code == "good" and mode == "ok"
+        body = json.dumps({"status": "ok" if ok else "broken", "code": code}).encode()
+        return 200 if ok else 500, {"X-Release": release}, body
+""")
 
 
 def health_app_files(code: str) -> dict[str, str]:

@@ -33,6 +33,8 @@ K_VERS_1_15 = (1, 15)
 K_VERS_1_16 = (1, 16)
 OLDEST = (1, 12)
 END_OF_COPY = b"\\.\n\n\n"  # what pg_dump writes after a table's rows
+# Entries pg_restore applies to the session or only with --create: not listed, not restored.
+SESSION_ENTRIES = frozenset({"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE"})
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Archive:
     blobs: int = 0
     complete: bool = False  # every byte seen and the last block ended where it should
 
+    def listed_entries(self) -> list[TocEntry]:
+        """The entries `pg_restore --list` lists: all but the session settings and the database's own."""
+        return [e for e in self.entries if e.desc not in SESSION_ENTRIES]
+
     def table_data(self) -> list[TocEntry]:
         return [e for e in self.entries if e.desc == "TABLE DATA"]
 
@@ -71,6 +77,16 @@ class Archive:
         found = {e.namespace for e in self.entries if e.namespace}
         found |= {e.tag for e in self.entries if e.desc == "SCHEMA"}
         return found
+
+    def with_rows(self, rows: dict[str, int]) -> "Archive | None":
+        """This table of contents with the row counts recorded when the archive was written
+        ("schema.table" -> rows), or None unless every table with data has one."""
+        data = self.table_data()
+        if self.compressed or any(e.qualified not in rows for e in data):
+            return None
+        return Archive(version=self.version, database=self.database, server_version=self.server_version,
+                       entries=list(self.entries), rows={e.dump_id: rows[e.qualified] for e in data},
+                       blobs=self.blobs, complete=True)
 
     def row_counts(self) -> dict[str, int] | None:
         """"schema.table" -> rows, for every table with data; None when rows could not be counted."""

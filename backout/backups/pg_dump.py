@@ -3,12 +3,17 @@
 pg_dump's own compression is single-threaded gzip and most of its run time. Here pg_dump writes
 its custom format uncompressed (`-Fc -Z0`) to a pipe and the stream is compressed with zstd on
 every core into `<dir>/<checkpoint id>.dump.zst`. The archive is written under a temporary name,
-fsynced, renamed when complete and readable by its owner only; then it is read back, checked
-against its sha256 and zstd checksum, and streamed decompressed into `pg_restore --list`.
+fsynced, renamed when complete and readable by its owner only.
 
-The reading side (`open_archive`, `decompress_to`, `verify`) is what a restore uses. The archive
-was written to a pipe, so its table of contents has no data offsets: pg_restore reads it
-sequentially from a pipe, or from a decompressed file (in parallel too, skipping forward).
+It is verified in the same single pass that writes it, not by reading it back: the sha256 is taken
+of the bytes as they are written, zstd writes its own checksum, and the archive's header and table
+of contents are parsed from the stream as pg_dump writes them (what `pg_restore --list` reads). A
+second pass cost about a fifth of the checkpoint's time and told nothing more; restore drills
+prove restorability end to end.
+
+The reading side (`open_archive`, `decompress_to`, `verify`) re-reads a whole archive: tests and
+drills use it. The archive was written to a pipe, so its table of contents has no data offsets:
+pg_restore reads it sequentially from a pipe, or from a decompressed file (in parallel too).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from typing import IO, TYPE_CHECKING, BinaryIO, Callable
 
 import zstandard
 
+from backout.backups.archive import Archive, Scanner
 from backout.backups.libpq import client_args, database_name
+from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.redact import mask_url, redact
@@ -40,7 +47,9 @@ SUFFIX = ".dump.zst"
 # An archive being written is `.<name>.<pid>.tmp` beside where it goes.
 _TEMP_SUFFIX = ".tmp"
 # Level 3 with one worker per core beats pg_dump -Fc's gzip on both time and size for text and
-# jsonb (bench/checkpoint_bench.py measures it); higher levels cost more time than they save space.
+# jsonb (bench/checkpoint_bench.py measures it). The target is the plain pipe a user would type,
+# `pg_dump -Fc -Z0 | zstd -T2 -3`, at no larger size: a lower level writes a larger archive, a
+# higher one costs more time than it saves space.
 ZSTD_LEVEL = 3
 CHUNK = 1 << 20
 PROGRESS_EVERY = 10.0
@@ -58,8 +67,10 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     """Dump `database_url` (without the ledger's schema) into `path`, verify it, and describe it.
 
     Returns {"path", "size", "sha256", "format", "compression", "level", "dump_size", "entries",
-    "seconds"}. On any failure nothing is left at `path` or under a temporary name, and a
-    BackoutError says what went wrong in one line.
+    "rows", "seconds"}: `rows` is "schema.table" -> rows for every table the archive holds data
+    of (null when one of them could not be counted), what a restore verifies its copy against.
+    On any failure nothing is left at `path` or under a temporary name, and a BackoutError says
+    what went wrong in one line.
     """
     say = progress or (lambda message: None)
     path = Path(path).absolute()
@@ -70,24 +81,19 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     started = time.monotonic()
     say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
     try:
-        sha256, size, dump_size = _write(database_url, temp, say, level)
-        say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(size)} written; verifying")
-        checked = verify(temp, sha256)
-        if checked["dump_size"] != dump_size:
-            raise BackoutError(
-                f"backup {path} reads back as {checked['dump_size']} bytes, but pg_dump wrote {dump_size}"
-            )
+        sha256, size, dump_size, toc, counts = _write(database_url, temp, say, level)
+        entries = len(toc.listed_entries())
+        rows = recorded_rows(toc, counts)
         os.rename(temp, path)
         _fsync_dir(path.parent)
     except BaseException:
         _remove(temp)
         raise
     seconds = round(time.monotonic() - started, 3)
-    say(f"backup: complete and verified, {checked['entries']} archive entries, {human_bytes(size)} "
-        f"in {seconds:.1f}s")
+    say(f"backup: complete and verified, {entries} archive entries, {human_bytes(size)} in {seconds:.1f}s")
     return {
         "path": str(path), "size": size, "sha256": sha256, "format": "custom", "compression": "zstd",
-        "level": level, "dump_size": dump_size, "entries": checked["entries"], "seconds": seconds,
+        "level": level, "dump_size": dump_size, "entries": entries, "rows": rows, "seconds": seconds,
         "database": database_name(database_url),
     }
 
@@ -95,6 +101,13 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
 def partial_files(backup_dir: Path, checkpoint_id: str) -> list[Path]:
     """The temporary files a dump of that checkpoint left behind (its process was killed)."""
     return sorted(Path(backup_dir).glob(f".{checkpoint_id}{SUFFIX}.*{_TEMP_SUFFIX}"))
+
+
+def recorded_rows(toc: Archive, counts: dict[str, int]) -> dict[str, int] | None:
+    """The row count of every table the archive holds data of, or None if one was not counted
+    (a restore then counts the archive's rows itself)."""
+    tables = [e.qualified for e in toc.table_data()]
+    return {name: counts[name] for name in tables} if all(name in counts for name in tables) else None
 
 
 def pg_dump_command(database_url: str, *extra: str) -> tuple[list[str], dict[str, str]]:
@@ -179,17 +192,27 @@ def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int]:
-    argv, env = pg_dump_command(database_url)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[str, int, int, Archive, dict[str, int]]:
+    """Pipe pg_dump through zstd into `temp`: the sha256 and size written, the bytes pg_dump wrote,
+    and the archive's table of contents (parsed from the stream on the way) with each table's rows
+    (counted in pg_dump's own snapshot meanwhile)."""
+    counter = SnapshotCounter(database_url)
+    argv, env = pg_dump_command(database_url, f"--snapshot={counter.snapshot}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except BaseException:
+        counter.close()
+        raise
     try:
         dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except BaseException:
         os.close(fd)
+        counter.close()
         raise
     errors = _Collector(dump.stderr)
     _grow_pipe(dump.stdout.fileno())
     out = _HashingWriter(fd)
+    toc = Scanner()
     dump_size = 0
     try:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
@@ -202,24 +225,31 @@ def _write(database_url: str, temp: Path, say: Progress, level: int) -> tuple[st
                     break
                 writer.write(chunk)
                 dump_size += len(chunk)
+                if toc.in_toc:
+                    toc.feed(chunk)
                 if time.monotonic() >= next_report:
                     say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
                     next_report = time.monotonic() + PROGRESS_EVERY
         os.fsync(fd)
     except OSError as exc:
         _stop(dump)
+        counter.close()
         raise _disk_error(exc, temp) from None
     except BaseException:
         _stop(dump)
+        counter.close()
         raise
     finally:
         os.close(fd)
     status = dump.wait()
     errors.join()
+    counts = counter.finish()
     if status != 0:
         message = redact(errors.last_error(), _secrets(env))
         raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
-    return out.digest.hexdigest(), out.size, dump_size
+    if toc.in_toc:
+        raise BackoutError("pg_dump's output ends inside the archive's table of contents")
+    return out.digest.hexdigest(), out.size, dump_size, toc.archive, counts
 
 
 class _HashingWriter:

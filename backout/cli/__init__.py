@@ -45,13 +45,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def tcp_port(text: str) -> int:
-    """An argparse type: a TCP port number, 0 for a free one."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give 1-65535, or 0 to pick a free one")
-    return int(text)
-
-
 def command_module(name: str) -> ModuleType:
     """The module of subcommand `name` (a name from COMMANDS)."""
     module = next(module for command, _, module in COMMANDS if command == name)

@@ -40,6 +40,7 @@ from backout.demo.receiver import Receiver
 from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
 from backout.output import Progress
+from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.server import start
 
 
@@ -160,7 +161,8 @@ class _step:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
         if exc is None or isinstance(exc, StepFailed):
             return False
-        if isinstance(exc, (BackoutError, requests.RequestException, psycopg.Error, redis.RedisError, OSError)):
+        if isinstance(exc, (BackoutError, SandboxError, requests.RequestException, psycopg.Error, redis.RedisError,
+                            OSError)):
             raise StepFailed(self.name, f"{type(exc).__name__}: {exc}") from exc
         return False
 

@@ -6,8 +6,10 @@
    post-deploy health watch when Redis is configured (a missing Redis only warns).
 4. On failure undo, newest first, the migrations it recorded as applied in this run, from the down
    scripts saved in the checkpoint; mark the checkpoint failed; exit non-zero.
-5. A rollback release (Heroku runs the release phase again for it) takes no new checkpoint; the
-   migrate command still runs, and finds nothing to do.
+5. A rollback release (Heroku runs the release phase again for it) whose migrate command finds
+   nothing pending takes no new checkpoint; one made to a release newer than the database (by hand,
+   `heroku rollback vN` after a restore, say) applies migrations, so it is checkpointed like any
+   deploy, with the down scripts of what it applies.
 6. Progress lines carry the elapsed time, so a slow backup shows in the release log.
 
 Without HEROKU_API_KEY the Platform API is not asked: the checkpoint then has no release id,
@@ -66,15 +68,20 @@ def _checkpoint_and_migrate(settings: Settings, ledger_conn: psycopg.Connection,
     app, version = settings.app_name or "", settings.release_version or 0
     facts = _platform_facts(settings, heroku, app, version)
     release = checkpoint.release_from_api(settings, facts, heroku)
-    if release.is_rollback:
-        say(f"v{version} rolls back to v{release.rollback_of}: no new checkpoint")
-        return _run_only(settings, ledger_conn, argv, say)
     earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
     if earlier is not None:
         # The release phase of the same release ran again: its checkpoint stands.
         say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
         return _run_only(settings, ledger_conn, argv, say)
     with checkpoint.database_connection(settings.database_url or "") as app_conn:
+        if release.is_rollback:
+            pending = adapter.pending(app_conn)
+            if not pending:
+                say(f"v{version} rolls back to v{release.rollback_of}, and no migration is pending: "
+                    "no new checkpoint")
+                return _run_only(settings, ledger_conn, argv, say)
+            say(f"v{version} rolls back to v{release.rollback_of}, and its migrate command will apply "
+                f"{len(pending)} migration(s) ({', '.join(m.id for m in pending)}): a checkpoint, as for a deploy")
         try:
             cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
                                  facts=facts, progress=say, complete=False, app_conn=app_conn)
@@ -102,6 +109,7 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
             after = adapter.applied(app_conn)
             ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status="complete",
                                      completed_at="now")
+            count = len(adapter.applied_history(app_conn))
         else:
             undone, problem = _undo(app_conn, cp, adapter, say)
             error = f"the migrate command exited with status {status}"
@@ -118,7 +126,7 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
     if status != 0:
         say(f"{error}: the release is not deployed")
         return status if 0 < status < 126 else 1
-    say(f"checkpoint {cp['id']} complete: {len(after)} migrations applied")
+    say(f"checkpoint {cp['id']} complete: {count} migrations applied")
     schedule_watch(settings, ledger_conn, cp["app"], cp["release_version"], say)
     return 0
 

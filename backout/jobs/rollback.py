@@ -206,7 +206,7 @@ def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
 
 def _run_database_step(conn: Any, request: dict) -> dict:
     """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
-    from backout.rollback.database import run_db_step
+    from backout.rollback.database.step import run_db_step
 
     step = request["plan"]["db_step"]
     done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"), conn=conn)

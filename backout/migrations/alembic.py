@@ -18,7 +18,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import psycopg
 
@@ -26,12 +26,14 @@ from backout.errors import BackoutError, BadInput
 from backout.migrations import script
 from backout.migrations.base import (
     DownMigrationError,
+    DownPath,
     MigrationAdapter,
     Progress,
     SavedMigration,
     missing_path,
     oldest_first,
     read_file,
+    walk_down,
 )
 
 _ENV_PY = '''\
@@ -98,6 +100,25 @@ class AlembicAdapter(MigrationAdapter):
     def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
         """The revisions that are neither a current head nor below one."""
         available = self.available()
+        reached = self._reached(conn, available)
+        return [m for m in available if m.id not in reached]
+
+    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+        """The heads and every revision below them, oldest first (the revision files tell what is
+        below; without them, the heads alone)."""
+        try:
+            available = self.available()
+        except BackoutError:
+            return self.applied(conn)
+        reached = self._reached(conn, available)
+        known = [m.id for m in available if m.id in reached]
+        return known + sorted(reached - set(known))
+
+    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+                  target: Sequence[str]) -> DownPath:
+        return walk_down(self.applied(conn), saved, target)
+
+    def _reached(self, conn: psycopg.Connection, available: list[SavedMigration]) -> set[str]:
         parents = {m.id: m.parents for m in available}
         reached: set[str] = set()
         stack = list(self.applied(conn))
@@ -106,7 +127,7 @@ class AlembicAdapter(MigrationAdapter):
             if revision not in reached:
                 reached.add(revision)
                 stack.extend(parents.get(revision, []))
-        return [m for m in available if m.id not in reached]
+        return reached
 
     def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         heads = set(self.applied(conn))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import psycopg
 
@@ -29,7 +29,7 @@ class SavedMigration:
     whether the down script runs in a transaction. `files` maps paths relative to the migrations
     directory to their contents. `parents` are the ids this migration comes right after (Alembic's
     down_revision, Django's dependencies, the previous file for the others): the state a down
-    migration returns to.
+    migration returns to. `replaces` (Django's squashed migrations) are the ids it stands for.
     """
 
     tool: str
@@ -41,6 +41,7 @@ class SavedMigration:
     files: dict[str, str]
     parents: list[str] = field(default_factory=list)
     irreversible_reason: str | None = None
+    replaces: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -55,8 +56,20 @@ class SavedMigration:
             tool=d["tool"], id=str(d["id"]), name=d["name"], down=d["down"],
             transactional=bool(d["transactional"]), reversible=bool(d["reversible"]),
             files=dict(d["files"]), parents=[str(p) for p in d.get("parents") or []],
-            irreversible_reason=d.get("irreversible_reason"),
+            irreversible_reason=d.get("irreversible_reason"), replaces=[str(r) for r in d.get("replaces") or []],
         )
+
+
+@dataclass
+class DownPath:
+    """The way down from the state applied now to a target state, by saved down scripts:
+    `migrations` to undo (oldest first); `missing`, applied migrations above the target that no
+    checkpoint saved a down script for; `behind`, migrations of the target that are not applied
+    now (a down migration cannot apply them)."""
+
+    migrations: list[SavedMigration]
+    missing: list[str] = field(default_factory=list)
+    behind: list[str] = field(default_factory=list)
 
 
 class DownMigrationError(BackoutError):
@@ -105,6 +118,29 @@ class MigrationAdapter:
         """The migrations in the code that are not applied yet, oldest first."""
         done = set(self.applied(conn))
         return [m for m in self.available() if m.id not in done]
+
+    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+        """Every applied migration, for counting: the state table's rows where the tool lists
+        them all; tools that record only the newest (Alembic's heads, golang-migrate's version)
+        add what lies below it among the migration files here."""
+        return self.applied(conn)
+
+    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+                  target: Sequence[str]) -> DownPath:
+        """The saved migrations (any checkpoint's, by id) to undo to go from the state applied now
+        to `target`, a state `applied` returned earlier. For tools that list every applied
+        migration: those applied now and not in the target (a squashed migration stands for the
+        ones it replaces)."""
+        applied = self.applied(conn)
+        keep = set(target)
+        above = [i for i in applied if i not in keep]
+        chosen = [saved[i] for i in above if i in saved]
+        covered = {r for m in chosen for r in m.replaces}
+        return DownPath(
+            migrations=oldest_first(chosen),
+            missing=[i for i in above if i not in saved and i not in covered],
+            behind=[i for i in target if i not in set(applied)],
+        )
 
     def state_table_columns(self, conn: psycopg.Connection) -> set[str] | None:
         """The columns of the tool's state table, None when there is no such table yet.
@@ -192,7 +228,8 @@ class MigrationAdapter:
     def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
         """For tools that list every applied migration: the plan must be exactly the newest ones."""
         applied = self.applied(conn)
-        plan = [m.id for m in migrations]
+        # A squashed migration's row and the rows of those it replaces go together.
+        plan = [m.id for m in migrations] + [r for m in migrations for r in m.replaces if r in applied]
         problems = [
             f"{i} is not applied, though the checkpoint recorded it (rolled back by hand?)"
             for i in plan if i not in applied
@@ -240,6 +277,40 @@ def oldest_first(migrations: list[SavedMigration]) -> list[SavedMigration]:
         placed.add(ready.id)
         remaining.remove(ready)
     return ordered
+
+
+def walk_down(heads: Sequence[str], saved: Mapping[str, SavedMigration], target: Sequence[str]) -> DownPath:
+    """The DownPath of tools whose state is the newest migrations only (Alembic's heads,
+    golang-migrate's version): from each head down through the saved migrations' parents until
+    the target or what lies below it."""
+    keep = _below(target, saved)
+    chosen: dict[str, SavedMigration] = {}
+    missing: list[str] = []
+    stack = list(heads)
+    while stack:
+        node = stack.pop()
+        if node in keep or node in chosen or node in missing:
+            continue
+        if node not in saved:
+            missing.append(node)
+            continue
+        chosen[node] = saved[node]
+        stack.extend(saved[node].parents)
+    reached = _below(heads, saved)
+    behind = [] if missing else [t for t in target if t not in reached]
+    return DownPath(migrations=oldest_first(list(chosen.values())), missing=sorted(missing), behind=behind)
+
+
+def _below(heads: Sequence[str], saved: Mapping[str, SavedMigration]) -> set[str]:
+    """The heads and every migration below them that the saved migrations' parents reach."""
+    found: set[str] = set()
+    stack = list(heads)
+    while stack:
+        node = stack.pop()
+        if node not in found:
+            found.add(node)
+            stack.extend(saved[node].parents if node in saved else [])
+    return found
 
 
 def expect_rows(cur: psycopg.Cursor, table: str, what: str) -> None:

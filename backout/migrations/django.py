@@ -1,13 +1,19 @@
-"""Django: `<app>/migrations/NNNN_<name>.py` under the project directory (the one with manage.py),
-state in `django_migrations(id, app, name, applied)`, one row per applied migration.
+"""Django: state in `django_migrations(id, app, name, applied)`, one row per applied migration.
 
-The down script is the reverse SQL. Where Django is importable and manage.py exists, Django itself
-writes it (`manage.py sqlmigrate <app> <name> --backwards`, all pending migrations in one child
-process with the project's settings). Otherwise it is read from the migration files: only
-`RunSQL(sql, reverse_sql)` operations can be reversed that way. A migration whose reverse needs
-Python (RunPython with reverse code) or cannot be reversed at all is saved as irreversible.
-Undoing deletes the migration's django_migrations row, as `manage.py migrate <app> <previous>`
-does; atomic migrations (the default) are undone in one transaction, others statement by statement.
+Where the project's settings are known (DJANGO_SETTINGS_MODULE, or the one manage.py sets) and
+Django imports, Django itself answers, in a child process run with the project's Python, in the
+project's directory, under its settings (`django_child.py`): the pending migrations are the plan
+of `manage.py migrate` for every installed app wherever it lives (django.contrib, pip-installed
+apps in site-packages, the project's own), squashed migrations and `replaces` as Django's loader
+resolves them; each is saved with its file, its dependencies and the reverse SQL Django writes
+(`sqlmigrate --backwards`). A migration is irreversible only when one of its operations has no
+reverse at all (RunPython without reverse_code, RunSQL without reverse_sql). Undoing runs
+Django's own backwards migrate from the saved files, under the project's settings, so RunPython
+reverse code runs too, even when the code that shipped those files is gone.
+
+Without settings or Django, the migrations are read from the files under the project directory
+and only `RunSQL(sql, reverse_sql)` operations can be reversed (from their SQL); undoing then runs
+the saved SQL and deletes the migration's django_migrations row, as `manage.py migrate` would.
 """
 
 from __future__ import annotations
@@ -15,19 +21,23 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
 
 import psycopg
 
-from backout.errors import BackoutError
+from backout.errors import BackoutError, PlanRefused
 from backout.migrations import script
 from backout.migrations.base import (
+    DownMigrationError,
     MigrationAdapter,
+    Progress,
     SavedMigration,
     expect_rows,
     missing_path,
@@ -35,28 +45,12 @@ from backout.migrations.base import (
 )
 from backout.redact import redact
 
-log = logging.getLogger(__name__)
-
+_CHILD = Path(__file__).with_name("django_child.py")
+_MARKER = "BACKOUT-DJANGO:"  # the child's answer line (django_child.MARKER)
+_PROGRESS = "BACKOUT-DJANGO-PROGRESS:"
+_SETTINGS_IN_MANAGE_PY = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
 _SKIP_DIRS = {"node_modules", "site-packages", "__pycache__", "venv", "env", "staticfiles"}
-_MARKER = "BACKOUT-SQLMIGRATE:"
-_SQLMIGRATE = '''
-import io, json
-from django.core.management import call_command
-from django.db.migrations.exceptions import IrreversibleError
-found = {{}}
-for app, name in json.loads({targets!r}):
-    try:
-        sql = call_command("sqlmigrate", app, name, backwards=True, no_color=True,
-                           stdout=io.StringIO(), stderr=io.StringIO())
-        found[app + "." + name] = {{"sql": sql}}
-    except IrreversibleError as exc:
-        found[app + "." + name] = {{"irreversible": str(exc)}}
-    except Exception as exc:
-        found[app + "." + name] = {{"error": type(exc).__name__ + ": " + str(exc)}}
-print({marker!r} + json.dumps(found))
-'''
-_NOT_SQL = "-- THIS OPERATION CANNOT BE WRITTEN AS SQL"
-_SQLMIGRATE_TIMEOUT = 300
+_CHILD_TIMEOUT = 600
 
 
 @dataclass
@@ -86,27 +80,58 @@ class DjangoAdapter(MigrationAdapter):
             return []
         return [f"{app}.{name}" for app, name in self._query(conn, "SELECT app, name FROM django_migrations ORDER BY id")]
 
+    def settings_module(self) -> str | None:
+        """The project's settings: DJANGO_SETTINGS_MODULE, else the one manage.py sets; None when
+        neither is known or Django is not importable here (then the files are read instead)."""
+        if importlib.util.find_spec("django") is None:
+            return None
+        if os.environ.get("DJANGO_SETTINGS_MODULE"):
+            return os.environ["DJANGO_SETTINGS_MODULE"]
+        manage = self.path / "manage.py"
+        found = _SETTINGS_IN_MANAGE_PY.search(read_file(manage)) if manage.is_file() else None
+        return found[1] if found else None
+
     def available(self) -> list[SavedMigration]:
-        return self._saved(_in_order(self._migration_files()))
+        """The migration files under the project directory, oldest first (without Django)."""
+        return [_from_file(self.path, f) for f in _in_order(self._migration_files())]
 
     def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
-        # Only the pending ones get their reverse SQL written, sqlmigrate being the slow part.
-        done = set(self.applied(conn))
-        return self._saved([f for f in _in_order(self._migration_files()) if f.id not in done])
+        """What `manage.py migrate` would apply, in its order; read from the files without Django."""
+        if self.settings_module() is None:
+            return super().pending(conn)
+        answer = self._django(conn, {"command": "inspect"})
+        return [_from_django(answer["migrations"][i]) for i in answer["plan"]]
 
-    def _saved(self, files: list[_MigrationFile]) -> list[SavedMigration]:
-        reverse = self._sqlmigrate(files) if files and self._can_run_django() else {}
-        found = []
-        for f in files:
-            down, transactional, reason = _reverse_from_django(f, reverse[f.id]) if f.id in reverse else _reverse_from_ast(f)
-            found.append(SavedMigration(
-                tool=self.tool, id=f.id, name=f.name, down=down, transactional=transactional,
-                reversible=down is not None, files={str(f.path.relative_to(self.path)): f.source},
-                parents=f.dependencies, irreversible_reason=reason,
-            ))
-        return found
+    def run_down(
+        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+    ) -> list[str]:
+        """Django's own backwards migrate of exactly these migrations, from their saved files; from
+        the saved SQL when Django cannot be run here."""
+        if self.settings_module() is None or not all(m.files for m in migrations):
+            python = [m.id for m in migrations if m.down and _runs_python_backwards(m)]
+            if python:
+                raise PlanRefused(
+                    f"{', '.join(python)} run Python to unapply (RunPython), which needs Django and the project's"
+                    " settings: set DJANGO_SETTINGS_MODULE, or BACKOUT_MIGRATIONS_PATH to the directory with manage.py")
+            return super().run_down(conn, migrations, progress)
+        say = progress or (lambda message: None)
+        script.require_idle(conn)
+        self.refuse_if_impossible(conn, migrations)
+        if not migrations:
+            return []
+        say(f"django migrate backwards: {len(migrations)} migrations, from their saved files")
+        answer = self._django(conn, {
+            "command": "down", "undo": [m.id for m in migrations],
+            "files": {m.id: m.files for m in migrations},
+        }, say)
+        ran = answer["undone"]
+        if answer["error"]:
+            raise DownMigrationError(ran, answer["failed"] or "?", answer["error"])
+        say(f"down migrations done: {len(ran)} undone")
+        return ran
 
     def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+        """Without Django: the saved reverse SQL, then the row deleted."""
         app, name = m.id.split(".", 1)
 
         def record(c: psycopg.Connection) -> None:
@@ -133,8 +158,38 @@ class DjangoAdapter(MigrationAdapter):
         with conn.transaction():
             record(conn)
 
-    def _can_run_django(self) -> bool:
-        return (self.path / "manage.py").is_file() and importlib.util.find_spec("django") is not None
+    def _django(self, conn: psycopg.Connection, request: dict, say: Progress | None = None) -> dict:
+        """Ask django_child.py, run under the project's settings against `conn`'s database."""
+        database = conn.info.dbname
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": self.settings_module() or ""}
+        if not _same_database(env.get("DATABASE_URL"), conn):
+            env["DATABASE_URL"] = _url_of(conn)
+        try:
+            child = subprocess.Popen(
+                [sys.executable, str(_CHILD)], cwd=self.path, env=env, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise BackoutError(f"cannot run Django's migration loader: {exc}") from None
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        child.stdin.write(json.dumps({**request, "database": database}))
+        child.stdin.close()
+        answer = None
+        for line in child.stdout:
+            if line.startswith(_PROGRESS) and say is not None:
+                say(line[len(_PROGRESS):].strip())
+            elif line.startswith(_MARKER):
+                answer = json.loads(line[len(_MARKER):])
+        errors = child.stderr.read()
+        status = child.wait(timeout=_CHILD_TIMEOUT)
+        if answer is None:
+            tail = " | ".join(errors.strip().splitlines()[-3:]) or "no output"
+            raise BackoutError(f"Django's migration loader failed under {env['DJANGO_SETTINGS_MODULE']} "
+                               f"(exit {status}): {redact(tail)}")
+        if answer["database"] != database:
+            raise BackoutError(f"the project's settings ({env['DJANGO_SETTINGS_MODULE']}) connect Django to "
+                               f"database {answer['database']}, not {database}: make DATABASES read DATABASE_URL")
+        return answer
 
     def _migration_files(self) -> list[_MigrationFile]:
         if not self.path.is_dir():
@@ -148,78 +203,82 @@ class DjangoAdapter(MigrationAdapter):
                 found.append(_parse(app, path))
         return found
 
-    def _sqlmigrate(self, files: list[_MigrationFile]) -> dict[str, dict]:
-        """Django's reverse SQL for each file, keyed by id; {} when Django cannot be run."""
-        code = _SQLMIGRATE.format(targets=json.dumps([[f.app, f.name] for f in files]), marker=_MARKER)
-        try:
-            done = subprocess.run(
-                [sys.executable, "manage.py", "shell", "--verbosity", "0", "--command", code],
-                cwd=self.path, env=dict(os.environ), capture_output=True, text=True, timeout=_SQLMIGRATE_TIMEOUT,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("manage.py sqlmigrate could not run (%s); reading the migration files instead", exc)
-            return {}
-        for line in done.stdout.splitlines():
-            if line.startswith(_MARKER):
-                return json.loads(line[len(_MARKER):])
-        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-        log.warning("manage.py sqlmigrate failed (exit %s: %s); reading the migration files instead",
-                    done.returncode, redact(tail))
-        return {}
+
+def _from_django(d: dict[str, Any]) -> SavedMigration:
+    """A SavedMigration from the child's account of one migration."""
+    return SavedMigration(
+        tool="django", id=f"{d['app']}.{d['name']}", name=d["name"],
+        down=None if d["irreversible"] else d["down"], transactional=d["atomic"],
+        reversible=d["irreversible"] is None, files={d["file"]: d["source"]}, parents=d["dependencies"],
+        irreversible_reason=d["irreversible"], replaces=d["replaces"],
+    )
 
 
-def _reverse_from_django(f: _MigrationFile, answer: dict) -> tuple[str | None, bool, str | None]:
-    """(down SQL, transactional, why irreversible) from sqlmigrate's answer."""
-    if "irreversible" in answer:
-        return None, True, f"Django cannot reverse it: {answer['irreversible']}"
-    if "error" in answer:
-        down, transactional, reason = _reverse_from_ast(f)
-        return down, transactional, reason and f"{reason} (sqlmigrate failed: {answer['error']})"
-    lines = answer["sql"].strip().splitlines()
-    # sqlmigrate wraps an atomic migration in BEGIN;/COMMIT; we run our own transaction instead.
-    transactional = bool(lines) and lines[0].strip() == "BEGIN;" and lines[-1].strip() == "COMMIT;"
-    if transactional:
-        lines = lines[1:-1]
-    if _NOT_SQL in lines and not _python_reverses_are_noops(f):
-        return None, transactional, "its reverse runs Python code (RunPython), which cannot be saved as SQL"
-    return "\n".join(lines) + "\n", transactional, None
+def _runs_python_backwards(m: SavedMigration) -> bool:
+    """Whether unapplying the saved migration runs Python (a RunPython whose reverse is not a no-op)."""
+    for source in m.files.values():
+        operations = _class_attribute(ast.parse(source), "operations")
+        elements = operations.elts if isinstance(operations, (ast.List, ast.Tuple)) else []
+        if any(_call_name(op) == "RunPython" and not _is_noop(_argument(op, 1, "reverse_code")) for op in elements):
+            return True
+    return False
 
 
-def _reverse_from_ast(f: _MigrationFile) -> tuple[str | None, bool, str | None]:
+def _from_file(root: Path, f: _MigrationFile) -> SavedMigration:
+    down, reason = _reverse_from_ast(f)
+    return SavedMigration(
+        tool="django", id=f.id, name=f.name, down=down, transactional=f.atomic, reversible=down is not None,
+        files={str(f.path.relative_to(root)): f.source}, parents=f.dependencies, irreversible_reason=reason,
+    )
+
+
+def _same_database(url: str | None, conn: psycopg.Connection) -> bool:
+    if not url:
+        return False
+    parts = urlsplit(url)
+    info = conn.info
+    return (parts.path.lstrip("/") == info.dbname and (parts.hostname or "") == (info.host or "")
+            and (parts.port or 5432) == int(info.port or 5432))
+
+
+def _url_of(conn: psycopg.Connection) -> str:
+    """A postgres:// URL of the connection's database, for the child's environment only (never a
+    command line)."""
+    info = conn.info
+    user = quote(info.user or "", safe="")
+    password = f":{quote(info.password, safe='')}" if info.password else ""
+    host = info.host or "localhost"
+    host = f"[{host}]" if ":" in host else host
+    return f"postgres://{user}{password}@{host}:{info.port}/{quote(info.dbname, safe='')}"
+
+
+def _reverse_from_ast(f: _MigrationFile) -> tuple[str | None, str | None]:
     """The reverse SQL of a migration made only of RunSQL (and no-op RunPython) operations."""
     tree = ast.parse(f.source)
     operations = _class_attribute(tree, "operations")
     if not isinstance(operations, (ast.List, ast.Tuple)):
-        return None, f.atomic, "its operations could not be read"
+        return None, "its operations could not be read"
     parts = []
     for op in reversed(operations.elts):
         kind = _call_name(op)
         if kind == "RunSQL":
             reverse = _argument(op, 1, "reverse_sql")
             if reverse is None or (isinstance(reverse, ast.Constant) and reverse.value is None):
-                return None, f.atomic, "it has a RunSQL without reverse_sql"
+                return None, "it has a RunSQL without reverse_sql"
             if _is_noop(reverse):
                 continue
             sql = _sql_text(reverse)
             if sql is None:
-                return None, f.atomic, "its reverse_sql is not plain SQL text"
+                return None, "its reverse_sql is not plain SQL text"
             parts.append(sql)
         elif kind == "RunPython":
             if not _is_noop(_argument(op, 1, "reverse_code")):
-                return None, f.atomic, "its reverse runs Python code (RunPython), which cannot be saved as SQL"
+                return None, ("its reverse runs Python code (RunPython), which needs Django and the project's"
+                              " settings (DJANGO_SETTINGS_MODULE or manage.py), not available here")
         else:
-            return None, f.atomic, (f"its {kind or 'operation'} needs Django to write the reverse SQL"
-                                    " (manage.py sqlmigrate), and Django or manage.py is not available here")
-    return "".join(p.rstrip().rstrip(";") + ";\n" for p in parts), f.atomic, None
-
-
-def _python_reverses_are_noops(f: _MigrationFile) -> bool:
-    operations = _class_attribute(ast.parse(f.source), "operations")
-    if not isinstance(operations, (ast.List, ast.Tuple)):
-        return False
-    return all(_is_noop(_argument(op, 1, "reverse_code")) for op in operations.elts if _call_name(op) == "RunPython")
-
-
+            return None, (f"its {kind or 'operation'} needs Django to be reversed, and Django or the project's"
+                          " settings (DJANGO_SETTINGS_MODULE or manage.py) are not available here")
+    return "".join(p.rstrip().rstrip(";") + ";\n" for p in parts), None
 def _parse(app: str, path: Path) -> _MigrationFile:
     source = read_file(path)
     f = _MigrationFile(app=app, name=path.stem, path=path, source=source)

@@ -16,16 +16,19 @@ leaves it, because nobody knows the state for sure.
 from __future__ import annotations
 
 import re
+from typing import Mapping, Sequence
 
 import psycopg
 
 from backout.errors import BackoutError
 from backout.migrations import script
 from backout.migrations.base import (
+    DownPath,
     MigrationAdapter,
     SavedMigration,
     missing_path,
     read_file,
+    walk_down,
 )
 
 _FILE = re.compile(r"^([0-9]+)_(.*)\.(down|up)\.(.*)$")  # golang-migrate's source/parse.go
@@ -54,6 +57,22 @@ class GolangMigrateAdapter(MigrationAdapter):
         state = self.current(conn)
         version = state[0] if state is not None else -1
         return [m for m in self.available() if int(m.id) > version]
+
+    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+        """The versions of the migration files up to the current one (without the files, the
+        current version alone)."""
+        state = self.current(conn)
+        if state is None or state[0] < 0:
+            return []
+        try:
+            below = [m.id for m in self.available() if int(m.id) < state[0]]
+        except BackoutError:
+            below = []
+        return below + [str(state[0])]
+
+    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+                  target: Sequence[str]) -> DownPath:
+        return walk_down(self.applied(conn), saved, target)
 
     def available(self) -> list[SavedMigration]:
         if not self.path.is_dir():

@@ -67,7 +67,7 @@ def enqueue_rollback(
     conn = ledger.connect(settings.ledger_url)
     try:
         with HerokuClient.from_settings(settings) as client:
-            plan = build_plan(client, conn, app, to, db, confirm, settings=settings)
+            plan = build_plan(client, conn, app, to, db, confirm, settings=settings, dry_run=dry_run)
         request = ledger.create_request(
             conn, app=app, target=plan["to"], db=db, dry_run=dry_run,
             requested_by=requested_by or _who_asks(), plan=plan,

@@ -7,7 +7,8 @@ raises `PlanRefused` (exit status 2) for anything that cannot be carried out:
 
 - an unknown app, release or checkpoint, or a `--to` that is not `vNN`, a checkpoint id or `previous`;
 - a target release that is not eligible for rollback (failed, pending, expired slug);
-- a database step (`--db down|restore`) without `--confirm <app>`, or one the plan cannot complete.
+- a database step (`--db down|restore`) without `--confirm <app>` (a dry run needs none), or one the
+  plan cannot complete.
 
 A target whose slug and config vars are already the current release's is not refused: the plan
 says `noop: true`, and the job records success without making a release.
@@ -39,7 +40,7 @@ _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 def build_plan(
     client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
-    settings: Settings | None = None,
+    settings: Settings | None = None, dry_run: bool = False,
 ) -> dict:
     """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
     if db not in DB_CHOICES:
@@ -64,7 +65,7 @@ def build_plan(
     changes = config_changes(current_config, target_config, managed)
     noop = _slug_id(target) == _slug_id(current) and not any(changes.values())
 
-    if db != "none" and confirm != app:
+    if db != "none" and confirm != app and not dry_run:  # a dry run changes nothing: nothing to confirm
         raise PlanRefused(
             f"--db {db} discards data written since the checkpoint; to allow it, add --confirm {app}"
         )
@@ -98,11 +99,11 @@ def database_step(
     For `down` it lists the migrations to revert (from the down scripts saved in the checkpoints)
     and refuses to cross an irreversible one; for `restore`, the backup to restore and the data
     written since that would be lost. Both always begin with a safety checkpoint. See
-    `backout.rollback.database.plan_db_step`.
+    `backout.rollback.database.step.plan_db_step`.
     """
     if db == "none":
         return None
-    from backout.rollback.database import plan_db_step
+    from backout.rollback.database.step import plan_db_step
 
     return plan_db_step(settings or load(), conn, app, checkpoint, db, target_version=target["version"],
                         current_version=current["version"], heroku=client)

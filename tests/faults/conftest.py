@@ -13,6 +13,8 @@ from typing import Callable
 
 import pytest
 
+from tests.rollback.conftest import shop  # noqa: F401 - the sandbox app `shop`, a fixture here too
+
 
 class Trials:
     """Runs one trial of a fault again and again; a trial holds when it returns without raising."""

@@ -19,7 +19,7 @@ import pytest
 
 from backout import ledger
 from tests.faults.conftest import Trials
-from tests.hooks.test_release_hook import hook_env
+from tests.hooks.support import hook_env
 from tests.support import child_env, wait_for
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,8 @@ from backout import enqueue_rollback
 from backout.http_retry import RetryPolicy
 from backout.worker.recovery import requeue_lost
 from tests.faults.conftest import Trials
-from tests.rollback.test_rollback import APP, Shop, _kill_tree, shop  # noqa: F401 - `shop` is the fixture
+from tests.rollback.support import APP, Shop
+from tests.rollback.test_rollback import _kill_tree
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,6 @@ from tests.health_support import (
     FAST,
     HealthApp,
     Notifications,
-    QuickStub,
     deploy_checkpoint,
     events,
     kinds,
@@ -26,7 +25,7 @@ from tests.health_support import (
     run_watch_job,
     use_env,
 )
-from tests.stub_http import Reply
+from tests.stub_http import Reply, StubServer
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -76,7 +75,7 @@ def record(now: float) -> dict:
 
 def test_a_regression_fails_the_release():
     data = FakeSentryData({"bbbb222": 40, "aaaa111": 3})
-    with QuickStub(data) as server:
+    with StubServer(data) as server:
         now = time.time()
         step = check_release(sentry_settings(server.url), record(now), now)
     assert step.kind == FAILED
@@ -87,10 +86,10 @@ def test_a_regression_fails_the_release():
 
 
 def test_no_regression_and_too_few_errors_to_matter():
-    with QuickStub(FakeSentryData({"bbbb222": 20, "aaaa111": 15})) as server:
+    with StubServer(FakeSentryData({"bbbb222": 20, "aaaa111": 15})) as server:
         now = time.time()
         assert check_release(sentry_settings(server.url), record(now), now).kind == "sentry"
-    with QuickStub(FakeSentryData({"bbbb222": 9, "aaaa111": 0})) as server:
+    with StubServer(FakeSentryData({"bbbb222": 9, "aaaa111": 0})) as server:
         now = time.time()
         step = check_release(sentry_settings(server.url), record(now), now)
     assert step.kind == "sentry" and step.detail["release_errors"] == 9  # fewer than MIN_ERRORS
@@ -102,7 +101,7 @@ def test_unknown_commits_mean_nothing_to_compare():
 
 
 def test_a_refused_token_is_a_clear_error_without_the_token():
-    with QuickStub(FakeSentryData({})) as server:
+    with StubServer(FakeSentryData({})) as server:
         settings = settings_module.load({"BACKOUT_SENTRY_API_TOKEN": "wrong-token-value", "BACKOUT_SENTRY_ORG": "acme",
                                          "BACKOUT_SENTRY_PROJECT": "web", "BACKOUT_SENTRY_API_URL": server.url})
         with pytest.raises(SentryAPIError) as info:
@@ -114,7 +113,7 @@ def test_the_monitor_fails_a_release_on_a_sentry_regression(monkeypatch, databas
     data = FakeSentryData({"bbbb222": 500, "aaaa111": 1})
     app, notes = HealthApp(), Notifications()
     try:
-        with QuickStub(data) as sentry:
+        with StubServer(data) as sentry:
             settings = use_env(monkeypatch, {
                 "BACKOUT_DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_HEALTH_URL": app.url,
                 "BACKOUT_NOTIFY_URL": notes.url, **FAST, "BACKOUT_HEALTH_WINDOW": "3", "BACKOUT_HEALTH_DRY_RUN": "1",

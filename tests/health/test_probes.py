@@ -9,8 +9,7 @@ import time
 import pytest
 
 from backout.health.probes import ERROR, FAIL, PASS, Prober, ProbeSpec
-from tests.health_support import QuickStub as StubServer
-from tests.stub_http import Reply
+from tests.stub_http import Reply, StubServer
 
 pytestmark = pytest.mark.integration
 
@@ -136,19 +135,12 @@ def test_release_reported_by_header_or_json_field():
 
 def test_connections_are_reused_between_probes():
     with StubServer(lambda r: Reply(200, "ok")) as server:
-        ports = set()
-        original = server._server.RequestHandlerClass.handle
-
-        def handle(self):
-            ports.add(self.client_address[1])
-            original(self)
-
-        server._server.RequestHandlerClass.handle = handle
         prober = Prober(ProbeSpec())
         try:
             results = [prober.probe(server.url + "/health") for _ in range(20)]
         finally:
             prober.close()
+        ports = {request.client_port for request in server.requests}
     assert all(r.outcome == PASS for r in results)
     assert len(ports) == 1  # one keep-alive connection served all twenty probes
 

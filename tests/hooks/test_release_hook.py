@@ -18,77 +18,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from backout import ledger
+from tests.hooks.support import A1, ALEMBIC_INI, B2, BROKEN, C3, ENV_PY, REVISION, hook_env, release
 from tests.support import ledger_queue_names
 
 pytestmark = pytest.mark.integration
-
-ALEMBIC_INI = """\
-[alembic]
-script_location = %(here)s/migrations
-
-[loggers]
-keys = root,alembic
-[handlers]
-keys = console
-[formatters]
-keys = generic
-[logger_root]
-level = WARNING
-handlers = console
-[logger_alembic]
-level = INFO
-handlers =
-qualname = alembic
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-[formatter_generic]
-format = %(levelname)s [%(name)s] %(message)s
-"""
-
-ENV_PY = """\
-import os
-import re
-from logging.config import fileConfig
-
-from alembic import context
-from sqlalchemy import create_engine
-
-fileConfig(context.config.config_file_name)
-url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", os.environ["DATABASE_URL"])
-with create_engine(url).connect() as connection:
-    # One transaction per revision, as many apps configure it: a failure keeps the ones before.
-    context.configure(connection=connection, transaction_per_migration=True)
-    with context.begin_transaction():
-        context.run_migrations()
-"""
-
-REVISION = '''\
-"""{doc}"""
-from alembic import op
-
-revision = {revision!r}
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.execute({up!r})
-
-
-def downgrade():
-    op.execute({down_sql!r})
-'''
-
-A1 = ("a1", None, "create users", "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL)", "DROP TABLE users")
-B2 = ("b2", "a1", "add email", "ALTER TABLE users ADD COLUMN email text", "ALTER TABLE users DROP COLUMN email")
-C3 = ("c3", "b2", "orders", "CREATE TABLE orders (id serial PRIMARY KEY, user_id int REFERENCES users)",
-      "DROP TABLE orders")
-BROKEN = ("c3", "b2", "broken", "CREATE TABLE orders (id serial PRIMARY KEY); SELECT no_such_function()",
-          "DROP TABLE orders")
 
 
 def alembic_app(root: Path, revisions: list[tuple]) -> Path:
@@ -108,29 +41,6 @@ def alembic_app(root: Path, revisions: list[tuple]) -> Path:
 def alembic(app: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "alembic", "-c", str(app / "alembic.ini"), *args],
                           env={**os.environ, "DATABASE_URL": url}, capture_output=True, text=True, timeout=60)
-
-
-def hook_env(url: str, tmp_path: Path, app: Path | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HEROKU_", "BACKOUT_", "REDIS_")) and k != "DATABASE_URL"}
-    env.update({
-        "DATABASE_URL": url, "HEROKU_APP_NAME": "shop", "HEROKU_RELEASE_VERSION": "v12",
-        "HEROKU_SLUG_COMMIT": "0123abcd", "BACKOUT_BACKUP": "pg_dump",
-        "BACKOUT_BACKUP_DIR": str(tmp_path / "backups"),
-    })
-    if app is not None:
-        env.update({"BACKOUT_MIGRATIONS": "alembic", "BACKOUT_MIGRATIONS_PATH": str(app / "alembic.ini")})
-    env.update(extra)
-    return env
-
-
-def release(env: dict[str, str], *command: str, cwd: Path | None = None, preexec_fn=None,
-            ) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "backout", "release"]
-    if command:
-        argv += ["--", *command]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=cwd,
-                          preexec_fn=preexec_fn)
 
 
 def upgrade_head(app: Path) -> list[str]:

@@ -5,7 +5,6 @@ the Platform API for the release facts and the Data API for `heroku` backups."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -13,59 +12,9 @@ import requests
 from backout import ledger
 from backout.backups import pg_dump
 from backout.checkpoint import config_fingerprint
-from backout.heroku import HerokuClient
-from tests.hooks.test_release_hook import A1, ALEMBIC_INI, B2, BROKEN, ENV_PY, REVISION
-from tests.support import deploy_slug
+from tests.hooks.support import A1, B2, BROKEN, Heroku
 
 pytestmark = pytest.mark.integration
-
-RELEASE = "backout release -- python -m alembic -c alembic.ini upgrade head"
-
-
-def slug_files(revisions: list[tuple]) -> dict[str, str]:
-    files = {"alembic.ini": ALEMBIC_INI, "migrations/env.py": ENV_PY}
-    for revision, down, doc, up, down_sql in revisions:
-        files[f"migrations/versions/{revision}.py"] = REVISION.format(
-            doc=doc, revision=revision, down=down, up=up, down_sql=down_sql)
-    return files
-
-
-class Heroku:
-    """The sandbox through backout's own client, with a deploy helper."""
-
-    def __init__(self, box: Any) -> None:
-        self.box = box
-        self.client = HerokuClient(box.token, box.url, box.url)
-
-    def app(self, name: str, **config: str) -> str:
-        """An app with a Postgres add-on (DATABASE_URL) and backout's config vars; its database URL."""
-        self.client.create_app(name)
-        self.client.create_addon(name, "heroku-postgresql:essential-0")
-        self.client.update_config_vars(name, {
-            "HEROKU_API_KEY": self.box.token, "BACKOUT_MIGRATIONS": "alembic",
-            "BACKOUT_MIGRATIONS_PATH": "alembic.ini", **config,
-        })
-        return self.client.config_vars(name)["DATABASE_URL"]
-
-    def deploy(self, app: str, revisions: list[tuple], commit: str) -> dict:
-        done = deploy_slug(self.client, app, {"release": RELEASE}, slug_files(revisions), commit=commit, timeout=120)
-        return self.with_output(done)
-
-    def settle(self, app: str, release: dict) -> dict:
-        return self.with_output(self.client.wait_release(app, release["id"], timeout=120, poll=0.1))
-
-    def with_output(self, release: dict) -> dict:
-        """The release with its release phase's output as `output`."""
-        url = release.get("output_stream_url")
-        release["output"] = requests.get(url, timeout=30).text if url else ""
-        return release
-
-
-@pytest.fixture
-def heroku(sandbox: Any) -> Heroku:
-    h = Heroku(sandbox)
-    yield h
-    h.client.close()
 
 
 def _checkpoints(url: str, app: str) -> list[dict]:

@@ -30,8 +30,8 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from tests.hooks.test_release_hook import ENV_PY, hook_env, release
-from tests.migrations.test_migrations_common import FIXTURES, rows, schema_of
+from tests.hooks.support import ENV_PY, hook_env, release
+from tests.migrations.support import FIXTURES, rows, schema_of
 from tests.support import deploy_slug
 
 pytestmark = pytest.mark.integration
@@ -331,6 +331,11 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
         assert saved["tool"] == tool.name and saved["files"]
     applied_rows = rows(db, tool.state_sql)
     schema = schema_of(db)
+    # The release log counts every migration, whatever the tool's table records (Alembic's heads,
+    # golang-migrate's one version).
+    total = len(tool.pending)
+    assert f"0 migrations applied, {total} pending" in first["output"], first["output"]
+    assert f"complete: {total} migrations applied" in first["output"]
 
     # 2. A config change is a release too: its checkpoint is a verified pg_dump archive.
     heroku.update_config_vars(app, {"BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": str(tmp_path / "backups")})
@@ -345,6 +350,7 @@ def test_a_release_checkpoints_and_a_failing_one_is_undone(
     assert pg_dump.verify(backup["path"], backup["sha256"])["dump_size"] == backup["dump_size"]
     assert f" {get_adapter(tool.name).state_table} " in archive_listing(backup["path"], tmp_path)
     assert rows(db, tool.state_sql) == applied_rows and schema_of(db) == schema
+    assert f"{total} migrations applied, 0 pending" in config_release["output"]
 
     # 3. Two new migrations, the second failing after the first was applied and committed.
     broken = deploy(heroku, app, tool, tool.files(tool.new(False)), commit="3333cccc")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gc
 import shutil
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,26 +13,19 @@ import pytest
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
 from backout.migrations.alembic import downgrade_source
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
+    CUSTOMERS,
+    DROP_PHONE,
+    INVOICES,
+    STATUS,
     fixture_tree,
     rows,
     schema_of,
     through_json,
+    upgrade,
 )
 
 pytestmark = pytest.mark.integration
-
-CUSTOMERS, INVOICES, STATUS, DROP_PHONE = "1a2b3c4d5e6f", "2b3c4d5e6f70", "3c4d5e6f7081", "4d5e6f708192"
-
-
-def upgrade(project: Path, url: str, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    config = Config(str(project / "alembic.ini"))
-    config.set_main_option("script_location", str(project / "alembic"))
-    config.set_main_option("sqlalchemy.url", url.replace("postgresql://", "postgresql+psycopg://", 1))
-    command.upgrade(config, revision)
 
 
 def heads(url: str) -> list[str]:
@@ -174,3 +166,44 @@ def test_version_locations_from_alembic_ini_are_read_as_alembic_reads_them(tmp_p
     (more / "helpers.py").write_text("def shared():\n    pass\n")
     with pytest.raises(BackoutError, match="helpers.py is in the Alembic versions directory but sets no revision"):
         get_adapter("alembic", ini).available()
+
+
+BRANCHED = ["a1f0c0de0001", "b2e0c0de0002", "c2b0c0de0003", "d3m0c0de0004", "e4d0c0de0005"]
+
+
+def test_a_history_with_merged_branches_an_enum_batch_operations_and_a_data_migration_goes_down_and_up(
+    database, tmp_path
+):
+    """The shapes real histories have: two branches (one adds an enum type, one alters a table in
+    batch mode) merged, then a data migration; down from the saved files alone, and up again."""
+    project = fixture_tree("alembic-branches", tmp_path)
+    adapter = get_adapter("alembic", project / "alembic.ini")
+    first, _, _, _, newest = BRANCHED
+    upgrade(project, database, first)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (name) VALUES ('acme inc'), ('bob'), ('carol inc')")
+        target = adapter.applied(conn)
+        pending = adapter.pending(conn)
+        assert adapter.applied_history(conn) == [first]
+    release_1 = schema_of(database), rows(database, "SELECT * FROM accounts ORDER BY id")
+    assert sorted(m.id for m in pending) == sorted(BRANCHED[1:])
+    upgrade(project, database, "head")
+    assert rows(database, "SELECT display_name, plan::text FROM accounts ORDER BY id") == [
+        ("Acme Inc", "pro"), ("Bob", "free"), ("Carol Inc", "pro")]
+    with psycopg.connect(database, autocommit=True) as conn:
+        assert adapter.applied(conn) == [newest] and sorted(adapter.applied_history(conn)) == sorted(BRANCHED)
+    saved = {m.id: m for m in through_json(pending)}
+    shutil.rmtree(project)  # the code is gone: only the saved revision files remain
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        path = adapter.down_path(conn, saved, target)
+        assert path.missing == [] and path.behind == [] and sorted(m.id for m in path.migrations) == sorted(BRANCHED[1:])
+        undone = adapter.run_down(conn, path.migrations)
+    assert undone[:2] == [newest, "d3m0c0de0004"] and sorted(undone) == sorted(BRANCHED[1:])
+    assert (schema_of(database), rows(database, "SELECT * FROM accounts ORDER BY id")) == release_1
+    assert heads(database) == [first]
+    assert rows(database, "SELECT count(*) FROM pg_type WHERE typname = 'account_plan'") == [(0,)]
+
+    project = fixture_tree("alembic-branches", tmp_path / "again")
+    upgrade(project, database, "head")
+    assert heads(database) == [newest]

@@ -1,12 +1,7 @@
 """What the migration-tool adapters share: choosing an adapter, the saved-migration record, SQL
-script splitting, and helpers the per-tool tests use (schema dumps, fixture trees)."""
+script splitting (the helpers the per-tool tests share are in tests/migrations/support.py)."""
 
 from __future__ import annotations
-
-import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,44 +10,7 @@ from backout.errors import BackoutError, ConfigError
 from backout.migrations import ADAPTERS, SavedMigration, get_adapter
 from backout.migrations.base import DownMigrationError
 from backout.migrations.script import controls_transactions, is_blank, statements
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "migrations"
-
-
-# --- helpers for the per-tool tests ---------------------------------------------------------------
-
-
-def fixture_tree(name: str, tmp_path: Path) -> Path:
-    """A private copy of a fixture tree, so a test can change or delete it."""
-    target = tmp_path / name
-    shutil.copytree(FIXTURES / name, target, ignore=shutil.ignore_patterns("__pycache__"))
-    return target
-
-
-def schema_of(url: str) -> str:
-    """`pg_dump --schema-only` of the database without the ledger's schema, minus the lines that
-    change from run to run."""
-    out = subprocess.run(
-        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=backout", "-d", url],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    return "\n".join(
-        line for line in out.splitlines()
-        if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict"))
-    )
-
-
-def through_json(saved: list[SavedMigration]) -> list[SavedMigration]:
-    """The records as a later rollback reads them back from the ledger's jsonb."""
-    return [SavedMigration.from_json(json.loads(json.dumps(m.to_json()))) for m in saved]
-
-
-def rows(url: str, sql: str) -> list[tuple]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
-
-
-# --- tests ------------------------------------------------------------------------------------------
+from tests.migrations.support import through_json
 
 
 def test_get_adapter_knows_every_tool_of_the_settings_contract():

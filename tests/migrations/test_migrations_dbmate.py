@@ -5,15 +5,18 @@ the marker says `transaction:false`."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
-from backout.migrations.dbmate import parse
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
+    INDEX,
+    ORDERS,
+    UNIQUE,
+    USERS,
+    dbmate_up,
     fixture_tree,
     rows,
     schema_of,
@@ -21,23 +24,6 @@ from tests.migrations.test_migrations_common import (
 )
 
 pytestmark = pytest.mark.integration
-
-USERS, ORDERS, INDEX, UNIQUE = "20240101120000", "20240201120000", "20240301120000", "20240401120000"
-
-
-def dbmate_up(url: str, directory: Path, *versions: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("create table if not exists schema_migrations (version varchar(128) primary key)")
-        for version in versions:
-            [path] = directory.glob(f"{version}_*.sql")
-            up, _, _ = parse(path.read_text(), path)
-            if up.split("\n", 1)[0].split()[-1] == "transaction:false":
-                conn.execute(up)
-                conn.execute("insert into schema_migrations (version) values (%s)", [version])
-            else:
-                with conn.transaction():
-                    conn.execute(up)
-                    conn.execute("insert into schema_migrations (version) values (%s)", [version])
 
 
 def test_reads_state_saves_down_sections_and_undoes_them_after_the_code_is_gone(database, tmp_path):

@@ -5,38 +5,22 @@ query string, then SetVersion(v, clean)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
     fixture_tree,
+    migrate_up,
     rows,
     schema_of,
+    set_version,
     through_json,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def migrate_up(url: str, directory: Path, *versions: int) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version bigint not null primary key,"
-                     " dirty boolean not null)")
-        for version in versions:
-            [path] = directory.glob(f"{version:06d}_*.up.sql")
-            set_version(conn, version, True)
-            conn.execute(path.read_text())
-            set_version(conn, version, False)
-
-
-def set_version(conn: psycopg.Connection, version: int, dirty: bool) -> None:
-    with conn.transaction():
-        conn.execute("TRUNCATE schema_migrations")
-        conn.execute("INSERT INTO schema_migrations (version, dirty) VALUES (%s, %s)", [version, dirty])
 
 
 def version_row(url: str) -> list[tuple]:

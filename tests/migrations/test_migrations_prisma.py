@@ -5,17 +5,18 @@ script in a transaction, then finished_at and applied_steps_count."""
 from __future__ import annotations
 
 import shutil
-import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
-from tests.fixtures.migrate_standin import PRISMA_TABLE  # Prisma's own DDL, spelled once
 
 from backout.errors import BackoutError, PlanRefused
 from backout.migrations import DownMigrationError, get_adapter
-from backout.migrations.prisma import checksum
-from tests.migrations.test_migrations_common import (
+from tests.migrations.support import (
+    BIO,
+    DROP_NAME,
+    INIT,
+    POST,
+    deploy,
     fixture_tree,
     rows,
     schema_of,
@@ -23,24 +24,6 @@ from tests.migrations.test_migrations_common import (
 )
 
 pytestmark = pytest.mark.integration
-
-INIT, POST, BIO, DROP_NAME = ("20240101000000_init", "20240201000000_add_post",
-                              "20240301000000_add_user_bio", "20240401000000_drop_user_name")
-
-
-
-def deploy(url: str, migrations: Path, *names: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(PRISMA_TABLE)
-        for name in names:
-            sql = (migrations / name / "migration.sql").read_text()
-            row_id = str(uuid.uuid4())
-            conn.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name, started_at)"
-                         " VALUES (%s, %s, %s, clock_timestamp())", [row_id, checksum(sql), name])
-            with conn.transaction():
-                conn.execute(sql)
-            conn.execute("UPDATE _prisma_migrations SET finished_at = clock_timestamp(), applied_steps_count = 1"
-                         " WHERE id = %s", [row_id])
 
 
 def state(url: str) -> list[tuple[str, bool, bool]]:

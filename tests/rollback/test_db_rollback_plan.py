@@ -13,7 +13,8 @@ from backout import ledger
 from backout import settings as settings_module
 from backout.backups import pg_dump
 from backout.errors import PlanRefused
-from backout.rollback.database import ledger_copy, plan_db_step, restore_point
+from backout.rollback.database import ledger_copy
+from backout.rollback.database.step import plan_db_step, restore_point
 
 pytestmark = pytest.mark.integration
 

@@ -16,20 +16,11 @@ import psycopg
 import pytest
 
 from backout import ledger
-from tests.hooks.test_release_hook import A1, B2
-from tests.hooks.test_release_hook_sandbox import Heroku, heroku, slug_files  # noqa: F401 - `heroku` is the fixture
-from tests.rollback.test_restore_swap import checksums
+from tests.hooks.support import A1, B2, Heroku, slug_files
+from tests.rollback.support import checksums, schema
 from tests.support import child_env, start_worker, stop_workers
 
 pytestmark = pytest.mark.integration
-
-
-def schema(url: str) -> str:
-    """The app's schema as pg_dump prints it, without the ledger or copies kept by a swap."""
-    out = subprocess.run(["pg_dump", "--schema-only", "--no-owner", "--no-privileges", "--exclude-schema=backout",
-                          "--exclude-schema=*_before_*", "--dbname", url], capture_output=True, text=True, check=True)
-    return "\n".join(line for line in out.stdout.splitlines()
-                     if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))
 
 
 def state(url: str) -> tuple[dict, str]:
@@ -129,9 +120,10 @@ def test_down_then_undo_it_then_restore_through_the_cli(make_app: Any) -> None:
     with ledger.connect(app.db) as conn:
         assert ledger.list_requests(conn, "shop") == []
 
-    # A dry run prints the plan: what is restored, how, and what is lost; it changes nothing.
-    dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--confirm", "shop",
-                      "--dry-run", "--json")
+    # A dry run prints the plan: what is restored, how, and what is lost; it changes nothing, so it
+    # needs no --confirm.
+    dry = app.backout("rollback", "--app", "shop", "--to", f"v{v4['version']}", "--db", "restore", "--dry-run",
+                      "--json")
     assert dry.returncode == 0, dry.stderr
     step = json.loads(dry.stdout)["plan"]["db_step"]
     v5_checkpoint = next(cp for cp in app.checkpoints() if cp["release"]["version"] == v5["version"])
@@ -176,14 +168,19 @@ def test_restore_from_a_heroku_backup_and_the_ledger_is_not_rewound(make_app: An
     app = make_app("shop-heroku", "heroku")
     v4 = app.deploy([A1], "cccc3333")
     sql(app.db, "INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 300) g")
-    at_v5_deploy = checksums(app.db)
+    at_v5_deploy = state(app.db)
     app.deploy([A1, B2], "dddd4444")
-    sql(app.db, "INSERT INTO users (name, email) SELECT 'late ' || g, 'x' FROM generate_series(1, 50) g")
+    sql(app.db, "INSERT INTO users (name, email) SELECT 'late ' || g, 'x' FROM generate_series(1, 50) g",
+        # What a later migration made, which the Data API's pg_restore --clean would leave behind.
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')", "CREATE TABLE audit (id bigserial PRIMARY KEY, m mood)",
+        "CREATE FUNCTION audit_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM audit'",
+        "CREATE SCHEMA reports", "CREATE VIEW reports.recent AS SELECT * FROM audit")
 
     app.start_worker()
     done = app.rollback(f"v{v4['version']}", "restore")
     assert "db_restore: done" in done.stderr and "mode=data-api" in done.stderr, done.stderr
-    assert checksums(app.db) == at_v5_deploy
+    # The database equals the checkpoint: what came after it is gone, not only the rows.
+    assert state(app.db) == at_v5_deploy
     assert _rows(app.db, "SELECT version_num FROM alembic_version") == [("a1",)]
     with ledger.connect(app.db) as conn:
         [request] = ledger.list_requests(conn, "shop-heroku")

@@ -19,20 +19,27 @@ from backout import settings as settings_module
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from backout.rollback.database import down, plan_db_step, restore_point, run_db_step
-from tests.migrations.test_migrations_alembic import (
+from backout.rollback.database import down
+from backout.rollback.database.step import plan_db_step, restore_point, run_db_step
+from tests.migrations.support import (
+    BIO,
     CUSTOMERS,
+    INIT,
     INVOICES,
+    ORDERS,
+    POST,
     STATUS,
+    USERS,
+    dbmate_up,
+    fixture_tree,
+    migrate,
+    migrate_up,
+    rows,
+    schema_of,
     upgrade,
 )
-from tests.migrations.test_migrations_common import fixture_tree, rows, schema_of
-from tests.migrations.test_migrations_dbmate import INDEX as ORDERS_INDEX
-from tests.migrations.test_migrations_dbmate import ORDERS, USERS, dbmate_up
-from tests.migrations.test_migrations_django import migrate
-from tests.migrations.test_migrations_golang_migrate import migrate_up
-from tests.migrations.test_migrations_prisma import BIO, INIT, POST
-from tests.migrations.test_migrations_prisma import deploy as prisma_deploy
+from tests.migrations.support import INDEX as ORDERS_INDEX
+from tests.migrations.support import deploy as prisma_deploy
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +120,7 @@ def deploy(database: str, conn: psycopg.Connection, tool: Tool, tmp_path: Path, 
     cp = checkpoint.take(settings, conn, release, adapter=adapter, complete=False)
     tool.up(database, root, version)
     with psycopg.connect(database) as app:
-        cp = ledger.update_checkpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
+        cp = ledger.updatecheckpoint(conn, cp["id"], migrations_after=adapter.applied(app), status="complete",
                                       completed_at="now")
     return cp, schema
 
@@ -130,7 +137,7 @@ def history(database: str, tool: Tool, tmp_path: Path) -> tuple[dict, dict, str]
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, database: str, tmp_path: Path,
+def test_down_migrations_bring_the_schema_back_to_thecheckpoint(tool: str, database: str, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database)  # the Django project reads it
     spec = TOOLS[tool]
@@ -140,7 +147,10 @@ def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, data
         point, why = restore_point(conn, APP, None, target_version=1, current_version=3)
         assert point["id"] == cp2["id"] and "as v1 left it" in why
         plan = down.saved_plan(conn, point)
+        with psycopg.connect(database, autocommit=True) as app:
+            live = down.live_plan(conn, app, point)
     assert [m.id for m in plan.migrations] == [third, second]
+    assert [m.id for m in live.migrations] == [third, second] and live.problems() == [] and live.from_live_state
     assert plan.sources == {third: cp3["id"], second: cp2["id"]}
     assert plan.checkpoints == [cp3["id"], cp2["id"]]
     lines: list[str] = []
@@ -164,20 +174,38 @@ def test_down_migrations_bring_the_schema_back_to_the_checkpoint(tool: str, data
         assert rows(database, "SELECT app || '.' || name FROM django_migrations WHERE app = 'shop'") == [(first,)]
 
 
-def test_a_state_table_changed_by_hand_refuses_the_plan_and_changes_nothing(database: str, tmp_path: Path) -> None:
+def test_the_plan_starts_from_the_state_applied_now(database: str, tmp_path: Path) -> None:
     spec = TOOLS["golang-migrate"]
     history(database, spec, tmp_path)
     with psycopg.connect(database, autocommit=True) as conn:  # someone ran `migrate down 1` by hand
         conn.execute("DROP TABLE transfers CASCADE")
         conn.execute("UPDATE schema_migrations SET version = 2")
+    settings = _settings(database, spec, tmp_path, tmp_path, BACKOUT_BACKUP="pg_dump")
+    with ledger.connect(database) as conn:
+        step = plan_db_step(settings, conn, APP, None, "down", target_version=1, current_version=3)
+    assert [m["id"] for m in step["down"]["migrations"]] == ["2"] and step["down"]["from_live_state"]
+
+
+def test_a_migration_applied_by_hand_without_a_saved_script_refuses_the_plan_and_changes_nothing(
+        database: str, tmp_path: Path) -> None:
+    spec = TOOLS["golang-migrate"]
+    history(database, spec, tmp_path)
+    with psycopg.connect(database, autocommit=True) as conn:  # someone ran a migration 9 by hand
+        conn.execute("CREATE TABLE by_hand (id int)")
+        conn.execute("UPDATE schema_migrations SET version = 9")
     before = schema_of(database)
     settings = _settings(database, spec, tmp_path, tmp_path, BACKOUT_BACKUP="pg_dump")
     with ledger.connect(database) as conn, pytest.raises(PlanRefused) as refused:
         plan_db_step(settings, conn, APP, None, "down", target_version=1, current_version=3)
-    assert "the current version is 2, the checkpoint expected 3 (migrated by hand since?)" in str(refused.value)
+    with ledger.connect(database) as conn:
+        [_, cp2] = ledger.list_checkpoints(conn, APP)
+    assert "no checkpoint saved a down script for 9, applied now above the target" in str(refused.value)
+    # Its checkpoints were taken with BACKOUT_BACKUP=none: the way out says so.
+    assert f"checkpoint {cp2['id']} holds no backup to restore instead; undo the migrations by hand" in str(refused.value)
     assert schema_of(database) == before
     with ledger.connect(database) as conn:
         assert [cp["kind"] for cp in ledger.list_checkpoints(conn, APP)] == ["deploy", "deploy"]
+        assert ledger.list_requests(conn, APP) == []
 
 
 def test_down_migrations_need_a_safety_checkpoint_with_a_copy_of_the_data(database: str, tmp_path: Path) -> None:
@@ -197,7 +225,7 @@ def test_an_irreversible_migration_in_the_way_refuses_the_plan(database: str, tm
         [newest, _] = ledger.list_checkpoints(conn, APP)
         scripts = newest["down_scripts"]
         scripts[0].update(down=None, reversible=False, irreversible_reason="there is no 000003_x.down.sql")
-        ledger.update_checkpoint(conn, newest["id"], down_scripts=scripts)
+        ledger.updatecheckpoint(conn, newest["id"], down_scripts=scripts)
         with pytest.raises(PlanRefused, match="3 .* is irreversible: there is no 000003_x.down.sql"):
             plan_db_step(_settings(database, spec, tmp_path, tmp_path), conn, APP, None, "down", target_version=1,
                          current_version=3)
@@ -211,7 +239,7 @@ def test_a_down_script_failing_halfway_stops_and_records_what_ran(database: str,
     with ledger.connect(database) as conn:  # the saved script for ORDERS now fails after its DROP
         scripts = cp2["down_scripts"]
         scripts[0]["down"] += "\nselect no_such_function();\n"
-        ledger.update_checkpoint(conn, cp2["id"], down_scripts=scripts)
+        ledger.updatecheckpoint(conn, cp2["id"], down_scripts=scripts)
     client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
     client.create_app(APP)
     client.update_config_vars(APP, {"DATABASE_URL": database})

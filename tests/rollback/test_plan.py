@@ -8,7 +8,7 @@ from backout import ledger
 from backout.errors import PlanRefused
 from backout.heroku import HerokuClient
 from backout.rollback.plan import build_plan, config_changes, describe
-from tests.rollback.test_rollback import shop  # noqa: F401 - the sandbox app fixture
+from tests.rollback.support import shop_checkpoint
 
 # Nothing listens on port 9: a plan refused for its input must not even try the API.
 OFFLINE = HerokuClient("t0ken", "http://127.0.0.1:9", "http://127.0.0.1:9")
@@ -70,20 +70,6 @@ def test_config_set_by_add_ons_is_left_out() -> None:
 # --- against the sandbox ------------------------------------------------------------------------
 
 
-def _checkpoint(database: str, version: int, verified: bool) -> dict:
-    conn = ledger.connect(database)
-    try:
-        cp = ledger.create_checkpoint(conn, app="shop", kind="deploy", release_version=version, release_id=None,
-                                      slug_id=None, slug_commit=None, previous_release_version=version - 1,
-                                      backup_strategy="none", migration_tool="none")
-        cp = ledger.update_checkpoint(conn, cp["id"], status="complete", completed_at="now")
-        if verified:
-            ledger.mark_release_verified(conn, "shop", version)
-        return cp
-    finally:
-        conn.close()
-
-
 def _plan_for(shop, to: str) -> dict:
     conn = ledger.connect(shop.database)
     try:
@@ -94,9 +80,9 @@ def _plan_for(shop, to: str) -> dict:
 
 @pytest.mark.integration
 def test_previous_prefers_the_newest_release_verified_healthy(shop) -> None:
-    _checkpoint(shop.database, 2, verified=True)
-    verified = _checkpoint(shop.database, 3, verified=True)
-    _checkpoint(shop.database, 4, verified=False)
+    shop_checkpoint(shop.database, 2, verified=True)
+    verified = shop_checkpoint(shop.database, 3, verified=True)
+    shop_checkpoint(shop.database, 4, verified=False)
     plan = _plan_for(shop, "previous")
     assert plan["resolved_by"] == "verified-checkpoint"
     assert plan["target"]["version"] == 3 and plan["target"]["checkpoint_id"] == verified["id"]

@@ -17,6 +17,7 @@ from backout import ledger
 from backout.backups import pg_dump
 from backout.errors import BackoutError
 from backout.rollback.database import stream, swap
+from tests.rollback.support import checksums
 from tests.support import SERVER_URL, database_url, drop_database
 
 pytestmark = pytest.mark.integration
@@ -51,17 +52,6 @@ DROP TABLE reporting.daily;
 ALTER TABLE customers ADD COLUMN phone text;
 CREATE TABLE public.newer (id int);
 """
-
-
-def checksums(url: str) -> dict[str, str]:
-    """md5 of every app table's rows in a stable order (the ledger's schema left out)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        tables = conn.execute(
-            """SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
-               WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema', 'backout')
-                 AND table_schema NOT LIKE '%\\_before\\_%' ORDER BY 1""").fetchall()
-        return {t: conn.execute(f"SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
-                .fetchone()[0] for (t,) in tables}
 
 
 class Owner:
@@ -100,7 +90,7 @@ def _prepare(url: str, tmp_path: Path, extension: bool = False) -> tuple[dict, d
         if extension:
             conn.execute(EXTENSION)
     with ledger.connect(url) as conn:
-        cp = ledger.create_checkpoint(conn, app="shop", kind="deploy", release_version=4, release_id=None,
+        cp = ledger.createcheckpoint(conn, app="shop", kind="deploy", release_version=4, release_id=None,
                                       slug_id=None, slug_commit=None, previous_release_version=3,
                                       backup_strategy="pg_dump", migration_tool="none")
     backup = pg_dump.dump(url, tmp_path / f"{cp['id']}.dump.zst")
@@ -108,7 +98,7 @@ def _prepare(url: str, tmp_path: Path, extension: bool = False) -> tuple[dict, d
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(CHANGES_SINCE)
     with ledger.connect(url) as conn:  # the ledger moves on after the checkpoint: it must not go back
-        ledger.update_checkpoint(conn, cp["id"], status="complete", completed_at="now")
+        ledger.updatecheckpoint(conn, cp["id"], status="complete", completed_at="now")
     return backup, at_checkpoint, cp["id"]
 
 
@@ -145,7 +135,7 @@ def _restore(url: str, backup: dict, cp_id: str, mode: str, tmp_path: Path) -> t
 
 def _ledger_rows(url: str, cp_id: str) -> dict:
     with ledger.connect(url) as conn:
-        return ledger.get_checkpoint(conn, cp_id)
+        return ledger.getcheckpoint(conn, cp_id)
 
 
 def test_schema_swap_as_the_database_owner_brings_the_checkpoint_back(owner: Owner, tmp_path: Path) -> None:
@@ -235,17 +225,18 @@ def test_in_place_restore_keeps_the_ledger_and_objects_made_since(database: str,
     assert _ledger_rows(database, cp_id)["status"] == "complete"
 
 
-@pytest.mark.parametrize("mode", ["schema", "in-place", "database"])
-def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode,jobs", [("schema", None), ("in-place", None), ("database", None), ("database", 2)])
+def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: str, jobs: int | None) -> None:
     backup, _, cp_id = _prepare(database, tmp_path)
     now = checksums(database)
     data = bytearray(Path(backup["path"]).read_bytes())
     data[len(data) // 2] ^= 0xFF
     Path(backup["path"]).write_bytes(bytes(data))
     with pytest.raises(BackoutError, match="corrupt|rolled back|failed"):
-        swap.Restore(database, backup, cp_id, "k3y00003", lambda line: None, tmp_path / "work").run(
+        swap.Restore(database, backup, cp_id, "k3y00003", lambda line: None, tmp_path / "work", jobs=jobs).run(
             mode, stream.read_toc(Path(backup["path"])))
     assert checksums(database) == now
+    assert not list((tmp_path / "work").glob(".*.dump"))  # no decompressed copy left behind
     name = urlsplit(database).path.lstrip("/")
     with psycopg.connect(SERVER_URL, autocommit=True) as admin:
         assert admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE %s", [name + "_%"]).fetchone() == (0,)
@@ -253,36 +244,34 @@ def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: 
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%k3y00003%'").fetchone() == (0,)
 
 
-def test_a_row_count_that_differs_from_the_archive_fails_before_the_swap(database: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["schema", "in-place", "database"])
+def test_a_row_count_that_differs_from_the_archive_fails_before_the_swap(database: str, tmp_path: Path,
+                                                                          mode: str) -> None:
     backup, _, cp_id = _prepare(database, tmp_path)
     now = checksums(database)
     toc = stream.read_toc(Path(backup["path"]))
-    archive_counts = None
-
-    class Lying(swap.Restore):
-        """Says the archive held one row more in orders than it did."""
-
-        def _streaming(self, mode, toc):
-            real = stream.pump
-
-            def pump(*args, **kwargs):
-                archive = real(*args, **kwargs)
-                [orders] = [e for e in archive.table_data() if e.tag == "orders"]
-                archive.rows[orders.dump_id] += 1
-                nonlocal archive_counts
-                archive_counts = archive.row_counts()
-                return archive
-
-            stream.pump = pump
-            try:
-                return super()._streaming(mode, toc)
-            finally:
-                stream.pump = real
-
+    # The checkpoint says the archive held one row more in orders than it did.
+    backup["rows"]["public.orders"] += 1
+    archive_counts = backup["rows"]
     with pytest.raises(BackoutError, match="public.orders has 4000 rows, the archive 4001"):
-        Lying(database, backup, cp_id, "k3y00004", lambda line: None, tmp_path / "work").run("schema", toc)
+        swap.Restore(database, backup, cp_id, "k3y00004", lambda line: None, tmp_path / "work").run(mode, toc)
     assert archive_counts["public.orders"] == 4001
     assert checksums(database) == now
+
+
+@pytest.mark.parametrize("mode", ["schema", "database"])
+def test_a_checkpoint_without_recorded_rows_is_counted_from_the_archive(database: str, tmp_path: Path,
+                                                                        mode: str) -> None:
+    backup, at_checkpoint, cp_id = _prepare(database, tmp_path)
+    del backup["rows"]  # as checkpoints taken before rows were recorded
+    kept = f"{urlsplit(database).path.lstrip('/')}_before_{cp_id.lower()}"
+    try:
+        result = swap.Restore(database, backup, cp_id, "k3y00005", lambda line: None, tmp_path / "work",
+                              jobs=2).run(mode, stream.read_toc(Path(backup["path"])))
+    finally:
+        drop_database(kept)
+    assert result["tables"]["public.orders"] == 4000
+    assert checksums(database) == at_checkpoint
 
 
 def test_the_mode_follows_what_the_role_may_do(owner: Owner, database: str, tmp_path: Path) -> None:

@@ -15,109 +15,19 @@ from __future__ import annotations
 import gzip
 import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from backout import enqueue_rollback, ledger
 from backout import settings as settings_module
-from backout.heroku import HerokuClient
 from backout.worker import queues
-from backout.worker.main import build_worker
+from tests.rollback.support import APP, Shop
 from tests.stub_http import Reply, StubServer
-from tests.support import child_env, deploy_slug, ledger_queue_names, start_worker, stop_workers, wait_for
+from tests.support import ledger_queue_names, wait_for
 
 pytestmark = pytest.mark.integration
-
-APP = "shop"
-
-
-class Shop:
-    """The sandbox app `shop` with five releases, and what a test needs around it."""
-
-    def __init__(self, sandbox: Any, database: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sandbox, self.database, self.redis_url, self.tmp = sandbox, database, redis_url, tmp_path
-        self.delay_file = tmp_path / "delay"
-        self.hook = StubServer(lambda request: Reply(200, "ok"))
-        self.env = {
-            "DATABASE_URL": database, "REDIS_URL": redis_url, "BACKOUT_NOTIFY_URL": self.hook.url + "/hook",
-            "BACKOUT_LOG_LEVEL": "INFO", **sandbox.env,
-            # The worker's health monitor wakes this often, so a stopped worker exits at once.
-            "BACKOUT_HEALTH_INTERVAL": "0.5",
-        }
-        # Jobs run in this process (SimpleWorker) read their settings from the environment.
-        for name in settings_module.setting_names():
-            monkeypatch.delenv(name, raising=False)
-        for name, value in self.env.items():
-            monkeypatch.setenv(name, value)
-        self.settings = settings_module.load(self.env)
-        self.client = HerokuClient(sandbox.token, sandbox.url, sandbox.url)
-        self.redis = redis.Redis.from_url(redis_url)
-        self.workers: list[subprocess.Popen] = []
-        self.client.create_app(APP)
-        self.client.update_config_vars(APP, {"FEATURE": "old"})                    # v2
-        self.slug_a = self.deploy("a")                                             # v3
-        self.client.update_config_vars(APP, {"FEATURE": "new"})                    # v4
-        self.slug_b = self.deploy("b")                                             # v5
-
-    def deploy(self, code: str) -> str:
-        processes = {"release": f"sleep $(cat {self.delay_file} 2>/dev/null || echo 0)"}
-        done = deploy_slug(self.client, APP, processes, {"VERSION": code}, commit=f"{code}{time.time_ns()}",
-                           timeout=30, poll=0.05)
-        assert done["status"] == "succeeded", done
-        return done["slug"]["id"]
-
-    def run_worker(self) -> None:
-        """Run the queued jobs in a real RQ worker in this process, then return."""
-        build_worker(self.redis, self.settings, simple=True).work(burst=True, logging_level="WARNING")
-
-    def start_worker(self, *args: str) -> subprocess.Popen:
-        proc = start_worker(child_env(self.env), self.tmp / f"worker-{len(self.workers)}.log", *args)
-        self.workers.append(proc)
-        return proc
-
-    def worker_log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("worker-*.log")))
-
-    def request(self, request_id: str) -> dict:
-        conn = ledger.connect(self.database)
-        try:
-            return ledger.get_request(conn, request_id)
-        finally:
-            conn.close()
-
-    def steps(self, request_id: str) -> list[tuple[str, str]]:
-        conn = ledger.connect(self.database)
-        try:
-            return [(s["step"], s["status"]) for s in ledger.steps(conn, request_id)]
-        finally:
-            conn.close()
-
-    def rollback_releases(self, version: int = 3) -> list[dict]:
-        return [r for r in self.client.list_releases(APP) if r["description"] == f"Rollback to v{version}"]
-
-    def config(self) -> dict:
-        return self.client.config_vars(APP)
-
-    def notified(self) -> list[dict]:
-        return [r.json() for r in self.hook.requests]
-
-    def close(self) -> None:
-        stop_workers(self.workers)
-        self.hook.close()
-        self.client.close()
-        self.redis.close()
-
-
-@pytest.fixture
-def shop(sandbox, database, redis_url, tmp_path, monkeypatch):
-    app = Shop(sandbox, database, redis_url, tmp_path, monkeypatch)
-    yield app
-    app.close()
 
 
 def test_a_rollback_from_a_script(shop: Shop) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from backout import cli, ledger
 from backout.worker import queues
-from tests.rollback.test_rollback import APP, Shop, shop  # noqa: F401 - `shop` is the fixture
+from tests.rollback.support import APP, Shop
 from tests.support import ledger_queue_names
 
 pytestmark = pytest.mark.integration

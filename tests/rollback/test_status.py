@@ -7,8 +7,7 @@ import json
 import pytest
 
 from backout import cli, enqueue_rollback, ledger
-from tests.rollback.test_plan import _checkpoint
-from tests.rollback.test_rollback import APP, Shop, shop  # noqa: F401 - `shop` is the fixture
+from tests.rollback.support import APP, Shop, shop_checkpoint
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +15,7 @@ KEYS = {"app", "current_release", "releases", "rollbacks", "running", "health"}
 
 
 def test_status_tells_where_the_app_stands(shop: Shop, capsys: pytest.CaptureFixture) -> None:
-    checkpoint = _checkpoint(shop.database, 3, verified=True)
+    checkpoint = shop_checkpoint(shop.database, 3, verified=True)
     done = enqueue_rollback(APP, "v3", settings=shop.settings)
     shop.run_worker()
     waiting = enqueue_rollback(APP, "v4", settings=shop.settings)  # queued, no worker runs it

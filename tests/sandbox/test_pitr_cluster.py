@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import psycopg
 import pytest
 
-from backout.errors import BackoutError
 from backout_sandbox import pitr
+from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.pitr import PitrCluster
 
 pytestmark = pytest.mark.integration
@@ -213,7 +213,7 @@ def test_each_of_several_databases_comes_back_with_only_its_own_content(cluster:
 
 
 def test_one_process_at_a_time_drives_a_cluster(cluster: PitrCluster) -> None:
-    with pytest.raises(BackoutError, match="in use by another process"):
+    with pytest.raises(SandboxError, match="in use by another process"):
         PitrCluster(cluster.root).start()
     assert rows(cluster.admin_url(), "SELECT 1") == [(1,)]
 
@@ -291,6 +291,6 @@ def test_a_root_the_server_user_cannot_reach_is_refused_with_the_fix(tmp_path: P
         cluster.start()
         cluster.stop()
         return
-    with pytest.raises(BackoutError, match="cannot reach .* tempfile.mkdtemp"):
+    with pytest.raises(SandboxError, match="cannot reach .* tempfile.mkdtemp"):
         cluster.start()
     assert not (closed / "data").exists()

@@ -10,10 +10,8 @@ import io
 import json
 import re
 import tarfile
-import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,27 +20,20 @@ import requests
 
 from backout.heroku import ACCEPT
 from backout_sandbox.server import start
-from tests.support import SERVER_URL, SandboxApi, slug_tarball, wait_for
+from tests.stub_http import Reply, Request, StubServer
+from tests.support import SERVER_URL, SandboxApi, slug_tarball, wait_for, web_process
 
 pytestmark = pytest.mark.integration
 
 # A web process that says which code, process and environment answered.
-WEB = """
-import json, os, http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
+WEB = web_process("""
+    def answer():
         names = ("DYNO", "PORT", "FOO", "HEROKU_RELEASE_VERSION", "HEROKU_APP_NAME", "HEROKU_SLUG_COMMIT",
                  "SANDBOX_PARENT_ONLY", "BACKOUT_HEROKU_API_URL")
         body = json.dumps({"code": open("VERSION").read().strip(), "pid": os.getpid(),
                            "env": {k: os.environ.get(k) for k in names}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"""
+        return 200, {}, body
+""")
 
 
 @pytest.fixture
@@ -368,21 +359,12 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
     """A real HTTP server on loopback that records the webhook deliveries it gets."""
     received: list[tuple[dict[str, str], bytes]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((dict(self.headers), body))
-            self.send_response(204)
-            self.end_headers()
+    def deliver(request: Request) -> Reply:
+        received.append((dict(request.headers), request.body))
+        return Reply(204)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks", received
-    server.shutdown()
-    server.server_close()
+    with StubServer(deliver) as server:
+        yield f"{server.url}/hooks", received
 
 
 def test_webhooks_are_delivered_signed_with_the_secret(api: SandboxApi, receiver: Any) -> None:
@@ -502,11 +484,11 @@ def test_a_restarted_sandbox_keeps_its_apps_and_restarts_their_dynos(tmp_path: P
 
 
 def test_a_broken_state_file_is_refused_with_the_fix(tmp_path: Path) -> None:
-    from backout.errors import BadInput
+    from backout_sandbox.core.errors import StartError
 
     state = tmp_path / "state.json"
     state.write_text("{not json")
-    with pytest.raises(BadInput, match="move it away"):
+    with pytest.raises(StartError, match="move it away"):
         start(port=0, state_path=state, work_dir=tmp_path / "w", postgres_url=SERVER_URL)
-    with pytest.raises(BadInput, match="cannot reach PostgreSQL"):
+    with pytest.raises(StartError, match="cannot reach PostgreSQL"):
         start(port=0, state_path=tmp_path / "other.json", postgres_url="postgresql://postgres@127.0.0.1:1/postgres")

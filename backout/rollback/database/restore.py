@@ -14,7 +14,10 @@
   database: what it applies is undone again from the saved down scripts, so the database is at
   the checkpoint's migrations when the code rollback's own release phase runs.
 
-Each returns a JSON-friendly account of what it did.
+After a `pg_dump` or `heroku` restore, whatever the checkpoint's archive does not hold (a table, type,
+function or schema a later migration made, which `pg_restore --clean` leaves) is dropped
+(`leftovers`): the database equals the checkpoint, and what stood beside it is kept only in the
+safety checkpoint. Each returns a JSON-friendly account of what it did.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from backout.backups.heroku import ATTACHMENT, database_addon
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
-from backout.rollback.database import down, ledger_copy, pgtools, stream, swap
+from backout.rollback.database import down, ledger_copy, leftovers, pgtools, stream, swap
 from backout.settings import Settings
 
 Progress = Callable[[str], None]
@@ -67,7 +70,17 @@ def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progr
                            progress, work_dir=Path(settings.backup_dir))
     result = restore.run(choice.mode, toc)
     result["choice"] = choice.to_json()
+    result["dropped"] = _drop_leftovers(settings, toc, progress)
     return result
+
+
+def _drop_leftovers(settings: Settings, toc: Archive, progress: Progress) -> list[str]:
+    """After a restore that keeps what the archive does not hold (in place, or schemas beside
+    the archive's): drop it, so the database equals the checkpoint."""
+    dropped = leftovers.drop_leftovers(settings.database_url or "", toc)
+    if dropped:
+        progress(f"restore: dropped what the checkpoint did not hold: {', '.join(dropped)}")
+    return dropped
 
 
 def ledger_in_app_database(settings: Settings) -> bool:
@@ -121,13 +134,14 @@ def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoin
             merged = ledger_copy.merge(settings.ledger_url or "", snap)
             snap.close()
             progress(f"restore: ledger merged back ({sum(merged.values())} rows)")
+    dropped = _drop_leftovers(settings, toc, progress)
     names = sorted(e.qualified for e in toc.table_data() if e.namespace != swap.LEDGER_SCHEMA)
     counts = _count_tables(settings.database_url or "", names)
     progress(f"restore: verified, {len(counts)} tables of the backup present")
     return {"transfer": {"num": done.get("num"), "uuid": done.get("uuid"), "from": f"b{int(num):03d}",
                          "processed_bytes": done.get("processed_bytes")},
             "addon": addon.get("addon_name") or addon["addon_id"], "tables": counts,
-            "ledger_carried": carry, "mode": "data-api"}
+            "ledger_carried": carry, "mode": "data-api", "dropped": dropped}
 
 
 def _remote_toc(url: str) -> Archive:

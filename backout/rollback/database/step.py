@@ -25,6 +25,7 @@ missing. The worker checks everything again before it changes anything.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable
 
 import psycopg
@@ -172,17 +173,25 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
 
 def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, point: dict,
                conn: psycopg.Connection | None) -> None:
-    plan = down.saved_plan(ledger_conn, point)
-    problems = plan.problems_without_database()
+    path = _migrations_path(settings, point)
+    if conn is None:
+        plan = down.saved_plan(ledger_conn, point)
+        step["checked_by_worker"].append(f"the {plan.tool} state applied now, from which the worker plans again")
+    else:
+        plan = down.live_plan(ledger_conn, conn, point, path)
+    problems = plan.problems()
+    if conn is not None and not problems:
+        problems = down.check(conn, plan, path)
+        step["checked_here"].append(f"the {plan.tool} state applied now, and a saved down script for each step")
     if problems:
-        raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
-    if conn is not None:
-        problems = down.check(conn, plan)
-        if problems:
-            raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
-        step["checked_here"].append(f"the {plan.tool} state is what the checkpoints expect")
+        raise down.refusal(plan, problems, point)
     step["down"] = plan.to_json()
     step["safety_checkpoint"] = _safety_plan(settings.backup) if plan.migrations else None
+
+
+def _migrations_path(settings: Settings, point: dict) -> Path | None:
+    """BACKOUT_MIGRATIONS_PATH when it is the checkpoints' tool's (Django runs from there)."""
+    return settings.migrations_path if settings.migrations == point["migration_tool"] else None
 
 
 def _safety_plan(strategy: str) -> dict:
@@ -337,21 +346,23 @@ class _Runner:
         return result
 
     def _down_plan(self, db_step: dict) -> down.DownPlan:
-        plan = down.saved_plan(self.conn, self.point)
-        planned = [m["id"] for m in (db_step.get("down") or {}).get("migrations") or []]
-        if [m.id for m in plan.migrations] != planned:
-            raise PlanRefused(f"the plan is stale: it undoes {planned or 'nothing'}, but the checkpoints now call for "
-                              f"{[m.id for m in plan.migrations] or 'nothing'}; ask for the rollback again")
-        problems = plan.problems_without_database()
+        path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
-            problems += down.check(app_conn, plan)
+            plan = down.live_plan(self.conn, app_conn, self.point, path)
+            planned = db_step.get("down") or {}
+            ids = [m["id"] for m in planned.get("migrations") or []]
+            if planned.get("from_live_state") and sorted(m.id for m in plan.migrations) != sorted(ids):
+                raise PlanRefused(f"the plan is stale: it undoes {ids or 'nothing'}, but the database now calls for "
+                                  f"{[m.id for m in plan.migrations] or 'nothing'}; ask for the rollback again")
+            problems = plan.problems() or down.check(app_conn, plan, path)
         if problems:
-            raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
+            raise down.refusal(plan, problems, self.point)
         return plan
 
     def _down(self, plan: down.DownPlan) -> dict:
+        path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
-            return {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True))}
+            return {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
 
     def _restore(self, earlier: list[dict]) -> dict:
         strategy = self.point["backup_strategy"]

@@ -11,6 +11,7 @@ the verification after the restore.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -77,40 +78,93 @@ def read_toc(path: Path) -> Archive:
     return scanner.archive
 
 
+def recorded(backup: dict, toc: Archive) -> Archive | None:
+    """The archive's table of contents with the row counts its checkpoint recorded (None for a
+    checkpoint that recorded none: its rows are then counted from the archive as it streams)."""
+    rows = backup.get("rows")
+    return toc.with_rows(rows) if isinstance(rows, dict) else None
+
+
 def pump(path: Path, backup: dict, write: Callable[[bytes], object], progress: Progress,
-         what: str = "restore") -> Archive:
-    """Decompress the archive into `write`, scanning it on the way; progress lines carry the bytes."""
+         what: str = "restore", counted: Archive | None = None) -> Archive:
+    """Decompress the archive into `write`, scanning it on the way unless its rows were `counted`
+    already; progress lines carry the bytes."""
     scanner = Scanner()
     total = backup.get("dump_size")
+    seen = 0
     next_report = time.monotonic() + PROGRESS_EVERY
     for chunk in chunks(path, total):
-        scanner.feed(chunk)
+        if counted is None:
+            scanner.feed(chunk)
         write(chunk)
+        seen += len(chunk)
         if time.monotonic() >= next_report:
-            done = scanner.bytes_seen
-            share = f" ({100 * done // total}%)" if total else ""
-            progress(f"{what}: {human_bytes(done)} of {human_bytes(total or done)} read{share}")
+            share = f" ({100 * seen // total}%)" if total else ""
+            progress(f"{what}: {human_bytes(seen)} of {human_bytes(total or seen)} read{share}")
             next_report = time.monotonic() + PROGRESS_EVERY
-    archive = scanner.finish()
-    progress(f"{what}: {human_bytes(scanner.bytes_seen)} of archive read, {len(archive.table_data())} tables")
+    archive = scanner.finish() if counted is None else counted
+    progress(f"{what}: {human_bytes(seen)} of archive read, {len(archive.table_data())} tables")
     return archive
 
 
-def decompress_to(path: Path, backup: dict, dest: Path, progress: Progress) -> int:
-    """Write the decompressed archive to `dest` (mode 0600), for a parallel pg_restore to seek in;
-    the bytes written. (Its rows are counted from the file meanwhile: `archive.scan_file`.)"""
-    total = backup.get("dump_size")
-    written = 0
-    next_report = time.monotonic() + PROGRESS_EVERY
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb", buffering=0) as out:
-        for chunk in chunks(path, total):
-            view = memoryview(chunk)
-            while view:
-                view = view[out.write(view):]
-            written += len(chunk)
-            if time.monotonic() >= next_report:
-                progress(f"decompress: {human_bytes(written)} of {human_bytes(total or written)} written")
-                next_report = time.monotonic() + PROGRESS_EVERY
-    progress(f"decompress: {human_bytes(written)} written")
-    return written
+class Decompression(threading.Thread):
+    """Decompresses the archive into `dest` (mode 0600) on a thread, for a parallel pg_restore to
+    seek in, so that the restore prepares meanwhile: `toc` is set once the archive's header and
+    table of contents are in the file, which is all that `pg_restore --section=pre-data` reads.
+    `result()` waits and returns the bytes written, or raises what went wrong."""
+
+    def __init__(self, path: Path, backup: dict, dest: Path, progress: Progress) -> None:
+        super().__init__(daemon=True)
+        self.path, self.dest, self.progress = path, dest, progress
+        self.total: int | None = backup.get("dump_size")
+        self.toc = threading.Event()
+        self.cancelled = threading.Event()
+        self.written = 0
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        scanner = Scanner()
+        buffer = bytearray(4 * CHUNK)
+        view = memoryview(buffer)
+        next_report = time.monotonic() + PROGRESS_EVERY
+        try:
+            fd = os.open(self.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(self.path, "rb") as raw, open(fd, "wb", buffering=0) as out:
+                reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
+                while not self.cancelled.is_set():
+                    size = reader.readinto(buffer)
+                    if not size:
+                        break
+                    done = 0
+                    while done < size:
+                        done += out.write(view[done:size]) or 0
+                    self.written += size
+                    if scanner.in_toc:
+                        scanner.feed(bytes(view[:size]))
+                        if not scanner.in_toc:
+                            self.toc.set()
+                    if time.monotonic() >= next_report:
+                        self.progress(f"decompress: {human_bytes(self.written)} of "
+                                      f"{human_bytes(self.total or self.written)} written")
+                        next_report = time.monotonic() + PROGRESS_EVERY
+        except zstandard.ZstdError as exc:
+            self.error = BackoutError(f"backup {self.path} is corrupt: {exc}")
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self.error = exc
+        finally:
+            self.toc.set()  # wakes a waiter, which then finds the error or the file
+
+    def result(self) -> int:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        if self.total is not None and self.written != self.total:
+            raise BackoutError(f"backup {self.path} holds {self.written} bytes of archive, but pg_dump wrote "
+                               f"{self.total}: it is truncated or damaged")
+        self.progress(f"decompress: done, {human_bytes(self.written)} written")
+        return self.written
+
+    def stop(self) -> None:
+        self.cancelled.set()
+        self.join()

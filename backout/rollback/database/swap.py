@@ -58,6 +58,8 @@ GLOBAL_ENTRIES = ("EVENT TRIGGER", "PUBLICATION", "PUBLICATION TABLE", "PUBLICAT
 # Below this size the archive streams straight into pg_restore; above it, with two cores or more,
 # it is decompressed to a file first so that pg_restore -j can share the tables out.
 PARALLEL_FROM = 32 * 1000 * 1000
+# How long a verification waits for pg_restore's sessions' statistics before it counts the rows.
+STATS_WAIT = 1.0
 # How long the swap waits for sessions holding the live tables before it ends them.
 BLOCKER_GRACE = 0.5
 SWAP_LOCK_TIMEOUT = "10s"
@@ -192,78 +194,115 @@ class Restore:
             self.superuser = capabilities(conn).superuser
             self.dbname = conn.execute("SELECT current_database()").fetchone()[0]
         started = time.monotonic()
+        # Checkpoints record each table's rows as they are taken; older ones are counted as they stream.
+        counted = stream.recorded(self.backup, archive_toc)
         if mode == "database":
-            result = self._database()
+            result = self._database(counted)
         else:
-            result = self._streaming(mode, archive_toc)
+            result = self._streaming(mode, archive_toc, counted)
         result.update(mode=mode, seconds=round(time.monotonic() - started, 3))
         return result
 
     # --- database mode -----------------------------------------------------------------------
 
-    def _database(self) -> dict:
+    def _database(self, counted: Archive | None) -> dict:
         new = _name(self.dbname, "_restore_" + self.key)
         admin_url = _maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
-        with pgtools.connect(admin_url, "the maintenance database") as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
-            _create_like(admin, self.dbname, new)
-            swapped = False
-            try:
-                archive, jobs = self._load_database(new_url, new)
-                self.progress(f"restore: verifying {len(archive.table_data())} tables in {new}")
-                counts = verify_counts(new_url, archive, {}, max(2, jobs))
-                kept = _unused_database_name(admin, _name(self.dbname, "_before_" + self.checkpoint_id.lower()))
-                self.progress(f"restore: verified; swapping {self.dbname} -> {kept} and {new} -> {self.dbname}")
-                swap = swap_databases(admin, self.dbname, new, kept)
-                swapped = True
-            finally:
-                if not swapped:
-                    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+        jobs = self._jobs()
+        temp = self.work_dir / f".restore-{self.key}.dump"
+        # A parallel restore needs the archive decompressed into a file: that starts first, and the
+        # new database is made and its schema restored while it runs.
+        decompression = None
+        if jobs > 1:
+            self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
+            decompression = stream.Decompression(self.path, self.backup, temp, self.progress)
+        try:
+            with pgtools.connect(admin_url, "the maintenance database") as admin:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+                _create_like(admin, self.dbname, new)
+                swapped = False
+                try:
+                    if decompression is None:
+                        archive = self._load_streaming(new_url, new, counted)
+                    else:
+                        archive = self._load_parallel(new_url, new, counted, decompression, temp, jobs)
+                    self.progress(f"restore: verifying {len(archive.table_data())} tables in {new}")
+                    counts = verify_fresh(new_url, archive, max(2, jobs))
+                    kept = _unused_database_name(admin, _name(self.dbname, "_before_" + self.checkpoint_id.lower()))
+                    self.progress(f"restore: verified; swapping {self.dbname} -> {kept} and {new} -> {self.dbname}")
+                    swap = swap_databases(admin, self.dbname, new, kept)
+                    swapped = True
+                finally:
+                    if not swapped:
+                        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(new)))
+        finally:
+            if decompression is not None:
+                decompression.stop()
+            temp.unlink(missing_ok=True)
         self.progress(f"restore: {self.dbname} is the restored copy; the old one is kept as {kept} "
                       f"(the app was cut off for {swap['seconds']:.3f}s)")
         return {"tables": counts, "kept": {"database": kept}, "swap": swap, "jobs": jobs,
                 "archive_bytes": self.backup.get("dump_size")}
 
-    def _load_database(self, new_url: str, new: str) -> tuple[Archive, int]:
-        jobs = self.jobs or (min(os.cpu_count() or 1, 4) if (self.backup.get("dump_size") or 0) >= PARALLEL_FROM else 1)
-        conninfo, env = pgtools.child_env(new_url)
-        argv = [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"]
+    def _jobs(self) -> int:
+        """pg_restore's jobs: one (streaming) for a small archive or too little disk for a copy."""
+        size = self.backup.get("dump_size") or 0
+        jobs = self.jobs or (min(os.cpu_count() or 1, 4) if size >= PARALLEL_FROM else 1)
         if jobs > 1:
             self.work_dir.mkdir(parents=True, exist_ok=True)
-            needed = int((self.backup.get("dump_size") or 0) * 1.05)
+            needed = int(size * 1.05)
             if pgtools.free_bytes(self.work_dir) < needed:
                 self.progress(f"restore: not {human_bytes(needed)} free in {self.work_dir} for a parallel restore; "
                               "streaming with one job instead")
-                jobs = 1
-        if jobs == 1:
-            self.progress(f"restore: pg_restore into {new}, streaming the archive")
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, env=env)
-            return self._feed(proc, env), 1
-        temp = self.work_dir / f".restore-{self.key}.dump"
-        try:
-            self.progress(f"restore: decompressing into {temp} for pg_restore -j{jobs}")
-            stream.decompress_to(self.path, self.backup, temp, self.progress)
-            self.progress(f"restore: pg_restore -j{jobs} into {new}")
-            proc = subprocess.Popen([*argv, f"--jobs={jobs}", str(temp)], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            errors = pgtools.Drain(proc.stderr)
-            # The rows are counted from the file while pg_restore runs, not before it starts.
-            counting = _Background(lambda: scan_file(temp))
-            _wait_reporting(proc, new_url, self.progress)
-            if proc.returncode != 0:
-                raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
-                                   f"{errors.last_error(pgtools.secrets_of(env))}")
-            return counting.result(), jobs
-        finally:
-            temp.unlink(missing_ok=True)
+                return 1
+        return jobs
 
-    def _feed(self, proc: subprocess.Popen, env: dict) -> Archive:
-        """Stream the archive into a pg_restore reading its stdin; the archive as scanned."""
+    def _restore_argv(self, new_url: str) -> tuple[list[str], dict]:
+        conninfo, env = pgtools.child_env(new_url)
+        return [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"], env
+
+    def _load_streaming(self, new_url: str, new: str, counted: Archive | None) -> Archive:
+        argv, env = self._restore_argv(new_url)
+        self.progress(f"restore: pg_restore into {new}, streaming the archive")
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env=env)
+        return self._feed(proc, env, counted)
+
+    def _load_parallel(self, new_url: str, new: str, counted: Archive | None,
+                       decompression: stream.Decompression, temp: Path, jobs: int) -> Archive:
+        argv, env = self._restore_argv(new_url)
+        decompression.toc.wait()
+        if decompression.error is None:
+            # The schema needs only the table of contents: it is restored while the rest decompresses.
+            self.progress(f"restore: schema into {new} while the archive decompresses")
+            self._run_restore([*argv, "--section=pre-data", str(temp)], env)
+        decompression.result()
+        self.progress(f"restore: pg_restore -j{jobs} into {new}")
+        proc = subprocess.Popen([*argv, f"--jobs={jobs}", "--section=data", "--section=post-data", str(temp)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        errors = pgtools.Drain(proc.stderr)
+        # Rows the checkpoint did not record are counted from the file while pg_restore runs.
+        counting = None if counted else _Background(lambda: scan_file(temp))
+        _wait_reporting(proc, new_url, self.progress)
+        if proc.returncode != 0:
+            raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
+                               f"{errors.last_error(pgtools.secrets_of(env))}")
+        return counted if counting is None else counting.result()
+
+    def _run_restore(self, argv: list[str], env: dict) -> None:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=env)
+        errors = pgtools.Drain(proc.stderr)
+        if proc.wait() != 0:
+            raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
+                               f"{errors.last_error(pgtools.secrets_of(env))}")
+
+    def _feed(self, proc: subprocess.Popen, env: dict, counted: Archive | None) -> Archive:
+        """Stream the archive into a pg_restore reading its stdin; the archive with its rows."""
         errors = pgtools.Drain(proc.stderr)
         try:
-            archive = stream.pump(self.path, self.backup, proc.stdin.write, self.progress)
+            archive = stream.pump(self.path, self.backup, proc.stdin.write, self.progress, counted=counted)
             proc.stdin.close()
         except BrokenPipeError:
             archive = None
@@ -281,7 +320,7 @@ class Restore:
 
     # --- schema and in-place modes: one transaction through psql ------------------------------
 
-    def _streaming(self, mode: str, toc: Archive) -> dict:
+    def _streaming(self, mode: str, toc: Archive, counted: Archive | None) -> dict:
         with pgtools.connect(self.url, "the app's database") as conn:
             plan = _SchemaPlan.make(conn, toc, self.key, self.checkpoint_id, self.superuser) if mode == "schema" else None
         appname = f"backout-restore-{self.key}"
@@ -311,7 +350,7 @@ class Restore:
             archive = None
             try:
                 try:
-                    archive = stream.pump(self.path, self.backup, restore.stdin.write, self.progress)
+                    archive = stream.pump(self.path, self.backup, restore.stdin.write, self.progress, counted=counted)
                     # psql reads the postlude only after pg_restore's whole output: write it now that
                     # the archive's row counts are known.
                     postlude.write_text(verify_sql(archive, plan.restored_names if plan else {})
@@ -613,6 +652,28 @@ def verify_counts(url: str, archive: Archive, names: dict[str, str], workers: in
         if found.get(name) != rows:
             raise BackoutError(f"verification failed: {name} has {found.get(name)} rows, the archive {rows}")
     return found
+
+
+def verify_fresh(url: str, archive: Archive, workers: int = 2) -> dict[str, int]:
+    """`verify_counts` for a database that only the restore has written to: its statistics already
+    say how many rows each table took and holds (pg_restore's sessions report them as they end),
+    so the tables need not be read again. Counts them when the statistics do not agree (or are
+    off, or late)."""
+    expected = archive.row_counts()
+    if expected is None:
+        raise BackoutError("the archive's rows could not be counted (not written by backout's pg_dump?)")
+    deadline = time.monotonic() + STATS_WAIT
+    with pgtools.connect(url, "the restored database") as conn:
+        while True:
+            found = {f"{schema}.{table}": (inserted, live) for schema, table, inserted, live in conn.execute(
+                "SELECT schemaname, relname, n_tup_ins, n_live_tup FROM pg_stat_user_tables").fetchall()}
+            if all(found.get(name) == (rows, rows) for name, rows in expected.items()):
+                return dict(expected)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+    return verify_counts(url, archive, {}, workers)
 
 
 class _Background(threading.Thread):
