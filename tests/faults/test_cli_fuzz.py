@@ -151,7 +151,8 @@ def _argument_cases(rng: random.Random) -> list[list[str]]:
         ["checkpoints", "--app", bad],
         ["status", "--app", bad],
         ["health", "--app", bad],
-        ["sandbox", "--port", bad],
+        # Only ports that cannot be listened on: a good one would start the sandbox for good.
+        ["sandbox", "--port", rng.choice([v for v in HOSTILE if not (v.isascii() and v.isdigit() and int(v) <= 65535)])],
         ["package-rollback", "--repo", bad, "--bad", "1.2.3", "--dry-run"],
         ["package-rollback", "--repo", "acme/widgets", "--bad", bad, "--dry-run"],
         ["worker", "--" + bad.strip() if bad.strip() else "--x"],
