@@ -57,6 +57,17 @@ def rollback_target(description: str | None) -> int | None:
     return int(found[1]) if found else None
 
 
+def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict | None:
+    """The release `Rollback to v<target_version>` made after `since_version`, not failed, if any:
+    what a rollback request made, even when Heroku's answer to it was lost."""
+    for release in heroku.list_releases(app):
+        if release["version"] <= since_version:
+            break
+        if rollback_target(release.get("description")) == target_version and release.get("status") in ("pending", "succeeded"):
+            return release
+    return None
+
+
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 over the sorted names and values: equal config gives an equal fingerprint, and the
     values cannot be read back from it."""
@@ -157,6 +168,9 @@ def take(
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written
+    if kind == "deploy":
+        # Bad input (BACKOUT_MIGRATIONS_PATH pointing nowhere) is refused before the ledger row.
+        adapter.available()
     backups.check_restorable(settings)  # so does one whose checkpoint could never be restored
 
     own_conn = app_conn is None
@@ -173,14 +187,11 @@ def take(
         )
         say(f"checkpoint {cp['id']}: {kind} of {app} v{release.version}, backup {settings.backup}, "
             f"migrations {settings.migrations}")
-        ledger.hold_checkpoint(ledger_conn, cp["id"])
         try:
             return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete)
         except BaseException as exc:
             _fail(ledger_conn, cp["id"], exc, settings)
             raise
-        finally:
-            ledger.release_checkpoint(ledger_conn, cp["id"])
     finally:
         if own_conn:
             conn.close()
@@ -248,7 +259,7 @@ def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict
     assert settings.storage.archives is not None
 
     def writing(checkpoint_id: str) -> bool:
-        return checkpoint_id == cp["id"] or ledger.checkpoint_being_written(ledger_conn, checkpoint_id)
+        return checkpoint_id == cp["id"] or ledger.taker_alive(ledger_conn, checkpoint_id)
 
     try:
         aborted = archives.sweep(make_client(settings.storage), settings.storage.archives, cp["app"], writing)

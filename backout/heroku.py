@@ -22,6 +22,7 @@ from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.http_retry import BearerAuth, RetryingSession, RetryPolicy
 from backout.output import human_bytes
 from backout.redact import redact
+from backout.release_version import parse_release_version
 from backout.settings import HEROKU_API_URL, HEROKU_DATA_URL, Settings
 
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -71,9 +72,9 @@ def release_ref(release: int | str) -> str:
     """The path segment for a release given as 12, "12", "v12" or a release id (UUID)."""
     text = str(release).strip()
     if not isinstance(release, bool):
-        digits = text[1:] if text[:1] in ("v", "V") else text
-        if digits.isdigit() and int(digits) >= 1:
-            return str(int(digits))
+        version = parse_release_version(release)
+        if version is not None:
+            return str(version)
         if _UUID.fullmatch(text):
             return text.lower()
     raise BadInput(f"release {release!r} is neither a version (v12) nor a release id (a UUID)")

@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from backout import sentry
-from backout.redact import redact
+from backout.redact import redact, scrub
 from backout.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def notify(settings: Settings, event: str, text: str, detail: dict[str, Any]) ->
     """
     secrets = settings.secrets()
     text = redact(text, secrets)
+    detail = scrub(detail, secrets)
     if settings.notify_url:
         _post_webhook(settings.notify_url, {"text": text, "event": event, "detail": detail}, secrets)
     if settings.sentry_dsn:

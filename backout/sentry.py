@@ -10,14 +10,13 @@ passwords and bearer tokens with `backout.redact`.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import sentry_sdk
 from sentry_sdk.integrations.rq import RqIntegration
 
 from backout import __version__
-from backout.redact import redact, secrets_from_env
+from backout.redact import known_secrets, scrub
 from backout.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,22 +54,9 @@ def capture_message(settings: Settings, text: str, level: str = "info", extra: d
     sentry_sdk.flush(timeout=5)
 
 
-def scrub(value: Any, secrets: list[str]) -> Any:
-    """`value` (an event, a breadcrumb, or any part of one) with secrets masked in every string."""
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {scrub(k, secrets) if isinstance(k, str) else k: scrub(v, secrets) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(item, secrets) for item in value]
-    return value
-
-
 def _secrets(settings: Settings) -> list[str]:
     # Settings know backout's own variables; the environment may hold more (an add-on's
     # HEROKU_POSTGRESQL_..._URL, say). Frame variables are sent as repr(), which escapes some
     # characters, so each secret is also looked for in its escaped form.
-    found = set(settings.secrets()) | set(secrets_from_env(dict(os.environ)))
-    for value in os.environ.values():
-        found.update(secrets_from_env({"DATABASE_URL": value}))
+    found = set(settings.secrets()) | set(known_secrets())
     return sorted(found | {repr(s)[1:-1] for s in found})

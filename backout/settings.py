@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from backout.errors import ConfigError
 from backout.storage import config as storage_config
 from backout.storage.config import StorageSettings
+from backout.release_version import parse_release_version
 
 T = TypeVar("T")
 
@@ -37,7 +38,9 @@ PYPI_URL = "https://pypi.org"
 SENTRY_API_URL = "https://sentry.io"
 
 POSTGRES_FORM = "postgres://USER:PASSWORD@HOST:PORT/DBNAME"
-REDIS_FORM = "redis://[:PASSWORD@]HOST:PORT or rediss://... for TLS"
+REDIS_FORM = "redis://[:PASSWORD@]HOST:PORT[/DB] or rediss://... for TLS, DB a number 0-15"
+# Redis has 16 databases unless its configuration says otherwise (Heroku's cannot be changed).
+REDIS_DATABASES = 16
 HTTP_FORM = "an http:// or https:// URL"
 
 # The names a command can ask for, with the form shown when one is missing.
@@ -325,6 +328,10 @@ def _redis_url(name: str) -> Callable[[str], str]:
             raise ConfigError(name, "is not a Redis URL", REDIS_FORM)
         if parts.scheme != "unix" and not parts.hostname:
             raise ConfigError(name, "has no host", REDIS_FORM)
+        # redis-py reads a path it cannot parse as database 0, silently.
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if db and not (_ascii_number(db) and int(db) < REDIS_DATABASES):
+            raise ConfigError(name, f"names database {db!r}", REDIS_FORM)
         return value
 
     return parse
@@ -380,7 +387,7 @@ def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
 
 def _count(name: str) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        if not value.isdigit() or int(value) < 1:
+        if not _ascii_number(value) or not 1 <= int(value) <= 2**31 - 1:
             raise ConfigError(name, f"is {value!r}", "a whole number, 1 or more")
         return int(value)
 
@@ -393,10 +400,15 @@ def _status_ranges(value: str) -> tuple[tuple[int, int], ...]:
     for part in value.split(","):
         lo, _, hi = part.strip().partition("-")
         hi = hi or lo
-        if not (lo.isdigit() and hi.isdigit() and 100 <= int(lo) <= int(hi) <= 599):
+        if not (_ascii_number(lo) and _ascii_number(hi) and 100 <= int(lo) <= int(hi) <= 599):
             raise ConfigError("BACKOUT_HEALTH_EXPECT", f"is {value!r}", form)
         ranges.append((int(lo), int(hi)))
     return tuple(ranges)
+
+
+def _ascii_number(text: str) -> bool:
+    """Whether `text` is a plain decimal number (str.isdigit() also takes "٣" and "²")."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 def _json_path(name: str) -> Callable[[str], str]:
@@ -439,7 +451,7 @@ def _flag(name: str) -> Callable[[str], bool]:
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or int(value) > 65535:
+    if not _ascii_number(value) or int(value) > 65535:
         raise ConfigError("BACKOUT_HEALTH_WEBHOOK_PORT", f"is {value!r}", "a TCP port, 1-65535 (0 picks a free one)")
     return int(value)
 
@@ -456,10 +468,10 @@ def _ratio(value: str) -> float:
 
 
 def _release_version(value: str) -> int:
-    digits = value[1:] if value[:1] in ("v", "V") else value
-    if not digits.isdigit() or int(digits) < 1:
+    version = parse_release_version(value)
+    if version is None:
         raise ConfigError("HEROKU_RELEASE_VERSION", f"is {value!r}", "vNN, for example v42")
-    return int(digits)
+    return version
 
 
 def _app_name(value: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from backout_sandbox import resources
 from backout_sandbox.addons import AddOns
 from backout_sandbox.core.messages import Request, Response

@@ -74,12 +74,13 @@ def main() -> int:
         _wait_for_worker(r, worker)
 
         latencies = []
+        rollback_queue = queues.ledger_queues(conn)[0]
         for i, request_id in enumerate(requests_):
             time.sleep(args.idle)
             job_id = queues.request_job_id(request_id)
             enqueued = datetime.now(timezone.utc)
-            queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request_id], job_id)
-            job = _wait_finished(r, job_id)
+            queues.enqueue_once(r, rollback_queue, queues.ROLLBACK_JOB, [request_id], job_id)
+            job = _wait_finished(r, job_id, rollback_queue)
             if i >= 5:  # the first jobs warm up imports in the worker
                 latencies.append((job.started_at.replace(tzinfo=timezone.utc) - enqueued).total_seconds())
         conn.close()
@@ -118,8 +119,8 @@ def _wait_for_worker(r: redis.Redis, worker: subprocess.Popen) -> None:
     time.sleep(1.0)  # let its first maintenance pass (registry cleaning, ledger sweep) finish
 
 
-def _wait_finished(r: redis.Redis, job_id: str):
-    q = queues.queue(queues.ROLLBACK, r)
+def _wait_finished(r: redis.Redis, job_id: str, job_queue: str):
+    q = queues.queue(job_queue, r)
     deadline = time.monotonic() + 30
     while True:
         job = q.fetch_job(job_id)

@@ -22,6 +22,27 @@ from tests.support import (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here and not in tests/faults/conftest.py: pytest reads options only from the conftest files
+    # it loads before collecting, and `scripts/test --repeat 20` must work from the top.
+    parser.addoption("--repeat", type=int, default=None, metavar="N",
+                     help="tries per fault-suite test (tests/faults/); default: each test's CI count")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A line per fault-suite test: how often its fault was tried and how often backout held."""
+    lines = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "fault" and getattr(report, "when", "") == "call":
+                    lines.append(f"{report.nodeid}: {value}")
+    if lines:
+        terminalreporter.write_sep("-", "fault suite: tried, held")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture
 def make_database() -> Iterator[Callable[[], str]]:
     """A factory of fresh, empty databases (their URLs); each is dropped after the test."""

@@ -15,8 +15,9 @@ from backout import ledger
 from backout import settings as settings_module
 from backout.health.monitor import Monitor
 from backout.worker.main import build_worker
-from backout.worker.queues import ROUTINE, queue
+from backout.worker.queues import queue
 from tests.stub_http import Reply, Request, StubServer
+from tests.support import ledger_queue_names
 
 FAST = {
     "BACKOUT_HEALTH_INTERVAL": "0.2",
@@ -85,7 +86,9 @@ def use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> settings_mo
 def run_watch_job(redis_url: str, settings: settings_module.Settings, app: str, version: int | str) -> Any:
     """Enqueue the hook's job the way the hook does, and run it in a real (simple) RQ worker."""
     connection = redis.Redis.from_url(redis_url)
-    job = queue(ROUTINE, connection).enqueue("backout.jobs.health.watch_release", app, version)
+    assert settings.ledger_url is not None
+    job = queue(ledger_queue_names(settings.ledger_url)[1], connection).enqueue(
+        "backout.jobs.health.watch_release", app, version)
     worker = build_worker(connection, settings, simple=True)
     worker.work(burst=True, logging_level="WARNING")
     job.refresh()

@@ -94,6 +94,15 @@ def start_redis_server() -> tuple[subprocess.Popen, str]:
         client.close()
 
 
+def ledger_queue_names(ledger_url: str) -> tuple[str, str]:
+    """The rollback and routine queues of the ledger at `ledger_url` (each ledger has its own)."""
+    from backout import ledger
+    from backout.worker.queues import ledger_queues
+
+    with ledger.connect(ledger_url) as conn:
+        return ledger_queues(conn)
+
+
 # --- slugs and deploys ----------------------------------------------------------------------------
 
 

@@ -14,11 +14,12 @@ import pytest
 import redis
 import sentry_sdk
 
-from backout import sentry
+from backout import ledger, sentry
 from backout import settings as settings_module
 from backout.worker import queues
 from backout.worker.main import build_worker
 from tests.stub_http import Reply, StubServer
+from tests.support import ledger_queue_names
 
 TOKEN = "hk-scrub-0f1e2d3c4b5a69788796a5b4"
 PASSWORD = "Pw-scrub-7c6b5a493827"
@@ -83,11 +84,15 @@ def test_secrets_never_reach_the_event(envelopes) -> None:
 def test_a_failed_job_is_reported_scrubbed(envelopes) -> None:
     server, settings = envelopes
     conn = redis.Redis.from_url(settings.redis_url)
-    # A rollback job for a request the ledger does not have fails in the worker.
-    queues.enqueue_once(conn, queues.ROLLBACK, queues.ROLLBACK_JOB, ["rb_MISSING"], "rollback-rb_MISSING")
+    # A rollback job whose request holds a plan it cannot read fails in the worker (a bug).
+    with ledger.connect(settings.ledger_url) as ledger_conn:
+        request = ledger.create_request(ledger_conn, app="shop", target="v3", db="none", dry_run=False,
+                                        requested_by="test", plan={"target": "v3"})
+    queues.enqueue_once(conn, ledger_queue_names(settings.ledger_url)[0], queues.ROLLBACK_JOB, [request["id"]],
+                        queues.request_job_id(request["id"]))
     build_worker(conn, settings, simple=True).work(burst=True)
     sent = _sent(server)
-    assert "rollback request rb_MISSING is not in the ledger" in sent
+    assert "TypeError" in sent and request["id"] in sent
     assert '"rq-job"' in sent
     assert TOKEN not in sent
     assert PASSWORD not in sent
@@ -97,12 +102,13 @@ def test_a_failed_job_is_reported_scrubbed(envelopes) -> None:
 def test_an_abandoned_job_is_reported(envelopes) -> None:
     server, settings = envelopes
     conn = redis.Redis.from_url(settings.redis_url)
-    queues.enqueue_once(conn, queues.ROLLBACK, queues.ROLLBACK_JOB, ["rb_GONE"], "rollback-rb_GONE")
-    q = queues.queue(queues.ROLLBACK, conn)
+    rollback_queue = ledger_queue_names(settings.ledger_url)[0]
+    queues.enqueue_once(conn, rollback_queue, queues.ROLLBACK_JOB, ["rb_GONE"], "rollback-rb_GONE")
+    q = queues.queue(rollback_queue, conn)
     q.remove("rollback-rb_GONE")
     # A worker took the job and vanished: its entry in the started registry expired long ago.
     conn.zadd(q.started_job_registry.key, {"rollback-rb_GONE:lost-execution": 1})
     build_worker(conn, settings, simple=True).clean_registries()
     sent = _sent(server)
-    assert "job rollback-rb_GONE on backout-rollback was abandoned" in sent
+    assert f"job rollback-rb_GONE on {rollback_queue} was abandoned" in sent
     assert q.fetch_job("rollback-rb_GONE").get_status() == "failed"

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from backout.backups import BackupContext
 
 SUFFIX = ".dump.zst"
+# An archive being written is `.<name>.<pid>.tmp` beside where it goes.
+_TEMP_SUFFIX = ".tmp"
 # Level 3 with one worker per core beats pg_dump -Fc's gzip on both time and size for text and
 # jsonb (bench/checkpoint_bench.py measures it). The target is the plain pipe a user would type,
 # `pg_dump -Fc -Z0 | zstd -T2 -3`, at no larger size: a lower level writes a larger archive, a
@@ -84,7 +86,7 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     if path.exists():
         raise BackoutError(f"backup file {path} already exists; refusing to overwrite it")
     _make_dir(path.parent)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp = path.with_name(f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}")
     started = time.monotonic()
     say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
     try:
@@ -151,6 +153,11 @@ def dump_to_storage(database_url: str, storage: StorageSettings, app: str, check
         "compression": "zstd", "level": level, "dump_size": dump_size, "entries": entries,
         "rows": recorded_rows(toc, counts), "seconds": seconds, "database": database_name(database_url),
     }
+
+
+def partial_files(backup_dir: Path, checkpoint_id: str) -> list[Path]:
+    """The temporary files a dump of that checkpoint left behind (its process was killed)."""
+    return sorted(Path(backup_dir).glob(f".{checkpoint_id}{SUFFIX}.*{_TEMP_SUFFIX}"))
 
 
 def recorded_rows(toc: Archive, counts: dict[str, int]) -> dict[str, int] | None:

@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from backout import __version__, log
 from backout.errors import BackoutError
@@ -37,6 +37,17 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+# Exceptions of these libraries mean a service did not answer or refused us: exit 1, one line.
+_SERVICE_ERRORS = ("requests.", "urllib3.", "redis.", "psycopg.")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error in one line that says where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def command_module(name: str) -> ModuleType:
     """The module of subcommand `name` (a name from COMMANDS)."""
     module = next(module for command, _, module in COMMANDS if command == name)
@@ -46,7 +57,7 @@ def command_module(name: str) -> ModuleType:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with `argv`, only the subcommand it names gets its flags (and its module loaded),
     without, every subcommand does."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="backout",
         description="Make Heroku deploys undoable: checkpoints, rollback jobs, health-triggered rollback.",
         epilog="Exit status: 0 done, 1 failed, 2 bad input.",
@@ -81,3 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("backout: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A service that cannot be reached is a failure to report in a line, not a bug to show
+        # with a traceback; anything else is a bug and keeps its traceback.
+        if not (isinstance(exc, OSError) or type(exc).__module__.startswith(_SERVICE_ERRORS)):
+            raise
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "", secrets_from_env(dict(os.environ)))
+        print(f"backout: {args.subcommand} failed: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 1

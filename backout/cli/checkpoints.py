@@ -144,7 +144,7 @@ def _reversible(row: dict) -> str:
 
 
 def _status(row: dict) -> Any:
-    return row["status"] if row["status"] != "failed" else f"failed: {_short(row.get('error'))}"
+    return row["status"] if row["status"] not in ("failed", "abandoned") else f"{row['status']}: {_short(row.get('error'))}"
 
 
 def _short(text: str | None, width: int = 60) -> str:

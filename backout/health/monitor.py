@@ -50,7 +50,7 @@ from backout.health.policy import (
 )
 from backout.health.probes import Prober, ProbeResult, ProbeSpec
 from backout.health.watches import CHANNEL, WatchRegistry
-from backout.redact import redact
+from backout.redact import mask_url, redact
 from backout.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -255,8 +255,10 @@ class Monitor:
         if urls:
             watch.in_flight = True
             watch.results, watch.expected, watch.round_at = [], len(urls), now
+            # The watch record holds the URLs with credentials masked; the settings have them.
+            real = {mask_url(url): url for url in self.settings.health.urls}
             for url in urls:
-                self.pool.submit(self._probe_task, watch.app, watch.version, watch.round_no, url)
+                self.pool.submit(self._probe_task, watch.app, watch.version, watch.round_no, real.get(url, url))
         elif (step := due_verified(self.policy, watch.state, now, probes=False)) is not None:
             self._conclude(watch, step)
             return

@@ -31,6 +31,7 @@ from urllib3.exceptions import (
 )
 
 from backout import __version__
+from backout.redact import mask_url, redact, secrets_from_env
 from backout.settings import HealthSettings
 
 PASS, FAIL, ERROR = "pass", "fail", "error"
@@ -105,12 +106,15 @@ class Prober:
     def probe(self, url: str) -> ProbeResult:
         """One probe of `url`, judged against the spec. Never raises for network trouble."""
         started_wall, started = time.time(), time.monotonic()
+        # A result is shown, stored and sent on: it carries the URL with its credentials masked.
+        shown = mask_url(url)
         try:
             status, headers, body = self._get(url)
         except _Unreachable as exc:
-            return ProbeResult(url, ERROR, str(exc), elapsed=time.monotonic() - started, at=started_wall)
+            return ProbeResult(shown, ERROR, redact(str(exc), secrets_from_env({"URL": url})),
+                               elapsed=time.monotonic() - started, at=started_wall)
         outcome, reason, release = self.judge(status, headers, body)
-        return ProbeResult(url, outcome, reason, status, release, time.monotonic() - started, started_wall)
+        return ProbeResult(shown, outcome, reason, status, release, time.monotonic() - started, started_wall)
 
     def judge(self, status: int, headers: Any, body: bytes) -> tuple[str, str, int | str | None]:
         """(outcome, reason, release) of an answer."""

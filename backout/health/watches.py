@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import redis
 
+from backout.redact import mask_url
+
 PREFIX = "backout:health:"
 WATCHES = PREFIX + "watches"
 CHANNEL = PREFIX + "events"
@@ -64,7 +66,8 @@ return 0
 def new_record(app: str, release_version: int, started_at: float, urls: Iterable[str], **extra: Any) -> dict[str, Any]:
     """A watch record: what a monitor needs to watch a release, JSON-friendly."""
     return {"app": app, "release_version": int(release_version), "started_at": float(started_at),
-            "urls": list(urls), "phase": "watching", "registered_at": time.time(), **extra}
+            # Redis holds no credentials: the monitors find each URL's own in their settings.
+            "urls": [mask_url(url) for url in urls], "phase": "watching", "registered_at": time.time(), **extra}
 
 
 class WatchRegistry:

@@ -21,17 +21,18 @@ gets a checkpoint of its own, which is harmless). BACKOUT_BACKUP=heroku needs th
 from __future__ import annotations
 
 import subprocess
+import sys
 from typing import Any, Callable, Sequence
 
 import psycopg
 
 from backout import checkpoint, ledger
+from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.errors import BackoutError, HerokuAPIError, PolicyViolation
-from backout.redact import redact
+from backout.redact import known_secrets, redact, relay
 from backout.settings import Settings
 
 HEALTH_JOB = "backout.jobs.health.watch_release"
-HEALTH_QUEUE = "backout-routine"
 
 
 def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None) -> int:
@@ -56,32 +57,42 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
     assert settings.ledger_url is not None
     say(f"release v{version} of {app}")
     with ledger.connect(settings.ledger_url) as ledger_conn:
-        facts = _platform_facts(settings, heroku, app, version)
-        release = checkpoint.release_from_api(settings, facts, heroku)
-        earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
-        if earlier is not None:
-            # The release phase of the same release ran again: its checkpoint stands.
-            say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
-            return _run_only(settings, argv, say)
-        with checkpoint.database_connection(settings.database_url or "") as app_conn:
-            if release.is_rollback:
-                pending = adapter.pending(app_conn)
-                if not pending:
-                    say(f"v{version} rolls back to v{release.rollback_of}, and no migration is pending: "
-                        "no new checkpoint")
-                    return _run_only(settings, argv, say)
-                say(f"v{version} rolls back to v{release.rollback_of}, and its migrate command will apply "
-                    f"{len(pending)} migration(s) ({', '.join(m.id for m in pending)}): a checkpoint, as for a deploy")
-            try:
-                cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
-                                     facts=facts, progress=say, complete=False, app_conn=app_conn)
-            except PolicyViolation:
-                say("the pending migrations break BACKOUT_REQUIRE: the release is not deployed")
-                raise
-            except BackoutError:
-                say("checkpoint failed: the release is not deployed")
-                raise
-            return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
+        clean_abandoned_checkpoints(settings, ledger_conn, f"the release phase of v{version}", say)
+        # Two release phases of the same release at once (a retried deploy) would both checkpoint:
+        # the second waits for the first, then finds its checkpoint.
+        with ledger.release_lock(ledger_conn, app, version):
+            return _checkpoint_and_migrate(settings, ledger_conn, heroku, adapter, argv, say)
+
+
+def _checkpoint_and_migrate(settings: Settings, ledger_conn: psycopg.Connection, heroku: Any, adapter: Any,
+                            argv: Sequence[str], say: Callable[[str], None]) -> int:
+    app, version = settings.app_name or "", settings.release_version or 0
+    facts = _platform_facts(settings, heroku, app, version)
+    release = checkpoint.release_from_api(settings, facts, heroku)
+    earlier = ledger.checkpoint_for_release(ledger_conn, app, version)
+    if earlier is not None:
+        # The release phase of the same release ran again: its checkpoint stands.
+        say(f"v{version} already has checkpoint {earlier['id']}: no new checkpoint")
+        return _run_only(settings, ledger_conn, argv, say)
+    with checkpoint.database_connection(settings.database_url or "") as app_conn:
+        if release.is_rollback:
+            pending = adapter.pending(app_conn)
+            if not pending:
+                say(f"v{version} rolls back to v{release.rollback_of}, and no migration is pending: "
+                    "no new checkpoint")
+                return _run_only(settings, ledger_conn, argv, say)
+            say(f"v{version} rolls back to v{release.rollback_of}, and its migrate command will apply "
+                f"{len(pending)} migration(s) ({', '.join(m.id for m in pending)}): a checkpoint, as for a deploy")
+        try:
+            cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
+                                 facts=facts, progress=say, complete=False, app_conn=app_conn)
+        except PolicyViolation:
+            say("the pending migrations break BACKOUT_REQUIRE: the release is not deployed")
+            raise
+        except BackoutError:
+            say("checkpoint failed: the release is not deployed")
+            raise
+        return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
 
 
 def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict:
@@ -121,7 +132,7 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
         return status if 0 < status < 126 else 1
     say(f"checkpoint {cp['id']} complete: {count} migrations applied")
     _prune(settings, ledger_conn, cp["app"], say)
-    schedule_watch(settings, cp["app"], cp["release_version"], say)
+    schedule_watch(settings, ledger_conn, cp["app"], cp["release_version"], say)
     return 0
 
 
@@ -168,24 +179,27 @@ def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[s
     return undone, problem
 
 
-def _run_only(settings: Settings, argv: Sequence[str], say: Callable[[str], None]) -> int:
+def _run_only(settings: Settings, ledger_conn: psycopg.Connection, argv: Sequence[str],
+              say: Callable[[str], None]) -> int:
     status = _run_child(argv, say)
     if status != 0:
         say(f"the migrate command exited with status {status}: the release is not deployed")
         return status if 0 < status < 126 else 1
-    schedule_watch(settings, settings.app_name or "", settings.release_version, say)
+    schedule_watch(settings, ledger_conn, settings.app_name or "", settings.release_version, say)
     return 0
 
 
 def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
-    """Run the migrate command with our stdout and stderr, so its output streams as it comes."""
+    """Run the migrate command, relaying its output to ours line by line as it comes, with every
+    secret backout knows masked (tools print the database URL they connect to, with its password)."""
     if not argv:
         say("no migrate command given (backout release -- CMD ...); nothing to run")
         return 0
+    secrets = known_secrets()
     # Some tools take the database URL as an argument (migrate -database $DATABASE_URL): mask its password.
-    say(f"running: {redact(' '.join(argv))}")
+    say(f"running: {redact(' '.join(argv), secrets)}")
     try:
-        child = subprocess.Popen(list(argv))
+        child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise BackoutError(
             f"the migrate command {argv[0]!r} was not found; check the release line of the Procfile "
@@ -193,17 +207,25 @@ def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
         ) from None
     except PermissionError:
         raise BackoutError(f"the migrate command {argv[0]!r} is not executable") from None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    assert child.stdout is not None and child.stderr is not None
+    relays = [relay(child.stdout, sys.stdout.buffer, secrets), relay(child.stderr, sys.stderr.buffer, secrets)]
     try:
         status = child.wait()
     except BaseException:
         child.terminate()
         child.wait()
         raise
+    finally:
+        for thread in relays:
+            thread.join(5)  # its own children may hold the pipes open longer: not waited for
     say(f"migrate command exited with status {status}")
     return status if status >= 0 else 128 - status
 
 
-def schedule_watch(settings: Settings, app: str, version: int | None, say: Callable[[str], None]) -> str | None:
+def schedule_watch(settings: Settings, ledger_conn: psycopg.Connection, app: str, version: int | None,
+                   say: Callable[[str], None]) -> str | None:
     """Enqueue the post-deploy health watch of this release; returns the job id, or None with a
     warning when Redis is not configured or not reachable (a deploy does not fail for it)."""
     if not settings.redis_url:
@@ -215,13 +237,15 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
     from rq.serializers import JSONSerializer
 
     from backout.redis_conn import connect
+    from backout.worker.queues import ledger_queues
 
+    routine_queue = ledger_queues(ledger_conn)[1]
     job_id = f"watch-{app}-v{version}"
     client = connect(settings.redis_url)
     # A Redis that does not answer must not hold up the release phase.
     client.connection_pool.connection_kwargs.update(socket_connect_timeout=5, socket_timeout=10)
     try:
-        queue = Queue(HEALTH_QUEUE, connection=client, serializer=JSONSerializer)
+        queue = Queue(routine_queue, connection=client, serializer=JSONSerializer)
         # By name, so that the hook never imports the job's code.
         queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True,
                       result_ttl=7 * 86400, failure_ttl=7 * 86400,
@@ -234,7 +258,7 @@ def schedule_watch(settings: Settings, app: str, version: int | None, say: Calla
         return None
     finally:
         client.close()
-    say(f"health watch {job_id} scheduled on {HEALTH_QUEUE}")
+    say(f"health watch {job_id} scheduled on {routine_queue}")
     return job_id
 
 

@@ -21,6 +21,7 @@ from backout.health.policy import Policy
 from backout.health.watches import WatchRegistry, new_record
 from backout.notify import notify
 from backout.redact import redact
+from backout.release_version import parse_release_version
 from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,10 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
 
 
 def _version(value: int | str) -> int:
-    text = str(value).strip()
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    if isinstance(value, bool) or not digits.isdigit() or int(digits) < 1:
+    version = parse_release_version(value)
+    if version is None:
         raise BadInput(f"release version {value!r} is not understood; expected a number or vNN")
-    return int(digits)
+    return version
 
 
 def _scheduled_at() -> float:

@@ -57,7 +57,7 @@ def _schedule_recheck(request_id: str) -> None:
     if count > RECHECKS:
         log.info("request %s: the yank is still pending after %d re-checks; stopping", request_id, RECHECKS)
         return
-    queue = queues.queue(queues.ROLLBACK, job.connection)
+    queue = queues.queue(job.origin, job.connection)  # its own ledger's queue
     later = queue.enqueue_in(RECHECK_EVERY, JOB, request_id, job_id=f"{queues.request_job_id(request_id)}-recheck-{count}",
                              meta={"recheck": count}, result_ttl=7 * 86400, failure_ttl=7 * 86400)
     log.info("request %s: PyPI re-check %d scheduled as job %s", request_id, count, later.id)

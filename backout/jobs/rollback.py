@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
+from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
 from backout.notify import notify
@@ -58,9 +59,20 @@ def run_rollback(request_id: str) -> dict:
     settings = load()
     settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
     assert settings.ledger_url is not None
-    conn = ledger.connect(settings.ledger_url)
+    # A point-in-time restore may move the ledger to the promoted database: the connection follows.
+    conn = ledger.FollowingConnection(ledger.connect(settings.ledger_url))
     try:
-        request = ledger.require_request(conn, request_id)
+        request = ledger.get_request(conn, request_id)
+        if request is None:
+            # Another ledger's (apps sharing a Redis; an older backout shared one queue among
+            # them): failing it here would fail it for the app that owns it. Its own worker's
+            # sweep finds it unfinished and gives it its job again.
+            log.warning("rollback request %s is not in this worker's ledger; left to its own", request_id)
+            return {"status": "not in this ledger"}
+        if ledger.moved_away(conn, request_id):
+            log.warning("rollback request %s moved with the ledger to a promoted database; this copy is stale",
+                        request_id)
+            return {"status": "moved with the ledger"}
         if request["status"] in FINAL_STATUSES or request["dry_run"]:
             log.info("rollback request %s is already %s; nothing to do", request_id, request["status"])
             return request["result"] or {"status": request["status"]}
@@ -70,7 +82,7 @@ def run_rollback(request_id: str) -> dict:
                 return _finish(conn, settings, request, "failed", {"status": "failed"},
                                f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
             # Another delivery of this same request may have finished it while this one waited.
-            request = ledger.get_request(conn, request_id)
+            request = ledger.require_request(conn, request_id)
             if request["status"] in FINAL_STATUSES:
                 return request["result"] or {"status": request["status"]}
             ledger.update_request(conn, request_id, status="running", **({} if request["started_at"] else {"started_at": "now"}))
@@ -174,16 +186,12 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dic
         return None  # this is the first run: nothing can have been made yet
     # A run killed between Heroku's answer and the ledger write left no step; Heroku has the release.
     plan = request["plan"]
-    description = f"Rollback to v{plan['target']['version']}"
-    for release in client.list_releases(request["app"]):
-        if release["version"] <= plan["current"]["version"]:
-            break
-        if release.get("description") == description and release.get("status") in ("pending", "succeeded"):
-            ledger.record_step(conn, request["id"], "code_rollback", "done",
-                               {"release_id": release["id"], "release_version": release["version"],
-                                "found": "made by an earlier run of this request"})
-            return release
-    return None
+    release = rollback_release_since(client, request["app"], plan["target"]["version"], plan["current"]["version"])
+    if release is not None:
+        ledger.record_step(conn, request["id"], "code_rollback", "done",
+                           {"release_id": release["id"], "release_version": release["version"],
+                            "found": "made by an earlier run of this request"})
+    return release
 
 
 def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:
@@ -205,7 +213,7 @@ def _run_database_step(conn: Any, request: dict) -> dict:
     from backout.rollback.database.step import run_db_step
 
     step = request["plan"]["db_step"]
-    done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"))
+    done = run_db_step(load(), request["id"], step, Progress(prefix=f"backout {request['id']}"), conn=conn)
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
 
 

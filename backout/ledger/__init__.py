@@ -12,24 +12,28 @@ Callers use this package's names: `ledger.connect(url)`, `ledger.create_checkpoi
 """
 
 from backout.ledger.checkpoints import (
+    FINISHED_CHECKPOINT,
     checkpoint_for_release,
     create_checkpoint,
     get_checkpoint,
     latest_verified_checkpoint,
     list_checkpoints,
     mark_release_verified,
+    running_checkpoints,
     update_checkpoint,
 )
 from backout.ledger.events import (
     health_events,
     record_health_event,
 )
+from backout.ledger.follow import FollowingConnection
 from backout.ledger.locks import (
     app_lock,
+    carry_app_lock,
     app_lock_key,
-    checkpoint_being_written,
-    hold_checkpoint,
-    release_checkpoint,
+    checkpoint_lock_key,
+    release_lock,
+    taker_alive,
 )
 from backout.ledger.probes import (
     probe_samples,
@@ -37,7 +41,9 @@ from backout.ledger.probes import (
     record_probe_samples,
 )
 from backout.ledger.requests import (
+    MOVED_STEP,
     create_request,
+    moved_away,
     get_request,
     list_requests,
     record_step,
@@ -57,11 +63,12 @@ from backout.ledger.schema import (
     STEP_STATUSES,
     connect,
     ensure_schema,
+    ledger_id,
     new_id,
 )
 
 __all__ = [
-    "checkpoint_being_written", "hold_checkpoint", "release_checkpoint",
+    
     "create_checkpoint",
     "update_checkpoint",
     "get_checkpoint",
@@ -75,7 +82,17 @@ __all__ = [
     "probe_samples",
     "prune_probe_samples",
     "app_lock_key",
+    "checkpoint_lock_key",
     "app_lock",
+    "carry_app_lock",
+    "MOVED_STEP",
+    "moved_away",
+    "FollowingConnection",
+    "ledger_id",
+    "release_lock",
+    "taker_alive",
+    "running_checkpoints",
+    "FINISHED_CHECKPOINT",
     "create_request",
     "get_request",
     "require_request",

@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 
 from backout.errors import BackoutError
+from backout.ledger.locks import checkpoint_lock_key
 from backout.ledger.rows import check_choice, plain, update_row
 from backout.ledger.schema import (
     CHECKPOINT_FIELDS,
@@ -15,6 +16,9 @@ from backout.ledger.schema import (
     SCHEMA,
     new_id,
 )
+
+
+FINISHED_CHECKPOINT = ("complete", "failed", "abandoned")
 
 
 def create_checkpoint(
@@ -31,13 +35,20 @@ def create_checkpoint(
     migration_tool: str,
     request_id: str | None = None,
 ) -> dict:
-    """A new checkpoint with status 'running'; the caller fills in the rest with update_checkpoint."""
+    """A new checkpoint with status 'running'; the caller fills in the rest with update_checkpoint.
+
+    This connection holds the checkpoint's lock until update_checkpoint gives it a final status
+    (or the process dies): a 'running' checkpoint whose lock is free was abandoned.
+    """
     check_choice("checkpoint kind", kind, CHECKPOINT_KINDS)
+    checkpoint_id = new_id("cp")
+    # Locked before the row exists, so nobody ever sees it 'running' and unlocked while alive.
+    conn.execute("SELECT pg_advisory_lock(%s)", (checkpoint_lock_key(checkpoint_id),))
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.checkpoints (id, app, kind, release_version, release_id, slug_id,
                 slug_commit, previous_release_version, backup_strategy, migration_tool, request_id)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (new_id("cp"), app, kind, release_version, release_id, slug_id, slug_commit,
+        (checkpoint_id, app, kind, release_version, release_id, slug_id, slug_commit,
          previous_release_version, backup_strategy, migration_tool, request_id),
     ).fetchone()
     return plain(row)
@@ -53,7 +64,16 @@ def update_checkpoint(conn: psycopg.Connection, checkpoint_id: str, **fields: An
     row = update_row(conn, "checkpoints", CHECKPOINT_FIELDS, checkpoint_id, fields)
     if row is None:
         raise BackoutError(f"checkpoint {checkpoint_id} is not in the ledger")
+    if fields.get("status") in FINISHED_CHECKPOINT:
+        # Released by the connection that took it; on another one this unlocks nothing (a notice).
+        conn.execute("SELECT pg_advisory_unlock(%s)", (checkpoint_lock_key(checkpoint_id),))
     return row
+
+
+def running_checkpoints(conn: psycopg.Connection) -> list[dict]:
+    """Every checkpoint of every app still 'running', oldest first."""
+    rows = conn.execute(f"SELECT * FROM {SCHEMA}.checkpoints WHERE status = 'running' ORDER BY created_at").fetchall()
+    return [plain(r) for r in rows]
 
 
 def get_checkpoint(conn: psycopg.Connection, checkpoint_id: str) -> dict | None:

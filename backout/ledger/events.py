@@ -6,6 +6,7 @@ import psycopg
 
 from backout.ledger.rows import jsonb, plain
 from backout.ledger.schema import SCHEMA, new_id
+from backout.redact import scrub
 
 
 def record_health_event(
@@ -21,7 +22,7 @@ def record_health_event(
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.health_events (id, app, release_version, kind, verdict, reason, detail)
             VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (new_id("he"), app, release_version, kind, verdict, reason, jsonb(detail)),
+        (new_id("he"), app, release_version, kind, verdict, scrub(reason), jsonb(detail)),
     ).fetchone()
     return plain(row)
 

@@ -33,7 +33,8 @@ def create_request(
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.requests (id, app, kind, target, db, dry_run, requested_by, plan, params)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *""",
-        (new_id("rb"), app, kind, target, db, dry_run, requested_by, jsonb(plan), jsonb(params)),
+        (new_id("rb"), app, kind, target, db, dry_run, requested_by, jsonb(plan, verbatim=True),
+         jsonb(params, verbatim=True)),
     ).fetchone()
     return plain(row)
 
@@ -96,3 +97,14 @@ def steps(conn: psycopg.Connection, request_id: str) -> list[dict]:
         f"SELECT * FROM {SCHEMA}.steps WHERE request_id = %s ORDER BY id", (request_id,)
     ).fetchall()
     return [plain(r) for r in rows]
+
+
+# The step a request's record gets in the ledger a promotion left behind (see ledger.follow).
+MOVED_STEP = "ledger_moved"
+
+
+def moved_away(conn: psycopg.Connection, request_id: str) -> bool:
+    """Whether this ledger is the copy a promotion left behind: the request goes on in the new one."""
+    row = conn.execute(f"SELECT 1 FROM {SCHEMA}.steps WHERE request_id = %s AND step = %s LIMIT 1",
+                       (request_id, MOVED_STEP)).fetchone()
+    return row is not None

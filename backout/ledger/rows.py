@@ -10,6 +10,11 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from backout.ledger.schema import SCHEMA
+from backout.redact import scrub
+
+# Stored exactly as given: the plan and down scripts hold the app's own migration SQL, which a
+# rollback runs later; every other text and JSON value has secrets masked on the way in.
+VERBATIM = ("down_scripts", "plan", "params")
 
 
 def update_row(
@@ -24,7 +29,9 @@ def update_row(
     for name, value in fields.items():
         kind = allowed[name]
         if kind == "jsonb":
-            value = jsonb(value)
+            value = jsonb(value, verbatim=name in VERBATIM)
+        elif kind == "text" and isinstance(value, str):
+            value = scrub(value)
         elif kind == "timestamptz" and isinstance(value, _dt.datetime) and value.tzinfo is None:
             raise ValueError(f"{name} must be timezone-aware")
         # Explicit casts let a string such as "now" or an ISO time reach the right type.
@@ -59,8 +66,11 @@ def plain(row: dict) -> dict:
     return out
 
 
-def jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value)
+def jsonb(value: Any, verbatim: bool = False) -> Jsonb | None:
+    """`value` for a jsonb column, secrets masked unless `verbatim`."""
+    if value is None:
+        return None
+    return Jsonb(value if verbatim else scrub(value))
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from backout.redact import mask_url
 SCHEMA = "backout"
 
 CHECKPOINT_KINDS = ("deploy", "safety")
-CHECKPOINT_STATUSES = ("running", "complete", "failed")
+CHECKPOINT_STATUSES = ("running", "complete", "failed", "abandoned")
 REQUEST_STATUSES = ("queued", "running", "succeeded", "failed", "refused")
 STEP_STATUSES = ("started", "done", "failed", "skipped")
 
@@ -129,6 +129,19 @@ _MIGRATIONS: list[str] = [
     """,
     # The compatibility verdict of the release's pending migrations (backout.verdict).
     "ALTER TABLE backout.checkpoints ADD COLUMN verdict jsonb",
+    # The ledger's identity, which names its queues (apps sharing a Redis keep to their own jobs);
+    # a copy of the ledger (a promoted database) keeps it, as the oldest row. And 'abandoned':
+    # a checkpoint whose process was killed before it finished.
+    """
+    CREATE TABLE backout.identity (
+        id text PRIMARY KEY,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    INSERT INTO backout.identity (id) VALUES (replace(gen_random_uuid()::text, '-', ''));
+    ALTER TABLE backout.checkpoints DROP CONSTRAINT checkpoints_status_check;
+    ALTER TABLE backout.checkpoints ADD CONSTRAINT checkpoints_status_check
+        CHECK (status IN ('running', 'complete', 'failed', 'abandoned'));
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -191,6 +204,12 @@ def connect(url: str) -> psycopg.Connection:
         conn.close()
         raise
     return conn
+
+
+def ledger_id(conn: psycopg.Connection) -> str:
+    """The ledger's identity: the same for every connection to it and for a copy made of it."""
+    row = conn.execute(f"SELECT id FROM {SCHEMA}.identity ORDER BY created_at, id LIMIT 1").fetchone()
+    return row["id"] if isinstance(row, dict) else row[0]
 
 
 def ensure_schema(conn: psycopg.Connection) -> None:

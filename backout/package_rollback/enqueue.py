@@ -37,7 +37,7 @@ def enqueue_package_rollback(
     requested_by: str | None = None,
     settings: Settings | None = None,
 ) -> str:
-    """Queue a package rollback on `backout-rollback` and return its ledger request id.
+    """Queue a package rollback on the ledger's rollback queue and return its ledger request id.
 
     `confirm` must be the repository (`OWNER/NAME`): the job deletes its bad tag and release.
     Rerunning for the same repository and bad version continues that request.
@@ -57,10 +57,11 @@ def enqueue_package_rollback(
         try:
             # A finished or failed run of this request leaves its job in Redis for a week; a rerun
             # replaces it, and the job then does only the steps that are not done.
-            earlier = queues.queue(queues.ROLLBACK, redis).fetch_job(job_id)
+            rollback_queue = queues.ledger_queues(conn)[0]
+            earlier = queues.queue(rollback_queue, redis).fetch_job(job_id)
             if earlier is not None and earlier.get_status(refresh=True) in _OVER:
                 earlier.delete()
-            queues.enqueue_once(redis, queues.ROLLBACK, JOB, [request["id"]], job_id, secrets=settings.secrets())
+            queues.enqueue_once(redis, rollback_queue, JOB, [request["id"]], job_id, secrets=settings.secrets())
         finally:
             redis.close()
         if request.get("status") in ("failed", "succeeded"):

@@ -33,8 +33,8 @@ from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
 from backout.worker.queues import (
     REQUEST_JOBS,
-    ROLLBACK,
     enqueue_once,
+    ledger_queues,
     queue,
     request_job_id,
 )
@@ -87,7 +87,7 @@ def enqueue_rollback(
         job_id = request_job_id(request_id)
         ledger.update_request(conn, request_id, job_id=job_id)
         try:
-            enqueue_once(redis_conn.from_settings(settings), ROLLBACK, REQUEST_JOBS["heroku"], [request_id],
+            enqueue_once(redis_conn.from_settings(settings), ledger_queues(conn)[0], REQUEST_JOBS["heroku"], [request_id],
                          job_id, secrets=settings.secrets())
         except redis.RedisError as exc:
             # The ledger has the request; a worker's sweep enqueues it once Redis answers.
@@ -133,15 +133,24 @@ def follow(
                 continue
             seen = True
             for step in steps[shown:]:
+                if step["step"] == ledger.MOVED_STEP:
+                    break
                 progress(describe_step(step))
-            shown = len(steps)
+                shown += 1
+            if any(step["step"] == ledger.MOVED_STEP for step in steps):
+                # A promotion moved the ledger: the request goes on in the app's new database.
+                progress(describe_step(steps[shown]))
+                conn.close()
+                conn = _moved_ledger(settings, request["app"])
+                continue
             if request["status"] in FINAL_STATUSES:
                 return request
             waited = time.monotonic() - started
             if not hinted and request["status"] == "queued" and waited > NO_WORKER_HINT_AFTER:
                 hinted = True
-                if not _workers_listening(settings):
-                    progress(f"no worker is listening on {ROLLBACK}; start one with `backout worker`")
+                rollback_queue = ledger_queues(conn)[0]
+                if not _workers_listening(settings, rollback_queue):
+                    progress(f"no worker is listening on {rollback_queue}; start one with `backout worker`")
             if timeout is not None and waited > timeout:
                 raise BackoutError(f"rollback request {request_id} is still {request['status']} after {timeout:.0f}s")
             time.sleep(poll)
@@ -154,9 +163,24 @@ def request_document(settings: Settings, request_id: str) -> dict:
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
     try:
-        return _document(ledger.require_request(conn, request_id), ledger.steps(conn, request_id))
+        request = ledger.require_request(conn, request_id)
+        if ledger.moved_away(conn, request_id):
+            conn.close()
+            conn = _moved_ledger(settings, request["app"])
+            request = ledger.require_request(conn, request_id)
+        return _document(request, ledger.steps(conn, request_id))
     finally:
         conn.close()
+
+
+def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
+    """The ledger in the app's database now (DATABASE_URL, as the Platform API says), after a
+    promotion moved it there from the one these settings name."""
+    with HerokuClient.from_settings(settings) as client:
+        url = client.config_vars(app).get("DATABASE_URL")
+    if not url:
+        raise BackoutError(f"the ledger moved with {app}'s promoted database, but {app} has no DATABASE_URL")
+    return ledger.connect(url)
 
 
 def _document(request: dict, steps: list[dict]) -> dict:
@@ -180,10 +204,10 @@ def _document(request: dict, steps: list[dict]) -> dict:
     }
 
 
-def _workers_listening(settings: Settings) -> bool:
+def _workers_listening(settings: Settings, rollback_queue: str) -> bool:
     try:
         connection = redis_conn.from_settings(settings)
-        return Worker.count(connection=connection, queue=queue(ROLLBACK, connection)) > 0
+        return Worker.count(connection=connection, queue=queue(rollback_queue, connection)) > 0
     except (redis.RedisError, BackoutError):
         return False
 

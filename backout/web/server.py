@@ -215,9 +215,11 @@ def make_server(settings: Settings, host: str, port: int) -> ThreadingHTTPServer
     if secret:
         settings.require("REDIS_URL")
         assert settings.redis_url is not None
-        registry = WatchRegistry(redis_conn.connect(settings.redis_url))
-        app.webhook = lambda body, headers: dyno_webhook.receive(secret, registry, body, headers.get(
-            dyno_webhook.SIGNATURE_HEADER))
+        connection = redis_conn.connect(settings.redis_url)
+        registry = WatchRegistry(connection)
+        app.webhook = lambda body, headers: dyno_webhook.receive(
+            secret, registry, connection, body, headers.get(dyno_webhook.SIGNATURE_HEADER),
+            headers.get(dyno_webhook.DELIVERY_HEADER))
     return serve(app, host, port)
 
 

@@ -44,24 +44,44 @@ def resolve(func_name: str | None) -> Callable[..., Any]:
     return func
 
 
+def refusal(job: Job) -> str | None:
+    """Why the worker must not run `job`, or None when it is one of backout's own.
+
+    Checked before RQ's machinery touches the job, because a refused job must also fire none of
+    what RQ does around a job: callbacks, RQ webhooks (an HTTP request to any URL the job names,
+    with its traceback) and the worker's exception handlers (Sentry).
+    """
+    try:
+        func_name, instance = job.func_name, job.instance
+    except Exception as exc:  # noqa: BLE001 - a pickle or garbage: whatever it is, it does not run
+        return f"refused a job that is not backout's JSON ({type(exc).__name__})"
+    if instance is not None:
+        return f"refused to run a method of {type(instance).__name__}: only plain job functions run"
+    for name in (job._success_callback_name, job._failure_callback_name, job._stopped_callback_name):
+        if name:
+            return f"refused job with callback {name!r}: backout jobs take no callbacks"
+    if job.webhooks:
+        return "refused job with RQ webhooks: backout jobs send none"
+    try:
+        resolve(func_name)
+    except JobRefused as exc:
+        return str(exc)
+    return None
+
+
 class AllowlistedJob(Job):
-    """An RQ job that runs only allowlisted functions and ignores foreign callbacks."""
+    """An RQ job that runs only allowlisted functions and ignores foreign callbacks and webhooks."""
 
     @property
     def func(self) -> Callable[..., Any]:
-        if self.instance is not None:
-            self._refused(f"refused to run a method of {type(self.instance).__name__}: only plain job functions run")
-        for name in (self._success_callback_name, self._failure_callback_name, self._stopped_callback_name):
-            if name:
-                self._refused(f"refused job with callback {name!r}: backout jobs take no callbacks")
-        try:
-            return resolve(self.func_name)
-        except JobRefused as exc:
-            self._refused(str(exc))
+        reason = refusal(self)
+        if reason is not None:
+            log.error("job %s from queue %s: %s", self.id, self.origin, reason)
+            raise JobRefused(reason)
+        return resolve(self.func_name)
 
-    def _refused(self, reason: str) -> None:
-        log.error("job %s from queue %s: %s", self.id, self.origin, reason)
-        raise JobRefused(reason)
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        """backout's jobs carry no webhooks; a crafted one's are never sent."""
 
     # RQ resolves callbacks with import_attribute too (even for an abandoned job, when the
     # registry is cleaned), so a foreign callback is dropped rather than imported.

@@ -1,6 +1,7 @@
 """`backout worker [--burst]`: the RQ worker that runs backout's jobs.
 
-- Listens to `backout-rollback` before `backout-routine`, so a rollback never waits behind routine work.
+- Listens to its ledger's `backout-rollback@<ledger id>` before its `backout-routine@<ledger id>`, so
+  a rollback never waits behind routine work and apps sharing a Redis keep to their own jobs.
 - JSON serializer everywhere and the allowlisted job class: only `backout.jobs.*` functions run.
 - Its scheduler is on (delayed and periodic jobs, such as the health watch, are enqueued on time).
 - Heroku's shutdown: on SIGTERM the dyno gets about 30 s before SIGKILL. The work horse ignores
@@ -22,15 +23,18 @@ from typing import Any
 
 import sentry_sdk
 from redis import Redis
+from rq import Queue
 from rq.exceptions import AbandonedJobError
+from rq.job import Job, JobStatus
 from rq.worker import BaseWorker, HerokuWorker, SimpleWorker
 
-from backout import redis_conn, sentry
+from backout import ledger, redis_conn, sentry
+from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.drill import schedule as schedule_drills
 from backout.redact import redact
 from backout.settings import Settings
-from backout.worker.allowlist import AllowlistedJob
-from backout.worker.queues import QUEUE_NAMES
+from backout.worker.allowlist import AllowlistedJob, refusal
+from backout.worker.queues import ledger_queues
 from backout.worker.recovery import requeue_lost
 from backout.worker.serializer import SERIALIZER
 
@@ -49,6 +53,21 @@ class _BackoutWorkerMixin:
     """What both worker classes add to RQ: the settings, and the ledger sweep with maintenance."""
 
     settings: Settings
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = refusal(job)
+        if reason is None:
+            super().execute_job(job, queue)  # type: ignore[misc]
+            return
+        # Refused before any of RQ's job handling: it fails here with no callback, webhook,
+        # exception handler (Sentry) or dependent job, and nothing leaves this process: logged
+        # as a warning, since sentry-sdk sends error records as events.
+        log.warning("job %s from queue %s: %s", job.id, queue.name, reason)
+        with self.connection.pipeline() as pipeline:  # type: ignore[attr-defined]
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            job._handle_failure(f"JobRefused: {reason}", pipeline=pipeline, worker_name=self.name)  # type: ignore[attr-defined]
+            pipeline.execute()
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[misc]
@@ -79,10 +98,14 @@ class BackoutSimpleWorker(_BackoutWorkerMixin, SimpleWorker):
 
 
 def build_worker(connection: Redis, settings: Settings, simple: bool = False, name: str | None = None) -> BaseWorker:
-    """A worker on backout's queues, rollback queue first."""
+    """A worker on the queues of the settings' ledger, rollback queue first."""
+    settings.require("BACKOUT_DATABASE_URL")
+    assert settings.ledger_url is not None
+    with ledger.connect(settings.ledger_url) as conn:
+        names = ledger_queues(conn)
     cls = BackoutSimpleWorker if simple else BackoutWorker
     worker = cls(
-        list(QUEUE_NAMES),
+        list(names),
         name=name,
         connection=connection,
         serializer=SERIALIZER,
@@ -105,6 +128,9 @@ def run(settings: Settings, burst: bool = False) -> int:
         log.info("reporting job failures to Sentry")
     connection = redis_conn.from_settings(settings)
     worker = build_worker(connection, settings)
+    assert settings.ledger_url is not None
+    with ledger.connect(settings.ledger_url) as conn:
+        clean_abandoned_checkpoints(settings, conn, f"worker {worker.name} starting")
     # The health monitor watches releases beside the RQ loop; a burst run only drains the queues.
     from backout.health.monitor import start_monitor
 

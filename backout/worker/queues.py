@@ -2,6 +2,10 @@
 
 Rollbacks and routine work (health checks) have separate queues, and the worker listens to the
 rollback queue first, so a rollback never waits behind routine jobs.
+
+Each ledger has queues of its own (`backout-rollback@<ledger id>`): on Heroku one Redis add-on is
+often attached to several apps, each with its own ledger, and a worker must take only the jobs of
+its own ledger, never bounce another app's rollback as "not in the ledger".
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ ROLLBACK = "backout-rollback"
 ROUTINE = "backout-routine"
 # Listening order is priority order.
 QUEUE_NAMES = (ROLLBACK, ROUTINE)
+_LEDGER_SEPARATOR = "@"
 
 ROLLBACK_JOB = "backout.jobs.rollback.run_rollback"
 # The job that carries out a ledger request of each kind (the worker re-enqueues lost ones).
@@ -31,9 +36,21 @@ REQUEST_JOBS = {"heroku": ROLLBACK_JOB, "package": "backout.jobs.package_rollbac
 ROLLBACK_TIMEOUT = 2 * 3600
 
 
+def queue_names(ledger_id: str) -> tuple[str, str]:
+    """The rollback and routine queues of the ledger `ledger_id`, in listening order."""
+    return (f"{ROLLBACK}{_LEDGER_SEPARATOR}{ledger_id}", f"{ROUTINE}{_LEDGER_SEPARATOR}{ledger_id}")
+
+
+def ledger_queues(conn: Any) -> tuple[str, str]:
+    """The queues of the ledger on the connection `conn`."""
+    from backout import ledger
+
+    return queue_names(ledger.ledger_id(conn))
+
+
 def queue(name: str, connection: Redis) -> Queue:
     """A backout queue on `connection`, with the JSON serializer and the allowlisted job class."""
-    if name not in QUEUE_NAMES:
+    if name.partition(_LEDGER_SEPARATOR)[0] not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {name!r}; backout's queues are {', '.join(QUEUE_NAMES)}")
     return Queue(name, connection=connection, serializer=SERIALIZER, job_class=AllowlistedJob)
 

@@ -13,6 +13,11 @@ maintenance interval. A request still 'queued' or 'running' is given its job aga
   moment the process holding it dies;
 - its job is 'started' but its worker stopped sending heartbeats.
 
+A request that ended 'failed' after it asked Heroku for the rollback release (the POST took effect,
+then 503s outlasted the retries) is reconciled once: when the rollback release exists, the request
+goes back to the queue and its job, which finds that release instead of making another, follows it
+to the end and verifies it.
+
 Re-running is safe because the job is idempotent: it records each step and re-checks the app's
 state, so a request that is given its job twice still rolls back once. After MAX_ATTEMPTS runs
 the request is marked failed and people are told, so a job that always crashes does not loop.
@@ -29,19 +34,25 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from backout import ledger
+from backout.checkpoint import rollback_release_since
+from backout.errors import BackoutError
 from backout.notify import notify
+from backout.redact import redact
 from backout.settings import Settings
 from backout.worker.allowlist import AllowlistedJob
-from backout.worker.queues import REQUEST_JOBS, ROLLBACK, enqueue_once, request_job_id
+from backout.worker.queues import REQUEST_JOBS, enqueue_once, ledger_queues, request_job_id
 from backout.worker.serializer import SERIALIZER
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
+# A failed request is reconciled with Heroku only this long after it failed.
+RECONCILE_WITHIN = timedelta(hours=6)
 # A busy worker refreshes its job's heartbeat every job_monitoring_interval (5 s in backout's worker).
 STALE_HEARTBEAT = timedelta(seconds=60)
 _ENDED = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
-_LOCK_KEY = "backout:recovery"
+# One sweep of a ledger at a time (each ledger its own: apps may share a Redis).
+_LOCK_KEY = "backout:recovery@{}"
 
 
 def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
@@ -50,33 +61,38 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
     Two workers may sweep at once; a short Redis lock lets one of them do it.
     """
     settings.require("BACKOUT_DATABASE_URL")
-    lock = connection.lock(_LOCK_KEY, timeout=120)
-    if not lock.acquire(blocking=False):
-        return []
-    requeued = []
+    assert settings.ledger_url is not None
+    requeued: list[str] = []
+    conn = ledger.connect(settings.ledger_url)
     try:
-        conn = ledger.connect(settings.ledger_url)
+        rollback_queue = ledger_queues(conn)[0]
+        lock = connection.lock(_LOCK_KEY.format(ledger.ledger_id(conn)), timeout=120)
+        if not lock.acquire(blocking=False):
+            return []
         try:
             for request in ledger.list_requests(conn, statuses=["queued", "running"], limit=1000):
                 if request["dry_run"] or request["kind"] not in REQUEST_JOBS:
                     continue
-                reason = _why_lost(request, connection, settings)
+                reason = _why_lost(request, connection, settings, rollback_queue)
                 if reason is None:
                     continue
+                if ledger.moved_away(conn, request["id"]):
+                    continue  # this ledger is the copy a promotion left behind
                 # The job may have finished between listing and looking at Redis.
                 current = ledger.get_request(conn, request["id"])
                 if current is None or current["status"] not in ("queued", "running"):
                     continue
-                if _requeue(conn, connection, settings, current, reason):
+                if _requeue(conn, connection, settings, current, reason, rollback_queue):
                     requeued.append(current["id"])
+            requeued += _reconcile_failed(conn, connection, settings, rollback_queue)
         finally:
-            conn.close()
+            lock.release()
     finally:
-        lock.release()
+        conn.close()
     return requeued
 
 
-def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | None:
+def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
     try:
         job = AllowlistedJob.fetch(request_job_id(request["id"]), connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
@@ -84,6 +100,9 @@ def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | Non
     status = job.get_status(refresh=False)
     if status in _ENDED:
         return f"its job ended ({status.value}) before the request did"
+    if status != JobStatus.STARTED and job.origin != rollback_queue:
+        # Put there by an older backout, whose queues were shared by every ledger on the Redis.
+        return f"its job waits on {job.origin}, where no worker of this ledger looks"
     if status != JobStatus.STARTED:
         return None  # queued, scheduled or deferred: a worker will get to it
     if request["status"] == "running":
@@ -99,7 +118,50 @@ def _why_lost(request: dict, connection: Redis, settings: Settings) -> str | Non
     return None
 
 
-def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str) -> bool:
+def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
+    """Give their job again to recently failed requests whose rollback release Heroku made."""
+    since = datetime.now(timezone.utc) - RECONCILE_WITHIN
+    candidates = []
+    for request in ledger.list_requests(conn, statuses=["failed"], limit=200):
+        if request["kind"] != "heroku" or request["dry_run"] or not request["finished_at"]:
+            continue
+        if datetime.fromisoformat(request["finished_at"]) < since or request["attempts"] >= MAX_ATTEMPTS:
+            continue
+        steps = ledger.steps(conn, request["id"])
+        asked = any(s["step"] == "code_rollback" and s["status"] in ("started", "done") for s in steps)
+        if asked and not any(s["step"] == "reconcile" for s in steps):
+            candidates.append(request)
+    if not candidates:
+        return []
+    from backout.heroku import HerokuClient
+
+    reconciled = []
+    with HerokuClient.from_settings(settings) as client:
+        for request in candidates:
+            plan = request["plan"] or {}
+            try:
+                release = rollback_release_since(client, request["app"], plan["target"]["version"],
+                                                 plan["current"]["version"])
+            except BackoutError as exc:  # Heroku still failing: the next sweep asks again
+                log.warning("cannot reconcile rollback request %s yet: %s", request["id"],
+                            redact(str(exc), settings.secrets()))
+                continue
+            if release is None:
+                ledger.record_step(conn, request["id"], "reconcile", "skipped",
+                                   {"reason": "Heroku has no rollback release of this request; it failed"})
+                continue
+            reason = (f"it failed, but its rollback release v{release['version']} exists "
+                      f"({release.get('status')}): following it to the end")
+            ledger.record_step(conn, request["id"], "reconcile", "done",
+                               {"reason": reason, "release_version": release["version"]})
+            ledger.update_request(conn, request["id"], status="queued", error=None, finished_at=None)
+            if _requeue(conn, connection, settings, ledger.require_request(conn, request["id"]), reason,
+                        rollback_queue):
+                reconciled.append(request["id"])
+    return reconciled
+
+
+def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str, rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"
@@ -114,7 +176,7 @@ def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason:
         AllowlistedJob.fetch(job_id, connection=connection, serializer=SERIALIZER).delete()
     except NoSuchJobError:
         pass
-    enqueue_once(connection, ROLLBACK, REQUEST_JOBS[request["kind"]], [request_id], job_id,
+    enqueue_once(connection, rollback_queue, REQUEST_JOBS[request["kind"]], [request_id], job_id,
                  secrets=settings.secrets())
     ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
     if request["status"] == "running":

@@ -14,8 +14,15 @@ from backout_sandbox.core.errors import StartError
 
 def add_arguments(parser: argparse.ArgumentParser, port: int, state: str) -> None:
     """The arguments every sandbox takes: where it listens and where it keeps its state."""
-    parser.add_argument("--port", type=int, default=port, help=f"port on 127.0.0.1 (default {port}; 0 picks a free one)")
+    parser.add_argument("--port", type=_tcp_port, default=port, help=f"port on 127.0.0.1 (default {port}; 0 picks a free one)")
     parser.add_argument("--state", metavar="FILE", help=f"where the sandbox keeps its state (default {state})")
+
+
+def _tcp_port(text: str) -> int:
+    """An argparse type: a TCP port number, 0 for a free one."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port; give 1-65535, or 0 to pick a free one")
+    return int(text)
 
 
 def serve_until_stopped(banner: Sequence[str], stop: Callable[[], None], goodbye: str | None = None,

@@ -42,5 +42,5 @@ def test_a_deploy_checkpoint_still_needs_the_migration_files(database, tmp_path)
     with ledger.connect(database) as conn:
         with pytest.raises(BadInput, match="BACKOUT_MIGRATIONS_PATH"):
             checkpoint.take(_settings(database, tmp_path), conn, checkpoint.Release(version=5), app="shop")
-        failed = ledger.list_checkpoints(conn, "shop")
-    assert [c["status"] for c in failed] == ["failed"]
+        # Bad input: refused before the ledger has a row of it.
+        assert ledger.list_checkpoints(conn, "shop") == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 import redis
@@ -241,7 +242,9 @@ def test_a_signed_dyno_webhook_fails_the_release_at_once(monkeypatch, database, 
         with monitors(settings, redis_url) as running:
             wait_for(lambda: APP in running[0].monitor.watches, what="the watch held")
             body = json.dumps({"resource": "dyno", "action": "update", "data": {
-                "app": {"name": APP}, "name": "web.1", "state": "crashed", "release": {"version": 5}}}).encode()
+                "app": {"name": APP}, "name": "web.1", "state": "crashed", "release": {"version": 5}},
+                "published_at": datetime.now(timezone.utc).isoformat(),
+                "webhook_metadata": {"delivery": {"id": "d-1"}}}).encode()
             # unsigned and wrongly signed deliveries are refused and change nothing
             for header in (None, signature("not-the-secret", body)):
                 assert _post(url, body, header) == 401
@@ -253,8 +256,6 @@ def test_a_signed_dyno_webhook_fails_the_release_at_once(monkeypatch, database, 
         failed = [e for e in events(database, APP) if e["kind"] == "failed"][0]
         assert failed["reason"] == "dyno web.1 of v5 crashed (seen in a dyno webhook)"
         # acted on inside the 30 s grace period, when no probe could have counted
-        from datetime import datetime
-
         assert datetime.fromisoformat(failed["at"]).timestamp() - sent < 30
     finally:
         receiver.shutdown()

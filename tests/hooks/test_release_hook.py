@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from backout import ledger
 from tests.hooks.support import A1, ALEMBIC_INI, B2, BROKEN, C3, ENV_PY, REVISION, hook_env, release
+from tests.support import ledger_queue_names
 
 pytestmark = pytest.mark.integration
 
@@ -225,9 +226,10 @@ def test_a_state_table_of_an_unexpected_shape(database, tmp_path):
 def test_the_health_watch_is_scheduled_on_the_routine_queue(database, tmp_path, redis_url):
     done = release(hook_env(database, tmp_path, REDIS_URL=redis_url, BACKOUT_BACKUP="none"), "true")
     assert done.returncode == 0, done.stderr
-    assert "health watch watch-shop-v12 scheduled on backout-routine" in done.stderr
+    routine = ledger_queue_names(database)[1]
+    assert f"health watch watch-shop-v12 scheduled on {routine}" in done.stderr
     client = redis.Redis.from_url(redis_url)
-    assert [j.decode() for j in client.lrange("rq:queue:backout-routine", 0, -1)] == ["watch-shop-v12"]
+    assert [j.decode() for j in client.lrange(f"rq:queue:{routine}", 0, -1)] == ["watch-shop-v12"]
     job = Job.fetch("watch-shop-v12", connection=client, serializer=JSONSerializer)
     assert job.func_name == "backout.jobs.health.watch_release"
     assert job.args == ["shop", 12]
@@ -236,7 +238,7 @@ def test_the_health_watch_is_scheduled_on_the_routine_queue(database, tmp_path, 
     again = release(hook_env(database, tmp_path, REDIS_URL=redis_url, BACKOUT_BACKUP="none"), "true")
     assert again.returncode == 0, again.stderr
     assert "already has checkpoint" in again.stderr and "already scheduled" in again.stderr
-    assert client.llen("rq:queue:backout-routine") == 1
+    assert client.llen(f"rq:queue:{routine}") == 1
     assert len(checkpoints(database)) == 1
 
 

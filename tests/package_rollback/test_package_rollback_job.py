@@ -16,6 +16,7 @@ from backout.package_rollback import enqueue_package_rollback
 from backout.worker import queues
 from backout.worker.main import build_worker
 from backout_sandbox import forge as forge_module
+from tests.support import ledger_queue_names
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,8 @@ def test_enqueued_rollback_runs_on_the_worker_then_rechecks_the_yank(world, data
     assert raw[0] == "backout.jobs.package_rollback.run_package_rollback" and raw[2] == [request_id]
     assert demo["token"] not in json.dumps(raw)
     assert enqueue_package_rollback(REPO, "1.2.3", confirm=REPO, settings=settings) == request_id
-    assert connection.llen(f"rq:queue:{queues.ROLLBACK}") == 1  # enqueueing twice queued one job
+    rollback_queue = ledger_queue_names(database)[0]
+    assert connection.llen(f"rq:queue:{rollback_queue}") == 1  # enqueueing twice queued one job
 
     build_worker(connection, settings, simple=True).work(burst=True)
     [(rid, status, result, stored_job)] = requests_in(database)
@@ -60,7 +62,7 @@ def test_enqueued_rollback_runs_on_the_worker_then_rechecks_the_yank(world, data
     assert result["yank"] == "pending" and result["tag"] == "v1.2.4"
     assert subprocess.run(["git", "--git-dir", demo["bare"], "tag", "--list", "v1.2.*"], capture_output=True,
                           text=True).stdout.split() == ["v1.2.0", "v1.2.1", "v1.2.2", "v1.2.4"]
-    scheduled = queues.queue(queues.ROLLBACK, connection).scheduled_job_registry.get_job_ids()
+    scheduled = queues.queue(rollback_queue, connection).scheduled_job_registry.get_job_ids()
     assert scheduled == [f"{job_id}-recheck-1"]
 
     # The maintainer yanks; the next run (a rerun from a script here) only re-checks PyPI.
@@ -81,4 +83,4 @@ def test_enqueue_refuses_bad_input_before_writing_anything(world, database, redi
         enqueue_package_rollback(REPO, "1.2.3", confirm="yes", settings=settings)
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM backout.requests").fetchone()[0] == 0
-    assert connection.llen(f"rq:queue:{queues.ROLLBACK}") == 0
+    assert connection.llen(f"rq:queue:{ledger_queue_names(database)[0]}") == 0

@@ -237,6 +237,21 @@ def test_restore_to_a_point_in_time_promotes_a_rollback_database(make_app: Any, 
         [request] = ledger.list_requests(conn, "shop-pitr")
     assert set(deployed) | {safety} <= set(after)
     assert request["db"] == "restore"
+    # The job followed the ledger: its record ends in the database the app uses now, and the copy
+    # left in the old database says so, so that no worker reading it runs the request again.
+    assert request["status"] == "succeeded", request
+    with ledger.connect(new_url) as conn:
+        steps = [(s["step"], s["status"]) for s in ledger.steps(conn, request["id"])]
+    assert ("db_restore", "done") in steps and ("verify", "done") in steps, steps
+    with ledger.connect(app.db) as conn:
+        assert ledger.moved_away(conn, request["id"])
+    status = subprocess.run([sys.executable, "-m", "backout", "status", "--app", "shop-pitr", "--json"],
+                            env={**app.env, "DATABASE_URL": new_url}, capture_output=True, text=True, timeout=120)
+    assert json.loads(status.stdout)["rollbacks"][0]["status"] == "succeeded", (status.stdout, status.stderr)
+    # The app's lock went with it, and is free again in both databases.
+    for url in (app.db, new_url):
+        with ledger.app_lock(url, "shop-pitr", wait=False) as free:
+            assert free
 
 
 def _rows(url: str, query: str) -> list[tuple]:

@@ -25,7 +25,7 @@ from backout import settings as settings_module
 from backout.worker import queues
 from tests.rollback.support import APP, Shop
 from tests.stub_http import Reply, StubServer
-from tests.support import wait_for
+from tests.support import ledger_queue_names, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +61,8 @@ def test_a_rollback_from_a_script(shop: Shop) -> None:
 def test_the_same_request_twice_rolls_back_once(shop: Shop) -> None:
     first = enqueue_rollback(APP, "v3", settings=shop.settings)
     # The sweep (or a retry) enqueues the same request again: it is queued once.
-    assert not queues.enqueue_once(shop.redis, queues.ROLLBACK, queues.ROLLBACK_JOB, [first], f"rollback-{first}")
-    assert queues.queue(queues.ROLLBACK, shop.redis).count == 1
+    assert not queues.enqueue_once(shop.redis, ledger_queue_names(shop.database)[0], queues.ROLLBACK_JOB, [first], f"rollback-{first}")
+    assert queues.queue(ledger_queue_names(shop.database)[0], shop.redis).count == 1
     # A second request for the same release, made before the first ran.
     second = enqueue_rollback(APP, "v3", settings=shop.settings)
     shop.run_worker()
@@ -151,7 +151,7 @@ def test_a_request_made_while_redis_is_down_is_carried_out_later(shop: Shop) -> 
     unreachable = settings_module.load({**shop.env, "REDIS_URL": "redis://127.0.0.1:9/0"})
     request_id = enqueue_rollback(APP, "v3", settings=unreachable)  # recorded, not enqueued
     assert shop.request(request_id)["status"] == "queued"
-    assert queues.queue(queues.ROLLBACK, shop.redis).count == 0
+    assert queues.queue(ledger_queue_names(shop.database)[0], shop.redis).count == 0
     shop.run_worker()
     assert shop.request(request_id)["status"] == "succeeded"
 

@@ -13,6 +13,7 @@ import pytest
 from backout import cli, ledger
 from backout.worker import queues
 from tests.rollback.support import APP, Shop
+from tests.support import ledger_queue_names
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,7 @@ def test_a_refused_plan_exits_2_and_changes_nothing(shop: Shop, capsys: pytest.C
         assert cli.main(["rollback", *args]) == 2, args
         assert message in capsys.readouterr().err, args
     assert _requests(shop) == []
-    assert queues.queue(queues.ROLLBACK, shop.redis).count == 0
+    assert queues.queue(ledger_queue_names(shop.database)[0], shop.redis).count == 0
     assert shop.client.current_release(APP)["version"] == 5
     assert cli.main(["rollback", "--app", APP, "--to", "v99", "--json"]) == 2
     document = json.loads(capsys.readouterr().out)
@@ -99,7 +100,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(shop: Shop, capsys: pytest.
     assert "target:  v3" in out and "config vars changed: FEATURE" in out and "nothing was changed" in out
     [request] = _requests(shop)
     assert request["dry_run"] and request["status"] == "succeeded" and request["result"] == {"dry_run": True}
-    assert queues.queue(queues.ROLLBACK, shop.redis).count == 0
+    assert queues.queue(ledger_queue_names(shop.database)[0], shop.redis).count == 0
     shop.run_worker()  # a worker's sweep leaves a dry run alone
     assert shop.client.current_release(APP)["version"] == 5
 

@@ -17,6 +17,7 @@ from backout import settings as settings_module
 from backout.worker import allowlist, queues
 from backout.worker.main import build_worker
 from backout.worker.serializer import check_arguments
+from tests.support import ledger_queue_names
 
 
 def test_allowlist_accepts_backout_jobs_only() -> None:
@@ -81,12 +82,12 @@ def test_worker_refuses_and_logs_a_foreign_function(
     conn = redis.Redis.from_url(redis_url)
     marker = tmp_path / "ran"
     # Someone with access to Redis pushes a job naming os.system, with the serializer the worker uses.
-    raw = Queue(queues.ROLLBACK, connection=conn, serializer=JSONSerializer)
+    raw = Queue(ledger_queue_names(database)[0], connection=conn, serializer=JSONSerializer)
     job = raw.enqueue("os.system", f"touch {marker}")
     # And one that names a backout job but smuggles a callback.
     sneaky = raw.enqueue(queues.ROLLBACK_JOB, "rb_NOPE", on_failure=Callback("os.system"))
     worker = build_worker(conn, _settings(database, redis_url), simple=True)
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.WARNING):
         worker.work(burst=True)
     assert not marker.exists()
     for refused in (job, sneaky):
@@ -100,13 +101,15 @@ def test_worker_refuses_and_logs_a_foreign_function(
 @pytest.mark.integration
 def test_worker_takes_rollbacks_before_routine_work(redis_url: str, database: str) -> None:
     conn = redis.Redis.from_url(redis_url)
-    routine = queues.queue(queues.ROUTINE, conn).enqueue(queues.ROLLBACK_JOB, "rb_ROUTINE")
-    rollback = queues.queue(queues.ROLLBACK, conn).enqueue(queues.ROLLBACK_JOB, "rb_ROLLBACK")
+    rollback_queue, routine_queue = ledger_queue_names(database)
+    assert rollback_queue.startswith(queues.ROLLBACK + "@") and routine_queue.startswith(queues.ROUTINE + "@")
+    routine = queues.queue(routine_queue, conn).enqueue(queues.ROLLBACK_JOB, "rb_ROUTINE")
+    rollback = queues.queue(rollback_queue, conn).enqueue(queues.ROLLBACK_JOB, "rb_ROLLBACK")
     worker = build_worker(conn, _settings(database, redis_url), simple=True)
-    assert [q.name for q in worker.queues] == [queues.ROLLBACK, queues.ROUTINE]
+    assert [q.name for q in worker.queues] == [rollback_queue, routine_queue]
     worker.bootstrap()
     first, queue = worker.dequeue_job_and_maintain_ttl(None)
-    assert (first.id, queue.name) == (rollback.id, queues.ROLLBACK)
+    assert (first.id, queue.name) == (rollback.id, rollback_queue)
     second, _ = worker.dequeue_job_and_maintain_ttl(None)
     assert second.id == routine.id
     worker.teardown()

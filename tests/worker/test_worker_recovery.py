@@ -30,16 +30,17 @@ def _request(conn, app: str = "app-one", **fields) -> dict:
     return ledger.update_request(conn, request["id"], **fields) if fields else request
 
 
-def _queued_ids(r: redis.Redis) -> list[str]:
-    return queues.queue(queues.ROLLBACK, r).job_ids
+def _queued_ids(r: redis.Redis, conn) -> list[str]:
+    return queues.queue(queues.ledger_queues(conn)[0], r).job_ids
 
 
-def _taken_off_the_queue(r: redis.Redis, request: dict) -> Job:
+def _taken_off_the_queue(r: redis.Redis, conn, request: dict) -> Job:
     """The request's job, enqueued and then taken off the queue, as a worker takes it."""
     job_id = queues.request_job_id(request["id"])
-    queues.enqueue_once(r, queues.ROLLBACK, queues.ROLLBACK_JOB, [request["id"]], job_id)
-    job = queues.queue(queues.ROLLBACK, r).fetch_job(job_id)
-    queues.queue(queues.ROLLBACK, r).remove(job)
+    rollback_queue = queues.ledger_queues(conn)[0]
+    queues.enqueue_once(r, rollback_queue, queues.ROLLBACK_JOB, [request["id"]], job_id)
+    job = queues.queue(rollback_queue, r).fetch_job(job_id)
+    queues.queue(rollback_queue, r).remove(job)
     return job
 
 
@@ -49,28 +50,28 @@ def test_a_request_redis_lost_is_enqueued_again_once(env) -> None:
     _request(conn, dry_run=True)                       # never enqueued
     _request(conn, status="succeeded")                 # finished
     assert requeue_lost(settings, r) == [lost["id"]]
-    assert _queued_ids(r) == [queues.request_job_id(lost["id"])]
+    assert _queued_ids(r, conn) == [queues.request_job_id(lost["id"])]
     # Its job is in Redis now: a second sweep leaves it alone.
     assert requeue_lost(settings, r) == []
-    assert _queued_ids(r) == [queues.request_job_id(lost["id"])]
+    assert _queued_ids(r, conn) == [queues.request_job_id(lost["id"])]
     assert [(s["step"], s["status"]) for s in ledger.steps(conn, lost["id"])] == [("requeue", "done")]
 
 
 def test_a_job_that_ended_before_its_request_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, attempts=1)
-    job = _taken_off_the_queue(r, request)
+    job = _taken_off_the_queue(r, conn, request)
     job_id = job.id
     job.set_status(JobStatus.FAILED)                   # cut short without writing its outcome
     assert requeue_lost(settings, r) == [request["id"]]
-    assert _queued_ids(r) == [job_id]
-    assert queues.queue(queues.ROLLBACK, r).fetch_job(job_id).get_status() == JobStatus.QUEUED
+    assert _queued_ids(r, conn) == [job_id]
+    assert queues.queue(queues.ledger_queues(conn)[0], r).fetch_job(job_id).get_status() == JobStatus.QUEUED
 
 
 def test_a_running_request_whose_worker_died_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, status="running", attempts=1)
-    job = _taken_off_the_queue(r, request)
+    job = _taken_off_the_queue(r, conn, request)
     job_id = job.id
     job.set_status(JobStatus.STARTED)
     job.heartbeat(datetime.now(timezone.utc), 60)
@@ -82,13 +83,13 @@ def test_a_running_request_whose_worker_died_is_run_again(env) -> None:
     # Nobody holds it: the process running the job is gone.
     assert requeue_lost(settings, r) == [request["id"]]
     assert ledger.get_request(conn, request["id"])["status"] == "queued"
-    assert _queued_ids(r) == [job_id]
+    assert _queued_ids(r, conn) == [job_id]
 
 
 def test_a_started_job_without_heartbeats_is_run_again(env) -> None:
     settings, conn, r = env
     request = _request(conn, attempts=1)               # still queued: it was waiting for the app lock
-    job = _taken_off_the_queue(r, request)
+    job = _taken_off_the_queue(r, conn, request)
     job.set_status(JobStatus.STARTED)
     job.heartbeat(datetime.now(timezone.utc), 60)
     assert requeue_lost(settings, r) == []
@@ -103,13 +104,13 @@ def test_a_request_that_keeps_failing_is_given_up(env) -> None:
     row = ledger.get_request(conn, request["id"])
     assert row["status"] == "failed"
     assert f"gave up after {MAX_ATTEMPTS} attempts" in row["error"]
-    assert _queued_ids(r) == []
+    assert _queued_ids(r, conn) == []
 
 
 def test_two_sweeps_at_once_enqueue_once(env) -> None:
     settings, conn, r = env
     request = _request(conn)
-    lock = r.lock("backout:recovery", timeout=30)
+    lock = r.lock(f"backout:recovery@{ledger.ledger_id(conn)}", timeout=30)
     assert lock.acquire(blocking=False)                # another worker is sweeping
     try:
         assert requeue_lost(settings, r) == []

@@ -254,6 +254,8 @@ def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint:
                     carried = ledger_copy.replace_into(new_url, snap)
                 finally:
                     snap.close()
+                # The app's lock moves with the ledger: held there before the app uses it.
+                ledger.carry_app_lock(app, new_url)
                 _promote(client, app, addon["id"])
         progress(f"restore: ledger copied into the rollback database ({sum(carried.values())} rows) and promoted")
     else:

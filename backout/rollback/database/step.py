@@ -270,13 +270,17 @@ def _describe(step: dict) -> str:
 # running
 
 
-def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Progress) -> dict:
+def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Progress,
+                conn: ledger.FollowingConnection | None = None) -> dict:
     """Carry out a planned database step for a request: checks again, safety checkpoint, restore
     or down migrations, verification; each recorded as a ledger step. Returns what was done.
-    Running it again for the same request does the work once."""
+    Running it again for the same request does the work once. `conn`: the caller's ledger
+    connection, which follows the ledger when a promotion moves it (else one of its own)."""
     settings.require("BACKOUT_DATABASE_URL", "DATABASE_URL", "HEROKU_API_KEY")
     kind = db_step["kind"]
-    conn = ledger.connect(settings.ledger_url or "")
+    own = conn is None
+    if conn is None:
+        conn = ledger.FollowingConnection(ledger.connect(settings.ledger_url or ""))
     try:
         request = ledger.require_request(conn, request_id)
         app = request["app"]
@@ -293,13 +297,14 @@ def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Pr
             runner = _Runner(settings, conn, client, app, request_id, kind, point, progress)
             return runner.run(db_step, earlier)
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 @dataclasses.dataclass
 class _Runner:
     settings: Settings
-    conn: psycopg.Connection
+    conn: ledger.FollowingConnection
     client: HerokuClient
     app: str
     request_id: str
@@ -409,11 +414,25 @@ class _Runner:
             return restore.restore_heroku(self.settings, self.client, self.app, self.point, self.say)
         if strategy == "pitr":
             made = next((s["detail"] for s in earlier if (s["detail"] or {}).get("rollback_addon")), None)
-            return restore.restore_pitr(
+            result = restore.restore_pitr(
                 self.settings, self.client, self.app, self.point, self.say, made,
                 lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, "started", detail),
                 down.saved_plan(self.conn, self.point))
+            if result.get("ledger_carried"):
+                self._follow_ledger(result)
+            return result
         raise PlanRefused(f"checkpoint {self.point['id']} has a backup of unknown kind {strategy!r}")
+
+    def _follow_ledger(self, result: dict) -> None:
+        """The ledger was copied into the promoted database: go on there. The old copy is told, so
+        that nobody reading it (a worker still on the old DATABASE_URL) runs the request again."""
+        new_url = self.client.config_vars(self.app)["DATABASE_URL"]
+        ledger.record_step(self.conn, self.request_id, ledger.MOVED_STEP, "done",
+                           {"to": result.get("addon"), "reason": "the ledger moved with the promoted database; "
+                            "this copy is no longer kept up to date"})
+        self.conn.follow(new_url)
+        self.settings = dataclasses.replace(self.settings, database_url=new_url)
+        self.progress(f"restore: the ledger and {self.app}'s lock follow it into {result.get('addon')}")
 
     def _safety_checkpoint(self, strategy: str) -> dict:
         for cp in ledger.list_checkpoints(self.conn, self.app, limit=50):
