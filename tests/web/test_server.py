@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import threading
+import uuid
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -127,12 +129,17 @@ def test_actions_are_off_unless_asked_for(database):
 
 def test_the_dyno_webhook_shares_the_port_and_proves_itself_by_signature(web):
     body = json.dumps({"resource": "dyno", "action": "update", "data": {
-        "app": {"name": "shop"}, "name": "web.1", "state": "crashed", "release": {"version": 4}}}).encode()
+        "app": {"name": "shop"}, "name": "web.1", "state": "crashed", "release": {"version": 4}},
+        "published_at": datetime.now(timezone.utc).isoformat(),
+        "webhook_metadata": {"delivery": {"id": f"d-{uuid.uuid4()}"}}}).encode()
     unsigned = requests.post(web + WEBHOOK_PATH, data=body, timeout=10)
     assert unsigned.status_code == 401
     signed = requests.post(web + WEBHOOK_PATH, data=body, headers={SIGNATURE_HEADER: signature("s" * 32, body)},
                            timeout=10)
     assert signed.status_code == 202
+    replayed = requests.post(web + WEBHOOK_PATH, data=body, headers={SIGNATURE_HEADER: signature("s" * 32, body)},
+                             timeout=10)
+    assert replayed.status_code == 409  # the same delivery is taken once, on this port too
 
 
 def test_without_a_password_it_refuses_to_start(database):
