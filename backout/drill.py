@@ -98,10 +98,11 @@ def schedule(settings: Settings, connection: Any) -> list[str]:
     every = settings.storage.drill_every
     if every is None or not settings.ledger_url:
         return []
-    from backout.worker.queues import ROUTINE, enqueue_once
+    from backout.worker.queues import enqueue_once, ledger_queues
 
     queued = []
     with ledger.connect(settings.ledger_url) as conn:
+        routine = ledger_queues(conn)[1]  # this ledger's own queue: apps may share a Redis
         rows = conn.execute(f"SELECT DISTINCT app FROM {SCHEMA}.checkpoints").fetchall()
         apps = [cast(dict, row)["app"] for row in rows]  # the ledger's connections give dict rows
         for app in apps:
@@ -113,6 +114,6 @@ def schedule(settings: Settings, connection: Any) -> list[str]:
                 continue
             slot = int(time.time() // every)
             job_id = f"drill-{app}-{cp['id']}-{slot}"
-            if enqueue_once(connection, ROUTINE, DRILL_JOB, [app], job_id, secrets=settings.secrets()):
+            if enqueue_once(connection, routine, DRILL_JOB, [app], job_id, secrets=settings.secrets()):
                 queued.append(job_id)
     return queued

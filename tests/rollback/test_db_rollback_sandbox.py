@@ -92,11 +92,14 @@ class App:
 
 
 @pytest.fixture
-def make_app(heroku: Heroku, tmp_path: Path, redis_url: str, s3: S3):
+def make_app(heroku: Heroku, tmp_path: Path, redis_url: str, s3: S3, s3_server: Any):
     made: list[App] = []
 
-    def make(name: str, backup: str, plan: str = "essential-0") -> App:
-        made.append(App(heroku, name, tmp_path, redis_url, backup, plan, s3.env() if backup == "pg_dump" else None))
+    def make(name: str, backup: str, plan: str = "essential-0", files: bool = False) -> App:
+        storage = s3.env() if backup == "pg_dump" else {}
+        if files:  # the app's uploads, in a versioned bucket (BACKOUT_FILES)
+            storage["BACKOUT_FILES"] = f"s3://{S3(s3_server, versioned=True).bucket}/{name}/"
+        made.append(App(heroku, name, tmp_path, redis_url, backup, plan, storage or None))
         return made[-1]
 
     yield make
@@ -268,8 +271,8 @@ def test_the_readmes_rollback_examples_run_as_written(make_app: Any) -> None:
     named myapp; only the placeholders become this app's: v41 its first release, cp_01J… the
     checkpoint of its newest deploy."""
     examples = [shlex.split(line)[1:] for line in code_lines() if line.startswith("backout rollback --app myapp")]
-    assert len(examples) == 3, examples
-    app = make_app("myapp", "pg_dump")
+    assert len(examples) == 4, examples
+    app = make_app("myapp", "pg_dump", files=True)  # the last example puts the uploads back too
     first = app.deploy([A1], "aaaa0001")
     app.deploy([A1, B2], "bbbb0002")
     newest = app.deploy([A1, B2], "cccc0003")  # code only: `--to previous` (no --db) runs on its schema

@@ -162,6 +162,7 @@ def test_restore_down_hand_made_rollback_redeploy(tool: str, heroku: Heroku, tmp
         # changed or recorded, and the way out named.
         with psycopg.connect(app.db, autocommit=True) as conn:
             conn.execute(app.tool.by_hand)
+        with ledger.connect(app.db) as conn:
             requests = len(ledger.list_requests(conn, app.name))
         before = app.state()
         refused = app.backout("rollback", "--app", app.name, "--to", f"v{a['version']}", "--db", "down",
