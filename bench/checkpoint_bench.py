@@ -37,7 +37,7 @@ from backout.backups.libpq import client_args  # noqa: E402
 from backout.migrations import get_adapter  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
 from bench.data import built, name_for  # noqa: E402
-from bench.timing import Contender, Run, fsync_file, load, machine, pair, parser, processes  # noqa: E402
+from bench.timing import Contender, Run, fsynced, load, machine, pair, parser, processes  # noqa: E402
 from tests.support import SERVER_URL, drop_database  # noqa: E402
 
 BACKOUT = str(Path(sys.executable).with_name("backout"))
@@ -63,20 +63,12 @@ def contenders(url: str, work: Path) -> list[Contender]:
     def pipe() -> Run:
         run = processes(["pg_dump", "-Fc", "-Z0", "--exclude-schema=backout", f"--dbname={conninfo}"],
                         ["zstd", "-q", "-T2", "-3", "-f", "-o", str(pipe_file)], env=env, pipe=True)
-        started = time.perf_counter()
-        fsync_file(pipe_file)
-        run.seconds += time.perf_counter() - started
-        run.facts["size"] = pipe_file.stat().st_size
-        return run
+        return fsynced(run, pipe_file)
 
     def fc() -> Run:
         run = processes(["pg_dump", "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
                         env=env)
-        started = time.perf_counter()
-        fsync_file(fc_file)
-        run.seconds += time.perf_counter() - started
-        run.facts["size"] = fc_file.stat().st_size
-        return run
+        return fsynced(run, fc_file)
 
     def template() -> Run:
         return processes(["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", name, copy], env=env)

@@ -31,7 +31,7 @@ from backout.storage import config  # noqa: E402
 from backout.storage.client import make_client  # noqa: E402
 from backout_sandbox.s3 import LocalS3  # noqa: E402
 from bench.data import ensure_built  # noqa: E402
-from bench.timing import Contender, Run, fsync_file, machine, pair, processes  # noqa: E402
+from bench.timing import Contender, Run, fsynced, machine, pair, processes  # noqa: E402
 from tests.support import drop_database  # noqa: E402
 
 DATABASE = "backout_bench_storage"
@@ -67,11 +67,7 @@ def contenders(url: str, work: Path, s3: LocalS3) -> list[Contender]:
     def fc() -> Run:
         run = processes(["pg_dump", "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
                         env=env)
-        started = time.perf_counter()
-        fsync_file(fc_file)
-        run.seconds += time.perf_counter() - started
-        run.facts["size"] = fc_file.stat().st_size
-        return run
+        return fsynced(run, fc_file)
 
     def clear() -> None:
         for path in [*local_dir.glob("*"), fc_file]:

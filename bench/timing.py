@@ -107,12 +107,18 @@ def _check(proc: subprocess.Popen, status: int) -> None:
         raise RuntimeError(f"{' '.join(map(str, proc.args[5:]))[:200]} exited with status {status}")
 
 
-def fsync_file(path: Path) -> None:
+def fsynced(run: Run, path: Path) -> Run:
+    """`run`, which wrote `path`, with the file's fsync added to its time (an archive counts once it
+    is on disk) and the file's size in its facts."""
+    started = time.perf_counter()
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+    run.seconds += time.perf_counter() - started
+    run.facts["size"] = path.stat().st_size
+    return run
 
 
 def machine(url: str) -> list[str]:
