@@ -96,7 +96,7 @@ def pitr_overhead(work: Path, runs: int = 20) -> float:
     try:
         with HerokuClient(box.token, box.url, box.url) as client:
             client.create_app("bench-pitr")
-            client.create_addon("bench-pitr", "heroku-postgresql:essential-0")
+            client.create_addon("bench-pitr", "heroku-postgresql:standard-0")
             version = client.current_release("bench-pitr")["version"]
             settings = settings_module.load({
                 "DATABASE_URL": client.config_vars("bench-pitr")["DATABASE_URL"], "HEROKU_APP_NAME": "bench-pitr",

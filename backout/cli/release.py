@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from backout.hooks import release
+from backout.backups import pg_dump
 from backout.output import Progress
 from backout.settings import Settings
 
@@ -19,5 +19,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     argv = list(args.command)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    signal.signal(signal.SIGTERM, release.terminated)
-    return release.run(settings, argv, Progress())
+    # Before the hook is imported (psycopg alone takes longer than dumping a small database).
+    dump = pg_dump.start_early(settings)
+    try:
+        from backout.hooks import release
+
+        signal.signal(signal.SIGTERM, release.terminated)
+        return release.run(settings, argv, Progress(), dump=dump)
+    finally:
+        if dump is not None:
+            dump.stop()
