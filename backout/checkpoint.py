@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -23,15 +22,13 @@ from backout import backups, ledger
 from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
+from backout.heroku import rollback_target, slug_id
 from backout.redact import mask_url, redact
 from backout.settings import Settings
 from backout.storage import archives
 from backout.storage.client import make_client
 
 Progress = Callable[[str], None]
-
-_ROLLBACK = re.compile(r"Rollback to v(\d+)")
-
 
 @dataclass(frozen=True)
 class Release:
@@ -49,23 +46,6 @@ class Release:
     @property
     def is_rollback(self) -> bool:
         return self.rollback_of is not None
-
-
-def rollback_target(description: str | None) -> int | None:
-    """The version a release rolls back to, from its Platform API description ("Rollback to v41")."""
-    found = _ROLLBACK.match(description or "")
-    return int(found[1]) if found else None
-
-
-def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict | None:
-    """The release `Rollback to v<target_version>` made after `since_version`, not failed, if any:
-    what a rollback request made, even when Heroku's answer to it was lost."""
-    for release in heroku.list_releases(app):
-        if release["version"] <= since_version:
-            break
-        if rollback_target(release.get("description")) == target_version and release.get("status") in ("pending", "succeeded"):
-            return release
-    return None
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:
@@ -122,11 +102,10 @@ def release_from_api(settings: Settings, facts: Mapping[str, Any], heroku: Any =
 def release_from_info(info: Mapping[str, Any], *, version: int | None = None, commit: str | None = None,
                       previous_version: int | None = None) -> Release:
     """A Release from a Platform API release object (a safety checkpoint uses the current release)."""
-    slug = info.get("slug") or {}
     return Release(
         version=version if version is not None else info.get("version"),
         id=info.get("id"),
-        slug_id=slug.get("id"),
+        slug_id=slug_id(info),
         commit=commit,
         description=info.get("description"),
         previous_version=previous_version,

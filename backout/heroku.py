@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from backout import __version__
+from backout.defaults import RELEASE_PHASE_LIMIT
 from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.http_retry import BearerAuth, RetryingSession, RetryPolicy
 from backout.output import human_bytes
@@ -33,6 +34,7 @@ Progress = Callable[[str], None]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _TRANSFER_NAME = re.compile(r"[abcr](\d+)")
+_ROLLBACK_DESCRIPTION = re.compile(r"Rollback to v(\d+)")
 
 
 class HerokuUnreachable(HerokuAPIError):
@@ -78,6 +80,23 @@ def release_ref(release: int | str) -> str:
         if _UUID.fullmatch(text):
             return text.lower()
     raise BadInput(f"release {release!r} is neither a version (v12) nor a release id (a UUID)")
+
+
+def rollback_description(target_version: int) -> str:
+    """The description Heroku gives the release a rollback to `target_version` makes."""
+    return f"Rollback to v{target_version}"
+
+
+def rollback_target(description: str | None) -> int | None:
+    """The version a release rolls back to, from its description (`Rollback to v41`), else None."""
+    found = _ROLLBACK_DESCRIPTION.match(description or "")
+    return int(found[1]) if found else None
+
+
+def slug_id(release: Mapping[str, Any]) -> str | None:
+    """The id of a Platform API release's slug, None for a release without one."""
+    slug = release.get("slug")
+    return slug.get("id") if isinstance(slug, dict) else None
 
 
 def transfer_ref(transfer: int | str) -> str:
@@ -292,7 +311,7 @@ class HerokuClient:
 
         def not_done_yet() -> bool:
             try:
-                found = self._rollback_since(app, target["version"], newest_version)
+                found = self.rollback_release_since(app, target["version"], newest_version)
             except HerokuAPIError as exc:
                 raise BackoutError(
                     f"rollback of {app} to v{target['version']}: the request failed, and reading the releases "
@@ -312,18 +331,22 @@ class HerokuClient:
                 return already[0]
             raise
 
-    def _rollback_since(self, app: str, target_version: int, after_version: int) -> dict | None:
-        description = f"Rollback to v{target_version}"
+    def rollback_release_since(self, app: str, target_version: int, after_version: int,
+                               failed: bool = True) -> dict | None:
+        """The newest release `Rollback to v<target_version>` made after `after_version` (one whose
+        release phase failed too, unless `failed` is False): what a rollback made, even when Heroku's
+        answer to it was lost."""
         for page in self._release_pages(app, True, 20):
             for release in page:
                 if release["version"] <= after_version:
                     return None
-                if release.get("description") == description:
+                if rollback_target(release.get("description")) == target_version and (
+                        failed or release.get("status") in ("pending", "succeeded")):
                     return release
         return None
 
     def wait_release(
-        self, app: str, release_id: int | str, timeout: float = 3600, poll: float = 1.0,
+        self, app: str, release_id: int | str, timeout: float = RELEASE_PHASE_LIMIT, poll: float = 1.0,
         progress: Progress | None = None,
     ) -> dict:
         """Poll the release until its status is no longer `pending` (its release phase ended)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from backout import defaults
 from backout.errors import ConfigError
 from backout.storage import config as storage_config
 from backout.storage.config import StorageSettings
@@ -59,25 +60,25 @@ _FORMS = {
 @dataclass(frozen=True)
 class HealthSettings:
     urls: tuple[str, ...] = ()
-    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    expect: tuple[tuple[int, int], ...] = defaults.HEALTH_EXPECT
     body: str | None = None
-    timeout: float = 5.0
-    interval: float = 10.0
-    threshold: int = 3
-    grace: float = 60.0
-    window: float = 600.0
-    cooldown: float = 1800.0
+    timeout: float = defaults.HEALTH_TIMEOUT
+    interval: float = defaults.HEALTH_INTERVAL
+    threshold: int = defaults.HEALTH_THRESHOLD
+    grace: float = defaults.HEALTH_GRACE
+    window: float = defaults.HEALTH_WINDOW
+    cooldown: float = defaults.HEALTH_COOLDOWN
     # A (dotted path, expected value) pair from BACKOUT_HEALTH_JSON.
     json: tuple[str, str] | None = None
     redirects: str = "follow"
-    error_threshold: int = 6
+    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
     release_header: str | None = None
     release_field: str | None = None
     dry_run: bool = False
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_port: int | None = None
-    sentry_ratio: float = 2.0
+    sentry_ratio: float = defaults.HEALTH_SENTRY_RATIO
 
     def accepts(self, status: int) -> bool:
         return any(lo <= status <= hi for lo, hi in self.expect)
@@ -193,14 +194,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     )
     health = HealthSettings(
         urls=parsed("BACKOUT_HEALTH_URL", _url_list("BACKOUT_HEALTH_URL"), ()),
-        expect=parsed("BACKOUT_HEALTH_EXPECT", _status_ranges, ((200, 399),)),
+        expect=parsed("BACKOUT_HEALTH_EXPECT", _status_ranges, defaults.HEALTH_EXPECT),
         body=get("BACKOUT_HEALTH_BODY"),
-        timeout=parsed("BACKOUT_HEALTH_TIMEOUT", _seconds("BACKOUT_HEALTH_TIMEOUT", positive=True), 5.0),
-        interval=parsed("BACKOUT_HEALTH_INTERVAL", _seconds("BACKOUT_HEALTH_INTERVAL", positive=True), 10.0),
-        threshold=parsed("BACKOUT_HEALTH_THRESHOLD", _count("BACKOUT_HEALTH_THRESHOLD"), 3),
-        grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), 60.0),
-        window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), 600.0),
-        cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), 1800.0),
+        timeout=parsed("BACKOUT_HEALTH_TIMEOUT", _seconds("BACKOUT_HEALTH_TIMEOUT", positive=True), defaults.HEALTH_TIMEOUT),
+        interval=parsed("BACKOUT_HEALTH_INTERVAL", _seconds("BACKOUT_HEALTH_INTERVAL", positive=True), defaults.HEALTH_INTERVAL),
+        threshold=parsed("BACKOUT_HEALTH_THRESHOLD", _count("BACKOUT_HEALTH_THRESHOLD"), defaults.HEALTH_THRESHOLD),
+        grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), defaults.HEALTH_GRACE),
+        window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), defaults.HEALTH_WINDOW),
+        cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), defaults.HEALTH_COOLDOWN),
         json=parsed("BACKOUT_HEALTH_JSON", _json_match, None),
         redirects=parsed("BACKOUT_HEALTH_REDIRECTS", _choice("BACKOUT_HEALTH_REDIRECTS", REDIRECT_POLICIES), "follow"),
         error_threshold=parsed("BACKOUT_HEALTH_ERROR_THRESHOLD", _count("BACKOUT_HEALTH_ERROR_THRESHOLD"), 0),
@@ -210,12 +211,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_url=parsed("BACKOUT_HEALTH_WEBHOOK_URL", _http_url("BACKOUT_HEALTH_WEBHOOK_URL"), None),
         webhook_secret=get("BACKOUT_HEALTH_WEBHOOK_SECRET"),
         webhook_port=parsed("BACKOUT_HEALTH_WEBHOOK_PORT", _port, None),
-        sentry_ratio=parsed("BACKOUT_HEALTH_SENTRY_RATIO", _ratio, 2.0),
+        sentry_ratio=parsed("BACKOUT_HEALTH_SENTRY_RATIO", _ratio, defaults.HEALTH_SENTRY_RATIO),
     )
-    # Errors (a probe that could not be made) default to twice the failure threshold: a network
-    # hiccup between the worker and the app is weaker evidence than a wrong answer.
+    # Unset, the error threshold follows the failure threshold (defaults.HEALTH_ERRORS_PER_FAILURE says why).
     if not health.error_threshold:
-        health = replace(health, error_threshold=2 * health.threshold)
+        health = replace(health, error_threshold=defaults.HEALTH_ERRORS_PER_FAILURE * health.threshold)
     if (health.webhook_url or health.webhook_port is not None) and not health.webhook_secret:
         given = "BACKOUT_HEALTH_WEBHOOK_URL" if health.webhook_url else "BACKOUT_HEALTH_WEBHOOK_PORT"
         raise ConfigError(

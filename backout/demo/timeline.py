@@ -8,6 +8,7 @@ from typing import Iterable
 
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
+from backout.heroku import rollback_description
 from backout.output import human_bytes, table
 
 DETAIL_WIDTH = 80
@@ -124,7 +125,7 @@ def _step_lines(steps: list[dict], target: int | None) -> list[Line]:
             text = (f"undid {', '.join(detail.get('undone') or []) or 'nothing'} from the saved script; "
                     f"alembic at {' '.join(detail.get('state') or []) or 'none'}")
         elif step["step"] == "code_rollback":
-            text = f"Platform API rollback: v{version} 'Rollback to v{target}'"
+            text = f"Platform API rollback: v{version} '{rollback_description(target)}'"
         elif step["step"] == "release_phase":
             text = f"v{version}'s release phase: a rollback, so no checkpoint and nothing to migrate"
         elif step["step"] == "verify":

@@ -25,11 +25,12 @@ from backout.health.policy import (
     decide,
     judge_round,
     observe_crash,
-    rollback_of,
 )
 from backout.health.probes import FAIL, Prober, ProbeResult, ProbeSpec
+from backout.heroku import rollback_target
 from backout.redact import redact
 from backout.settings import Settings
+from backout.timestamps import epoch
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _release(client: Any, app: str) -> dict[str, Any] | None:
             raise BadInput(f"app {app!r} not found: {exc.message}") from None
         raise
     return {"version": current["version"], "description": current.get("description"),
-            "rollback_of": rollback_of(current.get("description")), "created_at": current.get("created_at")}
+            "rollback_of": rollback_target(current.get("description")), "created_at": current.get("created_at")}
 
 
 def _unmatched(results: list[ProbeResult]) -> Verdict:
@@ -153,7 +154,7 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
     if watch is None:
         checkpoint = ledger.checkpoint_for_release(conn, app, version)
         if checkpoint:
-            record["started_at"] = _epoch(checkpoint["created_at"])
+            record["started_at"] = epoch(checkpoint["created_at"])
     try:
         step = check_release(settings, record, now)
     except BackoutError as exc:
@@ -166,7 +167,3 @@ def _dyno(dyno: dict[str, Any]) -> dict[str, Any]:
     return {"name": dyno.get("name"), "state": dyno.get("state"), "release_version": release.get("version")}
 
 
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()

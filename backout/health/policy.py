@@ -14,10 +14,10 @@ target for `previous` and for later auto-rollbacks.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from backout import defaults
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
 from backout.settings import Settings
 
@@ -39,12 +39,12 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class Policy:
-    grace: float = 60.0
-    interval: float = 10.0
-    threshold: int = 3
-    error_threshold: int = 6
-    window: float = 600.0
-    cooldown: float = 1800.0
+    grace: float = defaults.HEALTH_GRACE
+    interval: float = defaults.HEALTH_INTERVAL
+    threshold: int = defaults.HEALTH_THRESHOLD
+    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
+    window: float = defaults.HEALTH_WINDOW
+    cooldown: float = defaults.HEALTH_COOLDOWN
     auto_rollback: str = "code"
     dry_run: bool = False
 
@@ -299,12 +299,6 @@ def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
         return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", db, target, branch=branch,
                         cost=cost)
     return Decision("rollback", plan[0].upper() + plan[1:], db, target, branch=branch, cost=cost)
-
-
-def rollback_of(description: str | None) -> int | None:
-    """The version a release rolled back to, from Heroku's description `Rollback to v41`, else None."""
-    match = re.match(r"Rollback to v(\d+)", description or "")
-    return int(match.group(1)) if match else None
 
 
 def _served_by(release: int | str | None, version: int, commit: str | None) -> bool:

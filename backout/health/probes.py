@@ -30,8 +30,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from backout import __version__
+from backout import __version__, defaults
 from backout.redact import mask_url, redact, secrets_from_env
+from backout.release_version import parse_release_version
 from backout.settings import HealthSettings
 
 PASS, FAIL, ERROR = "pass", "fail", "error"
@@ -44,10 +45,10 @@ _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 class ProbeSpec:
     """What a probe sends and what it accepts."""
 
-    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    expect: tuple[tuple[int, int], ...] = defaults.HEALTH_EXPECT
     body: str | None = None
     json: tuple[str, str] | None = None
-    timeout: float = 5.0
+    timeout: float = defaults.HEALTH_TIMEOUT
     follow_redirects: bool = True
     release_header: str | None = None
     release_field: str | None = None
@@ -249,6 +250,5 @@ def _release_value(value: Any) -> int | str | None:
     """`v42`, `42` or 42 as the version number 42; any other non-empty value as text."""
     if value is None or value is _MISSING or value is _NOT_JSON or value == "":
         return None
-    text = str(value).strip()
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    return int(digits) if digits.isdigit() else text
+    version = parse_release_version(value)
+    return version if version is not None else str(value).strip()

@@ -33,7 +33,7 @@ import psycopg
 from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
-from backout.heroku import HerokuClient
+from backout.heroku import HerokuClient, slug_id
 from backout.output import human_bytes
 from backout.redact import redact
 from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
@@ -441,7 +441,7 @@ class _Runner:
         ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "started", {"backup": strategy})
         current = self.client.current_release(self.app)
         release = checkpoints.Release(version=current["version"], id=current.get("id"),
-                                      slug_id=(current.get("slug") or {}).get("id"),
+                                      slug_id=slug_id(current),
                                       description=current.get("description"))
         settings = dataclasses.replace(self.settings, backup=strategy, app_name=self.app)
         try:
