@@ -15,6 +15,7 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from backout import defaults
+from backout.backups import STRATEGIES
 from backout.errors import ConfigError
 from backout.storage import config as storage_config
 from backout.storage.config import StorageSettings
@@ -22,8 +23,6 @@ from backout.release_version import parse_release_version
 
 T = TypeVar("T")
 
-BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
-MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
 # `auto` chooses the database step by the verdict; `+files` also restores the uploads (BACKOUT_FILES)
 # to the checkpoint's time.
 AUTO_ROLLBACK_POLICIES = tuple(f"{base}{files}" for files in ("", "+files")
@@ -248,9 +247,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         app_name=parsed("HEROKU_APP_NAME", _app_name, None),
         release_version=parsed("HEROKU_RELEASE_VERSION", _release_version, None),
         slug_commit=get("HEROKU_SLUG_COMMIT"),
-        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), default_backup),
+        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", STRATEGIES), default_backup),
         backup_dir=parsed("BACKOUT_BACKUP_DIR", Path, Path(".backout/backups")),
-        migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
+        migrations=parsed("BACKOUT_MIGRATIONS", _migration_tool, "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
         health=health,
         web=WebSettings(password=get("BACKOUT_WEB_PASSWORD"),
@@ -368,6 +367,13 @@ def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _migration_tool(value: str) -> str:
+    # The adapters' registry is the list of tools; it is loaded only when BACKOUT_MIGRATIONS names one.
+    from backout.migrations import ADAPTERS
+
+    return _choice("BACKOUT_MIGRATIONS", tuple(ADAPTERS))(value)
 
 
 def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:
