@@ -103,8 +103,7 @@ class _Watch:
 
 
 class Monitor:
-    def __init__(self, settings: Settings, connection: redis.Redis, owner: str | None = None,
-                 pool_size: int = POOL_SIZE, heroku_client: Callable[[], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, connection: redis.Redis, owner: str | None = None) -> None:
         self.settings = settings
         self.policy = Policy.from_settings(settings)
         self.redis = connection
@@ -113,11 +112,10 @@ class Monitor:
         self.lock_ttl = max(MIN_LOCK_TTL, LOCK_TTL_INTERVALS * self.policy.interval)
         self.sync_every = min(self.policy.interval, self.lock_ttl / 3)
         self.prober = Prober(ProbeSpec.from_settings(settings.health))
-        self.pool = ThreadPoolExecutor(pool_size, thread_name_prefix="backout-probe")
+        self.pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="backout-probe")
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="backout-health-ledger")
         self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self.watches: dict[str, _Watch] = {}
-        self._heroku_factory = heroku_client or self._default_heroku
         self._local = threading.local()
         self._sync_now = False
         self._next_due = 0.0
@@ -453,16 +451,13 @@ class Monitor:
     def _heroku_enabled(self) -> bool:
         return bool(self.settings.heroku_api_key)
 
-    def _default_heroku(self) -> Any:
-        from backout.heroku import HerokuClient
-
-        return HerokuClient.from_settings(self.settings)
-
     def _heroku(self) -> Any:
         # requests sessions are not shared between threads: one client per thread.
         client = getattr(self._local, "heroku", None)
         if client is None:
-            client = self._local.heroku = self._heroku_factory()
+            from backout.heroku import HerokuClient
+
+            client = self._local.heroku = HerokuClient.from_settings(self.settings)
         return client
 
     def _heroku_or_none(self) -> Any:

@@ -38,6 +38,8 @@ from backout.settings import HealthSettings
 PASS, FAIL, ERROR = "pass", "fail", "error"
 MAX_REDIRECTS = 5
 BODY_LIMIT = 256 * 1024
+# Connection pools kept, one per host probed: every app a worker watches, with room to spare.
+MAX_HOSTS = 2048
 _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 
 
@@ -88,7 +90,7 @@ class ProbeResult:
 class Prober:
     """Makes probes; safe to call from many threads at once (they share one connection pool)."""
 
-    def __init__(self, spec: ProbeSpec, max_hosts: int = 2048) -> None:
+    def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec
         try:
             import certifi
@@ -97,7 +99,7 @@ class Prober:
         except ImportError:  # pragma: no cover - certifi comes with requests
             ca = {}
         self._pool = urllib3.PoolManager(
-            num_pools=max_hosts, maxsize=2, block=False, retries=False,
+            num_pools=MAX_HOSTS, maxsize=2, block=False, retries=False,
             headers={"User-Agent": f"backout-health/{__version__}", "Accept": "*/*"}, **ca,
         )
 

@@ -40,9 +40,6 @@ VOLATILE_DEFAULT = "volatile-default"
 VALIDATING = "validates-under-lock"
 BIG_TABLE_LOCK = "access-exclusive-on-big-table"
 
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-SHARE = "SHARE"
-
 # Functions whose value changes per row, so a default calling them is computed for every
 # existing row: the table is rewritten (PostgreSQL 11+ stores a stable default without one).
 VOLATILE_FUNCTIONS = frozenset({
