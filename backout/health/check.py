@@ -145,7 +145,7 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
             now: float) -> dict[str, Any] | None:
     if not settings.sentry_api_token or not version or conn is None:
         return None
-    from backout.health.sentry_check import check_release
+    from backout.health.sentry_check import SentryCheck
 
     record = watch if watch and watch.get("release_version") == version else {
         "app": app, "release_version": version, "started_at": now, **release_commits(conn, app, version)}
@@ -156,7 +156,7 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
         if checkpoint:
             record["started_at"] = epoch(checkpoint["created_at"])
     try:
-        step = check_release(settings, record, now)
+        step = SentryCheck(settings).check_release(record, now)
     except BackoutError as exc:
         return {"kind": "sentry", "reason": f"not compared: {redact(str(exc), settings.secrets())}"}
     return None if step is None else {"kind": step.kind, "reason": step.reason, "detail": step.detail}

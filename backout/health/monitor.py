@@ -121,6 +121,8 @@ class Monitor:
         self._next_due = 0.0
         self._next_listing = 0.0
         self.sentry_enabled = bool(settings.sentry_api_token)
+        self._sentry_check: Any = None
+        self._sentry_lock = threading.Lock()
         self._secrets = settings.secrets()
         self._samples: list[dict[str, Any]] = []
         self._next_flush = 0.0
@@ -290,10 +292,8 @@ class Monitor:
         self.inbox.put(("dynos", app, version, dynos, None))
 
     def _sentry_task(self, record: dict[str, Any], now: float) -> None:
-        from backout.health.sentry_check import check_release
-
         try:
-            step = check_release(self.settings, record, now)
+            step = self._sentry().check_release(record, now)
         except Exception as exc:  # noqa: BLE001 - a Sentry outage is logged, never a verdict
             log.warning("Sentry check of %s v%s failed: %s", record["app"], record["release_version"],
                         redact(str(exc), self.settings.secrets()))
@@ -450,6 +450,15 @@ class Monitor:
 
     def _heroku_enabled(self) -> bool:
         return bool(self.settings.heroku_api_key)
+
+    def _sentry(self) -> Any:
+        """The monitor's one SentryCheck, made on first use (it asks for the project's id once)."""
+        with self._sentry_lock:
+            if self._sentry_check is None:
+                from backout.health.sentry_check import SentryCheck
+
+                self._sentry_check = SentryCheck(self.settings)
+            return self._sentry_check
 
     def _heroku(self) -> Any:
         # requests sessions are not shared between threads: one client per thread.
