@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
@@ -57,20 +57,30 @@ _FORMS = {
 
 
 @dataclass(frozen=True)
-class HealthSettings:
+class HealthNumbers:
+    """The numbers a post-deploy health watch is judged by (the health policy's too)."""
+
+    grace: float = defaults.HEALTH_GRACE
+    interval: float = defaults.HEALTH_INTERVAL
+    threshold: int = defaults.HEALTH_THRESHOLD
+    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
+    window: float = defaults.HEALTH_WINDOW
+    cooldown: float = defaults.HEALTH_COOLDOWN
+
+    def numbers(self) -> dict[str, float]:
+        """These numbers by name."""
+        return {f.name: getattr(self, f.name) for f in fields(HealthNumbers)}
+
+
+@dataclass(frozen=True)
+class HealthSettings(HealthNumbers):
     urls: tuple[str, ...] = ()
     expect: tuple[tuple[int, int], ...] = defaults.HEALTH_EXPECT
     body: str | None = None
     timeout: float = defaults.HEALTH_TIMEOUT
-    interval: float = defaults.HEALTH_INTERVAL
-    threshold: int = defaults.HEALTH_THRESHOLD
-    grace: float = defaults.HEALTH_GRACE
-    window: float = defaults.HEALTH_WINDOW
-    cooldown: float = defaults.HEALTH_COOLDOWN
     # A (dotted path, expected value) pair from BACKOUT_HEALTH_JSON.
     json: tuple[str, str] | None = None
     redirects: str = "follow"
-    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
     release_header: str | None = None
     release_field: str | None = None
     dry_run: bool = False

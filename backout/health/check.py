@@ -77,10 +77,8 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
                 "dynos": None if dynos is None else [_dyno(d) for d in dynos],
                 "sentry": sentry,
                 "watch": watch,
-                "policy": {"grace": policy.grace, "interval": policy.interval, "threshold": policy.threshold,
-                           "error_threshold": policy.error_threshold, "window": policy.window,
-                           "cooldown": policy.cooldown, "auto_rollback": policy.auto_rollback,
-                           "db": policy.db_step, "dry_run": policy.dry_run},
+                "policy": {**policy.numbers(), "auto_rollback": policy.auto_rollback, "db": policy.db_step,
+                           "dry_run": policy.dry_run},
                 "decision": None if decision is None else {"action": decision.action, "reason": decision.reason,
                                                            "db": decision.db, "target": decision.target,
                                                            **({"branch": decision.branch, "cost": decision.cost}

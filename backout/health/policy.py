@@ -17,9 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from backout import defaults
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
-from backout.settings import Settings
+from backout.settings import HealthNumbers, Settings
 
 STALE = "stale"
 
@@ -38,21 +37,14 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class Policy:
-    grace: float = defaults.HEALTH_GRACE
-    interval: float = defaults.HEALTH_INTERVAL
-    threshold: int = defaults.HEALTH_THRESHOLD
-    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
-    window: float = defaults.HEALTH_WINDOW
-    cooldown: float = defaults.HEALTH_COOLDOWN
+class Policy(HealthNumbers):
     auto_rollback: str = "code"
     dry_run: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
-        h = settings.health
-        return cls(grace=h.grace, interval=h.interval, threshold=h.threshold, error_threshold=h.error_threshold,
-                   window=h.window, cooldown=h.cooldown, auto_rollback=settings.auto_rollback, dry_run=h.dry_run)
+        return cls(**settings.health.numbers(), auto_rollback=settings.auto_rollback,
+                   dry_run=settings.health.dry_run)
 
     @property
     def db_step(self) -> str | None:
