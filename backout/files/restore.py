@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
 
+from backout.defaults import DAY
 from backout.errors import BackoutError, PlanRefused
 from backout.output import human_bytes
 from backout.storage.client import S3_ERRORS, failure
@@ -111,7 +112,7 @@ def location_of(item: dict) -> Location:
 
 def _check_versions_kept(client: Any, where: Location, at: datetime, checkpoint_id: str) -> None:
     days = noncurrent_expiry_days(client, where)
-    if days is not None and (datetime.now(timezone.utc) - at).total_seconds() > days * 86400:
+    if days is not None and (datetime.now(timezone.utc) - at).total_seconds() > days * DAY:
         raise PlanRefused(f"checkpoint {checkpoint_id}'s files under {where.url} are from {at.isoformat()}, but a lifecycle "
                           f"rule deletes noncurrent versions after {days} days: some may be gone; choose a newer checkpoint")
 
