@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from backout import defaults
@@ -67,7 +67,7 @@ class HealthNumbers:
     window: float = defaults.HEALTH_WINDOW
     cooldown: float = defaults.HEALTH_COOLDOWN
 
-    def numbers(self) -> dict[str, float]:
+    def numbers(self) -> dict[str, Any]:
         """These numbers by name."""
         return {f.name: getattr(self, f.name) for f in fields(HealthNumbers)}
 
