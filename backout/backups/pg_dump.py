@@ -22,13 +22,10 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import subprocess
-import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import zstandard
 
@@ -37,7 +34,8 @@ from backout.backups.libpq import client_args, database_name
 from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
-from backout.redact import mask_url, redact
+from backout.redact import mask_url
+from backout.rollback.database.pgtools import Drain, program, secrets_of, stop
 from backout.storage.archives import archive_key
 from backout.storage.client import make_client
 from backout.storage.config import StorageSettings
@@ -170,7 +168,7 @@ def pg_dump_command(database_url: str, *extra: str) -> tuple[list[str], dict[str
     """pg_dump's argv (no password in it) and its environment (PGPASSWORD), ledger excluded."""
     conninfo, env = client_args(database_url)
     argv = [
-        _program("pg_dump"), "--format=custom", "--compress=0", f"--exclude-schema={LEDGER_SCHEMA}",
+        program("pg_dump"), "--format=custom", "--compress=0", f"--exclude-schema={LEDGER_SCHEMA}",
         # A table locked by someone else fails the dump in a while instead of hanging the release.
         "--lock-wait-timeout=120s", *extra, f"--dbname={conninfo}",
     ]
@@ -191,7 +189,7 @@ def _write(database_url: str, out: "_Sink", say: Progress, level: int) -> tuple[
     except BaseException:
         counter.close()
         raise
-    errors = _Collector(dump.stderr)
+    errors = Drain(dump.stderr)
     _grow_pipe(dump.stdout.fileno())
     toc = Scanner()
     dump_size = 0
@@ -212,14 +210,14 @@ def _write(database_url: str, out: "_Sink", say: Progress, level: int) -> tuple[
                     say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
                     next_report = time.monotonic() + PROGRESS_EVERY
     except BaseException:
-        _stop(dump)
+        stop(dump)
         counter.close()
         raise
     status = dump.wait()
     errors.join()
     counts = counter.finish()
     if status != 0:
-        message = redact(errors.last_error(), _secrets(env))
+        message = errors.last_error(secrets_of(env))
         raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
     if toc.in_toc:
         raise BackoutError("pg_dump's output ends inside the archive's table of contents")
@@ -258,33 +256,6 @@ class _HashingWriter:
         pass
 
 
-class _Collector(threading.Thread):
-    """Drains a child's pipe on a thread, so that a chatty child never blocks on a full pipe."""
-
-    def __init__(self, pipe: IO[bytes]) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines: deque[bytes] = deque(maxlen=50)
-        self.start()
-
-    def run(self) -> None:
-        for line in self.pipe:
-            self.lines.append(line)
-        self.pipe.close()
-
-    def text(self) -> str:
-        return b"".join(self.lines).decode("utf-8", "replace")
-
-    def last_error(self) -> str:
-        """The most telling line: the first `error:` line, else the last line, without the program name."""
-        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
-        chosen = next((line for line in lines if "error:" in line), lines[-1] if lines else "no message")
-        for prefix in ("pg_dump: error: ", "pg_restore: error: ", "pg_dump: ", "pg_restore: "):
-            if chosen.startswith(prefix):
-                return chosen[len(prefix):]
-        return chosen
-
-
 def _disk_error(exc: OSError, temp: Path) -> BackoutError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return BackoutError(f"no space left for the backup in {temp.parent} (BACKOUT_BACKUP_DIR); "
@@ -321,25 +292,9 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-def _program(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
-    return found
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
 def _remove(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
         pass
 
-
-def _secrets(env: dict[str, str]) -> list[str]:
-    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
