@@ -25,8 +25,6 @@ from backout.errors import BackoutError
 from backout.heroku import rollback_target, slug_id
 from backout.redact import mask_url, redact
 from backout.settings import Settings
-from backout.storage import archives
-from backout.storage.client import make_client
 
 Progress = Callable[[str], None]
 
@@ -202,6 +200,7 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
         _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     if settings.storage.files:
         from backout.files.record import record
+        from backout.storage.client import make_client
 
         ledger.update_checkpoint(ledger_conn, cp["id"], files=record(settings.storage, make_client(settings.storage), say))
     stored = settings.backup == "pg_dump" and settings.storage.archives is not None
@@ -236,6 +235,8 @@ def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict
     """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
     parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""
     assert settings.storage.archives is not None
+    from backout.storage import archives
+    from backout.storage.client import make_client
 
     def writing(checkpoint_id: str) -> bool:
         return checkpoint_id == cp["id"] or ledger.taker_alive(ledger_conn, checkpoint_id)
