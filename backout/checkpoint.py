@@ -22,8 +22,8 @@ from backout import backups, ledger
 from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
-from backout.heroku import rollback_target, slug_id
 from backout.redact import mask_url, redact
+from backout.release_version import rollback_target, slug_id
 from backout.settings import Settings
 
 Progress = Callable[[str], None]

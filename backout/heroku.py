@@ -23,7 +23,7 @@ from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.http_retry import BearerAuth, RetryingSession, RetryPolicy
 from backout.output import human_bytes
 from backout.redact import redact
-from backout.release_version import parse_release_version
+from backout.release_version import parse_release_version, rollback_target
 from backout.settings import HEROKU_API_URL, HEROKU_DATA_URL, Settings
 
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -34,7 +34,6 @@ Progress = Callable[[str], None]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _TRANSFER_NAME = re.compile(r"[abcr](\d+)")
-_ROLLBACK_DESCRIPTION = re.compile(r"Rollback to v(\d+)")
 
 
 class HerokuUnreachable(HerokuAPIError):
@@ -80,23 +79,6 @@ def release_ref(release: int | str) -> str:
         if _UUID.fullmatch(text):
             return text.lower()
     raise BadInput(f"release {release!r} is neither a version (v12) nor a release id (a UUID)")
-
-
-def rollback_description(target_version: int) -> str:
-    """The description Heroku gives the release a rollback to `target_version` makes."""
-    return f"Rollback to v{target_version}"
-
-
-def rollback_target(description: str | None) -> int | None:
-    """The version a release rolls back to, from its description (`Rollback to v41`), else None."""
-    found = _ROLLBACK_DESCRIPTION.match(description or "")
-    return int(found[1]) if found else None
-
-
-def slug_id(release: Mapping[str, Any]) -> str | None:
-    """The id of a Platform API release's slug, None for a release without one."""
-    slug = release.get("slug")
-    return slug.get("id") if isinstance(slug, dict) else None
 
 
 def transfer_ref(transfer: int | str) -> str:

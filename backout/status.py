@@ -18,7 +18,8 @@ from typing import Any
 
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
-from backout.heroku import HerokuClient, slug_id
+from backout.heroku import HerokuClient
+from backout.release_version import slug_id
 from backout.settings import Settings
 
 RELEASES_SHOWN = 10

@@ -39,8 +39,8 @@ from backout.demo import services, timeline
 from backout.demo.receiver import Receiver
 from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
-from backout.heroku import rollback_description
 from backout.output import Progress
+from backout.release_version import rollback_description
 from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.s3 import LocalS3
 from backout_sandbox.server import start

@@ -30,7 +30,8 @@ from backout import deploy, ledger, timestamps
 from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
-from backout.heroku import HerokuClient, rollback_description
+from backout.heroku import HerokuClient
+from backout.release_version import rollback_description
 from backout.storage import config as storage_config
 from backout.storage.client import make_client
 from backout_sandbox import processes

@@ -8,8 +8,8 @@ from typing import Iterable
 
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
-from backout.heroku import rollback_description
 from backout.output import human_bytes, table
+from backout.release_version import rollback_description
 
 DETAIL_WIDTH = 80
 # Health events that make a line of the timeline (grace and stale rounds are routine; the

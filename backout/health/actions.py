@@ -24,9 +24,9 @@ from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
 from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide
 from backout.health.watches import WatchRegistry, new_record
-from backout.heroku import rollback_target
 from backout.notify import notify
 from backout.redact import redact
+from backout.release_version import rollback_target
 from backout.settings import Settings
 from backout.timestamps import epoch
 

@@ -27,8 +27,8 @@ from backout.health.policy import (
     observe_crash,
 )
 from backout.health.probes import FAIL, Prober, ProbeResult, ProbeSpec
-from backout.heroku import rollback_target
 from backout.redact import redact
+from backout.release_version import rollback_target
 from backout.settings import Settings
 from backout.timestamps import epoch
 

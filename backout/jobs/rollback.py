@@ -28,10 +28,11 @@ from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
 from backout.errors import BackoutError
-from backout.heroku import HerokuClient, slug_id
+from backout.heroku import HerokuClient
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
+from backout.release_version import slug_id
 from backout.rollback.plan import addon_config_vars, config_changes
 from backout.settings import Settings, load
 

@@ -30,8 +30,8 @@ from typing import Any, Collection
 
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
-from backout.heroku import HerokuClient, slug_id
-from backout.release_version import parse_release_version
+from backout.heroku import HerokuClient
+from backout.release_version import parse_release_version, slug_id
 from backout.settings import Settings, load
 
 TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"

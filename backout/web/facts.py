@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backout import ledger
-from backout.heroku import rollback_target
+from backout.release_version import rollback_target
 
 RELEASES_SHOWN = 20
 ROLLBACKS_SHOWN = 10

@@ -18,7 +18,7 @@ from backout.health.policy import (
     observe_crash,
 )
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
-from backout.heroku import rollback_target
+from backout.release_version import rollback_target
 
 POLICY = Policy(grace=10, interval=1, threshold=3, error_threshold=5, window=20, cooldown=100)
 

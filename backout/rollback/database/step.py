@@ -33,9 +33,10 @@ import psycopg
 from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
-from backout.heroku import HerokuClient, slug_id
+from backout.heroku import HerokuClient
 from backout.output import human_bytes
 from backout.redact import redact
+from backout.release_version import slug_id
 from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
 from backout.rollback.database.down import DownMigrationError
 from backout.settings import Settings
