@@ -24,6 +24,7 @@ from backout.backups.libpq import database_name
 from backout.errors import BackoutError
 from backout.redact import mask_url, redact
 from backout.release_version import rollback_target, slug_id
+from backout.rollback.database import pgtools
 from backout.settings import Settings
 
 Progress = Callable[[str], None]
@@ -56,11 +57,7 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
 
 def database_connection(url: str) -> psycopg.Connection:
     """An autocommit connection to the app's database, or one clear line saying why not."""
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or ["no answer"])[0]
-        raise BackoutError(f"cannot connect to the database {mask_url(url)} (DATABASE_URL): {first}") from None
+    return pgtools.connect(url, variable="DATABASE_URL")
 
 
 def lookup(settings: Settings, heroku: Any, app: str, version: int | None, *, release: bool,

@@ -30,13 +30,16 @@ def program(name: str) -> str:
     return found
 
 
-def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection:
-    """A connection, or one clear line saying why not (the URL shown without its password)."""
+def connect(url: str, what: str = "the database", autocommit: bool = True,
+            variable: str | None = None) -> psycopg.Connection:
+    """A connection, or one clear line saying why not (the URL shown without its password, and the
+    setting it came from when given)."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or ["no answer"])[0]
-        raise BackoutError(f"cannot connect to {what} {mask_url(url)}: {first}") from None
+        named = f" ({variable})" if variable else ""
+        raise BackoutError(f"cannot connect to {what} {mask_url(url)}{named}: {first}") from None
 
 
 def with_database(url: str, dbname: str) -> str:
