@@ -89,9 +89,6 @@ class HealthSettings(HealthNumbers):
     webhook_port: int | None = None
     sentry_ratio: float = defaults.HEALTH_SENTRY_RATIO
 
-    def accepts(self, status: int) -> bool:
-        return any(lo <= status <= hi for lo, hi in self.expect)
-
 
 @dataclass(frozen=True)
 class WebSettings:
