@@ -13,7 +13,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -26,6 +26,9 @@ from backout.redact import mask_url, redact
 from backout.release_version import rollback_target, slug_id
 from backout.rollback.database import pgtools
 from backout.settings import Settings
+
+if TYPE_CHECKING:
+    from backout.backups.pg_dump import Dump
 
 Progress = Callable[[str], None]
 
@@ -122,13 +125,15 @@ def take(
     complete: bool = True,
     app_conn: psycopg.Connection | None = None,
     app: str | None = None,
+    dump: "Dump | None" = None,
 ) -> dict:
     """Take a checkpoint of settings.database_url for `app` (default HEROKU_APP_NAME) and return
     its ledger row.
 
     With `complete=False` it stays 'running' for the caller to finish (the release hook completes
     it after the migrate command). On failure it is marked 'failed' with the reason and the
-    BackoutError is raised. `facts` are Platform API answers already fetched by `lookup`.
+    BackoutError is raised. `facts` are Platform API answers already fetched by `lookup`; `dump` is
+    a pg_dump already under way for it (`pg_dump.start_early`).
     """
     settings.require("DATABASE_URL")
     if app is None:
@@ -162,7 +167,7 @@ def take(
         say(f"checkpoint {cp['id']}: {kind} of {app} v{release.version}, backup {settings.backup}, "
             f"migrations {settings.migrations}")
         try:
-            return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete)
+            return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete, dump)
         except BaseException as exc:
             _fail(ledger_conn, cp["id"], exc, settings)
             raise
@@ -172,7 +177,8 @@ def take(
 
 
 def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict,
-          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool) -> dict:
+          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool,
+          dump: "Dump | None") -> dict:
     lsn, dbname = conn.cursor(row_factory=tuple_row).execute(
         "SELECT pg_current_wal_lsn()::text, current_database()"
     ).fetchone()
@@ -206,7 +212,7 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     context = backups.BackupContext(
         checkpoint_id=cp["id"], app=cp["app"], database_url=settings.database_url or "",
         backup_dir=settings.backup_dir, progress=say, conn=conn, heroku=heroku,
-        addon_id=addon.get("addon_id"), storage=settings.storage if stored else None,
+        addon_id=addon.get("addon_id"), storage=settings.storage if stored else None, dump=dump,
     )
     backup = backups.take(settings.backup, context)
     fields: dict[str, Any] = {"backup": {"strategy": settings.backup, **backup}}

@@ -16,6 +16,7 @@ from backout.errors import BadInput
 from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
+    from backout.backups.pg_dump import Dump
     from backout.settings import Settings
 
 # The strategies BACKOUT_BACKUP may name, each a module of this package.
@@ -35,6 +36,7 @@ class BackupContext:
     heroku: Any = None  # a HerokuClient, when HEROKU_API_KEY is set
     addon_id: str | None = None  # the app's DATABASE add-on, when already looked up
     storage: StorageSettings | None = None  # object storage for pg_dump archives (BACKOUT_STORAGE_URL)
+    dump: "Dump | None" = None  # a pg_dump the release phase started early (pg_dump.start_early)
 
 
 def strategy(name: str) -> ModuleType:

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import threading
-from collections import deque
-from typing import IO, Mapping, Sequence
+from typing import Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from backout.backups.libpq import client_args
+# Drain, program, secrets_of and stop are read from here too (a restore's tools in one place).
+from backout.backups.libpq import Drain, client_args, program, secrets_of, stop  # noqa: F401
 from backout.errors import BackoutError
-from backout.redact import mask_url, redact
-
-
-def program(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
-    return found
+from backout.redact import mask_url
 
 
 def connect(url: str, what: str = "the database", autocommit: bool = True,
@@ -69,45 +60,11 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class Drain(threading.Thread):
-    """Reads a child's pipe to the end on a thread, keeping the last lines."""
-
-    def __init__(self, pipe: IO[bytes], keep: int = 40) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines: deque[str] = deque(maxlen=keep)
-        self.start()
-
-    def run(self) -> None:
-        for line in self.pipe:
-            self.lines.append(line.decode("utf-8", "replace").rstrip())
-        self.pipe.close()
-
-    def last_error(self, secrets: Sequence[str] = ()) -> str:
-        self.join(10)
-        lines = [line.strip() for line in self.lines if line.strip()]
-        chosen = next((line for line in lines if "ERROR:" in line or "error:" in line), lines[-1] if lines else "no message")
-        for prefix in ("pg_restore: error: ", "pg_dump: error: ", "pg_restore: ", "pg_dump: ", "psql: error: "):
-            if chosen.startswith(prefix):
-                chosen = chosen[len(prefix):]
-        return redact(chosen, secrets)
-
-
 def child_env(url: str, extra: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """A password-free connection string for --dbname, and the environment carrying the password."""
     conninfo, env = client_args(url)
     env.update(extra or {})
     return conninfo, env
-
-
-def secrets_of(env: Mapping[str, str]) -> list[str]:
-    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
 
 
 def free_bytes(directory: str | os.PathLike) -> int:
