@@ -421,6 +421,13 @@ class HerokuClient:
     def dynos(self, app: str) -> list[dict]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/dynos", app=app)
 
+    def restart_dynos(self, app: str, dyno: str | None = None) -> dict:
+        """Restart every dyno of the app, or one (by name or id)."""
+        path = f"/apps/{_segment(app, 'app')}/dynos"
+        if dyno is not None:
+            path += f"/{_segment(dyno, 'dyno')}"
+        return self._json("DELETE", path, app=app)
+
     # --- add-ons and attachments -----------------------------------------------------------------
 
     def addons(self, app: str) -> list[dict]:
@@ -456,7 +463,7 @@ class HerokuClient:
     def delete_attachment(self, attachment_id: str) -> dict:
         return self._json("DELETE", f"/addon-attachments/{_segment(attachment_id, 'attachment')}")
 
-    # --- webhooks --------------------------------------------------------------------------------
+    # --- webhooks and rate limits ----------------------------------------------------------------
 
     def webhooks(self, app: str) -> list[dict]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/webhooks", app=app)
@@ -468,6 +475,10 @@ class HerokuClient:
         if secret:
             body["secret"] = secret
         return self._json("POST", f"/apps/{_segment(app, 'app')}/webhooks", app=app, json=body)
+
+    def rate_limits(self) -> dict:
+        """`{"remaining": N}`: the request tokens left (this call does not spend one)."""
+        return self._json("GET", "/account/rate-limits")
 
     # --- Data API: backups, transfers, restores --------------------------------------------------
 
