@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -24,15 +23,14 @@ from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
 from backout.redact import mask_url, redact
+from backout.release_version import rollback_target, slug_id
+from backout.rollback.database import pgtools
 from backout.settings import Settings
 
 if TYPE_CHECKING:
     from backout.backups.pg_dump import Dump
 
 Progress = Callable[[str], None]
-
-_ROLLBACK = re.compile(r"Rollback to v(\d+)")
-
 
 @dataclass(frozen=True)
 class Release:
@@ -52,23 +50,6 @@ class Release:
         return self.rollback_of is not None
 
 
-def rollback_target(description: str | None) -> int | None:
-    """The version a release rolls back to, from its Platform API description ("Rollback to v41")."""
-    found = _ROLLBACK.match(description or "")
-    return int(found[1]) if found else None
-
-
-def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict | None:
-    """The release `Rollback to v<target_version>` made after `since_version`, not failed, if any:
-    what a rollback request made, even when Heroku's answer to it was lost."""
-    for release in heroku.list_releases(app):
-        if release["version"] <= since_version:
-            break
-        if rollback_target(release.get("description")) == target_version and release.get("status") in ("pending", "succeeded"):
-            return release
-    return None
-
-
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 over the sorted names and values: equal config gives an equal fingerprint, and the
     values cannot be read back from it."""
@@ -79,11 +60,7 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
 
 def database_connection(url: str) -> psycopg.Connection:
     """An autocommit connection to the app's database, or one clear line saying why not."""
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or ["no answer"])[0]
-        raise BackoutError(f"cannot connect to the database {mask_url(url)} (DATABASE_URL): {first}") from None
+    return pgtools.connect(url, variable="DATABASE_URL")
 
 
 def lookup(settings: Settings, heroku: Any, app: str, version: int | None, *, release: bool,
@@ -123,11 +100,10 @@ def release_from_api(settings: Settings, facts: Mapping[str, Any], heroku: Any =
 def release_from_info(info: Mapping[str, Any], *, version: int | None = None, commit: str | None = None,
                       previous_version: int | None = None) -> Release:
     """A Release from a Platform API release object (a safety checkpoint uses the current release)."""
-    slug = info.get("slug") or {}
     return Release(
         version=version if version is not None else info.get("version"),
         id=info.get("id"),
-        slug_id=slug.get("id"),
+        slug_id=slug_id(info),
         commit=commit,
         description=info.get("description"),
         previous_version=previous_version,

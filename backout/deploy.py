@@ -98,8 +98,7 @@ def _commit(directory: Path) -> str | None:
     return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release_output: Output,
-           timeout: float = 3600) -> dict:
+def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release_output: Output) -> dict:
     """Deploy the directory as a new release of `app`; the release once its release phase ended
     (its `status` says how). `say` hears the steps, `release_output` the release phase's lines."""
     slug = pack(directory)
@@ -113,7 +112,7 @@ def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release
         say("Running release command...")
         for line in client.release_output(release["output_stream_url"]):
             release_output(line)
-    return client.wait_release(app, release["id"], timeout=timeout)
+    return client.wait_release(app, release["id"])
 
 
 def create_app(client: HerokuClient, name: str, plans: Sequence[str], say: Output) -> dict:

@@ -18,11 +18,12 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from backout import __version__
+from backout.defaults import RELEASE_PHASE_LIMIT
 from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.http_retry import BearerAuth, RetryingSession, RetryPolicy
 from backout.output import human_bytes
 from backout.redact import redact
-from backout.release_version import parse_release_version
+from backout.release_version import parse_release_version, rollback_target
 from backout.settings import HEROKU_API_URL, HEROKU_DATA_URL, Settings
 
 ACCEPT = "application/vnd.heroku+json; version=3"
@@ -292,7 +293,7 @@ class HerokuClient:
 
         def not_done_yet() -> bool:
             try:
-                found = self._rollback_since(app, target["version"], newest_version)
+                found = self.rollback_release_since(app, target["version"], newest_version)
             except HerokuAPIError as exc:
                 raise BackoutError(
                     f"rollback of {app} to v{target['version']}: the request failed, and reading the releases "
@@ -312,18 +313,22 @@ class HerokuClient:
                 return already[0]
             raise
 
-    def _rollback_since(self, app: str, target_version: int, after_version: int) -> dict | None:
-        description = f"Rollback to v{target_version}"
+    def rollback_release_since(self, app: str, target_version: int, after_version: int,
+                               failed: bool = True) -> dict | None:
+        """The newest release `Rollback to v<target_version>` made after `after_version` (one whose
+        release phase failed too, unless `failed` is False): what a rollback made, even when Heroku's
+        answer to it was lost."""
         for page in self._release_pages(app, True, 20):
             for release in page:
                 if release["version"] <= after_version:
                     return None
-                if release.get("description") == description:
+                if rollback_target(release.get("description")) == target_version and (
+                        failed or release.get("status") in ("pending", "succeeded")):
                     return release
         return None
 
     def wait_release(
-        self, app: str, release_id: int | str, timeout: float = 3600, poll: float = 1.0,
+        self, app: str, release_id: int | str, timeout: float = RELEASE_PHASE_LIMIT, poll: float = 1.0,
         progress: Progress | None = None,
     ) -> dict:
         """Poll the release until its status is no longer `pending` (its release phase ended)."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
+from backout import defaults
+from backout.backups import STRATEGIES
 from backout.errors import ConfigError
 from backout.storage import config as storage_config
 from backout.storage.config import StorageSettings
@@ -21,8 +23,6 @@ from backout.release_version import parse_release_version
 
 T = TypeVar("T")
 
-BACKUP_STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
-MIGRATION_TOOLS = ("prisma", "alembic", "django", "dbmate", "golang-migrate", "none")
 # `auto` chooses the database step by the verdict; `+files` also restores the uploads (BACKOUT_FILES)
 # to the checkpoint's time.
 AUTO_ROLLBACK_POLICIES = tuple(f"{base}{files}" for files in ("", "+files")
@@ -57,30 +57,37 @@ _FORMS = {
 
 
 @dataclass(frozen=True)
-class HealthSettings:
+class HealthNumbers:
+    """The numbers a post-deploy health watch is judged by (the health policy's too)."""
+
+    grace: float = defaults.HEALTH_GRACE
+    interval: float = defaults.HEALTH_INTERVAL
+    threshold: int = defaults.HEALTH_THRESHOLD
+    error_threshold: int = defaults.HEALTH_ERROR_THRESHOLD
+    window: float = defaults.HEALTH_WINDOW
+    cooldown: float = defaults.HEALTH_COOLDOWN
+
+    def numbers(self) -> dict[str, Any]:
+        """These numbers by name."""
+        return {f.name: getattr(self, f.name) for f in fields(HealthNumbers)}
+
+
+@dataclass(frozen=True)
+class HealthSettings(HealthNumbers):
     urls: tuple[str, ...] = ()
-    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    expect: tuple[tuple[int, int], ...] = defaults.HEALTH_EXPECT
     body: str | None = None
-    timeout: float = 5.0
-    interval: float = 10.0
-    threshold: int = 3
-    grace: float = 60.0
-    window: float = 600.0
-    cooldown: float = 1800.0
+    timeout: float = defaults.HEALTH_TIMEOUT
     # A (dotted path, expected value) pair from BACKOUT_HEALTH_JSON.
     json: tuple[str, str] | None = None
     redirects: str = "follow"
-    error_threshold: int = 6
     release_header: str | None = None
     release_field: str | None = None
     dry_run: bool = False
     webhook_url: str | None = None
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_port: int | None = None
-    sentry_ratio: float = 2.0
-
-    def accepts(self, status: int) -> bool:
-        return any(lo <= status <= hi for lo, hi in self.expect)
+    sentry_ratio: float = defaults.HEALTH_SENTRY_RATIO
 
 
 @dataclass(frozen=True)
@@ -193,14 +200,14 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     )
     health = HealthSettings(
         urls=parsed("BACKOUT_HEALTH_URL", _url_list("BACKOUT_HEALTH_URL"), ()),
-        expect=parsed("BACKOUT_HEALTH_EXPECT", _status_ranges, ((200, 399),)),
+        expect=parsed("BACKOUT_HEALTH_EXPECT", _status_ranges, defaults.HEALTH_EXPECT),
         body=get("BACKOUT_HEALTH_BODY"),
-        timeout=parsed("BACKOUT_HEALTH_TIMEOUT", _seconds("BACKOUT_HEALTH_TIMEOUT", positive=True), 5.0),
-        interval=parsed("BACKOUT_HEALTH_INTERVAL", _seconds("BACKOUT_HEALTH_INTERVAL", positive=True), 10.0),
-        threshold=parsed("BACKOUT_HEALTH_THRESHOLD", _count("BACKOUT_HEALTH_THRESHOLD"), 3),
-        grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), 60.0),
-        window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), 600.0),
-        cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), 1800.0),
+        timeout=parsed("BACKOUT_HEALTH_TIMEOUT", _seconds("BACKOUT_HEALTH_TIMEOUT", positive=True), defaults.HEALTH_TIMEOUT),
+        interval=parsed("BACKOUT_HEALTH_INTERVAL", _seconds("BACKOUT_HEALTH_INTERVAL", positive=True), defaults.HEALTH_INTERVAL),
+        threshold=parsed("BACKOUT_HEALTH_THRESHOLD", _count("BACKOUT_HEALTH_THRESHOLD"), defaults.HEALTH_THRESHOLD),
+        grace=parsed("BACKOUT_HEALTH_GRACE", _seconds("BACKOUT_HEALTH_GRACE"), defaults.HEALTH_GRACE),
+        window=parsed("BACKOUT_HEALTH_WINDOW", _seconds("BACKOUT_HEALTH_WINDOW", positive=True), defaults.HEALTH_WINDOW),
+        cooldown=parsed("BACKOUT_HEALTH_COOLDOWN", _seconds("BACKOUT_HEALTH_COOLDOWN"), defaults.HEALTH_COOLDOWN),
         json=parsed("BACKOUT_HEALTH_JSON", _json_match, None),
         redirects=parsed("BACKOUT_HEALTH_REDIRECTS", _choice("BACKOUT_HEALTH_REDIRECTS", REDIRECT_POLICIES), "follow"),
         error_threshold=parsed("BACKOUT_HEALTH_ERROR_THRESHOLD", _count("BACKOUT_HEALTH_ERROR_THRESHOLD"), 0),
@@ -210,12 +217,11 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_url=parsed("BACKOUT_HEALTH_WEBHOOK_URL", _http_url("BACKOUT_HEALTH_WEBHOOK_URL"), None),
         webhook_secret=get("BACKOUT_HEALTH_WEBHOOK_SECRET"),
         webhook_port=parsed("BACKOUT_HEALTH_WEBHOOK_PORT", _port, None),
-        sentry_ratio=parsed("BACKOUT_HEALTH_SENTRY_RATIO", _ratio, 2.0),
+        sentry_ratio=parsed("BACKOUT_HEALTH_SENTRY_RATIO", _ratio, defaults.HEALTH_SENTRY_RATIO),
     )
-    # Errors (a probe that could not be made) default to twice the failure threshold: a network
-    # hiccup between the worker and the app is weaker evidence than a wrong answer.
+    # Unset, the error threshold follows the failure threshold (defaults.HEALTH_ERRORS_PER_FAILURE says why).
     if not health.error_threshold:
-        health = replace(health, error_threshold=2 * health.threshold)
+        health = replace(health, error_threshold=defaults.HEALTH_ERRORS_PER_FAILURE * health.threshold)
     if (health.webhook_url or health.webhook_port is not None) and not health.webhook_secret:
         given = "BACKOUT_HEALTH_WEBHOOK_URL" if health.webhook_url else "BACKOUT_HEALTH_WEBHOOK_PORT"
         raise ConfigError(
@@ -248,9 +254,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         app_name=parsed("HEROKU_APP_NAME", _app_name, None),
         release_version=parsed("HEROKU_RELEASE_VERSION", _release_version, None),
         slug_commit=get("HEROKU_SLUG_COMMIT"),
-        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", BACKUP_STRATEGIES), default_backup),
+        backup=parsed("BACKOUT_BACKUP", _choice("BACKOUT_BACKUP", STRATEGIES), default_backup),
         backup_dir=parsed("BACKOUT_BACKUP_DIR", Path, Path(".backout/backups")),
-        migrations=parsed("BACKOUT_MIGRATIONS", _choice("BACKOUT_MIGRATIONS", MIGRATION_TOOLS), "none"),
+        migrations=parsed("BACKOUT_MIGRATIONS", _migration_tool, "none"),
         migrations_path=parsed("BACKOUT_MIGRATIONS_PATH", Path, None),
         health=health,
         web=WebSettings(password=get("BACKOUT_WEB_PASSWORD"),
@@ -368,6 +374,13 @@ def _choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _migration_tool(value: str) -> str:
+    # The adapters' registry is the list of tools; it is loaded only when BACKOUT_MIGRATIONS names one.
+    from backout.migrations import ADAPTERS
+
+    return _choice("BACKOUT_MIGRATIONS", tuple(ADAPTERS))(value)
 
 
 def _seconds(name: str, positive: bool = False) -> Callable[[str], float]:

@@ -19,6 +19,7 @@ from typing import Any
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.release_version import slug_id
 from backout.settings import Settings
 
 RELEASES_SHOWN = 10
@@ -61,7 +62,6 @@ def app_status(settings: Settings, app: str) -> dict:
 
 
 def _release(release: dict, checkpoint: dict | None) -> dict[str, Any]:
-    slug = release.get("slug")
     return {
         "version": release["version"],
         "id": release["id"],
@@ -70,7 +70,7 @@ def _release(release: dict, checkpoint: dict | None) -> dict[str, Any]:
         "eligible_for_rollback": release.get("eligible_for_rollback"),
         "description": release.get("description"),
         "created_at": release.get("created_at"),
-        "slug_id": slug.get("id") if isinstance(slug, dict) else None,
+        "slug_id": slug_id(release),
         "checkpoint": None if checkpoint is None else {
             k: checkpoint.get(k)
             for k in ("id", "kind", "status", "created_at", "verified_healthy_at", "backup_strategy", "reversible")

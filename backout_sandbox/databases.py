@@ -29,7 +29,6 @@ from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.pitr import PitrCluster
 
 PITR_TIERS = ("standard", "premium", "private", "shield")
-SHARED_TIERS = ("essential", "mini", "basic", "hobby")
 
 
 def is_pitr_plan(plan: str) -> bool:

@@ -61,7 +61,6 @@ class Dyno:
         self.id = new_id()
         self.state = "starting"
         self.port: int | None = None
-        self.restarts = 0
         self.created_at = self.updated_at = now()
         self._log = log
         self._listener = listener
@@ -118,7 +117,6 @@ class Dyno:
             crashes += 1
             self._system(f"Process exited with status {status}")
             self._set_state("crashed")
-            self.restarts += 1
             if self._stopping.wait(self._backoff.delay(crashes)):
                 break
         self.state = "down"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from backout_sandbox import resources
 from backout_sandbox.addons import AddOns
@@ -23,6 +23,11 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
     store = platform.store
 
     add = router.route
+
+    def read(app: str, answer: Callable[[dict[str, Any], dict[str, Any]], Any]) -> Any:
+        """What `answer(data, the app's record)` reads of the store, under the store's lock."""
+        with store.lock:
+            return answer(store.data, platform.find_app(store.data, app))
 
     # --- account ---------------------------------------------------------------------------------
 
@@ -59,8 +64,7 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}", f"/apps/{APP}")
     def app_info(req: Request, app: str) -> Response:
-        with store.lock:
-            return Response(200, platform.render_app(store.data, platform.find_app(store.data, app)))
+        return Response(200, read(app, platform.render_app))
 
     @add("DELETE", "/apps/{app}", f"/apps/{APP}")
     def delete_app(req: Request, app: str) -> Response:
@@ -80,10 +84,8 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/releases", f"/apps/{APP}/releases")
     def list_releases(req: Request, app: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            releases = [platform.render_release(data, record, r) for r in platform.releases_of(data, record["id"])]
+        releases = read(app, lambda data, record: [platform.render_release(data, record, r)
+                                                   for r in platform.releases_of(data, record["id"])])
         return paginate(releases, req.headers.get("Range"), ("version", "id"))
 
     @add("POST", "/apps/{app}/releases", f"/apps/{APP}/releases")
@@ -92,17 +94,14 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/releases/{release}", f"/apps/{APP}/releases/{_ref('release')}")
     def release_info(req: Request, app: str, release: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            return Response(200, platform.render_release(data, record, platform.find_release(data, record["id"], release)))
+        return Response(200, read(app, lambda data, record: platform.render_release(
+            data, record, platform.find_release(data, record["id"], release))))
 
     # --- config vars -----------------------------------------------------------------------------
 
     @add("GET", "/apps/{app}/config-vars", f"/apps/{APP}/config-vars")
     def config_vars(req: Request, app: str) -> Response:
-        with store.lock:
-            return Response(200, platform.config(store.data, platform.find_app(store.data, app)["id"]))
+        return Response(200, read(app, lambda data, record: platform.config(data, record["id"])))
 
     @add("PATCH", "/apps/{app}/config-vars", f"/apps/{APP}/config-vars")
     def update_config_vars(req: Request, app: str) -> Response:
@@ -110,17 +109,14 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/releases/{release}/config-vars", f"/apps/{APP}/releases/{_ref('release')}/config-vars")
     def release_config_vars(req: Request, app: str, release: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            return Response(200, dict(platform.find_release(data, record["id"], release)["config"]))
+        return Response(200, read(app, lambda data, record: dict(
+            platform.find_release(data, record["id"], release)["config"])))
 
     # --- formation -------------------------------------------------------------------------------
 
     @add("GET", "/apps/{app}/formation", f"/apps/{APP}/formation")
     def formation(req: Request, app: str) -> Response:
-        with store.lock:
-            return Response(200, platform.formation(store.data, platform.find_app(store.data, app)))
+        return Response(200, read(app, platform.formation))
 
     @add("PATCH", "/apps/{app}/formation", f"/apps/{APP}/formation")
     def batch_update_formation(req: Request, app: str) -> Response:
@@ -128,11 +124,11 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/formation/{formation}", f"/apps/{APP}/formation/{_ref('formation')}")
     def formation_info(req: Request, app: str, formation: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
+        def one(data: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
             type_ = platform.find_formation(data, record, formation)
-            return Response(200, next(f for f in platform.formation(data, record) if f["type"] == type_))
+            return next(f for f in platform.formation(data, record) if f["type"] == type_)
+
+        return Response(200, read(app, one))
 
     @add("PATCH", "/apps/{app}/formation/{formation}", f"/apps/{APP}/formation/{_ref('formation')}")
     def update_formation(req: Request, app: str, formation: str) -> Response:
@@ -170,8 +166,7 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("POST", "/apps/{app}/log-sessions", f"/apps/{APP}/log-sessions")
     def create_log_session(req: Request, app: str) -> Response:
-        with store.lock:
-            name = platform.find_app(store.data, app)["name"]
+        name = read(app, lambda data, record: record["name"])
         return Response(201, platform.log_sessions.create(name, req.json_object()))
 
     # --- add-ons ---------------------------------------------------------------------------------
@@ -188,22 +183,20 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/addons", f"/apps/{APP}/addons")
     def list_app_addons(req: Request, app: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            return Response(200, [expanded(req, addons.render(data, a)) for a in data["addons"].values()
-                                  if a["app_id"] == record["id"]])
+        return Response(200, read(app, lambda data, record: [expanded(req, addons.render(data, a))
+                                                             for a in data["addons"].values()
+                                                             if a["app_id"] == record["id"]]))
 
     @add("GET", "/apps/{app}/addons/{addon}", f"/apps/{APP}/addons/{_ref('add-on')}")
     def app_addon_info(req: Request, app: str, addon: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
+        def attached(data: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
             found = addons.find(data, addon, record)
             if found["app_id"] != record["id"] and not any(
                     a["addon_id"] == found["id"] and a["app_id"] == record["id"] for a in data["attachments"].values()):
                 raise not_found("add-on")
-            return Response(200, expanded(req, addons.render(data, found)))
+            return expanded(req, addons.render(data, found))
+
+        return Response(200, read(app, attached))
 
     @add("DELETE", "/apps/{app}/addons/{addon}", f"/apps/{APP}/addons/{_ref('add-on')}")
     def delete_addon(req: Request, app: str, addon: str) -> Response:
@@ -264,18 +257,14 @@ def register(router: Router, platform: Platform, addons: AddOns, limiter: RateLi
 
     @add("GET", "/apps/{app}/webhooks", f"/apps/{APP}/webhooks")
     def list_webhooks(req: Request, app: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            return Response(200, [resources.webhook(h, record) for h in data["webhooks"].values()
-                                  if h["app_id"] == record["id"]])
+        return Response(200, read(app, lambda data, record: [resources.webhook(h, record)
+                                                             for h in data["webhooks"].values()
+                                                             if h["app_id"] == record["id"]]))
 
     @add("GET", "/apps/{app}/webhooks/{webhook}", f"/apps/{APP}/webhooks/{_ref('app-webhook')}")
     def webhook_info(req: Request, app: str, webhook: str) -> Response:
-        with store.lock:
-            data = store.data
-            record = platform.find_app(data, app)
-            return Response(200, resources.webhook(platform.find_webhook(data, record, webhook), record))
+        return Response(200, read(app, lambda data, record: resources.webhook(
+            platform.find_webhook(data, record, webhook), record)))
 
     @add("PATCH", "/apps/{app}/webhooks/{webhook}", f"/apps/{APP}/webhooks/{_ref('app-webhook')}")
     def update_webhook(req: Request, app: str, webhook: str) -> Response:

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,12 @@ def test_help_lists_every_subcommand():
     assert out.returncode == 0
     for name, _, _ in COMMANDS:
         assert name in out.stdout
+    # Most names also stand in the descriptions: the parser's own choices are the subcommands.
+    refused = run("no-such-command")
+    assert refused.returncode == 2
+    choices = re.search(r"choose from (.*?)\)", refused.stderr)
+    assert choices, refused.stderr
+    assert re.findall(r"'([^']+)'", choices[1]) == [name for name, _, _ in COMMANDS]
 
 
 @pytest.mark.parametrize("name", [c[0] for c in COMMANDS])

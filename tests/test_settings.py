@@ -2,6 +2,7 @@ import pytest
 
 from backout import settings
 from backout.errors import ConfigError
+from backout.health.probes import ProbeSpec
 
 
 def test_defaults_from_an_empty_environment():
@@ -32,7 +33,8 @@ def test_release_version_and_lists():
     })
     assert s.release_version == 42
     assert s.health.urls == ("https://a.example/health", "https://b.example/up")
-    assert s.health.accepts(205) and not s.health.accepts(201)
+    probes = ProbeSpec.from_settings(s.health)
+    assert probes.accepts(205) and not probes.accepts(201)
 
 
 def test_tls_redis_url_is_preferred():

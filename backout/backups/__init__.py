@@ -13,11 +13,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
 
 from backout.errors import BadInput
-from backout.settings import BACKUP_STRATEGIES, Settings
 from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
     from backout.backups.pg_dump import Dump
+    from backout.settings import Settings
+
+# The strategies BACKOUT_BACKUP may name, each a module of this package.
+STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,9 @@ class BackupContext:
 
 def strategy(name: str) -> ModuleType:
     """The module of the strategy called `name`."""
-    if name not in BACKUP_STRATEGIES:
+    if name not in STRATEGIES:
         raise BadInput(f"unknown backup strategy {name!r}; BACKOUT_BACKUP must be one of "
-                       + ", ".join(BACKUP_STRATEGIES))
+                       + ", ".join(STRATEGIES))
     return importlib.import_module(f"{__name__}.{name}")
 
 

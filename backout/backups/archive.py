@@ -118,11 +118,6 @@ class Scanner:
         self._blob_open = False  # inside one large object's chunks
         self._chunk_left = 0  # bytes of the current chunk still to come
         self._marker = False  # the last chunk of the table data block was pg_dump's end-of-data marker
-        self._seen = 0
-
-    @property
-    def bytes_seen(self) -> int:
-        return self._seen
 
     @property
     def in_toc(self) -> bool:
@@ -130,7 +125,6 @@ class Scanner:
         return self._in_toc
 
     def feed(self, data: bytes | bytearray) -> None:
-        self._seen += len(data)
         start = 0
         if self._chunk_left:
             # Most of the stream is the body of chunks: count it in the caller's buffer, uncopied.

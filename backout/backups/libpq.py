@@ -6,7 +6,8 @@ and the password as PGPASSWORD in the child's environment.
 
 A release phase starts pg_dump before it has imported a database driver (see
 `backout.backups.pg_dump.Dump`), so a URL is taken apart here with the standard library; only a
-key=value connection string needs psycopg's parser.
+key=value connection string needs psycopg's parser. A child's stderr is drained on a thread
+(`Drain`), so a chatty child never blocks, and its last error line is what a failure reports.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-from typing import Mapping
+import subprocess
+import threading
+from collections import deque
+from typing import IO, Mapping, Sequence
 from urllib.parse import parse_qsl, unquote
 
 from backout.errors import BackoutError, BadInput
-from backout.redact import mask_url
+from backout.redact import mask_url, redact
 
 _URI_SCHEMES = ("postgres", "postgresql")
 
@@ -123,3 +127,37 @@ def program(name: str) -> str:
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+class Drain(threading.Thread):
+    """Reads a child's pipe to the end on a thread, keeping the last lines."""
+
+    def __init__(self, pipe: IO[bytes], keep: int = 40) -> None:
+        super().__init__(daemon=True)
+        self.pipe = pipe
+        self.lines: deque[str] = deque(maxlen=keep)
+        self.start()
+
+    def run(self) -> None:
+        for line in self.pipe:
+            self.lines.append(line.decode("utf-8", "replace").rstrip())
+        self.pipe.close()
+
+    def last_error(self, secrets: Sequence[str] = ()) -> str:
+        self.join(10)
+        lines = [line.strip() for line in self.lines if line.strip()]
+        chosen = next((line for line in lines if "ERROR:" in line or "error:" in line), lines[-1] if lines else "no message")
+        for prefix in ("pg_restore: error: ", "pg_dump: error: ", "pg_restore: ", "pg_dump: ", "psql: error: "):
+            if chosen.startswith(prefix):
+                chosen = chosen[len(prefix):]
+        return redact(chosen, secrets)
+
+
+def secrets_of(env: Mapping[str, str]) -> list[str]:
+    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()

@@ -18,9 +18,9 @@ checkpoint's row exists and names the file or the object it goes to. A release p
 checkpoint after all (nothing pending on a rollback, a refusal) stops the dump; nothing reached a
 disk or a bucket.
 
-The reading side (`open_archive`, `decompress_to`, `verify`) re-reads a whole archive: tests and
-drills use it. The archive was written to a pipe, so its table of contents has no data offsets:
-pg_restore reads it sequentially from a pipe, or from a decompressed file (in parallel too).
+The archive is read back by `backout.rollback.database.stream`, the one reader restores, drills and
+tests use. It was written to a pipe, so its table of contents has no data offsets: pg_restore reads
+it sequentially from a pipe, or from a decompressed file (in parallel too).
 """
 
 from __future__ import annotations
@@ -28,23 +28,22 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import os
 import subprocess
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import zstandard
 
 from backout.backups.archive import Archive, Scanner
-from backout.backups.libpq import client_args, database_name, program
+from backout.backups.libpq import Drain, client_args, database_name, program, secrets_of, stop
 from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
-from backout.redact import mask_url, redact
+from backout.redact import mask_url
 from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
@@ -221,74 +220,6 @@ def pg_dump_command(database_url: str, *extra: str) -> tuple[list[str], dict[str
     return argv, env
 
 
-def open_archive(path: str | os.PathLike) -> BinaryIO:
-    """A readable stream of the archive's decompressed bytes (a pg_dump custom-format archive).
-
-    Reading past the end of a truncated or corrupt archive raises BackoutError, so a restore
-    never mistakes half an archive for a whole one.
-    """
-    return io.BufferedReader(_ArchiveReader(open(path, "rb"), str(path)), CHUNK)
-
-
-def decompress_to(path: str | os.PathLike, dest: str | os.PathLike | IO[bytes]) -> int:
-    """Write the decompressed archive to a file path (created mode 0600) or a binary stream such as
-    a child's stdin; returns the number of bytes written."""
-    if isinstance(dest, (str, os.PathLike)):
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as out:
-            return decompress_to(path, out)
-    written = 0
-    with open_archive(path) as reader:
-        while True:
-            chunk = reader.read(CHUNK)
-            if not chunk:
-                break
-            dest.write(chunk)
-            written += len(chunk)
-    dest.flush()
-    return written
-
-
-def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
-    """Read the whole archive back: its sha256 (when given), zstd's checksum, and pg_restore's
-    table of contents. Returns {"sha256", "dump_size", "entries"}; raises BackoutError if unreadable."""
-    argv = [program("pg_restore"), "--list"]
-    restore = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    listing = _Collector(restore.stdout, keep_all=True)
-    errors = _Collector(restore.stderr)
-    digest = hashlib.sha256()
-    dump_size = 0
-    feeding = True
-    try:
-        with io.BufferedReader(_ArchiveReader(open(path, "rb"), str(path), digest), CHUNK) as reader:
-            while True:
-                chunk = reader.read(CHUNK)
-                if not chunk:
-                    break
-                dump_size += len(chunk)
-                if feeding:
-                    try:
-                        restore.stdin.write(chunk)
-                    except BrokenPipeError:
-                        # pg_restore --list stops after the table of contents; the rest is still
-                        # read so that the checksums cover every byte.
-                        feeding = False
-        _close_quietly(restore.stdin)
-    except BaseException:
-        _stop(restore)
-        raise
-    status = restore.wait()
-    listing.join()
-    errors.join()
-    if status != 0:
-        raise BackoutError(f"backup {path} is not a readable archive: pg_restore --list: {errors.last_error()}")
-    found = digest.hexdigest()
-    if sha256 is not None and found != sha256:
-        raise BackoutError(f"backup {path} has sha256 {found}, but {sha256} was recorded when it was written")
-    entries = sum(1 for line in listing.text().splitlines() if line and not line.startswith(";"))
-    return {"sha256": found, "dump_size": dump_size, "entries": entries}
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -307,7 +238,7 @@ class Dump:
             self.counter.close()
             raise
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.errors = _Collector(self.proc.stderr)
+        self.errors = Drain(self.proc.stderr)
         _grow_pipe(self.proc.stdout.fileno())
         self.toc = Scanner()
         self.dump_size = 0
@@ -329,7 +260,7 @@ class Dump:
             status = self.proc.wait()
             self.errors.join()
             if status != 0:
-                message = redact(self.errors.last_error(), _secrets(self.env))
+                message = self.errors.last_error(secrets_of(self.env))
                 raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
             counts = self.counter.finish()
         except BaseException:
@@ -341,7 +272,7 @@ class Dump:
 
     def stop(self) -> None:
         """Stop it and drop what it wrote (nothing of it reached `out` unless finish was called)."""
-        _stop(self.proc)
+        stop(self.proc)
         self.spool.close()
         self.pump.join()
         self.counter.close()
@@ -446,81 +377,6 @@ class _HashingWriter:
         pass
 
 
-class _ArchiveReader(io.RawIOBase):
-    """Decompresses a zstd archive as it is read; hashes the compressed bytes when asked; raises
-    BackoutError when the archive is corrupt, truncated, or has bytes after its end."""
-
-    def __init__(self, raw: IO[bytes], name: str, digest: "hashlib._Hash | None" = None) -> None:
-        super().__init__()
-        self.raw = raw
-        self.name = name
-        self.digest = digest
-        self.decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = memoryview(b"")
-        self.finished = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: "memoryview | bytearray") -> int:
-        while not self.pending and not self.finished:
-            self._fill()
-        size = min(len(buffer), len(self.pending))
-        buffer[:size] = self.pending[:size]
-        self.pending = self.pending[size:]
-        return size
-
-    def _fill(self) -> None:
-        chunk = self.raw.read(CHUNK)
-        if self.digest is not None:
-            self.digest.update(chunk)
-        if not chunk:
-            self.finished = True
-            if not self.decompressor.eof:
-                raise BackoutError(f"backup {self.name} is truncated: the archive ends before its last byte")
-            return
-        if self.decompressor.eof:
-            raise BackoutError(f"backup {self.name} is corrupt: it has data after the end of the archive")
-        try:
-            self.pending = memoryview(self.decompressor.decompress(chunk))
-        except zstandard.ZstdError as exc:
-            raise BackoutError(f"backup {self.name} is corrupt: {exc}") from None
-        if self.decompressor.eof and self.decompressor.unused_data:
-            raise BackoutError(f"backup {self.name} is corrupt: it has data after the end of the archive")
-
-    def close(self) -> None:
-        if not self.closed:
-            self.raw.close()
-        super().close()
-
-
-class _Collector(threading.Thread):
-    """Drains a child's pipe on a thread, so that a chatty child never blocks on a full pipe."""
-
-    def __init__(self, pipe: IO[bytes], keep_all: bool = False) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines: deque[bytes] = deque(maxlen=None if keep_all else 50)
-        self.start()
-
-    def run(self) -> None:
-        for line in self.pipe:
-            self.lines.append(line)
-        self.pipe.close()
-
-    def text(self) -> str:
-        return b"".join(self.lines).decode("utf-8", "replace")
-
-    def last_error(self) -> str:
-        """The most telling line: the first `error:` line, else the last line, without the program name."""
-        lines = [line.strip() for line in self.text().splitlines() if line.strip()]
-        chosen = next((line for line in lines if "error:" in line), lines[-1] if lines else "no message")
-        for prefix in ("pg_dump: error: ", "pg_restore: error: ", "pg_dump: ", "pg_restore: "):
-            if chosen.startswith(prefix):
-                return chosen[len(prefix):]
-        return chosen
-
-
 def _disk_error(exc: OSError, temp: Path) -> BackoutError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return BackoutError(f"no space left for the backup in {temp.parent} (BACKOUT_BACKUP_DIR); "
@@ -557,27 +413,9 @@ def _grow_pipe(fd: int) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def _close_quietly(stream: IO[bytes] | None) -> None:
-    if stream is None:
-        return
-    try:
-        stream.close()
-    except BrokenPipeError:
-        pass
-
-
 def _remove(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
         pass
 
-
-def _secrets(env: dict[str, str]) -> list[str]:
-    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from backout.backups.heroku import database_addon
-from backout.errors import BackoutError, BadInput, ConfigError
+from backout.errors import BackoutError, BadInput, ConfigError, first_line
 from backout.redact import mask_url
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def take(ctx: "BackupContext") -> dict:
                 mark = _mark(conn)
         except psycopg.OperationalError as exc:
             raise BackoutError(f"cannot connect to the database {mask_url(ctx.database_url)}: "
-                               f"{str(exc).strip().splitlines()[0]}") from None
+                               f"{first_line(exc)}") from None
     ctx.progress(f"backup: point in time {mark['time']} at WAL {mark['lsn']}")
     return {**mark, "addon_id": addon_id, "plan": plan}
 

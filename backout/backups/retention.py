@@ -23,13 +23,9 @@ from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.settings import Settings
 from backout.storage.config import Keep
+from backout.timestamps import parse_time
 
 Progress = Callable[[str], None]
-
-
-def _when(text: str) -> datetime:
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def restore_point_of(target: dict, checkpoints: list[dict]) -> dict | None:
@@ -58,15 +54,15 @@ def to_prune(checkpoints: list[dict], keep: Keep, now: datetime | None = None) -
         for cp in deploys[: keep.count]:
             kept[cp["id"]] = cp
         if deploys[: keep.count]:
-            horizon = min(horizon, _when(deploys[: keep.count][-1]["created_at"]))
+            horizon = min(horizon, parse_time(deploys[: keep.count][-1]["created_at"]))
     if keep.age is not None:
         cutoff = now - timedelta(seconds=keep.age)
         horizon = min(horizon, cutoff)
         for cp in complete:
-            if _when(cp["created_at"]) >= cutoff:
+            if parse_time(cp["created_at"]) >= cutoff:
                 kept[cp["id"]] = cp
     for cp in complete:
-        if cp["kind"] == "safety" and _when(cp["created_at"]) >= horizon:
+        if cp["kind"] == "safety" and parse_time(cp["created_at"]) >= horizon:
             kept[cp["id"]] = cp
     healthy = next((cp for cp in deploys if cp.get("verified_healthy_at")), None)
     if healthy is not None:

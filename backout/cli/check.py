@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from backout.cli.arguments import add_json
 from backout.output import dump_json
 from backout.settings import REQUIRE_POLICIES, Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--require", choices=REQUIRE_POLICIES, help="the policy to enforce (default: BACKOUT_REQUIRE)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

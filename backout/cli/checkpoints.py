@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from backout import ledger
+from backout.cli.arguments import add_app, add_json
 from backout.output import dump_json, human_bytes, table
 from backout.settings import Settings
 
@@ -22,8 +23,8 @@ _PRIVATE_BACKUP_KEYS = ("backup_url",)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="the Heroku app")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_app(p)
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,15 +7,16 @@ import argparse
 import sys
 
 from backout import ledger
+from backout.cli.arguments import add_app, add_json
 from backout.drill import drill
 from backout.output import Progress, dump_json
 from backout.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="the Heroku app")
+    add_app(p)
     p.add_argument("--checkpoint", metavar="ID", help="the checkpoint to drill (default: the newest pg_dump one)")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 from typing import Any
 
 from backout.health.check import check
 from backout.health.policy import Policy
 from backout.health.probes import PASS
-from backout.output import dump_json, table
+from backout.output import table
+from backout.cli.arguments import add_app, add_json, show
 from backout.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="the Heroku app")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_app(p)
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     document = check(settings, args.app)
-    if args.json:
-        dump_json(document)
-    else:
-        print(render(document))
+    show(args, document, render)
     return 0 if document["verdict"] in (PASS, "stale") else 1
 
 
@@ -53,8 +52,7 @@ def render(document: dict[str, Any]) -> str:
     auto = policy["auto_rollback"] + (f" (--db {policy['db']})" if policy["db"] else
                                       " (--db chosen by the verdict)" if policy["auto_rollback"] == "auto" else "")
     lines.append(f"policy: auto-rollback {auto}{', dry run' if policy['dry_run'] else ''}; "
-                 + Policy(**{k: policy[k] for k in ('grace', 'interval', 'threshold', 'error_threshold', 'window',
-                                                     'cooldown', 'auto_rollback', 'dry_run')}).describe())
+                 + Policy(**{f.name: policy[f.name] for f in fields(Policy)}).describe())
     decision = document["decision"]
     if decision:
         verb = {"rollback": "would", "dry_run": "would (dry run)", "suppress": "would not roll back:"}[decision["action"]]

@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 
 from backout import ledger
+from backout.cli.arguments import add_json
 from backout.errors import BadInput
 from backout.output import Progress, dump_json
 from backout.package_rollback import report
@@ -41,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--confirm", metavar="OWNER/NAME", help="the repository again, required to delete its tag and release")
     p.add_argument("--recheck", action="store_true", help="only re-check PyPI for the yank and record it")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

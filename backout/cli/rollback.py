@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from backout.cli.arguments import add_app, add_json
 from backout.errors import PlanRefused
 from backout.output import Progress, dump_json
 from backout.rollback.enqueue import enqueue_rollback, follow, request_document
@@ -13,7 +14,7 @@ from backout.settings import Settings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="the Heroku app")
+    add_app(p)
     p.add_argument("--to", required=True, metavar="T",
                    help="vNN, a checkpoint id, or `previous` (the last checkpoint verified healthy)")
     p.add_argument("--db", choices=("none", "down", "restore"), default="none",
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.add_argument("--confirm", metavar="APP", help="the app's name, required for a database or files step")
     p.add_argument("--wait", action="store_true", help="follow the job to the end; exit 1 if it fails")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

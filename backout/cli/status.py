@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from backout.output import dump_json, table
+from backout.cli.arguments import add_app, add_json, show
+from backout.output import table
 from backout.settings import Settings
 from backout.status import app_status
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--app", required=True, help="the Heroku app")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    add_app(p)
+    add_json(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    document = app_status(settings, args.app)
-    if args.json:
-        dump_json(document)
-    else:
-        print(render(document))
+    show(args, app_status(settings, args.app), render)
     return 0
 
 

@@ -40,6 +40,7 @@ from backout.demo.receiver import Receiver
 from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
 from backout.output import Progress
+from backout.release_version import rollback_description
 from backout_sandbox.core.errors import SandboxError
 from backout_sandbox.s3 import LocalS3
 from backout_sandbox.server import start
@@ -186,7 +187,7 @@ def _print_timeline(story: Story, started: float, out: TextIO) -> None:
     safety = next((cp["id"] for cp in rows.checkpoints if cp["kind"] == "safety"), None)
     out.write(
         f"\nv{v2} (code v2) failed its health checks and was rolled back by request {request.get('id')}: "
-        f"migration 0002 undone, then v{rollback} ('Rollback to v{v1}') runs v1's code on v1's schema, "
+        f"migration 0002 undone, then v{rollback} ('{rollback_description(v1)}') runs v1's code on v1's schema, "
         f"with the {len(NOTES)} notes written before v2 intact. Safety checkpoint {safety} holds v{v2}'s "
         f"database as it failed: `backout rollback --app {facts.app} --to {safety} --db restore --confirm "
         f"{facts.app}` would undo the rollback.\n"

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,11 +26,12 @@ import redis
 import requests
 from rq import Worker
 
-from backout import deploy, ledger
+from backout import deploy, ledger, timestamps
 from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
+from backout.release_version import rollback_description
 from backout.storage import config as storage_config
 from backout.storage.client import make_client
 from backout_sandbox import processes
@@ -274,8 +274,8 @@ class Story:
         if current["version"] != rollback["version"]:
             problems.append(f"the current release is v{current['version']}, not the rollback release "
                             f"v{rollback['version']}")
-        if current.get("description") != f"Rollback to v{v1['version']}":
-            problems.append(f"the current release is {current.get('description')!r}, not 'Rollback to v{v1['version']}'")
+        if current.get("description") != rollback_description(v1["version"]):
+            problems.append(f"the current release is {current.get('description')!r}, not {rollback_description(v1['version'])!r}")
         if (current.get("slug") or {}).get("id") != v1["slug"]["id"]:
             problems.append(f"the current release does not run v{v1['version']}'s slug")
         code = self._health_code()
@@ -481,4 +481,4 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def epoch(iso: str | None) -> float | None:
-    return None if iso is None else datetime.fromisoformat(iso).timestamp()
+    return None if iso is None else timestamps.epoch(iso)

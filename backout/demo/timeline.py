@@ -9,6 +9,7 @@ from typing import Iterable
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
 from backout.output import human_bytes, table
+from backout.release_version import rollback_description
 
 DETAIL_WIDTH = 80
 # Health events that make a line of the timeline (grace and stale rounds are routine; the
@@ -124,7 +125,8 @@ def _step_lines(steps: list[dict], target: int | None) -> list[Line]:
             text = (f"undid {', '.join(detail.get('undone') or []) or 'nothing'} from the saved script; "
                     f"alembic at {' '.join(detail.get('state') or []) or 'none'}")
         elif step["step"] == "code_rollback":
-            text = f"Platform API rollback: v{version} 'Rollback to v{target}'"
+            made = f" '{rollback_description(target)}'" if target is not None else ""
+            text = f"Platform API rollback: v{version}{made}"
         elif step["step"] == "release_phase":
             text = f"v{version}'s release phase: a rollback, so no checkpoint and nothing to migrate"
         elif step["step"] == "verify":

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from backout.defaults import DAY
 from backout.errors import BackoutError
 from backout.storage.client import S3_ERRORS, code_of, failure
 from backout.storage.config import Location, StorageSettings
@@ -35,7 +36,7 @@ def record(storage: StorageSettings, client: Any, progress: Progress) -> dict:
             progress(f"files: warning: {problem}")
             continue
         days = noncurrent_expiry_days(client, where)
-        if days is not None and (storage.keep.age is None or days * 86400 < storage.keep.age):
+        if days is not None and (storage.keep.age is None or days * DAY < storage.keep.age):
             kept = f"BACKOUT_KEEP keeps {storage.keep.describe()}" if storage.keep.active else "checkpoints are kept until pruned"
             warning = (f"a lifecycle rule of bucket {where.bucket} deletes noncurrent versions under {where.url} after "
                        f"{days} days, but {kept}: files cannot be rolled back to checkpoints older than {days} days")

@@ -21,12 +21,14 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, Callable
 
+from backout.defaults import DAY
 from backout.errors import BackoutError, PlanRefused
 from backout.output import human_bytes
 from backout.storage.client import S3_ERRORS, failure
 from backout.storage.config import Location
 from backout.files.record import noncurrent_expiry_days, versioning
 from backout.files.timeline import History, histories
+from backout.timestamps import parse_time
 
 Progress = Callable[[str], None]
 
@@ -58,7 +60,7 @@ def plan(client: Any, files: dict, checkpoint_id: str) -> dict:
                           "was versioned when it was taken); roll back without --files restore")
     planned = []
     for item in locations:
-        where, at = location_of(item), _time(item["time"])
+        where, at = location_of(item), parse_time(item["time"])
         _check_versions_kept(client, where, at, checkpoint_id)
         tally = _Tally()
         for history in histories(client, where, at):
@@ -73,7 +75,7 @@ def restore(client: Any, files: dict, progress: Progress, workers: int = WORKERS
     done = []
     safety: str | None = None
     for item in files.get("locations") or []:
-        where, at = location_of(item), _time(item["time"])
+        where, at = location_of(item), parse_time(item["time"])
         now, _ = versioning(client, where)
         safety = safety or now.isoformat()
         progress(f"files: restoring {where.url} to {item['time']} (the time just before this restore is {now.isoformat()})")
@@ -108,14 +110,9 @@ def location_of(item: dict) -> Location:
     return Location(item["bucket"], item["prefix"])
 
 
-def _time(text: str) -> datetime:
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
 def _check_versions_kept(client: Any, where: Location, at: datetime, checkpoint_id: str) -> None:
     days = noncurrent_expiry_days(client, where)
-    if days is not None and (datetime.now(timezone.utc) - at).total_seconds() > days * 86400:
+    if days is not None and (datetime.now(timezone.utc) - at).total_seconds() > days * DAY:
         raise PlanRefused(f"checkpoint {checkpoint_id}'s files under {where.url} are from {at.isoformat()}, but a lifecycle "
                           f"rule deletes noncurrent versions after {days} days: some may be gone; choose a newer checkpoint")
 

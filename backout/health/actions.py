@@ -15,7 +15,6 @@ Every verdict and decision is a health event with its reason. Event kinds:
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 from typing import Any
 
@@ -23,11 +22,13 @@ import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
-from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide, rollback_of
+from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide
 from backout.health.watches import WatchRegistry, new_record
 from backout.notify import notify
 from backout.redact import redact
+from backout.release_version import rollback_target
 from backout.settings import Settings
+from backout.timestamps import epoch
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, 
     back_to = (watch or {}).get("rollback_of")
     if back_to is None and client is not None:
         try:
-            back_to = rollback_of(client.release_info(app, version).get("description"))
+            back_to = rollback_target(client.release_info(app, version).get("description"))
         except HerokuAPIError as exc:
             log.warning("could not read release v%s of %s: %s", version, app, exc)
     earlier = None
@@ -55,7 +56,7 @@ def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, 
     for event in ledger.health_events(conn, app, limit=1000):
         if event["kind"] != ROLLBACK_REQUESTED:
             continue
-        at = _epoch(event["at"])
+        at = epoch(event["at"])
         last_at = at if last_at is None else max(last_at, at)
         if event["release_version"] == version and earlier is None:
             earlier = (event.get("detail") or {}).get("request_id") or event["id"]
@@ -88,7 +89,7 @@ def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[st
         before = ledger.checkpoint_for_release(conn, app, checkpoint["previous_release_version"])
         if before is not None:
             previous = {"version": before["release_version"], "commit": before.get("slug_commit"),
-                        "started_at": _epoch(before["created_at"])}
+                        "started_at": epoch(before["created_at"])}
     return {"commit": checkpoint.get("slug_commit"), "previous": previous}
 
 
@@ -221,7 +222,3 @@ def _suppressed(settings: Settings, conn: psycopg.Connection, watch: dict[str, A
            {**decision.detail(), "app": watch["app"], "release_version": watch["release_version"]})
 
 
-def _epoch(value: str | dt.datetime) -> float:
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    return dt.datetime.fromisoformat(value).timestamp()

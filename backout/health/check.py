@@ -25,11 +25,12 @@ from backout.health.policy import (
     decide,
     judge_round,
     observe_crash,
-    rollback_of,
 )
 from backout.health.probes import FAIL, Prober, ProbeResult, ProbeSpec
 from backout.redact import redact
+from backout.release_version import rollback_target
 from backout.settings import Settings
+from backout.timestamps import epoch
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,8 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
                 "dynos": None if dynos is None else [_dyno(d) for d in dynos],
                 "sentry": sentry,
                 "watch": watch,
-                "policy": {"grace": policy.grace, "interval": policy.interval, "threshold": policy.threshold,
-                           "error_threshold": policy.error_threshold, "window": policy.window,
-                           "cooldown": policy.cooldown, "auto_rollback": policy.auto_rollback,
-                           "db": policy.db_step, "dry_run": policy.dry_run},
+                "policy": {**policy.numbers(), "auto_rollback": policy.auto_rollback, "db": policy.db_step,
+                           "dry_run": policy.dry_run},
                 "decision": None if decision is None else {"action": decision.action, "reason": decision.reason,
                                                            "db": decision.db, "target": decision.target,
                                                            **({"branch": decision.branch, "cost": decision.cost}
@@ -116,7 +115,7 @@ def _release(client: Any, app: str) -> dict[str, Any] | None:
             raise BadInput(f"app {app!r} not found: {exc.message}") from None
         raise
     return {"version": current["version"], "description": current.get("description"),
-            "rollback_of": rollback_of(current.get("description")), "created_at": current.get("created_at")}
+            "rollback_of": rollback_target(current.get("description")), "created_at": current.get("created_at")}
 
 
 def _unmatched(results: list[ProbeResult]) -> Verdict:
@@ -144,7 +143,7 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
             now: float) -> dict[str, Any] | None:
     if not settings.sentry_api_token or not version or conn is None:
         return None
-    from backout.health.sentry_check import check_release
+    from backout.health.sentry_check import SentryCheck
 
     record = watch if watch and watch.get("release_version") == version else {
         "app": app, "release_version": version, "started_at": now, **release_commits(conn, app, version)}
@@ -153,9 +152,9 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
     if watch is None:
         checkpoint = ledger.checkpoint_for_release(conn, app, version)
         if checkpoint:
-            record["started_at"] = _epoch(checkpoint["created_at"])
+            record["started_at"] = epoch(checkpoint["created_at"])
     try:
-        step = check_release(settings, record, now)
+        step = SentryCheck(settings).check_release(record, now)
     except BackoutError as exc:
         return {"kind": "sentry", "reason": f"not compared: {redact(str(exc), settings.secrets())}"}
     return None if step is None else {"kind": step.kind, "reason": step.reason, "detail": step.detail}
@@ -166,7 +165,3 @@ def _dyno(dyno: dict[str, Any]) -> dict[str, Any]:
     return {"name": dyno.get("name"), "state": dyno.get("state"), "release_version": release.get("version")}
 
 
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()

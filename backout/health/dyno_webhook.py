@@ -39,6 +39,7 @@ import redis
 
 from backout.health.watches import WatchRegistry
 from backout.settings import Settings
+from backout.timestamps import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,9 @@ def fresh(payload: Any, now: datetime | None = None) -> bool:
     if not isinstance(published, str):
         return False
     try:
-        when = datetime.fromisoformat(published.replace("Z", "+00:00"))
+        when = parse_time(published)
     except ValueError:
         return False
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
     return abs(((now or datetime.now(timezone.utc)) - when).total_seconds()) <= REPLAY_WINDOW
 
 

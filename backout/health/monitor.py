@@ -103,8 +103,7 @@ class _Watch:
 
 
 class Monitor:
-    def __init__(self, settings: Settings, connection: redis.Redis, owner: str | None = None,
-                 pool_size: int = POOL_SIZE, heroku_client: Callable[[], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, connection: redis.Redis, owner: str | None = None) -> None:
         self.settings = settings
         self.policy = Policy.from_settings(settings)
         self.redis = connection
@@ -113,16 +112,17 @@ class Monitor:
         self.lock_ttl = max(MIN_LOCK_TTL, LOCK_TTL_INTERVALS * self.policy.interval)
         self.sync_every = min(self.policy.interval, self.lock_ttl / 3)
         self.prober = Prober(ProbeSpec.from_settings(settings.health))
-        self.pool = ThreadPoolExecutor(pool_size, thread_name_prefix="backout-probe")
+        self.pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="backout-probe")
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="backout-health-ledger")
         self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self.watches: dict[str, _Watch] = {}
-        self._heroku_factory = heroku_client or self._default_heroku
         self._local = threading.local()
         self._sync_now = False
         self._next_due = 0.0
         self._next_listing = 0.0
         self.sentry_enabled = bool(settings.sentry_api_token)
+        self._sentry_check: Any = None
+        self._sentry_lock = threading.Lock()
         self._secrets = settings.secrets()
         self._samples: list[dict[str, Any]] = []
         self._next_flush = 0.0
@@ -292,10 +292,8 @@ class Monitor:
         self.inbox.put(("dynos", app, version, dynos, None))
 
     def _sentry_task(self, record: dict[str, Any], now: float) -> None:
-        from backout.health.sentry_check import check_release
-
         try:
-            step = check_release(self.settings, record, now)
+            step = self._sentry().check_release(record, now)
         except Exception as exc:  # noqa: BLE001 - a Sentry outage is logged, never a verdict
             log.warning("Sentry check of %s v%s failed: %s", record["app"], record["release_version"],
                         redact(str(exc), self.settings.secrets()))
@@ -453,16 +451,22 @@ class Monitor:
     def _heroku_enabled(self) -> bool:
         return bool(self.settings.heroku_api_key)
 
-    def _default_heroku(self) -> Any:
-        from backout.heroku import HerokuClient
+    def _sentry(self) -> Any:
+        """The monitor's one SentryCheck, made on first use (it asks for the project's id once)."""
+        with self._sentry_lock:
+            if self._sentry_check is None:
+                from backout.health.sentry_check import SentryCheck
 
-        return HerokuClient.from_settings(self.settings)
+                self._sentry_check = SentryCheck(self.settings)
+            return self._sentry_check
 
     def _heroku(self) -> Any:
         # requests sessions are not shared between threads: one client per thread.
         client = getattr(self._local, "heroku", None)
         if client is None:
-            client = self._local.heroku = self._heroku_factory()
+            from backout.heroku import HerokuClient
+
+            client = self._local.heroku = HerokuClient.from_settings(self.settings)
         return client
 
     def _heroku_or_none(self) -> Any:

@@ -14,12 +14,11 @@ target for `previous` and for later auto-rollbacks.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
-from backout.settings import Settings
+from backout.settings import HealthNumbers, Settings
 
 STALE = "stale"
 
@@ -38,21 +37,14 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class Policy:
-    grace: float = 60.0
-    interval: float = 10.0
-    threshold: int = 3
-    error_threshold: int = 6
-    window: float = 600.0
-    cooldown: float = 1800.0
+class Policy(HealthNumbers):
     auto_rollback: str = "code"
     dry_run: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
-        h = settings.health
-        return cls(grace=h.grace, interval=h.interval, threshold=h.threshold, error_threshold=h.error_threshold,
-                   window=h.window, cooldown=h.cooldown, auto_rollback=settings.auto_rollback, dry_run=h.dry_run)
+        return cls(**settings.health.numbers(), auto_rollback=settings.auto_rollback,
+                   dry_run=settings.health.dry_run)
 
     @property
     def db_step(self) -> str | None:
@@ -299,12 +291,6 @@ def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
         return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", db, target, branch=branch,
                         cost=cost)
     return Decision("rollback", plan[0].upper() + plan[1:], db, target, branch=branch, cost=cost)
-
-
-def rollback_of(description: str | None) -> int | None:
-    """The version a release rolled back to, from Heroku's description `Rollback to v41`, else None."""
-    match = re.match(r"Rollback to v(\d+)", description or "")
-    return int(match.group(1)) if match else None
 
 
 def _served_by(release: int | str | None, version: int, commit: str | None) -> bool:

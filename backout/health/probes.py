@@ -30,13 +30,16 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from backout import __version__
+from backout import __version__, defaults
 from backout.redact import mask_url, redact, secrets_from_env
+from backout.release_version import parse_release_version
 from backout.settings import HealthSettings
 
 PASS, FAIL, ERROR = "pass", "fail", "error"
 MAX_REDIRECTS = 5
 BODY_LIMIT = 256 * 1024
+# Connection pools kept, one per host probed: every app a worker watches, with room to spare.
+MAX_HOSTS = 2048
 _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 
 
@@ -44,10 +47,10 @@ _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 class ProbeSpec:
     """What a probe sends and what it accepts."""
 
-    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    expect: tuple[tuple[int, int], ...] = defaults.HEALTH_EXPECT
     body: str | None = None
     json: tuple[str, str] | None = None
-    timeout: float = 5.0
+    timeout: float = defaults.HEALTH_TIMEOUT
     follow_redirects: bool = True
     release_header: str | None = None
     release_field: str | None = None
@@ -87,7 +90,7 @@ class ProbeResult:
 class Prober:
     """Makes probes; safe to call from many threads at once (they share one connection pool)."""
 
-    def __init__(self, spec: ProbeSpec, max_hosts: int = 2048) -> None:
+    def __init__(self, spec: ProbeSpec) -> None:
         self.spec = spec
         try:
             import certifi
@@ -96,7 +99,7 @@ class Prober:
         except ImportError:  # pragma: no cover - certifi comes with requests
             ca = {}
         self._pool = urllib3.PoolManager(
-            num_pools=max_hosts, maxsize=2, block=False, retries=False,
+            num_pools=MAX_HOSTS, maxsize=2, block=False, retries=False,
             headers={"User-Agent": f"backout-health/{__version__}", "Accept": "*/*"}, **ca,
         )
 
@@ -249,6 +252,5 @@ def _release_value(value: Any) -> int | str | None:
     """`v42`, `42` or 42 as the version number 42; any other non-empty value as text."""
     if value is None or value is _MISSING or value is _NOT_JSON or value == "":
         return None
-    text = str(value).strip()
-    digits = text[1:] if text[:1] in ("v", "V") else text
-    return int(digits) if digits.isdigit() else text
+    version = parse_release_version(value)
+    return version if version is not None else str(value).strip()

@@ -27,72 +27,78 @@ from backout.settings import Settings
 MIN_ERRORS = 10
 TIMEOUT = 10.0
 
-_project_ids: dict[tuple[str, str, str], str] = {}
-_ids_lock = threading.Lock()
-
 
 class SentryAPIError(BackoutError):
     pass
 
 
-def error_count(settings: Settings, release: str, start: float, end: float) -> int:
-    """Error events of `release` in the project between two wall-clock times."""
-    data = _get(settings, f"/api/0/organizations/{settings.sentry_org}/events/", {
-        "field": "count()",
-        "query": f'event.type:error release:"{release}"',
-        "project": _project_id(settings),
-        "start": _iso(start),
-        "end": _iso(end),
-    })
-    rows = data.get("data") if isinstance(data, dict) else None
-    if not rows:
-        return 0
-    value = rows[0].get("count()")
-    if not isinstance(value, (int, float)):
-        raise SentryAPIError(f"Sentry's answer has no count(): {str(rows[0])[:200]}")
-    return int(value)
+class SentryCheck:
+    """The Sentry check of one configuration. The Discover API wants the project's numeric id,
+    which is asked for once per SentryCheck: the health monitor keeps one for all its watches."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._project_id: str | None = None
+        self._lock = threading.Lock()
 
-def check_release(settings: Settings, record: dict[str, Any], now: float) -> Step | None:
-    """A FAILED step when the watched release's error rate is a regression, else a step to record
-    (kind `sentry`) with both counts; None when there is nothing to compare (no commits known)."""
-    commit = record.get("commit")
-    previous = record.get("previous") or {}
-    if not commit or not previous.get("commit") or previous.get("started_at") is None:
-        return None
-    started = float(record["started_at"])
-    span = max(1.0, now - started)
-    # The previous release is measured over as long a span, or as long as it ran if shorter.
-    previous_span = max(1.0, min(span, started - float(previous["started_at"])))
-    new_count = error_count(settings, commit, started, now)
-    old_count = error_count(settings, previous["commit"], float(previous["started_at"]),
-                            float(previous["started_at"]) + previous_span)
-    new_rate, old_rate = new_count / span, old_count / previous_span
-    detail = {"release_errors": new_count, "release_seconds": round(span, 1), "previous_errors": old_count,
-              "previous_seconds": round(previous_span, 1), "ratio": settings.health.sentry_ratio,
-              "previous_version": previous.get("version")}
-    summary = (f"{new_count} Sentry errors in {span:.0f}s of v{record['release_version']} against {old_count} in "
-               f"{previous_span:.0f}s of v{previous.get('version')}")
-    if new_count >= MIN_ERRORS and new_rate > settings.health.sentry_ratio * old_rate:
-        return Step(FAILED, f"{summary}: more than {settings.health.sentry_ratio:g}x the previous rate", detail)
-    return Step("sentry", summary, detail)
+    def error_count(self, release: str, start: float, end: float) -> int:
+        """Error events of `release` in the project between two wall-clock times."""
+        settings = self.settings
+        data = _get(settings, f"/api/0/organizations/{settings.sentry_org}/events/", {
+            "field": "count()",
+            "query": f'event.type:error release:"{release}"',
+            "project": self._project(),
+            "start": _iso(start),
+            "end": _iso(end),
+        })
+        rows = data.get("data") if isinstance(data, dict) else None
+        if not rows:
+            return 0
+        value = rows[0].get("count()")
+        if not isinstance(value, (int, float)):
+            raise SentryAPIError(f"Sentry's answer has no count(): {str(rows[0])[:200]}")
+        return int(value)
 
+    def check_release(self, record: dict[str, Any], now: float) -> Step | None:
+        """A FAILED step when the watched release's error rate is a regression, else a step to record
+        (kind `sentry`) with both counts; None when there is nothing to compare (no commits known)."""
+        commit = record.get("commit")
+        previous = record.get("previous") or {}
+        if not commit or not previous.get("commit") or previous.get("started_at") is None:
+            return None
+        ratio = self.settings.health.sentry_ratio
+        started = float(record["started_at"])
+        span = max(1.0, now - started)
+        # The previous release is measured over as long a span, or as long as it ran if shorter.
+        previous_span = max(1.0, min(span, started - float(previous["started_at"])))
+        new_count = self.error_count(commit, started, now)
+        old_count = self.error_count(previous["commit"], float(previous["started_at"]),
+                                     float(previous["started_at"]) + previous_span)
+        new_rate, old_rate = new_count / span, old_count / previous_span
+        detail = {"release_errors": new_count, "release_seconds": round(span, 1), "previous_errors": old_count,
+                  "previous_seconds": round(previous_span, 1), "ratio": ratio,
+                  "previous_version": previous.get("version")}
+        summary = (f"{new_count} Sentry errors in {span:.0f}s of v{record['release_version']} against {old_count} in "
+                   f"{previous_span:.0f}s of v{previous.get('version')}")
+        if new_count >= MIN_ERRORS and new_rate > ratio * old_rate:
+            return Step(FAILED, f"{summary}: more than {ratio:g}x the previous rate", detail)
+        return Step("sentry", summary, detail)
 
-def _project_id(settings: Settings) -> str:
-    key = (settings.sentry_api_url, settings.sentry_org or "", settings.sentry_project or "")
-    with _ids_lock:
-        if key in _project_ids:
-            return _project_ids[key]
-    if (settings.sentry_project or "").isdigit():
-        project_id = settings.sentry_project or ""
-    else:
-        project = _get(settings, f"/api/0/projects/{settings.sentry_org}/{settings.sentry_project}/", {})
-        project_id = str(project.get("id") or "") if isinstance(project, dict) else ""
-        if not project_id:
-            raise SentryAPIError(f"Sentry project {settings.sentry_org}/{settings.sentry_project} has no id")
-    with _ids_lock:
-        _project_ids[key] = project_id
-    return project_id
+    def _project(self) -> str:
+        with self._lock:
+            if self._project_id is not None:
+                return self._project_id
+        settings = self.settings
+        if (settings.sentry_project or "").isdigit():
+            project_id = settings.sentry_project or ""
+        else:
+            project = _get(settings, f"/api/0/projects/{settings.sentry_org}/{settings.sentry_project}/", {})
+            project_id = str(project.get("id") or "") if isinstance(project, dict) else ""
+            if not project_id:
+                raise SentryAPIError(f"Sentry project {settings.sentry_org}/{settings.sentry_project} has no id")
+        with self._lock:
+            self._project_id = project_id
+        return project_id
 
 
 def _get(settings: Settings, path: str, params: dict[str, str]) -> Any:

@@ -20,12 +20,13 @@ from typing import Any, Iterable
 
 import redis
 
+from backout.defaults import DAY
 from backout.redact import mask_url
 
 PREFIX = "backout:health:"
 WATCHES = PREFIX + "watches"
 CHANNEL = PREFIX + "events"
-AUTO_ROLLBACK_MARK_TTL = 90 * 86400
+AUTO_ROLLBACK_MARK_TTL = 90 * DAY
 
 # Registers a record unless the app already has a watch of the same or a newer release.
 _REGISTER = """

@@ -242,6 +242,7 @@ def schedule_watch(settings: Settings, ledger_conn: psycopg.Connection, app: str
     from rq.exceptions import DuplicateJobError
     from rq.serializers import JSONSerializer
 
+    from backout.defaults import JOB_RESULT_TTL
     from backout.redis_conn import connect
     from backout.worker.queues import ledger_queues
 
@@ -254,7 +255,7 @@ def schedule_watch(settings: Settings, ledger_conn: psycopg.Connection, app: str
         queue = Queue(routine_queue, connection=client, serializer=JSONSerializer)
         # By name, so that the hook never imports the job's code.
         queue.enqueue(HEALTH_JOB, app, version, job_id=job_id, unique=True,
-                      result_ttl=7 * 86400, failure_ttl=7 * 86400,
+                      result_ttl=JOB_RESULT_TTL, failure_ttl=JOB_RESULT_TTL,
                       description=f"health watch of {app} v{version}")
     except DuplicateJobError:
         say(f"health watch {job_id} was already scheduled")

@@ -14,6 +14,7 @@ from rq import get_current_job
 
 from backout import ledger
 from backout import settings as settings_module
+from backout.defaults import JOB_RESULT_TTL
 from backout.errors import BadInput
 from backout.package_rollback.enqueue import JOB
 from backout.package_rollback.run import check_confirm, run_request
@@ -59,5 +60,5 @@ def _schedule_recheck(request_id: str) -> None:
         return
     queue = queues.queue(job.origin, job.connection)  # its own ledger's queue
     later = queue.enqueue_in(RECHECK_EVERY, JOB, request_id, job_id=f"{queues.request_job_id(request_id)}-recheck-{count}",
-                             meta={"recheck": count}, result_ttl=7 * 86400, failure_ttl=7 * 86400)
+                             meta={"recheck": count}, result_ttl=JOB_RESULT_TTL, failure_ttl=JOB_RESULT_TTL)
     log.info("request %s: PyPI re-check %d scheduled as job %s", request_id, count, later.id)

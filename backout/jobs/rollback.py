@@ -27,12 +27,12 @@ from typing import Any, Iterator
 from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
-from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
+from backout.release_version import slug_id
 from backout.rollback.plan import addon_config_vars, config_changes
 from backout.settings import Settings, load
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 FINAL_STATUSES = ("succeeded", "failed", "refused")
 # How long a request waits for another rollback of the same app before it gives up.
 LOCK_WAIT = 30 * 60
-# Heroku stops a release phase after an hour.
-RELEASE_PHASE_TIMEOUT = 3600
 RELEASE_POLL = 1.0
 
 
@@ -146,7 +144,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
     result.update(rolled_back=True, release_version=release["version"], release_id=release["id"])
 
     ledger.record_step(conn, request_id, "release_phase", "started", {"release_version": release["version"]})
-    final = client.wait_release(app, release["id"], timeout=RELEASE_PHASE_TIMEOUT, poll=RELEASE_POLL)
+    final = client.wait_release(app, release["id"], poll=RELEASE_POLL)
     if final.get("status") != "succeeded":
         current = client.current_release(app)
         result["current_version"] = current["version"]
@@ -162,8 +160,8 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
     problems = []
     if current["id"] != final["id"]:
         problems.append(f"the current release is v{current['version']}, not the rollback release v{final['version']}")
-    if _slug_id(current) != target.get("slug_id"):
-        problems.append(f"its slug is {_slug_id(current)}, not v{target['version']}'s {target.get('slug_id')}")
+    if slug_id(current) != target.get("slug_id"):
+        problems.append(f"its slug is {slug_id(current)}, not v{target['version']}'s {target.get('slug_id')}")
     differ = config_changes(target_config, client.config_vars(app), managed)
     differ = sorted(name for names in differ.values() for name in names)
     if differ:
@@ -173,7 +171,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
         ledger.record_step(conn, request_id, "verify", "failed", {"problems": problems})
         raise RollbackFailed("verification failed: " + "; ".join(problems), result)
     ledger.record_step(conn, request_id, "verify", "done",
-                       {"release_version": current["version"], "slug_id": _slug_id(current)})
+                       {"release_version": current["version"], "slug_id": slug_id(current)})
     return {**result, "status": "succeeded"}
 
 
@@ -186,7 +184,8 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dic
         return None  # this is the first run: nothing can have been made yet
     # A run killed between Heroku's answer and the ledger write left no step; Heroku has the release.
     plan = request["plan"]
-    release = rollback_release_since(client, request["app"], plan["target"]["version"], plan["current"]["version"])
+    release = client.rollback_release_since(request["app"], plan["target"]["version"], plan["current"]["version"],
+                                            failed=False)
     if release is not None:
         ledger.record_step(conn, request["id"], "code_rollback", "done",
                            {"release_id": release["id"], "release_version": release["version"],
@@ -195,7 +194,7 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dic
 
 
 def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:
-    if _slug_id(current) != target.get("slug_id"):
+    if slug_id(current) != target.get("slug_id"):
         return False
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
 
@@ -232,11 +231,6 @@ def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
     other = (ledger.get_request(conn, request_id)["plan"] or {}).get("db_step") or {}
     return (other.get("kind"), (other.get("restore_point") or {}).get("id")) == (
         step.get("kind"), (step.get("restore_point") or {}).get("id"))
-
-
-def _slug_id(release: dict) -> str | None:
-    slug = release.get("slug")
-    return slug.get("id") if isinstance(slug, dict) else None
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import psycopg
 
+from backout.defaults import DAY
 from backout.ledger.rows import plain
 from backout.ledger.schema import SCHEMA
 
@@ -41,4 +42,4 @@ def prune_probe_samples(conn: psycopg.Connection, days: float = SAMPLE_DAYS) -> 
     """Delete samples older than `days`; returns how many."""
     return conn.execute(
         f"DELETE FROM {SCHEMA}.probe_samples WHERE at < clock_timestamp() - make_interval(secs => %s)",
-        (days * 86400,)).rowcount
+        (days * DAY,)).rowcount

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import psycopg
 
-from backout.errors import BackoutError, BadInput
+from backout.errors import BackoutError, BadInput, first_line
 from backout.migrations import script
 from backout.redact import redact
 from backout.migrations.base import (
@@ -247,8 +247,7 @@ class AlembicAdapter(MigrationAdapter):
                     command.downgrade(config, target or "base")
                 except Exception as exc:
                     failed = next((m.id for m in reversed(oldest_first(migrations)) if m.id not in ran), "?")
-                    text = str(exc).strip()
-                    raise DownMigrationError(ran, failed, text.splitlines()[0] if text else type(exc).__name__) from exc
+                    raise DownMigrationError(ran, failed, first_line(exc)) from exc
         say(undone(ran))
         return ran
 

@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
-from backout.errors import BackoutError, PlanRefused
+from backout.errors import BackoutError, PlanRefused, first_line
 from backout.migrations import script
 from backout.migrations.base import (
     DownMigrationError,
@@ -183,7 +183,7 @@ class DjangoAdapter(MigrationAdapter):
                     done += 1
         except psycopg.Error as exc:
             raise BackoutError(
-                f"{str(exc).strip().splitlines()[0]}; the migration is not atomic, so {done} of its"
+                f"{first_line(exc)}; the migration is not atomic, so {done} of its"
                 f" {len(steps)} reverse statements had taken effect while django_migrations still lists it"
             ) from exc
         with conn.transaction():

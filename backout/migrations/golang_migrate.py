@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 
 import psycopg
 
-from backout.errors import BackoutError
+from backout.errors import BackoutError, first_line
 from backout.migrations import script
 from backout.migrations.base import (
     DownPath,
@@ -153,7 +153,7 @@ class GolangMigrateAdapter(MigrationAdapter):
             with script.autocommit(conn):
                 script.execute(conn, m.down)
         except psycopg.Error as exc:
-            error = str(exc).strip().splitlines()[0]
+            error = first_line(exc)
             if script.controls_transactions(m.down):
                 raise BackoutError(
                     f"{error}; the file commits transactions itself, so part of it may have taken effect:"

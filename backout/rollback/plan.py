@@ -31,11 +31,11 @@ from typing import Any, Collection
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.release_version import parse_release_version, slug_id
 from backout.settings import Settings, load
 
 TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"
 DB_CHOICES = ("none", "down", "restore")
-_VERSION = re.compile(r"[vV]([0-9]+)")
 _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 
@@ -47,7 +47,7 @@ def build_plan(
     if db not in DB_CHOICES:
         raise PlanRefused(f"--db {db!r} is not one of {', '.join(DB_CHOICES)}")
     to = (to or "").strip()
-    if not (to == "previous" or _VERSION.fullmatch(to) or _CHECKPOINT.fullmatch(to)):
+    if not (to == "previous" or _version(to) is not None or _CHECKPOINT.fullmatch(to)):
         raise PlanRefused(f"--to {to!r} is not understood; expected {TO_FORMS}")
     try:
         client.app_info(app)
@@ -64,7 +64,7 @@ def build_plan(
     target_config = client.release_config_vars(app, target["version"])
     managed = addon_config_vars(client, app)
     changes = config_changes(current_config, target_config, managed)
-    noop = _slug_id(target) == _slug_id(current) and not any(changes.values())
+    noop = slug_id(target) == slug_id(current) and not any(changes.values())
 
     if db != "none" and confirm != app and not dry_run:  # a dry run changes nothing: nothing to confirm
         raise PlanRefused(
@@ -210,7 +210,8 @@ def _resolve_target(
         if not checkpoint.get("release_version"):
             raise PlanRefused(f"checkpoint {to} records no release version, so there is nothing to roll back to")
         return _release(client, app, checkpoint["release_version"]), checkpoint, "checkpoint"
-    version = int(to[1:])
+    version = _version(to)
+    assert version is not None  # build_plan let through only the forms above
     return _release(client, app, version), ledger.checkpoint_for_release(conn, app, version), "version"
 
 
@@ -236,16 +237,16 @@ def _check_eligible(app: str, target: dict) -> None:
     raise PlanRefused(f"release v{target['version']} of {app!r} cannot be rolled back to: {why}; choose another with --to vNN")
 
 
-def _slug_id(release: dict) -> str | None:
-    slug = release.get("slug")
-    return slug.get("id") if isinstance(slug, dict) else None
+def _version(to: str) -> int | None:
+    """The release version of a `--to vNN` (a bare number is not one: it could be mistaken for a count)."""
+    return parse_release_version(to) if to[:1] in ("v", "V") else None
 
 
 def _release_summary(release: dict, checkpoint: dict | None) -> dict:
     return {
         "version": release["version"],
         "id": release["id"],
-        "slug_id": _slug_id(release),
+        "slug_id": slug_id(release),
         "description": release.get("description"),
         "created_at": release.get("created_at"),
         "checkpoint_id": checkpoint["id"] if checkpoint else None,

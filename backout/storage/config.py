@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
 
+from backout.defaults import DAY, HOUR
 from backout.errors import ConfigError
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ KEEP_FORM = "a count, an age, or both: 20, 30d, 20,30d (ages in h, d or w)"
 # `public/`, which Bucketeer serves to everyone.
 BUCKETEER_PREFIX = "backout"
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
-_AGE_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE_UNITS = {"w": 7 * DAY, "d": DAY, "h": HOUR}  # largest first: _age_text picks the largest that fits
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _drill_every(value: str) -> float:
 
 
 def _age_text(seconds: float) -> str:
-    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600)):
+    for unit, size in _AGE_UNITS.items():
         if seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:.0f}s"

@@ -103,11 +103,15 @@ def _create_table_as(node: Any) -> Judged:
     return EXPAND, f"creates {what} {name} from a query", {"creates": [name]}
 
 
+def _created(what: str, replace: bool, replaced: Judged) -> Judged:
+    """A `CREATE` of `what` adds to the schema; with `OR REPLACE` it is judged as `replaced` says."""
+    return replaced if replace else (EXPAND, f"creates {what}", {})
+
+
 def _view(node: Any) -> Judged:
     name = _rel(node.view)
-    if node.replace:
-        return EXPAND, f"creates or replaces view {name} (a replacement can only add columns)", {}
-    return EXPAND, f"creates view {name}", {}
+    return _created(f"view {name}", node.replace,
+                    (EXPAND, f"creates or replaces view {name} (a replacement can only add columns)", {}))
 
 
 def _index(node: Any) -> Judged:
@@ -281,10 +285,9 @@ def _alter_enum(node: Any) -> Judged:
 def _function(node: Any) -> Judged:
     name = _dotted(node.funcname)
     what = "procedure" if node.is_procedure else "function"
-    if node.replace:
-        return UNKNOWN, f"creates or replaces {what} {name}: whether the previous code still works with its " \
-                        "body cannot be read from the SQL", {}
-    return EXPAND, f"creates {what} {name}", {}
+    return _created(f"{what} {name}", node.replace,
+                    (UNKNOWN, f"creates or replaces {what} {name}: whether the previous code still works with its "
+                              "body cannot be read from the SQL", {}))
 
 
 def _trigger(node: Any) -> Judged:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Callable, Iterable
 
+from backout.timestamps import epoch
 from backout.web.facts import AppFacts, Release
 
 WIDTH = 960
@@ -177,4 +178,4 @@ def _clock(t: float) -> str:
 
 
 def _t(iso: str | None) -> float:
-    return datetime.fromisoformat(iso).timestamp() if iso else time.time()
+    return epoch(iso) if iso else time.time()

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backout import ledger
-from backout.health.policy import rollback_of
+from backout.release_version import rollback_target
 
 RELEASES_SHOWN = 20
 ROLLBACKS_SHOWN = 10
@@ -154,7 +154,7 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], event
         r.status = item.get("status")
         r.current = bool(item.get("current"))
         r.commit = r.commit or slug.get("commit")
-        r.rollback_of = r.rollback_of or rollback_of(r.description)
+        r.rollback_of = r.rollback_of or rollback_target(r.description)
     for r in found.values():
         if r.checkpoint and r.checkpoint.get("verified_healthy_at") and r.health != "failed":
             r.health = "verified healthy"

@@ -17,13 +17,14 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DuplicateJobError
 
+from backout.defaults import JOB_RESULT_TTL, ROLLBACK_JOB_TIMEOUT
+from backout.defaults import ROLLBACK_QUEUE as ROLLBACK
+from backout.defaults import ROUTINE_QUEUE as ROUTINE
 from backout.worker.allowlist import AllowlistedJob, resolve
 from backout.worker.serializer import SERIALIZER, check_arguments
 
 log = logging.getLogger(__name__)
 
-ROLLBACK = "backout-rollback"
-ROUTINE = "backout-routine"
 # Listening order is priority order.
 QUEUE_NAMES = (ROLLBACK, ROUTINE)
 _LEDGER_SEPARATOR = "@"
@@ -31,9 +32,6 @@ _LEDGER_SEPARATOR = "@"
 ROLLBACK_JOB = "backout.jobs.rollback.run_rollback"
 # The job that carries out a ledger request of each kind (the worker re-enqueues lost ones).
 REQUEST_JOBS = {"heroku": ROLLBACK_JOB, "package": "backout.jobs.package_rollback.run_package_rollback"}
-
-# A release phase may run for up to an hour on Heroku; a rollback job outlives it.
-ROLLBACK_TIMEOUT = 2 * 3600
 
 
 def queue_names(ledger_id: str) -> tuple[str, str]:
@@ -66,7 +64,7 @@ def enqueue_once(
     func_name: str,
     args: Sequence[Any],
     job_id: str,
-    timeout: int = ROLLBACK_TIMEOUT,
+    timeout: int = ROLLBACK_JOB_TIMEOUT,
     secrets: Sequence[str] = (),
 ) -> bool:
     """Enqueue `func_name(*args)` as job `job_id` unless a job with that id exists already.
@@ -79,7 +77,7 @@ def enqueue_once(
     try:
         queue(queue_name, connection).enqueue(
             func_name, *args, job_id=job_id, unique=True, job_timeout=timeout,
-            result_ttl=7 * 86400, failure_ttl=7 * 86400,
+            result_ttl=JOB_RESULT_TTL, failure_ttl=JOB_RESULT_TTL,
         )
     except DuplicateJobError:
         log.debug("job %s is already in Redis; not enqueued again", job_id)

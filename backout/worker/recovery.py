@@ -34,7 +34,6 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from backout import ledger
-from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.notify import notify
 from backout.redact import redact
@@ -140,8 +139,8 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
         for request in candidates:
             plan = request["plan"] or {}
             try:
-                release = rollback_release_since(client, request["app"], plan["target"]["version"],
-                                                 plan["current"]["version"])
+                release = client.rollback_release_since(request["app"], plan["target"]["version"],
+                                                        plan["current"]["version"], failed=False)
             except BackoutError as exc:  # Heroku still failing: the next sweep asks again
                 log.warning("cannot reconcile rollback request %s yet: %s", request["id"],
                             redact(str(exc), settings.secrets()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import resource
 import stat
 import subprocess
@@ -20,6 +19,7 @@ from backout import backups
 from backout.backups import pg_dump
 from backout.backups.libpq import client_args
 from backout.errors import BackoutError, BadInput, ConfigError
+from backout.rollback.database import stream
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,8 @@ def _files(directory: Path) -> list[str]:
 def _restore(archive: Path, url: str) -> None:
     conninfo, env = client_args(url)
     restore = subprocess.Popen(["pg_restore", "--no-owner", f"--dbname={conninfo}"], stdin=subprocess.PIPE, env=env)
-    pg_dump.decompress_to(archive, restore.stdin)
+    for chunk in stream.chunks(archive, None):
+        restore.stdin.write(chunk)
     restore.stdin.close()
     assert restore.wait() == 0
 
@@ -78,16 +79,16 @@ def test_reading_side_decompresses_to_a_file_and_a_stream(database, tmp_path):
     path = tmp_path / "cp.dump.zst"
     described = pg_dump.dump(database, path)
     as_file = tmp_path / "plain.dump"
-    assert pg_dump.decompress_to(path, as_file) == described["dump_size"]
+    assert stream.Decompression(path, described, as_file, lambda line: None).result() == described["dump_size"]
     assert stat.S_IMODE(as_file.stat().st_mode) == 0o600
-    stream = io.BytesIO()
-    assert pg_dump.decompress_to(path, stream) == described["dump_size"]
-    assert stream.getvalue() == as_file.read_bytes()
-    with pg_dump.open_archive(path) as reader:
-        assert reader.read(5) == b"PGDMP"
+    streamed = b"".join(stream.chunks(path, described["dump_size"]))
+    assert len(streamed) == described["dump_size"]
+    assert streamed == as_file.read_bytes()
+    assert streamed[:5] == b"PGDMP"
     listing = subprocess.run(["pg_restore", "--list", str(as_file)], capture_output=True, text=True, check=True)
     assert "TABLE DATA public orders" in listing.stdout
-    assert pg_dump.verify(path, described["sha256"])["entries"] == described["entries"]
+    listed = [line for line in listing.stdout.splitlines() if line and not line.startswith(";")]
+    assert len(listed) == described["entries"] == len(stream.read_toc(path).listed_entries())
 
 
 def test_a_damaged_archive_fails_verification(database, tmp_path):
@@ -99,25 +100,22 @@ def test_a_damaged_archive_fails_verification(database, tmp_path):
     truncated = tmp_path / "truncated.dump.zst"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(BackoutError, match="truncated"):
-        pg_dump.verify(truncated)
+        list(stream.chunks(truncated, described["dump_size"]))
     with pytest.raises(BackoutError, match="truncated"):
-        pg_dump.decompress_to(truncated, io.BytesIO())
+        stream.Decompression(truncated, described, tmp_path / "plain.dump", lambda line: None).result()
 
     flipped = tmp_path / "flipped.dump.zst"
     middle = len(data) // 2
     flipped.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 16]) + data[middle + 16:])
     with pytest.raises(BackoutError, match="corrupt"):
-        pg_dump.verify(flipped)
-
-    with pytest.raises(BackoutError, match="sha256"):
-        pg_dump.verify(path, "0" * 64)
+        list(stream.chunks(flipped, described["dump_size"]))
 
     not_a_dump = tmp_path / "other.dump.zst"
     import zstandard
 
     not_a_dump.write_bytes(zstandard.ZstdCompressor().compress(b"hello, not an archive" * 100))
-    with pytest.raises(BackoutError, match="not a readable archive"):
-        pg_dump.verify(not_a_dump)
+    with pytest.raises(BackoutError, match="not a pg_dump custom-format archive"):
+        stream.read_toc(not_a_dump)
     assert described["size"] == len(data)
 
 
@@ -258,7 +256,7 @@ def test_a_dump_started_before_its_destination_is_known_waits_in_memory_then_wri
     described = pg_dump.dump(source, path, started=started)
     assert described["rows"] == {"public.orders": 20000}
     assert described["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert pg_dump.verify(path, described["sha256"])["entries"] == described["entries"]
+    assert len(stream.read_toc(path).listed_entries()) == described["entries"]
     _restore(path, target)
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 20000

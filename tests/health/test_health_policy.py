@@ -16,9 +16,9 @@ from backout.health.policy import (
     judge_round,
     observe,
     observe_crash,
-    rollback_of,
 )
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
+from backout.release_version import rollback_target
 
 POLICY = Policy(grace=10, interval=1, threshold=3, error_threshold=5, window=20, cooldown=100)
 
@@ -176,6 +176,6 @@ def test_dry_run_says_what_it_would_do_and_still_applies_the_guards():
 
 
 def test_rollback_of_reads_herokus_description():
-    assert rollback_of("Rollback to v41") == 41
-    assert rollback_of("Rollback to v7 (by backout)") == 7
-    assert rollback_of("Deploy abc123") is None and rollback_of(None) is None
+    assert rollback_target("Rollback to v41") == 41
+    assert rollback_target("Rollback to v7 (by backout)") == 7
+    assert rollback_target("Deploy abc123") is None and rollback_target(None) is None

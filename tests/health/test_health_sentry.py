@@ -8,12 +8,7 @@ import pytest
 
 from backout import settings as settings_module
 from backout.health.policy import FAILED
-from backout.health.sentry_check import (
-    SentryAPIError,
-    _project_ids,
-    check_release,
-    error_count,
-)
+from backout.health.sentry_check import SentryAPIError, SentryCheck
 from tests.health_support import (
     FAST,
     HealthApp,
@@ -56,13 +51,6 @@ class FakeSentryData:
         return Reply(404, {"detail": "not found"})
 
 
-@pytest.fixture(autouse=True)
-def forget_project_ids():
-    _project_ids.clear()
-    yield
-    _project_ids.clear()
-
-
 def sentry_settings(url: str, **extra: str) -> settings_module.Settings:
     return settings_module.load({"BACKOUT_SENTRY_API_TOKEN": TOKEN, "BACKOUT_SENTRY_ORG": "acme",
                                  "BACKOUT_SENTRY_PROJECT": "web", "BACKOUT_SENTRY_API_URL": url, **extra})
@@ -77,7 +65,7 @@ def test_a_regression_fails_the_release():
     data = FakeSentryData({"bbbb222": 40, "aaaa111": 3})
     with StubServer(data) as server:
         now = time.time()
-        step = check_release(sentry_settings(server.url), record(now), now)
+        step = SentryCheck(sentry_settings(server.url)).check_release(record(now), now)
     assert step.kind == FAILED
     assert step.reason.startswith("40 Sentry errors in 60s of v8 against 3 in 60s of v7: more than 2x")
     # both releases were counted over spans of the same length
@@ -88,16 +76,16 @@ def test_a_regression_fails_the_release():
 def test_no_regression_and_too_few_errors_to_matter():
     with StubServer(FakeSentryData({"bbbb222": 20, "aaaa111": 15})) as server:
         now = time.time()
-        assert check_release(sentry_settings(server.url), record(now), now).kind == "sentry"
+        assert SentryCheck(sentry_settings(server.url)).check_release(record(now), now).kind == "sentry"
     with StubServer(FakeSentryData({"bbbb222": 9, "aaaa111": 0})) as server:
         now = time.time()
-        step = check_release(sentry_settings(server.url), record(now), now)
+        step = SentryCheck(sentry_settings(server.url)).check_release(record(now), now)
     assert step.kind == "sentry" and step.detail["release_errors"] == 9  # fewer than MIN_ERRORS
 
 
 def test_unknown_commits_mean_nothing_to_compare():
-    assert check_release(sentry_settings("http://127.0.0.1:1"), {"app": "a", "release_version": 2, "started_at": 0,
-                                                                 "commit": None, "previous": None}, 10) is None
+    assert SentryCheck(sentry_settings("http://127.0.0.1:1")).check_release(
+        {"app": "a", "release_version": 2, "started_at": 0, "commit": None, "previous": None}, 10) is None
 
 
 def test_a_refused_token_is_a_clear_error_without_the_token():
@@ -105,7 +93,7 @@ def test_a_refused_token_is_a_clear_error_without_the_token():
         settings = settings_module.load({"BACKOUT_SENTRY_API_TOKEN": "wrong-token-value", "BACKOUT_SENTRY_ORG": "acme",
                                          "BACKOUT_SENTRY_PROJECT": "web", "BACKOUT_SENTRY_API_URL": server.url})
         with pytest.raises(SentryAPIError) as info:
-            error_count(settings, "abc", 0, 10)
+            SentryCheck(settings).error_count("abc", 0, 10)
     assert "refused BACKOUT_SENTRY_API_TOKEN" in str(info.value) and "wrong-token-value" not in str(info.value)
 
 

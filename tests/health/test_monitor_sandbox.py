@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 
 from backout import ledger
 from backout.heroku import HerokuClient
+from backout.timestamps import epoch
 from tests.health_support import Notifications, events
 from tests.support import (
     child_env,
@@ -107,10 +107,6 @@ def story(sandbox, database, redis_url, tmp_path, notes):
     s = Story(sandbox, database, redis_url, tmp_path, notes)
     yield s
     s.stop()
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def good_release_verified(story: Story) -> dict:
@@ -220,7 +216,7 @@ def test_a_crashing_release_is_caught_at_once_by_its_dynos(sandbox, database, re
         request = wait_for(lambda: story.requests() and story.requests()[0]["status"] in ("succeeded", "failed")
                            and story.requests()[0], timeout=60, what="the rollback")
         assert request["status"] == "succeeded", story.log()[-3000:]
-        assert _epoch(failed["at"]) - _epoch(story.events_of(v)[0]["at"]) < 20  # inside the grace
+        assert epoch(failed["at"]) - epoch(story.events_of(v)[0]["at"]) < 20  # inside the grace
         assert story.current()["description"] == f"Rollback to v{good['version']}"
         # The watch subscribed the receiver to the app's dyno events, once.
         hooks = story.client.webhooks("crashy")

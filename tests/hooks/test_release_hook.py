@@ -95,10 +95,10 @@ def test_a_deploy_takes_a_verified_checkpoint_then_migrates(database, tmp_path):
     with psycopg.connect(database.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{restored.rsplit("/", 1)[1]}"')
     try:
-        from backout.backups import pg_dump
+        from backout.rollback.database import stream
 
         plain = tmp_path / "plain.dump"
-        pg_dump.decompress_to(backup["path"], plain)
+        stream.Decompression(backup["path"], backup, plain, lambda line: None).result()
         subprocess.run(["pg_restore", "--no-owner", "--dbname", restored, str(plain)], check=True)
         with psycopg.connect(restored) as conn:
             columns = [r[0] for r in conn.execute(

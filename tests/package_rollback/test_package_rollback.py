@@ -303,31 +303,6 @@ def test_a_spent_rate_limit_stops_the_run_and_a_rerun_finishes_it(world):
     assert done["delete_release"] == 1 and done["delete_tag"] == 1
 
 
-def test_undo_puts_back_the_deleted_tag_and_release(world):
-    from backout import settings as settings_module
-    from backout.package_rollback.undo import undo_deletion
-
-    bad_object = bare(world, "rev-parse", "v1.2.3")
-    bad_commit = bare(world, "rev-parse", "v1.2.3^{commit}")
-    assert cli(world, "--confirm", REPO).returncode == 0
-    [(request_id,)] = ledger_rows(world, "SELECT id FROM backout.requests")
-    settings = settings_module.load(world.env)
-
-    restored = undo_deletion(settings, request_id)
-    assert restored["tag"] == {"tag": "v1.2.3", "sha": bad_object}
-    assert bare(world, "rev-parse", "v1.2.3") == bad_object
-    release = requests.get(f"{world.forge.url}/repos/{REPO}/releases/tags/v1.2.3", timeout=10).json()
-    assert (release["name"], release["body"]) == ("1.2.3", "Release notes of 1.2.3.")
-    assert undo_deletion(settings, request_id) == {}  # undoing twice does it once
-
-    # Once GitHub has collected the unreferenced tag object, the tag comes back on its commit.
-    bare(world, "tag", "--delete", "v1.2.3")
-    bare(world, "-c", "gc.reflogExpire=now", "gc", "--quiet", "--prune=now")
-    assert bare(world, "cat-file", "-t", bad_object, check=False) == ""
-    assert undo_deletion(settings, request_id)["tag"] == {"tag": "v1.2.3", "sha": bad_commit, "lightweight": True}
-    assert bare(world, "rev-parse", "v1.2.3") == bad_commit
-
-
 def _gizmo(world: World) -> str:
     """A second package with other habits: bare version tags, setup.cfg pointing at __version__,
     a setext-style CHANGES.md, nothing on PyPI."""

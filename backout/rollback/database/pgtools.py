@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import threading
-from collections import deque
-from typing import IO, Mapping, Sequence
+from typing import Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from backout.backups.libpq import client_args, program  # noqa: F401 - program is read from here too
+# Drain, program, secrets_of and stop are read from here too (a restore's tools in one place).
+from backout.backups.libpq import Drain, client_args, program, secrets_of, stop  # noqa: F401
 from backout.errors import BackoutError
-from backout.redact import mask_url, redact
+from backout.redact import mask_url
 
 
-def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection:
-    """A connection, or one clear line saying why not (the URL shown without its password)."""
+def connect(url: str, what: str = "the database", autocommit: bool = True,
+            variable: str | None = None) -> psycopg.Connection:
+    """A connection, or one clear line saying why not (the URL shown without its password, and the
+    setting it came from when given)."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         first = (str(exc).strip().splitlines() or ["no answer"])[0]
-        raise BackoutError(f"cannot connect to {what} {mask_url(url)}: {first}") from None
+        named = f" ({variable})" if variable else ""
+        raise BackoutError(f"cannot connect to {what} {mask_url(url)}{named}: {first}") from None
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -59,45 +60,11 @@ def quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class Drain(threading.Thread):
-    """Reads a child's pipe to the end on a thread, keeping the last lines."""
-
-    def __init__(self, pipe: IO[bytes], keep: int = 40) -> None:
-        super().__init__(daemon=True)
-        self.pipe = pipe
-        self.lines: deque[str] = deque(maxlen=keep)
-        self.start()
-
-    def run(self) -> None:
-        for line in self.pipe:
-            self.lines.append(line.decode("utf-8", "replace").rstrip())
-        self.pipe.close()
-
-    def last_error(self, secrets: Sequence[str] = ()) -> str:
-        self.join(10)
-        lines = [line.strip() for line in self.lines if line.strip()]
-        chosen = next((line for line in lines if "ERROR:" in line or "error:" in line), lines[-1] if lines else "no message")
-        for prefix in ("pg_restore: error: ", "pg_dump: error: ", "pg_restore: ", "pg_dump: ", "psql: error: "):
-            if chosen.startswith(prefix):
-                chosen = chosen[len(prefix):]
-        return redact(chosen, secrets)
-
-
 def child_env(url: str, extra: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """A password-free connection string for --dbname, and the environment carrying the password."""
     conninfo, env = client_args(url)
     env.update(extra or {})
     return conninfo, env
-
-
-def secrets_of(env: Mapping[str, str]) -> list[str]:
-    return [env["PGPASSWORD"]] if env.get("PGPASSWORD") else []
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
 
 
 def free_bytes(directory: str | os.PathLike) -> int:

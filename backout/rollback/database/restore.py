@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -40,14 +40,13 @@ from backout.heroku import HerokuClient
 from backout.migrations import get_adapter
 from backout.rollback.database import down, ledger_copy, leftovers, pgtools, stream, swap
 from backout.settings import Settings
+from backout.timestamps import parse_time
 
 Progress = Callable[[str], None]
 
 ATTACH_WAIT = 120.0
 # While a Data API restore runs the ledger holds the backup's rows: the shorter, the better.
 TRANSFER_POLL = 0.5
-# Heroku stops a release phase after an hour.
-RELEASE_WAIT = 3600.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +202,7 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
         raise PlanRefused(f"{addon.get('name')} is on {plan}, which Heroku cannot roll back to a point in time "
                           "(standard, premium, private and shield plans can)")
     earliest = _earliest(client.database_info(addon["id"]))
-    when = _parse_time(backup["time"])
+    when = parse_time(backup["time"])
     if earliest is not None and when < earliest:
         raise PlanRefused(f"{addon.get('name')} can be rolled back to {earliest.isoformat()} at the earliest; "
                           f"the checkpoint's time {backup['time']} is older")
@@ -276,7 +275,7 @@ def _undo_reapplied(client: HerokuClient, app: str, before: int, url: str, expec
     for release in client.list_releases(app):
         if release["version"] <= before:
             break
-        client.wait_release(app, release["id"], timeout=RELEASE_WAIT, poll=1.0)
+        client.wait_release(app, release["id"], poll=1.0)
     with pgtools.connect(url, "the promoted database") as conn:
         state = get_adapter(plan.tool).applied(conn)
         if expected is None or sorted(state) == sorted(expected):
@@ -320,13 +319,8 @@ def _earliest(info: dict) -> datetime | None:
             for value in item.get("values") or []:
                 found = _EARLIEST.search(str(value))
                 if found:
-                    return _parse_time(found[1])
+                    return parse_time(found[1])
     return None
-
-
-def _parse_time(text: str) -> datetime:
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 # ---------------------------------------------------------------------------------------------

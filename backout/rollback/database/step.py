@@ -36,6 +36,7 @@ from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
 from backout.output import human_bytes
 from backout.redact import redact
+from backout.release_version import slug_id
 from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
 from backout.rollback.database.down import DownMigrationError
 from backout.settings import Settings
@@ -441,7 +442,7 @@ class _Runner:
         ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "started", {"backup": strategy})
         current = self.client.current_release(self.app)
         release = checkpoints.Release(version=current["version"], id=current.get("id"),
-                                      slug_id=(current.get("slug") or {}).get("id"),
+                                      slug_id=slug_id(current),
                                       description=current.get("description"))
         settings = dataclasses.replace(self.settings, backup=strategy, app_name=self.app)
         try:

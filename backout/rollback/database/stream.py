@@ -2,10 +2,11 @@
 
 `locate` gives the archive as a source: a file in BACKOUT_BACKUP_DIR (`LocalArchive`) or an object
 in BACKOUT_STORAGE_URL (`storage.archives.StoredArchive`, read with parallel ranged GETs).
-`backout.backups.pg_dump.open_archive` is the reference reader; this one streams the same archive
-through zstd's stream reader, about five times faster on this machine (a restore reads the whole
-archive, so that time adds to the restore's), and checks the same things: zstd's checksum, no bytes
-after the end, and the size pg_dump wrote (zstd alone says nothing about an archive cut short).
+This is the one reader of the archives `backout.backups.pg_dump` writes (the format's parser is
+`backout.backups.archive`): it streams an archive through zstd's stream reader, the fastest way here
+(a restore reads the whole archive, so that time adds to the restore's), and checks zstd's checksum,
+that no bytes follow the end, and the size pg_dump wrote (zstd alone says nothing about an archive
+cut short).
 Streamed, every chunk also goes through an archive `Scanner`, which counts each table's rows for
 the verification after the restore.
 """
