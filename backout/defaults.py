@@ -46,6 +46,10 @@ ROUTINE_QUEUE = "backout-routine"
 # RQ keeps a finished job's result for a week: `backout status` and a person looking into a
 # failed deploy can still read it after a weekend.
 JOB_RESULT_TTL = 7 * DAY
+# How long the newest release an app's health watch was registered for is remembered: a watch job
+# of an older (or the same) release that arrives later, up to a week late with its queue, is
+# ignored even after the newer watch has ended.
+WATCHED_RELEASE_TTL = 7 * DAY
 # Heroku stops a release phase after an hour, so waiting longer for one is waiting for nothing.
 RELEASE_PHASE_LIMIT = HOUR
 # A rollback job may wait out a whole release phase (the rollback release's own) and still have

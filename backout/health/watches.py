@@ -9,6 +9,7 @@ Keys, all under `backout:health:`:
 - `watches`: hash app -> JSON watch record (release_version, started_at, urls, phase ...)
 - `owner:<app>`: the holding monitor's id, with a TTL
 - `auto-rollback:<app>:<version>`: set once, when an auto-rollback of that release is requested
+- `newest:<app>`: the newest release a watch was registered for, kept after the watch ends
 - channel `events`: wakes monitors when a watch is registered or a dyno webhook arrives
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Iterable
 
 import redis
 
-from backout.defaults import DAY
+from backout.defaults import DAY, WATCHED_RELEASE_TTL
 from backout.redact import mask_url
 
 PREFIX = "backout:health:"
@@ -28,14 +29,18 @@ WATCHES = PREFIX + "watches"
 CHANNEL = PREFIX + "events"
 AUTO_ROLLBACK_MARK_TTL = 90 * DAY
 
-# Registers a record unless the app already has a watch of the same or a newer release.
+# Registers a record unless the app has, or had, a watch of the same or a newer release (a late
+# job of an older release is ignored even when the newer watch has already ended).
 _REGISTER = """
+local newest = redis.call('GET', KEYS[2])
+if newest and tonumber(newest) >= tonumber(ARGV[3]) then return 0 end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
   local version = cjson.decode(current)['release_version']
   if version >= tonumber(ARGV[3]) then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 return 1
 """
 # Merges fields into the record, only while it is still the watch of that release.
@@ -81,8 +86,9 @@ class WatchRegistry:
         self._release = connection.register_script(_RELEASE)
 
     def register(self, record: dict[str, Any]) -> bool:
-        """Store the watch; False when the app already has one of this or a newer release."""
-        added = self._register(keys=[WATCHES], args=[record["app"], json.dumps(record), record["release_version"]])
+        """Store the watch; False when the app has, or had, one of this or a newer release."""
+        added = self._register(keys=[WATCHES, _newest_key(record["app"])],
+                               args=[record["app"], json.dumps(record), record["release_version"], WATCHED_RELEASE_TTL])
         if added:
             self.wake({"type": "watch", "app": record["app"]})
         return bool(added)
@@ -142,6 +148,10 @@ class WatchRegistry:
 
     def wake(self, message: dict[str, Any]) -> None:
         self.redis.publish(CHANNEL, json.dumps(message))
+
+
+def _newest_key(app: str) -> str:
+    return f"{PREFIX}newest:{app}"
 
 
 def _owner_key(app: str) -> str:

@@ -17,7 +17,7 @@ import redis
 
 from backout import ledger
 from backout.health.dyno_webhook import serve, signature
-from backout.health.watches import WatchRegistry
+from backout.health.watches import WatchRegistry, new_record
 from tests.health_support import (
     FAST,
     HealthApp,
@@ -301,3 +301,14 @@ def test_a_watch_survives_its_worker_being_killed(monkeypatch, database, redis_u
         assert any(f":{survivor.pid}:" in line and "watches shop v5" in line for line in log.splitlines())
     finally:
         stop_workers(workers)
+
+
+def test_a_late_watch_of_an_older_release_is_ignored_after_the_newer_watch_ended(redis_url):
+    """Under load the newer release's watch can end (verified) before an older release's job runs."""
+    registry = WatchRegistry(redis.Redis.from_url(redis_url))
+    assert registry.register(new_record(APP, 6, time.time(), ["https://shop.example/up"])) is True
+    assert registry.remove(APP, 6) is True  # v6's watch ended
+    assert registry.register(new_record(APP, 5, time.time(), [])) is False  # late and older
+    assert registry.register(new_record(APP, 6, time.time(), [])) is False  # watched once
+    assert registry.get(APP) is None
+    assert registry.register(new_record(APP, 7, time.time(), [])) is True
