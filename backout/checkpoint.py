@@ -23,6 +23,7 @@ from backout import backups, ledger
 from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
+from backout.ledger.records import CheckpointRow, LedgerConnection
 from backout.redact import mask_url, redact
 from backout.settings import Settings
 from backout.storage import archives
@@ -76,7 +77,7 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def database_connection(url: str) -> psycopg.Connection:
+def database_connection(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection to the app's database, or one clear line saying why not."""
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
@@ -136,7 +137,7 @@ def release_from_info(info: Mapping[str, Any], *, version: int | None = None, co
 
 def take(
     settings: Settings,
-    ledger_conn: psycopg.Connection,
+    ledger_conn: LedgerConnection,
     release: Release,
     *,
     kind: str = "deploy",
@@ -146,9 +147,9 @@ def take(
     progress: Progress | None = None,
     request_id: str | None = None,
     complete: bool = True,
-    app_conn: psycopg.Connection | None = None,
+    app_conn: psycopg.Connection[Any] | None = None,
     app: str | None = None,
-) -> dict:
+) -> CheckpointRow:
     """Take a checkpoint of settings.database_url for `app` (default HEROKU_APP_NAME) and return
     its ledger row.
 
@@ -197,8 +198,8 @@ def take(
             conn.close()
 
 
-def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict,
-          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool) -> dict:
+def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow,
+          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool) -> CheckpointRow:
     lsn, dbname = conn.cursor(row_factory=tuple_row).execute(
         "SELECT pg_current_wal_lsn()::text, current_database()"
     ).fetchone()
@@ -240,7 +241,7 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
 
 
-def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict, adapter: Any,
+def _judge(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow, adapter: Any,
            pending: list, say: Progress) -> None:
     """Record what rolling this release back will cost, print it in the release log with the
     statements that decided it, and refuse (before the backup and the migrations) a release that
@@ -253,7 +254,7 @@ def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Co
     for line in verdict.lines():
         say(line)
     policy.enforce(verdict, settings.require_policy)
-def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict, say: Progress) -> None:
+def _sweep_uploads(settings: Settings, ledger_conn: LedgerConnection, cp: CheckpointRow, say: Progress) -> None:
     """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
     parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""
     assert settings.storage.archives is not None
@@ -270,7 +271,7 @@ def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict
         say(f"storage: aborted {len(aborted)} unfinished upload(s) left by interrupted checkpoints: {', '.join(aborted)}")
 
 
-def _fail(ledger_conn: psycopg.Connection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
+def _fail(ledger_conn: LedgerConnection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
     reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
     try:
         ledger.update_checkpoint(ledger_conn, checkpoint_id, status="failed", error=redact(reason, settings.secrets()))

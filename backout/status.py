@@ -19,6 +19,7 @@ from typing import Any
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow, RequestRow
 from backout.settings import Settings
 
 RELEASES_SHOWN = 10
@@ -60,7 +61,7 @@ def app_status(settings: Settings, app: str) -> dict:
     }
 
 
-def _release(release: dict, checkpoint: dict | None) -> dict[str, Any]:
+def _release(release: dict, checkpoint: CheckpointRow | None) -> dict[str, Any]:
     slug = release.get("slug")
     return {
         "version": release["version"],
@@ -78,7 +79,7 @@ def _release(release: dict, checkpoint: dict | None) -> dict[str, Any]:
     }
 
 
-def _rollback(request: dict) -> dict[str, Any]:
+def _rollback(request: RequestRow) -> dict[str, Any]:
     result = request["result"] or {}
     return {
         "request_id": request["id"],

@@ -6,7 +6,7 @@ this instant (a rollback add-on created `--to` the recorded time). Taking it is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -56,7 +56,7 @@ def take(ctx: "BackupContext") -> dict:
     return {**mark, "addon_id": addon_id, "plan": plan}
 
 
-def _mark(conn: psycopg.Connection) -> dict:
+def _mark(conn: psycopg.Connection[Any]) -> dict:
     # The server's clock, not ours: the rollback is to a time on the server's WAL timeline.
     when, lsn = conn.cursor(row_factory=tuple_row).execute(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"

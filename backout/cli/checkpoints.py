@@ -41,7 +41,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def describe(row: dict) -> dict:
+def describe(row: CheckpointRow) -> dict[str, Any]:
     """One checkpoint as the JSON listing shows it."""
     backup = {k: v for k, v in (row.get("backup") or {}).items() if k not in _PRIVATE_BACKUP_KEYS}
     down = row.get("down_scripts") or []
@@ -81,7 +81,7 @@ def describe(row: dict) -> dict:
     }
 
 
-def _verdict(row: dict) -> dict | None:
+def _verdict(row: CheckpointRow) -> dict | None:
     """The release's compatibility verdict without its per-migration detail (kept in the ledger)."""
     verdict = row.get("verdict")
     if not verdict:
@@ -89,7 +89,7 @@ def _verdict(row: dict) -> dict | None:
     return {k: verdict.get(k) for k in ("verdict", "text", "reason", "deciding", "dangers", "down_drops")}
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[CheckpointRow]) -> str:
     """The plain-text table, newest first."""
     return table(
         ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "VERDICT", "DRILLED", "STATUS"],
@@ -99,7 +99,7 @@ def render(rows: list[dict]) -> str:
     )
 
 
-def _release(row: dict) -> str:
+def _release(row: CheckpointRow) -> str:
     version = f"v{row['release_version']}" if row["release_version"] is not None else "-"
     return version if row["kind"] == "deploy" else f"{version} ({row['kind']})"
 
@@ -108,12 +108,12 @@ def _time(value: str | None) -> str:
     return (value or "-").replace("T", " ")[:19]
 
 
-def _backup(row: dict) -> str:
+def _backup(row: CheckpointRow) -> str:
     where = " (s3)" if (row.get("backup") or {}).get("storage") == "s3" else ""
     return f"{row['backup_strategy']}{where}" + (" pruned" if row.get("pruned_at") else "")
 
 
-def _drilled(row: dict) -> str:
+def _drilled(row: CheckpointRow) -> str:
     drill = row.get("drill")
     if not drill:
         return "-"
@@ -122,12 +122,12 @@ def _drilled(row: dict) -> str:
     return f"{_time(row.get('drilled_at'))[:16]} ({drill.get('seconds', 0):.1f}s)"
 
 
-def _size(row: dict) -> str:
+def _size(row: CheckpointRow) -> str:
     size = (row.get("backup") or {}).get("size")
     return human_bytes(size) if isinstance(size, (int, float)) else "-"
 
 
-def _migrations(row: dict) -> str:
+def _migrations(row: CheckpointRow) -> str:
     before = row.get("migrations_before") or []
     after = row.get("migrations_after")
     start = before[-1] if before else "(none)"
@@ -138,12 +138,12 @@ def _migrations(row: dict) -> str:
     return f"{start} -> {after[-1] if after else '(none)'}"
 
 
-def _reversible(row: dict) -> str:
+def _reversible(row: CheckpointRow) -> str:
     irreversible = row.get("irreversible") or []
     return "yes" if not irreversible else f"no ({', '.join(irreversible)})"
 
 
-def _status(row: dict) -> Any:
+def _status(row: CheckpointRow) -> Any:
     return row["status"] if row["status"] not in ("failed", "abandoned") else f"{row['status']}: {_short(row.get('error'))}"
 
 

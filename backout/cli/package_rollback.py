@@ -7,10 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psycopg
 
 from backout import ledger
 from backout.errors import BadInput
+from backout.ledger.records import LedgerConnection, StepRow
 from backout.output import Progress, dump_json
 from backout.package_rollback import report
 from backout.package_rollback.plan import Options
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             conn.close()
 
 
-def _recheck(args: argparse.Namespace, settings: Settings, conn: psycopg.Connection | None, options: Options) -> int:
+def _recheck(args: argparse.Namespace, settings: Settings, conn: LedgerConnection | None, options: Options) -> int:
     if conn is None:
         raise BadInput("--recheck reads the ledger; set DATABASE_URL or BACKOUT_DATABASE_URL")
     request = find_request(conn, options.repo, options.bad)
@@ -98,7 +98,7 @@ def _recheck(args: argparse.Namespace, settings: Settings, conn: psycopg.Connect
     return 0
 
 
-def _all_git_done(history: list[dict]) -> bool:
+def _all_git_done(history: list[StepRow]) -> bool:
     done = {row["step"] for row in history if row["status"] in ("done", "skipped")}
     return all(step in done for step in GIT_STEPS)
 

@@ -32,6 +32,7 @@ from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow, RequestRow, StepRow
 from backout.storage import config as storage_config
 from backout.storage.client import make_client
 from backout_sandbox import processes
@@ -89,7 +90,7 @@ class Facts:
     database_url: str = ""
     database_name: str = ""
     releases: dict[str, dict] = field(default_factory=dict)  # "v1"/"v2" -> the release (after its phase)
-    request: dict | None = None
+    request: RequestRow | None = None
     rollback_release: dict | None = None
     marks: list[Mark] = field(default_factory=list)
     attachments: dict[str, bytes] = field(default_factory=dict)  # as written under v1
@@ -112,7 +113,7 @@ class Story:
         self.worker_log = work_dir / "worker.log"
         self.web: subprocess.Popen[bytes] | None = None
         self.web_log = work_dir / "web.log"
-        self._ledger: psycopg.Connection | None = None
+        self._ledger: ledger.LedgerConnection | None = None
         self._seen_events: set[str] = set()
         self._seen_steps: set[int] = set()
 
@@ -335,7 +336,7 @@ class Story:
             problems.append("v2's overwritten attachment is not among the versions: a version was destroyed")
         return problems
 
-    def _ledger_problems(self, v1: int, v2: int, rollback: int, request: dict) -> list[str]:
+    def _ledger_problems(self, v1: int, v2: int, rollback: int, request: RequestRow) -> list[str]:
         rows = self.ledger_rows()
         problems = []
         deploy = {cp["release_version"]: cp for cp in rows.checkpoints if cp["kind"] == "deploy"}
@@ -464,10 +465,10 @@ class Story:
 
 @dataclass
 class LedgerRows:
-    checkpoints: list[dict]  # oldest first
+    checkpoints: list[CheckpointRow]  # oldest first
     events: list[dict]  # oldest first
-    request: dict | None
-    steps: list[dict] = field(default_factory=list)  # oldest first
+    request: RequestRow | None
+    steps: list[StepRow] = field(default_factory=list)  # oldest first
 
     def checkpoint_of(self, version: int) -> dict | None:
         found = [cp for cp in self.checkpoints if cp["kind"] == "deploy" and cp["release_version"] == version]

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
+from backout.ledger.records import CheckpointRow, StepRow
 from backout.output import human_bytes, table
 
 DETAIL_WIDTH = 80
@@ -69,7 +70,7 @@ def render_messages(messages: Iterable[Message], started: float) -> str:
                   for m in messages])
 
 
-def _checkpoint_lines(checkpoints: list[dict]) -> list[Line]:
+def _checkpoint_lines(checkpoints: list[CheckpointRow]) -> list[Line]:
     found = []
     for cp in checkpoints:
         size = (cp.get("backup") or {}).get("size")
@@ -109,7 +110,7 @@ def _event_lines(events: list[dict]) -> list[Line]:
     return found
 
 
-def _step_lines(steps: list[dict], target: int | None) -> list[Line]:
+def _step_lines(steps: list[StepRow], target: int | None) -> list[Line]:
     found = []
     for step in steps:
         what = STEP_LINES.get(step["step"])

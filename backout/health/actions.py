@@ -19,12 +19,12 @@ import datetime as dt
 import logging
 from typing import Any
 
-import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
 from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide, rollback_of
 from backout.health.watches import WatchRegistry, new_record
+from backout.ledger.records import LedgerConnection
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -35,13 +35,13 @@ REQUESTED_BY = "health-monitor"
 ROLLBACK_REQUESTED = "rollback_requested"
 
 
-def record(conn: psycopg.Connection, watch: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
+def record(conn: LedgerConnection, watch: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
            detail: dict[str, Any] | None = None) -> dict:
     return ledger.record_health_event(conn, app=watch["app"], release_version=watch["release_version"], kind=kind,
                                       verdict=verdict, reason=reason, detail=detail)
 
 
-def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, now: float,
+def gather_facts(conn: LedgerConnection, client: Any, app: str, version: int, now: float,
                  watch: dict[str, Any] | None = None) -> Facts:
     """What the guards need to know, from the ledger and (when a client is given) the Platform API."""
     back_to = (watch or {}).get("rollback_of")
@@ -64,7 +64,7 @@ def gather_facts(conn: psycopg.Connection, client: Any, app: str, version: int, 
                  target=ledger.latest_verified_checkpoint(conn, app, before_version=version))
 
 
-def with_cost(settings: Settings, conn: psycopg.Connection, facts: Facts) -> Facts:
+def with_cost(settings: Settings, conn: LedgerConnection, facts: Facts) -> Facts:
     """With BACKOUT_AUTO_ROLLBACK=auto, the facts with what rolling back to the target costs: the
     verdicts recorded for the releases it undoes, and the data a down would lose, counted now in the
     app's database (DATABASE_URL)."""
@@ -77,7 +77,7 @@ def with_cost(settings: Settings, conn: psycopg.Connection, facts: Facts) -> Fac
     return dataclasses.replace(facts, cost=cost)
 
 
-def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[str, Any]:
+def release_commits(conn: LedgerConnection, app: str, version: int) -> dict[str, Any]:
     """The commits of a release and of the one it replaced, from their checkpoints: release-match
     and the Sentry check compare by commit (sentry-sdk names a Heroku release after it)."""
     checkpoint = ledger.checkpoint_for_release(conn, app, version)
@@ -92,7 +92,7 @@ def release_commits(conn: psycopg.Connection, app: str, version: int) -> dict[st
     return {"commit": checkpoint.get("slug_commit"), "previous": previous}
 
 
-def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registry: WatchRegistry,
+def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry: WatchRegistry,
               watch: dict[str, Any], step: Step, now: float) -> tuple[str, str | None]:
     """Record the failure and carry out the decision.
 
@@ -152,7 +152,7 @@ def on_failed(settings: Settings, conn: psycopg.Connection, client: Any, registr
     return "requested", request_id
 
 
-def on_verified(settings: Settings, conn: psycopg.Connection, watch: dict[str, Any], step: Step) -> None:
+def on_verified(settings: Settings, conn: LedgerConnection, watch: dict[str, Any], step: Step) -> None:
     app, version = watch["app"], watch["release_version"]
     ledger.mark_release_verified(conn, app, version)
     checkpoint = ledger.checkpoint_for_release(conn, app, version)
@@ -164,7 +164,7 @@ def on_verified(settings: Settings, conn: psycopg.Connection, watch: dict[str, A
            {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
 
 
-def _no_checkpoint(conn: psycopg.Connection, watch: dict[str, Any]) -> str:
+def _no_checkpoint(conn: LedgerConnection, watch: dict[str, Any]) -> str:
     """Why a verified release has no checkpoint to mark: a rollback release takes none by design;
     any other release should have had one from the release hook."""
     app, version = watch["app"], watch["release_version"]
@@ -177,7 +177,7 @@ def _no_checkpoint(conn: psycopg.Connection, watch: dict[str, Any]) -> str:
             + (f" (request {made_by['id']})" if made_by else "") + ", which takes no checkpoint of its own")
 
 
-def follow_rollback(settings: Settings, conn: psycopg.Connection, registry: WatchRegistry, watch: dict[str, Any],
+def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchRegistry, watch: dict[str, Any],
                     now: float, give_up_after: float) -> bool:
     """Check on the auto-rollback a watch asked for. True when it is over (the watch ends).
 
@@ -214,7 +214,7 @@ def follow_rollback(settings: Settings, conn: psycopg.Connection, registry: Watc
     return False
 
 
-def _suppressed(settings: Settings, conn: psycopg.Connection, watch: dict[str, Any], headline: str,
+def _suppressed(settings: Settings, conn: LedgerConnection, watch: dict[str, Any], headline: str,
                 decision: Decision) -> None:
     record(conn, watch, "suppressed", decision.reason, "fail", decision.detail())
     notify(settings, "health.rollback_suppressed", f"{headline} but is not rolled back: {decision.reason}",

@@ -432,7 +432,7 @@ class Monitor:
                                               ROLLBACK_GIVE_UP)
         self.inbox.put(("done", watch.app, watch.version, over, None))
 
-    def _ledger(self) -> psycopg.Connection:
+    def _ledger(self) -> ledger.LedgerConnection:
         conn = getattr(self._local, "ledger", None)
         if conn is None or conn.closed:
             self.settings.require("BACKOUT_DATABASE_URL")

@@ -30,6 +30,7 @@ from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
+from backout.ledger.records import RequestRow
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
@@ -108,7 +109,7 @@ def run_rollback(request_id: str) -> dict:
         conn.close()
 
 
-def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
+def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
     request_id, app = request["id"], request["app"]
     plan = request["plan"]
     target = plan["target"]
@@ -177,7 +178,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
     return {**result, "status": "succeeded"}
 
 
-def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dict | None:
+def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict | None:
     """The rollback release an earlier run of this request made, if any."""
     for step in reversed(ledger.steps(conn, request["id"])):
         if step["step"] == "code_rollback" and step["status"] == "done":
@@ -200,7 +201,7 @@ def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_co
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
 
 
-def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
+def _merged_into(conn: Any, request: RequestRow, current: dict) -> str | None:
     """The earlier request whose rollback made the current release, when there is one."""
     for other in ledger.list_requests(conn, request["app"], statuses=["succeeded"], limit=20):
         if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
@@ -208,7 +209,7 @@ def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
     return None
 
 
-def _run_database_step(conn: Any, request: dict) -> dict:
+def _run_database_step(conn: Any, request: RequestRow) -> dict:
     """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
     from backout.rollback.database.step import run_db_step
 
@@ -217,7 +218,7 @@ def _run_database_step(conn: Any, request: dict) -> dict:
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
 
 
-def _run_files_step(request: dict) -> dict:
+def _run_files_step(request: RequestRow) -> dict:
     """The plan's files step (a safety checkpoint of the files, then the restore); a summary."""
     from backout.rollback.files_step import run_files_step  # S3 loads only for a files step
 
@@ -240,7 +241,7 @@ def _slug_id(release: dict) -> str | None:
 
 
 @contextmanager
-def _app_lock(conn: Any, settings: Settings, request: dict) -> Iterator[bool]:
+def _app_lock(conn: Any, settings: Settings, request: RequestRow) -> Iterator[bool]:
     assert settings.ledger_url is not None
     with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as held:
         if held:
@@ -261,7 +262,7 @@ def _close_open_step(conn: Any, request_id: str, error: str) -> None:
         ledger.record_step(conn, request_id, steps[-1]["step"], "failed", {"error": error})
 
 
-def _finish(conn: Any, settings: Settings, request: dict, status: str, result: dict, error: str | None) -> dict:
+def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, result: dict, error: str | None) -> dict:
     request_id, app = request["id"], request["app"]
     if error is not None:
         error = redact(error, settings.secrets())

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from backout.ledger.records import RequestRow, StepRow
 from backout.package_rollback.pypi import manage_url, yank_steps
 from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
 
-def document(plan: dict, *, dry_run: bool, request: dict | None = None, history: list[dict] | None = None,
+def document(plan: dict, *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
              notify_configured: bool = False) -> dict[str, Any]:
     history = history or []
     latest = {row["step"]: row for row in history}
@@ -36,7 +37,7 @@ def document(plan: dict, *, dry_run: bool, request: dict | None = None, history:
     }
 
 
-def _yank(plan: dict, latest: dict, history: list[dict]) -> dict:
+def _yank(plan: dict, latest: dict, history: list[StepRow]) -> dict:
     project = plan.get("pypi_project")
     row = latest.get(YANK_STEP)
     if row is not None:

@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import psycopg
 from packaging.version import Version
 
 from backout import ledger, notify
 from backout.errors import BackoutError, BadInput
+from backout.ledger.records import LedgerConnection, StepRow
 from backout.package_rollback import gitrepo, version_file
 from backout.package_rollback.changelog import Changelog
 from backout.package_rollback.github import GitHub
@@ -36,7 +36,7 @@ YANK_STEP = "pypi_yank"
 @dataclass
 class Context:
     settings: Settings
-    conn: psycopg.Connection
+    conn: LedgerConnection
     request_id: str
     plan: dict
     github: GitHub
@@ -136,7 +136,7 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     return result
 
 
-def outcome(history: list[dict], plan: dict) -> dict:
+def outcome(history: list[StepRow], plan: dict) -> dict:
     """The request's result from its steps: the latest record of each, and the yank's state."""
     latest = {row["step"]: row for row in history}
     yank = latest.get(YANK_STEP)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from backout import ledger
 from backout.errors import BackoutError, BadInput
+from backout.ledger.records import RequestRow
 from backout.package_rollback.github import GitHub, GitHubError
 from backout.settings import Settings
 
@@ -37,7 +38,7 @@ def undo_deletion(settings: Settings, request_id: str) -> dict:
         conn.close()
 
 
-def _restore(github: GitHub, ledger_url: str, request: dict, kept: dict) -> dict:
+def _restore(github: GitHub, ledger_url: str, request: RequestRow, kept: dict) -> dict:
     restored: dict = {}
     with ledger.app_lock(ledger_url, request["app"], wait=False) as held:
         if not held:

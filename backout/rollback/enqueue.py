@@ -28,6 +28,7 @@ from rq import Worker
 from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
+from backout.ledger.records import RequestRow, StepRow
 from backout.rollback.plan import build_plan
 from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
@@ -133,11 +134,11 @@ def follow(
                 continue
             seen = True
             for step in steps[shown:]:
-                if step["step"] == ledger.MOVED_STEP:
+                if step["step"] == ledger.StepName.LEDGER_MOVED:
                     break
                 progress(describe_step(step))
                 shown += 1
-            if any(step["step"] == ledger.MOVED_STEP for step in steps):
+            if any(step["step"] == ledger.StepName.LEDGER_MOVED for step in steps):
                 # A promotion moved the ledger: the request goes on in the app's new database.
                 progress(describe_step(steps[shown]))
                 conn.close()
@@ -173,7 +174,7 @@ def request_document(settings: Settings, request_id: str) -> dict:
         conn.close()
 
 
-def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
+def _moved_ledger(settings: Settings, app: str) -> ledger.LedgerConnection:
     """The ledger in the app's database now (DATABASE_URL, as the Platform API says), after a
     promotion moved it there from the one these settings name."""
     with HerokuClient.from_settings(settings) as client:
@@ -183,7 +184,7 @@ def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
     return ledger.connect(url)
 
 
-def _document(request: dict, steps: list[dict]) -> dict:
+def _document(request: RequestRow, steps: list[StepRow]) -> dict:
     return {
         "request_id": request["id"],
         "app": request["app"],

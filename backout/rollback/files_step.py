@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import psycopg
 
 from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
 from backout.files import restore as files_restore
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow, LedgerConnection, RequestRow
 from backout.redact import redact
 from backout.rollback.database.step import restore_point, summary
 from backout.settings import Settings
@@ -33,7 +33,7 @@ FILES_CHOICES = ("none", "restore")
 KIND = "files_restore"
 
 
-def plan_files_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
+def plan_files_step(settings: Settings, ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
                     files: str, *, target_version: int | None, current_version: int | None) -> dict | None:
     """The files step of a plan (None for `--files none`); PlanRefused when it cannot be done."""
     if files == "none":
@@ -79,7 +79,7 @@ def run_files_step(settings: Settings, request_id: str, files_step: dict, progre
         conn.close()
 
 
-def _safety_checkpoint(settings: Settings, conn: Any, request: dict, point: dict, progress: Progress) -> dict:
+def _safety_checkpoint(settings: Settings, conn: Any, request: RequestRow, point: CheckpointRow, progress: Progress) -> dict:
     """A complete safety checkpoint of this request that recorded the files now; taken if none did."""
     for cp in ledger.list_checkpoints(conn, request["app"], limit=50):
         if (cp["kind"] == "safety" and cp["request_id"] == request["id"] and cp["status"] == "complete"

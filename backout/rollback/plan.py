@@ -31,6 +31,7 @@ from typing import Any, Collection
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow
 from backout.settings import Settings, load
 
 TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"
@@ -114,7 +115,7 @@ def build_plan(
 
 
 def database_step(
-    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: dict | None,
+    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: CheckpointRow | None,
     settings: Settings | None = None, client: HerokuClient | None = None,
 ) -> dict | None:
     """The database part of the plan: None for `--db none`.
@@ -241,7 +242,7 @@ def _slug_id(release: dict) -> str | None:
     return slug.get("id") if isinstance(slug, dict) else None
 
 
-def _release_summary(release: dict, checkpoint: dict | None) -> dict:
+def _release_summary(release: dict, checkpoint: CheckpointRow | None) -> dict:
     return {
         "version": release["version"],
         "id": release["id"],

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from backout import ledger
 from backout.health.policy import rollback_of
+from backout.ledger.records import CheckpointRow, LedgerConnection, RequestRow, StepRow
 
 RELEASES_SHOWN = 20
 ROLLBACKS_SHOWN = 10
@@ -46,7 +47,7 @@ class Release:
     description: str | None = None
     status: str | None = None
     current: bool = False
-    checkpoint: dict | None = None
+    checkpoint: CheckpointRow | None = None
     health: str = ""
     health_reason: str | None = None
     rolled_back_by: list[dict] = field(default_factory=list)  # requests that took the app off this release
@@ -56,8 +57,8 @@ class Release:
 
 @dataclass
 class Rollback:
-    request: dict
-    steps: list[dict]
+    request: RequestRow
+    steps: list[StepRow]
 
     @property
     def target(self) -> int | None:
@@ -92,7 +93,7 @@ class AppFacts:
         return next((r for r in self.releases if r.version == version), None)
 
 
-def apps(conn: psycopg.Connection) -> list[dict]:
+def apps(conn: LedgerConnection) -> list[dict]:
     """Every app the ledger knows, with the time of its latest record, most recent first."""
     rows = conn.cursor(row_factory=dict_row).execute(
         f"""SELECT app, max(at) AS last FROM (
@@ -103,7 +104,7 @@ def apps(conn: psycopg.Connection) -> list[dict]:
     return [{"app": r["app"], "last": r["last"].isoformat()} for r in rows]
 
 
-def gather(conn: psycopg.Connection, app: str, heroku_releases: list[dict] | None,
+def gather(conn: LedgerConnection, app: str, heroku_releases: list[dict] | None,
            api_note: str | None = None, watch_horizon: float = 3600.0) -> AppFacts:
     """The app's facts. `heroku_releases` is the Platform API's list (newest first), or None."""
     checkpoints = ledger.list_checkpoints(conn, app, limit=200)
@@ -118,7 +119,7 @@ def gather(conn: psycopg.Connection, app: str, heroku_releases: list[dict] | Non
                     in_progress=running or _watching(events, watch_horizon), api_note=api_note)
 
 
-def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], events: list[dict],
+def _releases(heroku_releases: list[dict] | None, checkpoints: list[CheckpointRow], events: list[dict],
               rollbacks: list[Rollback]) -> list[Release]:
     found: dict[int, Release] = {}
 

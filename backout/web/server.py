@@ -27,6 +27,7 @@ from backout.errors import BackoutError, BadInput, first_line
 from backout.health import dyno_webhook
 from backout.health.watches import WatchRegistry
 from backout.heroku import HerokuClient
+from backout.ledger.records import LedgerConnection
 from backout.redact import redact
 from backout.settings import Settings
 from backout.web import actions, auth
@@ -127,7 +128,7 @@ class WebApp:
 
     # --- pages -----------------------------------------------------------------------------------
 
-    def _app_page(self, conn: psycopg.Connection, app: str, query: dict[str, list[str]]) -> Response:
+    def _app_page(self, conn: LedgerConnection, app: str, query: dict[str, list[str]]) -> Response:
         heroku_releases, note = self._heroku_releases(app)
         health = self.settings.health
         facts = gather(conn, app, heroku_releases, note,
@@ -166,7 +167,7 @@ class WebApp:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _with_ledger(self, render: Callable[[psycopg.Connection], Response]) -> Response:
+    def _with_ledger(self, render: Callable[[psycopg.Connection[Any]], Response]) -> Response:
         assert self.settings.ledger_url is not None
         try:
             conn = ledger.connect(self.settings.ledger_url)

@@ -14,6 +14,7 @@ from typing import Iterable
 from urllib.parse import quote, urlencode
 
 from backout import __version__
+from backout.ledger.records import CheckpointRow
 from backout.output import human_bytes
 from backout.redact import redact
 from backout.rollback.plan import DB_CHOICES, describe
@@ -141,7 +142,7 @@ class Views:
                          f'{self.text(request["status"])})</div>')
         return "".join(parts)
 
-    def _checkpoint(self, cp: dict | None) -> str:
+    def _checkpoint(self, cp: CheckpointRow | None) -> str:
         if cp is None:
             return '<span class="muted">none</span>'
         backup = cp.get("backup") or {}

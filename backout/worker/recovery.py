@@ -36,6 +36,7 @@ from rq.job import JobStatus
 from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
+from backout.ledger.records import RequestRow
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -92,7 +93,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
     return requeued
 
 
-def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
+def _why_lost(request: RequestRow, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
     try:
         job = AllowlistedJob.fetch(request_job_id(request["id"]), connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
@@ -161,7 +162,7 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
     return reconciled
 
 
-def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str, rollback_queue: str) -> bool:
+def _requeue(conn, connection: Redis, settings: Settings, request: RequestRow, reason: str, rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"

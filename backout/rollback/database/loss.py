@@ -17,6 +17,7 @@ Two measures, both read from the live database:
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -25,7 +26,7 @@ LEDGER_SCHEMA = "backout"
 TOP_TABLES = 10
 
 
-def estimate(conn: psycopg.Connection, since: str, wal_lsn: str | None) -> dict:
+def estimate(conn: psycopg.Connection[Any], since: str, wal_lsn: str | None) -> dict:
     cur = conn.cursor(row_factory=tuple_row)
     now, wal_bytes, stats_reset, server_start = cur.execute(
         """SELECT now(),

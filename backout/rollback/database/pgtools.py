@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from typing import IO, Mapping, Sequence
+from typing import Any, IO, Mapping, Sequence
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -30,7 +30,7 @@ def program(name: str) -> str:
     return found
 
 
-def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection:
+def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection[Any]:
     """A connection, or one clear line saying why not (the URL shown without its password)."""
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)

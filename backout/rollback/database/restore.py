@@ -37,6 +37,7 @@ from backout.backups.heroku import ATTACHMENT, database_addon
 from backout.backups.pitr import PITR_TIERS, plan_tier
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow
 from backout.migrations import get_adapter
 from backout.rollback.database import down, ledger_copy, leftovers, pgtools, stream, swap
 from backout.settings import Settings
@@ -60,7 +61,7 @@ def pg_dump_choice(settings: Settings, toc: Archive) -> swap.Choice:
         return swap.choose(conn, ledger_here=ledger_in_app_database(settings), archive=toc)
 
 
-def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progress: Progress) -> dict:
+def restore_pg_dump(settings: Settings, checkpoint: CheckpointRow, request_id: str, progress: Progress) -> dict:
     backup = checkpoint["backup"] or {}
     source = archive_of(checkpoint, settings)
     toc = stream.read_toc(source)
@@ -74,7 +75,7 @@ def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progr
     return result
 
 
-def archive_of(checkpoint: dict, settings: Settings) -> stream.Source:
+def archive_of(checkpoint: CheckpointRow, settings: Settings) -> stream.Source:
     """The checkpoint's pg_dump archive, checked to be there as written; BackoutError naming the
     checkpoint and what is missing when it is not (pruned, deleted, expired, on another machine)."""
     if checkpoint.get("pruned_at"):
@@ -119,7 +120,7 @@ def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
     return transfer
 
 
-def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress) -> dict:
+def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress) -> dict:
     backup = checkpoint["backup"] or {}
     check_heroku_backup(client, app, backup)
     num = backup["transfer_num"]
@@ -211,7 +212,7 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
             "earliest": earliest.isoformat() if earliest else None}
 
 
-def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress,
+def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress,
                  earlier: dict | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
     """`earlier`: what an earlier run of the same request recorded when it created the rollback
     add-on, if one did; `record` writes such a step detail to the ledger (never while ledger writes

@@ -34,6 +34,7 @@ from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow, LedgerConnection, StepRow
 from backout.output import human_bytes
 from backout.redact import redact
 from backout.rollback.database import down, leftovers, loss, pgtools, restore, stream, swap
@@ -49,7 +50,7 @@ DB_KINDS = {"restore": "db_restore", "down": "db_down"}
 # planning
 
 
-def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
+def restore_point(ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
                   target_version: int | None, current_version: int | None = None) -> tuple[dict, str]:
     """The checkpoint whose database goes with the target release, and why it was chosen."""
     if target_version is None:
@@ -75,7 +76,7 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
                       "`backout checkpoints` lists them")
 
 
-def left_by(cp: dict, version: int) -> bool:
+def left_by(cp: CheckpointRow, version: int) -> bool:
     """Whether a checkpoint holds the database as release `version` left it: the checkpoint of the
     deploy that replaced it, or a safety checkpoint taken while it ran."""
     if cp["kind"] == "safety":
@@ -85,7 +86,7 @@ def left_by(cp: dict, version: int) -> bool:
     return previous == version or (previous is None and (cp["release_version"] or 0) > version)
 
 
-def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
+def plan_db_step(settings: Settings, ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
                  db: str, *, target_version: int | None = None, current_version: int | None = None,
                  heroku: HerokuClient | None = None) -> dict | None:
     """The database step of a rollback plan (None for `--db none`), JSON-friendly; PlanRefused
@@ -116,8 +117,8 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
     return step
 
 
-def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, app: str, point: dict,
-                  conn: psycopg.Connection | None, ledger_conn: psycopg.Connection) -> None:
+def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, app: str, point: CheckpointRow,
+                  conn: psycopg.Connection[Any] | None, ledger_conn: LedgerConnection) -> None:
     strategy = point["backup_strategy"]
     backup = point.get("backup") or {}
     info: dict[str, Any] = {"strategy": strategy}
@@ -173,8 +174,8 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
     step["safety_checkpoint"] = _safety_plan(strategy)
 
 
-def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, point: dict,
-               conn: psycopg.Connection | None) -> None:
+def _plan_down(step: dict, settings: Settings, ledger_conn: LedgerConnection, point: CheckpointRow,
+               conn: psycopg.Connection[Any] | None) -> None:
     path = _migrations_path(settings, point)
     if conn is None:
         plan = down.saved_plan(ledger_conn, point)
@@ -191,7 +192,7 @@ def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, 
     step["safety_checkpoint"] = _safety_plan(settings.backup) if plan.migrations else None
 
 
-def _migrations_path(settings: Settings, point: dict) -> Path | None:
+def _migrations_path(settings: Settings, point: CheckpointRow) -> Path | None:
     """BACKOUT_MIGRATIONS_PATH when it is the checkpoints' tool's (Django runs from there)."""
     return settings.migrations_path if settings.migrations == point["migration_tool"] else None
 
@@ -203,7 +204,7 @@ def _safety_plan(strategy: str) -> dict:
     return {"backup": strategy}
 
 
-def _loss(conn: psycopg.Connection | None, point: dict, db: str) -> dict:
+def _loss(conn: psycopg.Connection[Any] | None, point: CheckpointRow, db: str) -> dict:
     what = ("every write since the checkpoint" if db == "restore"
             else "the data in the tables and columns the undone migrations made")
     if conn is None:
@@ -218,9 +219,9 @@ class _app_database:
     def __init__(self, settings: Settings, step: dict) -> None:
         self.settings = settings
         self.step = step
-        self.conn: psycopg.Connection | None = None
+        self.conn: psycopg.Connection[Any] | None = None
 
-    def __enter__(self) -> psycopg.Connection | None:
+    def __enter__(self) -> psycopg.Connection[Any] | None:
         if not self.settings.database_url:
             self.step["checked_by_worker"].append("the app's database (DATABASE_URL is not set here)")
             return None
@@ -236,7 +237,7 @@ class _app_database:
             self.conn.close()
 
 
-def summary(cp: dict) -> dict:
+def summary(cp: CheckpointRow) -> dict:
     return {"id": cp["id"], "kind": cp["kind"], "release_version": cp["release_version"],
             "created_at": cp["created_at"], "backup_strategy": cp["backup_strategy"],
             "migration_tool": cp["migration_tool"]}
@@ -309,7 +310,7 @@ class _Runner:
     app: str
     request_id: str
     kind: str
-    point: dict
+    point: CheckpointRow
     progress: Progress
 
     def say(self, line: str, record: bool = False) -> None:
@@ -317,7 +318,7 @@ class _Runner:
         if record:
             ledger.record_step(self.conn, self.request_id, self.kind, "started", {"progress": line})
 
-    def run(self, db_step: dict, earlier: list[dict]) -> dict:
+    def run(self, db_step: dict, earlier: list[StepRow]) -> dict:
         if self.kind == "db_down":
             plan = self._down_plan(db_step)
             if not plan.migrations:
@@ -368,7 +369,7 @@ class _Runner:
             result["schema_checked"] = self._check_schema(app_conn)
         return result
 
-    def _check_schema(self, app_conn: psycopg.Connection) -> bool:
+    def _check_schema(self, app_conn: psycopg.Connection[Any]) -> bool:
         """After the down migrations, the schema must hold what the restore point's backup holds and
         nothing more: a down script that left a table (or dropped one too many) stops the rollback
         here, before the rollback release's own migrate could paper over it. False when the backup
@@ -403,7 +404,7 @@ class _Runner:
                      record=True)
         return None
 
-    def _restore(self, earlier: list[dict]) -> dict:
+    def _restore(self, earlier: list[StepRow]) -> dict:
         strategy = self.point["backup_strategy"]
         if strategy == "pg_dump":
             return restore.restore_pg_dump(self.settings, self.point, self.request_id,
@@ -427,7 +428,7 @@ class _Runner:
         """The ledger was copied into the promoted database: go on there. The old copy is told, so
         that nobody reading it (a worker still on the old DATABASE_URL) runs the request again."""
         new_url = self.client.config_vars(self.app)["DATABASE_URL"]
-        ledger.record_step(self.conn, self.request_id, ledger.MOVED_STEP, "done",
+        ledger.record_step(self.conn, self.request_id, ledger.StepName.LEDGER_MOVED, "done",
                            {"to": result.get("addon"), "reason": "the ledger moved with the promoted database; "
                             "this copy is no longer kept up to date"})
         self.conn.follow(new_url)

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -89,7 +89,7 @@ class Choice:
         return {"mode": self.mode, "reason": self.reason, "not_possible": self.problems}
 
 
-def capabilities(conn: psycopg.Connection) -> Capabilities:
+def capabilities(conn: psycopg.Connection[Any]) -> Capabilities:
     row = conn.execute(
         """SELECT current_user, current_database(), r.rolsuper, r.rolcreatedb,
                   pg_has_role(current_user, d.datdba, 'MEMBER'),
@@ -100,7 +100,7 @@ def capabilities(conn: psycopg.Connection) -> Capabilities:
     return Capabilities(*row)
 
 
-def choose(conn: psycopg.Connection, *, ledger_here: bool, archive: Archive | None = None) -> Choice:
+def choose(conn: psycopg.Connection[Any], *, ledger_here: bool, archive: Archive | None = None) -> Choice:
     """The first possible mode, why, and what ruled out the better ones."""
     caps = capabilities(conn)
     problems = []
@@ -123,7 +123,7 @@ def choose(conn: psycopg.Connection, *, ledger_here: bool, archive: Archive | No
                               "for the whole restore (" + "; ".join(problems) + ")", problems)
 
 
-def schema_problems(conn: psycopg.Connection, caps: Capabilities, archive: Archive | None) -> list[str]:
+def schema_problems(conn: psycopg.Connection[Any], caps: Capabilities, archive: Archive | None) -> list[str]:
     """What rules out a schema swap; [] when it is possible. Without the archive, the live
     schemas stand in for the archive's (the worker checks again with the archive)."""
     problems = []
@@ -156,7 +156,7 @@ def schema_problems(conn: psycopg.Connection, caps: Capabilities, archive: Archi
     return problems
 
 
-def _may_move_extension(conn: psycopg.Connection, name: str) -> bool:
+def _may_move_extension(conn: psycopg.Connection[Any], name: str) -> bool:
     """Whether this role may move the extension to another schema: tried, and rolled back."""
     try:
         with conn.transaction(force_rollback=True):
@@ -420,7 +420,7 @@ class _SchemaPlan:
         return {s: s for s in self.schemas}
 
     @classmethod
-    def make(cls, conn: psycopg.Connection, toc: Archive, key: str, checkpoint_id: str, superuser: bool) -> _SchemaPlan:
+    def make(cls, conn: psycopg.Connection[Any], toc: Archive, key: str, checkpoint_id: str, superuser: bool) -> _SchemaPlan:
         schemas = sorted(toc.schemas() - {LEDGER_SCHEMA})
         live = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [schemas])}
         taken = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
@@ -509,7 +509,7 @@ def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict:
 # database mode
 
 
-def swap_databases(admin: psycopg.Connection, old: str, new: str, kept: str) -> dict:
+def swap_databases(admin: psycopg.Connection[Any], old: str, new: str, kept: str) -> dict:
     """old -> kept and new -> old, with connections to old ended and refused meanwhile; returns
     how long the database was unavailable to the app."""
     q = sql.Identifier
@@ -545,7 +545,7 @@ def swap_databases(admin: psycopg.Connection, old: str, new: str, kept: str) -> 
     return {"seconds": round(finished - started, 4), "ended_sessions": ended}
 
 
-def _create_like(admin: psycopg.Connection, old: str, new: str) -> None:
+def _create_like(admin: psycopg.Connection[Any], old: str, new: str) -> None:
     """An empty database with the live one's owner, encoding, locale, limit, settings and grants."""
     oid, owner, encoding, collate, ctype, provider, icu, limit, member = admin.execute(
         """SELECT d.oid, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
@@ -591,7 +591,7 @@ def maintenance_url(url: str) -> str:
                        "databases is made from")
 
 
-def _unused_database_name(admin: psycopg.Connection, wanted: str) -> str:
+def _unused_database_name(admin: psycopg.Connection[Any], wanted: str) -> str:
     taken = {r[0] for r in admin.execute("SELECT datname FROM pg_database")}
     return _unused(taken, wanted)
 
@@ -759,7 +759,7 @@ class BlockerWatcher:
 _WITH_SCHEMA = re.compile(r'WITH SCHEMA ("(?:[^"]|"")+"|[^\s;]+)', re.I)
 
 
-def _archive_extensions(conn: psycopg.Connection, toc: Archive) -> list[tuple[str, str, bool]]:
+def _archive_extensions(conn: psycopg.Connection[Any], toc: Archive) -> list[tuple[str, str, bool]]:
     """(name, schema it lives in now, relocatable) of the archive's extensions installed here, for
     those installed in one of the archive's schemas."""
     wanted = {}
@@ -777,7 +777,7 @@ def _archive_extensions(conn: psycopg.Connection, toc: Archive) -> list[tuple[st
     return [(name, schema, relocatable) for name, schema, relocatable in rows if schema == wanted[name]]
 
 
-def _copy_schema_owner_and_acl(conn: psycopg.Connection, schema: str) -> list[str]:
+def _copy_schema_owner_and_acl(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     """The statements that give a new schema the live one's owner, comment and grants (for
     `public`, which pg_dump leaves to the database to create)."""
     owner, member, comment = conn.execute(
