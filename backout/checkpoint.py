@@ -23,7 +23,7 @@ from backout import backups, ledger
 from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import mask_url, redact
 from backout.settings import Settings
 from backout.storage import archives
@@ -140,7 +140,7 @@ def take(
     ledger_conn: LedgerConnection,
     release: Release,
     *,
-    kind: str = "deploy",
+    kind: str = CheckpointKind.DEPLOY,
     heroku: Any = None,
     adapter: Any = None,
     facts: Mapping[str, Any] | None = None,
@@ -169,13 +169,13 @@ def take(
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written
-    if kind == "deploy":
+    if kind == CheckpointKind.DEPLOY:
         # Bad input (BACKOUT_MIGRATIONS_PATH pointing nowhere) is refused before the ledger row.
         adapter.available()
     backups.check_restorable(settings)  # so does one whose checkpoint could never be restored
 
     own_conn = app_conn is None
-    conn = database_connection(database_url) if own_conn else app_conn
+    conn = database_connection(database_url) if app_conn is None else app_conn
     try:
         if facts is None:
             facts = lookup(settings, heroku, app, release.version, release=False, config=True,
@@ -200,15 +200,15 @@ def take(
 
 def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow,
           facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool) -> CheckpointRow:
-    lsn, dbname = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT pg_current_wal_lsn()::text, current_database()"
-    ).fetchone()
+    row = conn.cursor(row_factory=tuple_row).execute("SELECT pg_current_wal_lsn()::text, current_database()").fetchone()
+    assert row is not None, "a SELECT without FROM answers one row"
+    lsn, dbname = row
     addon = facts.get("addon") or {}
     applied = adapter.applied(conn)
     # Only a deploy checkpoint's down scripts are ever run (no release applies migrations after a
     # safety checkpoint), and the worker taking a safety checkpoint may not have the app's
     # migration files at all: it reads the state table only.
-    pending = adapter.pending(conn) if cp["kind"] == "deploy" else []
+    pending = adapter.pending(conn) if cp["kind"] == CheckpointKind.DEPLOY else []
     irreversible = [m.id for m in pending if not m.reversible]
     fingerprint = config_fingerprint(facts["config"]) if "config" in facts else None
     ledger.update_checkpoint(
@@ -217,10 +217,10 @@ def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Conne
                   "addon_id": addon.get("addon_id"), "addon_name": addon.get("addon_name")},
         migrations_before=applied, down_scripts=[m.to_json() for m in pending], irreversible=irreversible,
     )
-    count = len(adapter.applied_history(conn)) if cp["kind"] == "deploy" else len(applied)
+    count = len(adapter.applied_history(conn)) if cp["kind"] == CheckpointKind.DEPLOY else len(applied)
     say(f"checkpoint {cp['id']}: WAL {lsn}, {count} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
-    if cp["kind"] == "deploy":
+    if cp["kind"] == CheckpointKind.DEPLOY:
         _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     if settings.storage.files:
         from backout.files.record import record
@@ -237,7 +237,7 @@ def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Conne
     backup = backups.take(settings.backup, context)
     fields: dict[str, Any] = {"backup": {"strategy": settings.backup, **backup}}
     if complete:
-        fields.update(status="complete", completed_at="now")
+        fields.update(status=CheckpointStatus.COMPLETE, completed_at="now")
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
 
 
@@ -274,6 +274,6 @@ def _sweep_uploads(settings: Settings, ledger_conn: LedgerConnection, cp: Checkp
 def _fail(ledger_conn: LedgerConnection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
     reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
     try:
-        ledger.update_checkpoint(ledger_conn, checkpoint_id, status="failed", error=redact(reason, settings.secrets()))
+        ledger.update_checkpoint(ledger_conn, checkpoint_id, status=CheckpointStatus.FAILED, error=redact(reason, settings.secrets()))
     except Exception:  # noqa: BLE001 - the original failure is the one to report
         pass

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from backout import ledger
 from backout.errors import BackoutError, BadInput
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.ledger.schema import SCHEMA, new_id
 from backout.output import human_bytes
 from backout.redact import redact
@@ -33,10 +33,10 @@ Progress = Callable[[str], None]
 DRILL_JOB = "backout.jobs.drill.run_drill"
 
 
-def drillable(conn: LedgerConnection, app: str) -> dict | None:
+def drillable(conn: LedgerConnection, app: str) -> CheckpointRow | None:
     """The newest complete checkpoint of `app` with a pg_dump archive that was not pruned."""
     return next((cp for cp in ledger.list_checkpoints(conn, app)
-                 if cp["status"] == "complete" and cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at")
+                 if cp["status"] == CheckpointStatus.COMPLETE and cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at")
                  and cp.get("backup")), None)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
 from backout.heroku import HerokuClient
-from backout.ledger.records import CheckpointRow, RequestRow
+from backout.ledger.records import ACTIVE_STATUSES, CheckpointKind, CheckpointRow, RequestRow
 from backout.settings import Settings
 
 RELEASES_SHOWN = 10
@@ -39,12 +39,12 @@ def app_status(settings: Settings, app: str) -> dict:
             raise
     conn = ledger.connect(settings.ledger_url)
     try:
-        checkpoints: dict[int, dict] = {}
+        checkpoints: dict[int, CheckpointRow] = {}
         for checkpoint in ledger.list_checkpoints(conn, app, limit=200):
-            if checkpoint["kind"] == "deploy" and checkpoint["release_version"] is not None:
+            if checkpoint["kind"] == CheckpointKind.DEPLOY and checkpoint["release_version"] is not None:
                 checkpoints.setdefault(checkpoint["release_version"], checkpoint)
         requests_ = ledger.list_requests(conn, app, limit=ROLLBACKS_SHOWN)
-        running = ledger.list_requests(conn, app, statuses=["queued", "running"], limit=100)
+        running = ledger.list_requests(conn, app, statuses=ACTIVE_STATUSES, limit=100)
         verdict = next((e for e in ledger.health_events(conn, app, limit=100) if e["verdict"]), None)
     finally:
         conn.close()

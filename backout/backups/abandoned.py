@@ -17,7 +17,7 @@ from typing import Callable
 
 from backout import ledger
 from backout.backups import pg_dump
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def clean_abandoned_checkpoints(settings: Settings, conn: LedgerConnection, who:
                f"stopped); found by {who}")
         if removed:
             why += f", which removed {', '.join(removed)}"
-        row = ledger.update_checkpoint(conn, checkpoint["id"], status="abandoned", error=why)
+        row = ledger.update_checkpoint(conn, checkpoint["id"], status=CheckpointStatus.ABANDONED, error=why)
         (say or log.warning)(f"checkpoint {checkpoint['id']} of {checkpoint['app']} v{checkpoint['release_version']} "
                              f"was {why}")
         found.append(row)

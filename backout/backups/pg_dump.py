@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol
+from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol, cast
 
 import zstandard
 
@@ -211,6 +211,7 @@ def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
     table of contents. Returns {"sha256", "dump_size", "entries"}; raises BackoutError if unreadable."""
     argv = [_program("pg_restore"), "--list"]
     restore = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert restore.stdin and restore.stdout and restore.stderr  # Popen's pipes exist: PIPE was asked for
     listing = _Collector(restore.stdout, keep_all=True)
     errors = _Collector(restore.stderr)
     digest = hashlib.sha256()
@@ -260,13 +261,15 @@ def _write(database_url: str, out: "_Sink", say: Progress, level: int) -> tuple[
     except BaseException:
         counter.close()
         raise
+    assert dump.stdout is not None and dump.stderr is not None  # Popen's pipes exist: PIPE was asked for
     errors = _Collector(dump.stderr)
     _grow_pipe(dump.stdout.fileno())
     toc = Scanner()
     dump_size = 0
     try:
         compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-        with compressor.stream_writer(out, closefd=False, write_size=CHUNK) as writer:
+        # zstandard needs only `write` of its destination (a _Sink), not a whole file object.
+        with compressor.stream_writer(cast(IO[bytes], out), closefd=False, write_size=CHUNK) as writer:
             source = dump.stdout.fileno()
             next_report = time.monotonic() + PROGRESS_EVERY
             while True:
@@ -343,7 +346,7 @@ class _ArchiveReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: "memoryview | bytearray") -> int:
+    def readinto(self, buffer: "memoryview | bytearray") -> int:  # type: ignore[override]  # BufferedReader's
         while not self.pending and not self.finished:
             self._fill()
         size = min(len(buffer), len(self.pending))

@@ -58,8 +58,10 @@ def take(ctx: "BackupContext") -> dict:
 
 def _mark(conn: psycopg.Connection[Any]) -> dict:
     # The server's clock, not ours: the rollback is to a time on the server's WAL timeline.
-    when, lsn = conn.cursor(row_factory=tuple_row).execute(
+    row = conn.cursor(row_factory=tuple_row).execute(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
         " pg_current_wal_lsn()::text"
     ).fetchone()
+    assert row is not None, "a SELECT without FROM answers one row"
+    when, lsn = row
     return {"time": when, "lsn": lsn}

@@ -19,7 +19,7 @@ from typing import Callable
 
 from backout import ledger
 from backout.errors import BackoutError
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.output import human_bytes
 from backout.settings import Settings
 from backout.storage import archives
@@ -42,7 +42,7 @@ def restore_point_of(target: CheckpointRow, checkpoints: list[CheckpointRow]) ->
     version = target.get("release_version")
     if version is None:
         return None
-    later = [cp for cp in checkpoints if cp["status"] == "complete" and cp["created_at"] > target["created_at"]
+    later = [cp for cp in checkpoints if cp["status"] == CheckpointStatus.COMPLETE and cp["created_at"] > target["created_at"]
              and left_by(cp, version)]
     return later[-1] if later else target
 
@@ -52,8 +52,8 @@ def to_prune(checkpoints: list[CheckpointRow], keep: Keep, now: datetime | None 
     if not keep.active:
         return []
     now = now or datetime.now(timezone.utc)
-    complete = [cp for cp in checkpoints if cp["status"] == "complete"]
-    deploys = [cp for cp in complete if cp["kind"] == "deploy"]
+    complete = [cp for cp in checkpoints if cp["status"] == CheckpointStatus.COMPLETE]
+    deploys = [cp for cp in complete if cp["kind"] == CheckpointKind.DEPLOY]
     kept: dict[str, CheckpointRow] = {}
     horizon = now
     if keep.count is not None:
@@ -68,7 +68,7 @@ def to_prune(checkpoints: list[CheckpointRow], keep: Keep, now: datetime | None 
             if _when(cp["created_at"]) >= cutoff:
                 kept[cp["id"]] = cp
     for cp in complete:
-        if cp["kind"] == "safety" and _when(cp["created_at"]) >= horizon:
+        if cp["kind"] == CheckpointKind.SAFETY and _when(cp["created_at"]) >= horizon:
             kept[cp["id"]] = cp
     healthy = next((cp for cp in deploys if cp.get("verified_healthy_at")), None)
     if healthy is not None:

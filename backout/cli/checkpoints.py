@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from backout import ledger
+from backout.ledger.records import CheckpointKind, CheckpointRow
 from backout.output import dump_json, human_bytes, table
 from backout.settings import Settings
 
@@ -101,7 +102,7 @@ def render(rows: list[CheckpointRow]) -> str:
 
 def _release(row: CheckpointRow) -> str:
     version = f"v{row['release_version']}" if row["release_version"] is not None else "-"
-    return version if row["kind"] == "deploy" else f"{version} ({row['kind']})"
+    return version if row["kind"] == CheckpointKind.DEPLOY else f"{version} ({row['kind']})"
 
 
 def _time(value: str | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backout import ledger
 from backout.errors import BadInput
-from backout.ledger.records import LedgerConnection, StepRow
+from backout.ledger.records import FINISHED_STEP, LedgerConnection, StepRow
 from backout.output import Progress, dump_json
 from backout.package_rollback import report
 from backout.package_rollback.plan import Options
@@ -99,7 +99,7 @@ def _recheck(args: argparse.Namespace, settings: Settings, conn: LedgerConnectio
 
 
 def _all_git_done(history: list[StepRow]) -> bool:
-    done = {row["step"] for row in history if row["status"] in ("done", "skipped")}
+    done = {row["step"] for row in history if row["status"] in FINISHED_STEP}
     return all(step in done for step in GIT_STEPS)
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
 from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide, rollback_of
-from backout.health.watches import WatchRegistry, new_record
-from backout.ledger.records import LedgerConnection
+from backout.health.watches import WatchPhase, WatchRecord, WatchRegistry, new_record
+from backout.ledger.records import HealthEventRow, LedgerConnection, RequestStatus
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -35,16 +35,16 @@ REQUESTED_BY = "health-monitor"
 ROLLBACK_REQUESTED = "rollback_requested"
 
 
-def record(conn: LedgerConnection, watch: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
-           detail: dict[str, Any] | None = None) -> dict:
+def record(conn: LedgerConnection, watch: WatchRecord, kind: str, reason: str, verdict: str | None = None,
+           detail: dict[str, Any] | None = None) -> HealthEventRow:
     return ledger.record_health_event(conn, app=watch["app"], release_version=watch["release_version"], kind=kind,
                                       verdict=verdict, reason=reason, detail=detail)
 
 
 def gather_facts(conn: LedgerConnection, client: Any, app: str, version: int, now: float,
-                 watch: dict[str, Any] | None = None) -> Facts:
+                 watch: WatchRecord | None = None) -> Facts:
     """What the guards need to know, from the ledger and (when a client is given) the Platform API."""
-    back_to = (watch or {}).get("rollback_of")
+    back_to = watch.get("rollback_of") if watch is not None else None
     if back_to is None and client is not None:
         try:
             back_to = rollback_of(client.release_info(app, version).get("description"))
@@ -68,12 +68,12 @@ def with_cost(settings: Settings, conn: LedgerConnection, facts: Facts) -> Facts
     """With BACKOUT_AUTO_ROLLBACK=auto, the facts with what rolling back to the target costs: the
     verdicts recorded for the releases it undoes, and the data a down would lose, counted now in the
     app's database (DATABASE_URL)."""
-    target = facts.target or {}
-    if settings.auto_rollback.removesuffix("+files") != AUTO or target.get("release_version") is None:
+    target_version = facts.target["release_version"] if facts.target else None
+    if settings.auto_rollback.removesuffix("+files") != AUTO or target_version is None:
         return facts
     from backout.verdict.cost import cost_now
 
-    cost = cost_now(settings, conn, facts.app, target["release_version"], facts.release_version)
+    cost = cost_now(settings, conn, facts.app, target_version, facts.release_version)
     return dataclasses.replace(facts, cost=cost)
 
 
@@ -84,8 +84,9 @@ def release_commits(conn: LedgerConnection, app: str, version: int) -> dict[str,
     if checkpoint is None:
         return {"commit": None, "previous": None}
     previous = None
-    if checkpoint.get("previous_release_version"):
-        before = ledger.checkpoint_for_release(conn, app, checkpoint["previous_release_version"])
+    previous_version = checkpoint["previous_release_version"]
+    if previous_version:
+        before = ledger.checkpoint_for_release(conn, app, previous_version)
         if before is not None:
             previous = {"version": before["release_version"], "commit": before.get("slug_commit"),
                         "started_at": _epoch(before["created_at"])}
@@ -93,7 +94,7 @@ def release_commits(conn: LedgerConnection, app: str, version: int) -> dict[str,
 
 
 def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry: WatchRegistry,
-              watch: dict[str, Any], step: Step, now: float) -> tuple[str, str | None]:
+              watch: WatchRecord, step: Step, now: float) -> tuple[str, str | None]:
     """Record the failure and carry out the decision.
 
     Returns ("requested", request id) when a rollback was requested, ("ended", None) when the watch
@@ -145,14 +146,14 @@ def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry:
         **decision.detail(), "request_id": request_id, "first_counted_at": first,
         "seconds_since_first_failure": round(now - first, 3) if first else None,
     })
-    registry.update(app, version, phase="rolling_back", request_id=request_id, failed_at=now)
+    registry.update(app, version, phase=WatchPhase.ROLLING_BACK, request_id=request_id, failed_at=now)
     notify(settings, "health.rollback_started",
            f"{headline}; rolling back to v{target.get('version')} with --db {decision.db} (request {request_id})",
            {**decision.detail(), "app": app, "release_version": version, "request_id": request_id})
     return "requested", request_id
 
 
-def on_verified(settings: Settings, conn: LedgerConnection, watch: dict[str, Any], step: Step) -> None:
+def on_verified(settings: Settings, conn: LedgerConnection, watch: WatchRecord, step: Step) -> None:
     app, version = watch["app"], watch["release_version"]
     ledger.mark_release_verified(conn, app, version)
     checkpoint = ledger.checkpoint_for_release(conn, app, version)
@@ -164,7 +165,7 @@ def on_verified(settings: Settings, conn: LedgerConnection, watch: dict[str, Any
            {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
 
 
-def _no_checkpoint(conn: LedgerConnection, watch: dict[str, Any]) -> str:
+def _no_checkpoint(conn: LedgerConnection, watch: WatchRecord) -> str:
     """Why a verified release has no checkpoint to mark: a rollback release takes none by design;
     any other release should have had one from the release hook."""
     app, version = watch["app"], watch["release_version"]
@@ -177,7 +178,7 @@ def _no_checkpoint(conn: LedgerConnection, watch: dict[str, Any]) -> str:
             + (f" (request {made_by['id']})" if made_by else "") + ", which takes no checkpoint of its own")
 
 
-def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchRegistry, watch: dict[str, Any],
+def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchRegistry, watch: WatchRecord,
                     now: float, give_up_after: float) -> bool:
     """Check on the auto-rollback a watch asked for. True when it is over (the watch ends).
 
@@ -189,7 +190,7 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
     if request is None:
         record(conn, watch, "rollback_failed", f"rollback request {request_id} is not in the ledger", "fail")
         return True
-    if request["status"] == "succeeded":
+    if request["status"] == RequestStatus.SUCCEEDED:
         result = request.get("result") or {}
         new_version = result.get("release_version")
         record(conn, watch, "rollback_finished",
@@ -200,7 +201,7 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
                                    rollback_of=result.get("target_version"), after_request=request_id)
             registry.register(follow_up)
         return True
-    if request["status"] in ("failed", "refused"):
+    if request["status"] in (RequestStatus.FAILED, RequestStatus.REFUSED):
         record(conn, watch, "rollback_failed", f"the auto-rollback {request['status']}: {request.get('error')}; "
                                                 "a person must look", "fail", {"request_id": request_id})
         return True
@@ -214,7 +215,7 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
     return False
 
 
-def _suppressed(settings: Settings, conn: LedgerConnection, watch: dict[str, Any], headline: str,
+def _suppressed(settings: Settings, conn: LedgerConnection, watch: WatchRecord, headline: str,
                 decision: Decision) -> None:
     record(conn, watch, "suppressed", decision.reason, "fail", decision.detail())
     notify(settings, "health.rollback_suppressed", f"{headline} but is not rolled back: {decision.reason}",

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
+from backout.ledger.records import CheckpointRow
 from backout.settings import Settings
 
 STALE = "stale"
@@ -217,7 +218,7 @@ class Facts:
     rollback_of: int | None = None  # the release a rollback release went back to, if known
     earlier_request: str | None = None  # an auto-rollback already requested for this release
     last_auto_rollback_at: float | None = None
-    target: dict[str, Any] | None = None  # the checkpoint of the last release verified healthy
+    target: CheckpointRow | None = None  # the checkpoint of the last release verified healthy
     cost: dict[str, Any] | None = None  # what rolling back to the target costs (BACKOUT_AUTO_ROLLBACK=auto)
 
 

@@ -22,6 +22,7 @@ import requests
 
 from backout.errors import BackoutError
 from backout.health.policy import FAILED, Step
+from backout.health.watches import WatchRecord
 from backout.settings import Settings
 
 MIN_ERRORS = 10
@@ -53,7 +54,7 @@ def error_count(settings: Settings, release: str, start: float, end: float) -> i
     return int(value)
 
 
-def check_release(settings: Settings, record: dict[str, Any], now: float) -> Step | None:
+def check_release(settings: Settings, record: WatchRecord, now: float) -> Step | None:
     """A FAILED step when the watched release's error rate is a regression, else a step to record
     (kind `sentry`) with both counts; None when there is nothing to compare (no commits known)."""
     commit = record.get("commit")

@@ -29,7 +29,7 @@ import psycopg
 from backout import checkpoint, ledger
 from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.errors import BackoutError, HerokuAPIError, PolicyViolation
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import known_secrets, redact, relay
 from backout.settings import Settings
 
@@ -112,7 +112,7 @@ def _migrate(settings: Settings, ledger_conn: LedgerConnection, app_conn: psycop
         status = _run_child(argv, say)
         if status == 0:
             after = adapter.applied(app_conn)
-            ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status="complete",
+            ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status=CheckpointStatus.COMPLETE,
                                      completed_at="now")
             count = len(adapter.applied_history(app_conn))
         else:
@@ -122,11 +122,11 @@ def _migrate(settings: Settings, ledger_conn: LedgerConnection, app_conn: psycop
                 error += f"; undid {', '.join(undone)}"
             if problem:
                 error += f"; {problem}"
-            ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=error,
+            ledger.update_checkpoint(ledger_conn, cp["id"], status=CheckpointStatus.FAILED, error=error,
                                      migrations_after=adapter.applied(app_conn))
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
-        ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=redact(reason, settings.secrets()))
+        ledger.update_checkpoint(ledger_conn, cp["id"], status=CheckpointStatus.FAILED, error=redact(reason, settings.secrets()))
         raise
     if status != 0:
         say(f"{error}: the release is not deployed")

@@ -15,6 +15,7 @@ from rq import get_current_job
 from backout import ledger
 from backout import settings as settings_module
 from backout.errors import BadInput
+from backout.ledger.records import RequestStatus
 from backout.package_rollback.enqueue import JOB
 from backout.package_rollback.run import check_confirm, run_request
 from backout.worker import queues
@@ -38,9 +39,9 @@ def run_package_rollback(request_id: str) -> dict:
         try:
             check_confirm(request["plan"], (request.get("params") or {}).get("confirm"))
         except BadInput as exc:
-            ledger.update_request(conn, request_id, status="refused", error=str(exc), finished_at="now")
+            ledger.update_request(conn, request_id, status=RequestStatus.REFUSED, error=str(exc), finished_at="now")
             return {"status": "refused", "error": str(exc)}
-        recheck = request["status"] == "succeeded"
+        recheck = request["status"] == RequestStatus.SUCCEEDED
         result = run_request(settings, conn, request, recheck=recheck)
         if result["yank"] == "pending":
             _schedule_recheck(request_id)

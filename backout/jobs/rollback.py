@@ -30,7 +30,7 @@ from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
 from backout.heroku import HerokuClient
-from backout.ledger.records import RequestRow
+from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepStatus
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
@@ -39,7 +39,6 @@ from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = ("succeeded", "failed", "refused")
 # How long a request waits for another rollback of the same app before it gives up.
 LOCK_WAIT = 30 * 60
 # Heroku stops a release phase after an hour.
@@ -80,36 +79,36 @@ def run_rollback(request_id: str) -> dict:
         ledger.update_request(conn, request_id, attempts=request["attempts"] + 1)
         with _app_lock(conn, settings, request) as held:
             if not held:
-                return _finish(conn, settings, request, "failed", {"status": "failed"},
+                return _finish(conn, settings, request, RequestStatus.FAILED, {"status": "failed"},
                                f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
             # Another delivery of this same request may have finished it while this one waited.
             request = ledger.require_request(conn, request_id)
             if request["status"] in FINAL_STATUSES:
                 return request["result"] or {"status": request["status"]}
-            ledger.update_request(conn, request_id, status="running", **({} if request["started_at"] else {"started_at": "now"}))
+            ledger.update_request(conn, request_id, status=RequestStatus.RUNNING, **({} if request["started_at"] else {"started_at": "now"}))
             try:
                 with HerokuClient.from_settings(settings) as client:
                     result = _carry_out(conn, client, request)
             except ShutDownImminentException:
-                ledger.record_step(conn, request_id, "interrupted", "failed",
+                ledger.record_step(conn, request_id, StepName.INTERRUPTED, StepStatus.FAILED,
                                    {"reason": "the worker is shutting down; the request goes back to the queue"})
-                ledger.update_request(conn, request_id, status="queued")
+                ledger.update_request(conn, request_id, status=RequestStatus.QUEUED)
                 raise
             except RollbackFailed as exc:
-                return _finish(conn, settings, request, "failed", exc.result, str(exc))
+                return _finish(conn, settings, request, RequestStatus.FAILED, exc.result, str(exc))
             except Exception as exc:
                 error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
                 _close_open_step(conn, request_id, error)
-                _finish(conn, settings, request, "failed", {"status": "failed"}, error)
+                _finish(conn, settings, request, RequestStatus.FAILED, {"status": "failed"}, error)
                 if isinstance(exc, BackoutError):
                     return {"status": "failed"}
                 raise  # a bug: let RQ and Sentry report it too
-            return _finish(conn, settings, request, "succeeded", result, None)
+            return _finish(conn, settings, request, RequestStatus.SUCCEEDED, result, None)
     finally:
         conn.close()
 
 
-def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
+def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: RequestRow) -> dict[str, Any]:
     request_id, app = request["id"], request["app"]
     plan = request["plan"]
     target = plan["target"]
@@ -130,8 +129,8 @@ def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
                 result["files"] = _run_files_step(request)
             detail = {"reason": "the app already runs the target's slug and config vars",
                       "current_version": current["version"], "merged_into": merged}
-            ledger.record_step(conn, request_id, "code_rollback", "skipped", detail)
-            ledger.record_step(conn, request_id, "verify", "done", {"release_version": current["version"]})
+            ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.SKIPPED, detail)
+            ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE, {"release_version": current["version"]})
             return {**result, "status": "succeeded", "release_version": current["version"],
                     "release_id": current["id"], "merged_into": merged}
         if plan.get("db_step"):
@@ -139,25 +138,25 @@ def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
             managed = addon_config_vars(client, app)  # a promoted rollback database attaches anew
         if plan.get("files_step"):
             result["files"] = _run_files_step(request)
-        ledger.record_step(conn, request_id, "code_rollback", "started",
+        ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.STARTED,
                            {"target_version": target["version"], "from_version": current["version"]})
         release = client.rollback(app, target["id"])
-        ledger.record_step(conn, request_id, "code_rollback", "done",
+        ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.DONE,
                            {"release_id": release["id"], "release_version": release["version"]})
     result.update(rolled_back=True, release_version=release["version"], release_id=release["id"])
 
-    ledger.record_step(conn, request_id, "release_phase", "started", {"release_version": release["version"]})
+    ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.STARTED, {"release_version": release["version"]})
     final = client.wait_release(app, release["id"], timeout=RELEASE_PHASE_TIMEOUT, poll=RELEASE_POLL)
     if final.get("status") != "succeeded":
         current = client.current_release(app)
         result["current_version"] = current["version"]
-        ledger.record_step(conn, request_id, "release_phase", "failed",
+        ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.FAILED,
                            {"release_version": final["version"], "status": final.get("status"),
                             "current_version": current["version"]})
         raise RollbackFailed(
             f"the release phase of v{final['version']} (rollback to v{target['version']}) ended "
             f"{final.get('status')}; {app} is still on v{current['version']}", result)
-    ledger.record_step(conn, request_id, "release_phase", "done", {"release_version": final["version"]})
+    ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.DONE, {"release_version": final["version"]})
 
     current = client.current_release(app)
     problems = []
@@ -165,15 +164,15 @@ def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
         problems.append(f"the current release is v{current['version']}, not the rollback release v{final['version']}")
     if _slug_id(current) != target.get("slug_id"):
         problems.append(f"its slug is {_slug_id(current)}, not v{target['version']}'s {target.get('slug_id')}")
-    differ = config_changes(target_config, client.config_vars(app), managed)
-    differ = sorted(name for names in differ.values() for name in names)
+    changes = config_changes(target_config, client.config_vars(app), managed)
+    differ = sorted(name for names in changes.values() for name in names)
     if differ:
         problems.append(f"config vars differ from v{target['version']}'s: {', '.join(differ)}")
     result["current_version"] = current["version"]
     if problems:
-        ledger.record_step(conn, request_id, "verify", "failed", {"problems": problems})
+        ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.FAILED, {"problems": problems})
         raise RollbackFailed("verification failed: " + "; ".join(problems), result)
-    ledger.record_step(conn, request_id, "verify", "done",
+    ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE,
                        {"release_version": current["version"], "slug_id": _slug_id(current)})
     return {**result, "status": "succeeded"}
 
@@ -181,7 +180,7 @@ def _carry_out(conn: Any, client: HerokuClient, request: RequestRow) -> dict:
 def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict | None:
     """The rollback release an earlier run of this request made, if any."""
     for step in reversed(ledger.steps(conn, request["id"])):
-        if step["step"] == "code_rollback" and step["status"] == "done":
+        if step["step"] == StepName.CODE_ROLLBACK and step["status"] == StepStatus.DONE:
             return client.release_info(request["app"], step["detail"]["release_id"])
     if request["attempts"] <= 1:
         return None  # this is the first run: nothing can have been made yet
@@ -189,7 +188,7 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) 
     plan = request["plan"]
     release = rollback_release_since(client, request["app"], plan["target"]["version"], plan["current"]["version"])
     if release is not None:
-        ledger.record_step(conn, request["id"], "code_rollback", "done",
+        ledger.record_step(conn, request["id"], StepName.CODE_ROLLBACK, StepStatus.DONE,
                            {"release_id": release["id"], "release_version": release["version"],
                             "found": "made by an earlier run of this request"})
     return release
@@ -230,7 +229,7 @@ def _run_files_step(request: RequestRow) -> dict:
 def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
     if request_id is None:
         return False
-    other = (ledger.get_request(conn, request_id)["plan"] or {}).get("db_step") or {}
+    other = (ledger.require_request(conn, request_id)["plan"] or {}).get("db_step") or {}
     return (other.get("kind"), (other.get("restore_point") or {}).get("id")) == (
         step.get("kind"), (step.get("restore_point") or {}).get("id"))
 
@@ -247,19 +246,19 @@ def _app_lock(conn: Any, settings: Settings, request: RequestRow) -> Iterator[bo
         if held:
             yield True
             return
-    ledger.record_step(conn, request["id"], "lock", "started",
+    ledger.record_step(conn, request["id"], StepName.LOCK, StepStatus.STARTED,
                        {"reason": f"another rollback of {request['app']} is running; waiting for it"})
     with ledger.app_lock(settings.ledger_url, request["app"], timeout=LOCK_WAIT) as held:
         if held:
-            ledger.record_step(conn, request["id"], "lock", "done", None)
+            ledger.record_step(conn, request["id"], StepName.LOCK, StepStatus.DONE, None)
         yield held
 
 
 def _close_open_step(conn: Any, request_id: str, error: str) -> None:
     """Record as failed the step that was under way when an error cut the job short."""
     steps = ledger.steps(conn, request_id)
-    if steps and steps[-1]["status"] == "started":
-        ledger.record_step(conn, request_id, steps[-1]["step"], "failed", {"error": error})
+    if steps and steps[-1]["status"] == StepStatus.STARTED:
+        ledger.record_step(conn, request_id, steps[-1]["step"], StepStatus.FAILED, {"error": error})
 
 
 def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, result: dict, error: str | None) -> dict:

@@ -87,7 +87,7 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
     key = app_lock_key(app)
     try:
         if not wait:
-            held = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            held = _try_lock(conn, key)
         elif timeout is not None:
             conn.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
             try:

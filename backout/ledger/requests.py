@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from typing import Any, Mapping, Sequence, cast
 
 from backout.errors import BackoutError
 from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus, StepName, StepRow, StepStatus
@@ -19,8 +19,8 @@ def create_request(
     dry_run: bool,
     requested_by: str,
     kind: str = "heroku",
-    plan: dict[str, Any] | None = None,
-    params: dict[str, Any] | None = None,
+    plan: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> RequestRow:
     """A rollback request with status 'queued', written before it is enqueued."""
     row = conn.execute(

@@ -315,9 +315,10 @@ def revision_header(source: str, path: Path) -> tuple[str, list[str], str]:
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and node.value is not None:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and value is not None:
                 try:
-                    values[target.id] = ast.literal_eval(node.value)
+                    values[target.id] = ast.literal_eval(value)
                 except ValueError:
                     raise BackoutError(f"{path}: {target.id} is not a plain string, so backout cannot read it") from None
     if not isinstance(values.get("revision"), str):

@@ -265,7 +265,8 @@ def _forward_from_ast(f: _MigrationFile) -> tuple[str, tuple[str, ...]]:
     opaque: list[str] = []
     for op in operations.elts:
         kind = _call_name(op)
-        sql = _sql_text(_argument(op, 0, "sql")) if kind == "RunSQL" else None
+        argument = _argument(op, 0, "sql") if kind == "RunSQL" else None
+        sql = _sql_text(argument) if argument is not None else None
         if sql is not None:
             parts.append(sql.rstrip().rstrip(";") + ";\n")
         elif kind == "RunPython":
@@ -348,7 +349,7 @@ def _parse(app: str, path: Path) -> _MigrationFile:
 def _in_order(files: list[_MigrationFile]) -> list[_MigrationFile]:
     """Dependencies before dependents (Django's graph order), ties by app and name."""
     by_id = {f.id: f for f in files}
-    first = {}
+    first: dict[str, str] = {}
     for f in sorted(files, key=lambda f: f.name):
         first.setdefault(f.app, f.id)
     after: dict[str, set[str]] = {f.id: set() for f in files}
@@ -429,10 +430,11 @@ def _pairs(node: ast.expr | None) -> list[str]:
         return []
     found = []
     for element in node.elts:
-        if isinstance(element, ast.Tuple) and len(element.elts) == 2 and all(
-            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in element.elts
-        ):
-            found.append(f"{element.elts[0].value}.{element.elts[1].value}")
+        if isinstance(element, ast.Tuple) and len(element.elts) == 2:
+            app, name = element.elts
+            if isinstance(app, ast.Constant) and isinstance(app.value, str) and isinstance(name, ast.Constant) \
+                    and isinstance(name.value, str):
+                found.append(f"{app.value}.{name.value}")
     return found
 
 

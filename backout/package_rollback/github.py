@@ -84,11 +84,11 @@ class GitHub:
             raise error.refusal(self.repo)
         return response
 
-    def _pages(self, path: str, params: dict | None = None, limit: int = 10) -> list[dict]:
+    def _pages(self, path: str, params: dict[str, Any] | None = None, limit: int = 10) -> list[dict[str, Any]]:
         """Every item of a paginated list, following the Link header (at most `limit` pages)."""
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         url: str | None = path
-        query = {"per_page": 100, **(params or {})}
+        query: dict[str, Any] | None = {"per_page": 100, **(params or {})}
         for _ in range(limit):
             if url is None:
                 break

@@ -77,7 +77,7 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
     log = _read_changelog(github, options, default_branch)
     name = options.pypi_project or _project_name(github, default_branch)
     project_json = pypi.project(name) if name else None
-    published = {_v(v) for v in (project_json or {}).get("releases", {})} - {None}
+    published = {version for v in (project_json or {}).get("releases", {}) if (version := _v(v)) is not None}
     release_versions = {v: r for r in releases if (v := version_of_tag(r["tag_name"], prefix)) is not None}
 
     bad_tag = _tag_named(tags, prefix, bad)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backout.ledger.records import RequestRow, StepRow
+from backout.ledger.records import RequestRow, StepRow, StepStatus
 from backout.package_rollback.pypi import manage_url, yank_steps
 from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
@@ -117,11 +117,11 @@ def text(doc: dict) -> str:
     lines.append("")
     width = max(len(s["step"]) for s in doc["steps"])
     for number, step in enumerate(doc["steps"], 1):
-        shown = "waiting" if step["step"] == YANK_STEP and step["status"] == "started" else step["status"]
+        shown = "waiting" if step["step"] == YANK_STEP and step["status"] == StepStatus.STARTED else step["status"]
         note = step["description"]
-        if step["status"] == "failed" and step["detail"]:
+        if step["status"] == StepStatus.FAILED and step["detail"]:
             note = f"FAILED: {step['detail'].get('error')}"
-        elif step["status"] == "skipped" and step["detail"]:
+        elif step["status"] == StepStatus.SKIPPED and step["detail"]:
             note = step["detail"].get("why") or note
         elif step["step"] == YANK_STEP and step["detail"]:
             note = _yank_note(step["status"], step["detail"])

@@ -19,7 +19,7 @@ from packaging.version import Version
 
 from backout import ledger, notify
 from backout.errors import BackoutError, BadInput
-from backout.ledger.records import LedgerConnection, StepRow
+from backout.ledger.records import FINISHED_STEP, LedgerConnection, RequestStatus, StepRow, StepStatus
 from backout.package_rollback import gitrepo, version_file
 from backout.package_rollback.changelog import Changelog
 from backout.package_rollback.github import GitHub
@@ -47,9 +47,9 @@ class Context:
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def start(self, step: str, detail: dict) -> None:
-        ledger.record_step(self.conn, self.request_id, step, "started", detail)
+        ledger.record_step(self.conn, self.request_id, step, StepStatus.STARTED, detail)
 
-    def recorded(self, step: str) -> list[dict]:
+    def recorded(self, step: str) -> list[StepRow]:
         """What the ledger holds of `step` for this request, oldest first (earlier runs included)."""
         return [row for row in ledger.steps(self.conn, self.request_id) if row["step"] == step]
 
@@ -98,12 +98,12 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     result. Raises on a failed step, with the request marked failed (refused if nothing changed).
     A re-check leaves the request's status alone: it only adds to what is known."""
     history = ledger.steps(ctx.conn, ctx.request_id)
-    finished = {row["step"] for row in history if row["status"] in ("done", "skipped")}
+    finished = {row["step"] for row in history if row["status"] in FINISHED_STEP}
     todo = [step for step in STEPS if step not in finished and (step == YANK_STEP or not recheck)]
     if not recheck:
-        request = ledger.get_request(ctx.conn, ctx.request_id) or {}
-        ledger.update_request(ctx.conn, ctx.request_id, status="running", attempts=(request.get("attempts") or 0) + 1,
-                              **({} if request.get("started_at") else {"started_at": "now"}))
+        request = ledger.require_request(ctx.conn, ctx.request_id)
+        ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.RUNNING, attempts=request["attempts"] + 1,
+                              **({} if request["started_at"] else {"started_at": "now"}))
     changed_anything = bool(finished)
     current: str | None = None
     try:
@@ -119,10 +119,10 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     except Exception as exc:
         message = redact(str(exc), ctx.settings.secrets())
         if current in STEPS:
-            ledger.record_step(ctx.conn, ctx.request_id, current, "failed", {"error": message})
+            ledger.record_step(ctx.conn, ctx.request_id, current, StepStatus.FAILED, {"error": message})
         if not recheck:
             refused = isinstance(exc, BadInput) and not changed_anything
-            ledger.update_request(ctx.conn, ctx.request_id, status="refused" if refused else "failed",
+            ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.REFUSED if refused else RequestStatus.FAILED,
                                   error=message, finished_at="now")
         raise
     finally:
@@ -131,7 +131,7 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     if recheck:
         ledger.update_request(ctx.conn, ctx.request_id, result=result)
     else:
-        ledger.update_request(ctx.conn, ctx.request_id, status="succeeded", result=result, error=None,
+        ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.SUCCEEDED, result=result, error=None,
                               finished_at="now")
     return result
 
@@ -142,9 +142,9 @@ def outcome(history: list[StepRow], plan: dict) -> dict:
     yank = latest.get(YANK_STEP)
     if yank is None:
         state = "unknown"
-    elif yank["status"] == "skipped":
+    elif yank["status"] == StepStatus.SKIPPED:
         state = "not_published" if (yank.get("detail") or {}).get("indexes") else "unknown"
-    elif yank["status"] == "done":
+    elif yank["status"] == StepStatus.DONE:
         state = "yanked"
     else:
         state = "pending"
@@ -152,7 +152,7 @@ def outcome(history: list[StepRow], plan: dict) -> dict:
         "rollback_version": plan["rollback_version"], "tag": plan["tags"]["new"], "branch": plan["branch"],
         "yank": state,
         "steps": {name: latest[name]["status"] for name in STEPS if name in latest},
-        "issue": ((latest.get("notify_issue") or {}).get("detail") or {}).get("html_url"),
+        "issue": ((issue["detail"] if (issue := latest.get("notify_issue")) else None) or {}).get("html_url"),
     }
 
 
@@ -180,7 +180,7 @@ def delete_tag(ctx: Context) -> tuple[str, dict]:
     tag = ctx.plan["tags"]["bad"]
     obj = ctx.github.ref(f"tags/{tag}")
     if obj is None:
-        earlier = next((row["detail"] for row in reversed(ctx.recorded("delete_tag")) if row["status"] == "started"),
+        earlier = next((row["detail"] for row in reversed(ctx.recorded("delete_tag")) if row["status"] == StepStatus.STARTED),
                        None)
         if earlier is None and ctx.plan["bad_tag"] is None:
             return "skipped", {"why": f"no tag {tag} on GitHub"}
@@ -268,7 +268,7 @@ def pypi_yank(ctx: Context) -> tuple[str, dict]:
         return "skipped", {**detail, "why": f"{plan['bad']} is not on PyPI"}
     if all(s["yanked"] for s in published):
         unyanked = [row["detail"]["checked_at"] for row in ctx.recorded(YANK_STEP)
-                    if row["status"] == "started" and row.get("detail")]
+                    if row["status"] == StepStatus.STARTED and row.get("detail")]
         return "done", {**detail, "yanked_reason": published[0]["yanked_reason"],
                         "first_seen_yanked_at": published[0]["checked_at"],
                         "last_seen_unyanked_at": unyanked[-1] if unyanked else None}
@@ -281,8 +281,8 @@ def pypi_yank(ctx: Context) -> tuple[str, dict]:
 def changelog(ctx: Context) -> tuple[str, dict]:
     """Step 5a: the default branch's changelog gets the rollback entry and the bad one is marked."""
     plan = ctx.plan
-    tag_detail = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
-                       if (row.get("detail") or {}).get("commit")), {})
+    tag_detail: dict[str, Any] = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
+                                       if (row["detail"] or {}).get("commit")), {})
 
     def edit(text: str) -> str:
         return Changelog(text, plan["changelog"]).with_rollback(

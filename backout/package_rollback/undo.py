@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backout import ledger
 from backout.errors import BackoutError, BadInput
-from backout.ledger.records import RequestRow
+from backout.ledger.records import RequestRow, StepStatus
 from backout.package_rollback.github import GitHub, GitHubError
 from backout.settings import Settings
 
@@ -25,14 +25,14 @@ def undo_deletion(settings: Settings, request_id: str) -> dict:
         if request is None or request["kind"] != "package":
             raise BadInput(f"{request_id} is not a package rollback request in the ledger")
         kept = {row["step"]: row["detail"] for row in ledger.steps(conn, request_id)
-                if row["step"] in ("delete_tag", "delete_release") and row["status"] in ("started", "done")
+                if row["step"] in ("delete_tag", "delete_release") and row["status"] in (StepStatus.STARTED, StepStatus.DONE)
                 and row.get("detail")}
         github = GitHub(settings.github_api_url, settings.github_token, request["plan"]["repo"])
         try:
             restored = _restore(github, settings.ledger_url, request, kept)
         finally:
             github.close()
-        ledger.record_step(conn, request_id, "undo_deletion", "done", restored)
+        ledger.record_step(conn, request_id, "undo_deletion", StepStatus.DONE, restored)
         return restored
     finally:
         conn.close()

@@ -19,7 +19,7 @@ import getpass
 import logging
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 import redis
@@ -28,7 +28,7 @@ from rq import Worker
 from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
-from backout.ledger.records import RequestRow, StepRow
+from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepRow, StepStatus
 from backout.rollback.plan import build_plan
 from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
@@ -42,7 +42,6 @@ from backout.worker.queues import (
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = ("succeeded", "failed", "refused")
 NO_WORKER_HINT_AFTER = 10.0
 
 
@@ -78,12 +77,12 @@ def enqueue_rollback(
             requested_by=requested_by or _who_asks(), plan=plan,
         )
         request_id = request["id"]
-        ledger.record_step(conn, request_id, "plan", "done", {
+        ledger.record_step(conn, request_id, StepName.PLAN, StepStatus.DONE, {
             "target_version": plan["target"]["version"], "current_version": plan["current"]["version"],
             "noop": plan["noop"], "steps": plan["steps"],
         })
         if dry_run:
-            ledger.update_request(conn, request_id, status="succeeded", result={"dry_run": True}, finished_at="now")
+            ledger.update_request(conn, request_id, status=RequestStatus.SUCCEEDED, result={"dry_run": True}, finished_at="now")
             return request_id
         job_id = request_job_id(request_id)
         ledger.update_request(conn, request_id, job_id=job_id)
@@ -105,7 +104,7 @@ def follow(
     progress: Callable[[str], None],
     poll: float = 0.5,
     timeout: float | None = None,
-) -> dict:
+) -> RequestRow:
     """Print each ledger step of the request as it is recorded; return the request once it is final."""
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
@@ -147,7 +146,7 @@ def follow(
             if request["status"] in FINAL_STATUSES:
                 return request
             waited = time.monotonic() - started
-            if not hinted and request["status"] == "queued" and waited > NO_WORKER_HINT_AFTER:
+            if not hinted and request["status"] == RequestStatus.QUEUED and waited > NO_WORKER_HINT_AFTER:
                 hinted = True
                 rollback_queue = ledger_queues(conn)[0]
                 if not _workers_listening(settings, rollback_queue):
@@ -184,7 +183,7 @@ def _moved_ledger(settings: Settings, app: str) -> ledger.LedgerConnection:
     return ledger.connect(url)
 
 
-def _document(request: RequestRow, steps: list[StepRow]) -> dict:
+def _document(request: RequestRow, steps: list[StepRow]) -> dict[str, Any]:
     return {
         "request_id": request["id"],
         "app": request["app"],

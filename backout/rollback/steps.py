@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from backout.ledger.records import StepRow
 
-def describe(step: dict[str, Any]) -> str:
+
+def describe(step: StepRow) -> str:
     name, status = step["step"], step["status"]
     detail: dict[str, Any] = step["detail"] or {}
     if status == "started" and set(detail) == {"progress"}:

@@ -15,7 +15,7 @@ import psycopg
 from backout import ledger
 from backout.checkpoint import database_connection
 from backout.errors import BackoutError
-from backout.ledger.records import LedgerConnection
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import redact
 from backout.settings import Settings
 from backout.verdict.verdict import DOWN_NEEDED, TEXT, Verdict, down_loss, with_loss, worst
@@ -74,11 +74,12 @@ def describe(cost: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _deploys_between(conn: psycopg.Connection[Any], app: str, after: int, up_to: int) -> list[dict]:
+def _deploys_between(conn: LedgerConnection, app: str, after: int, up_to: int) -> list[CheckpointRow]:
     """The newest complete deploy checkpoint of each release after `after` up to `up_to`, oldest first."""
-    chosen: dict[int, dict] = {}
+    chosen: dict[int, CheckpointRow] = {}
     for cp in ledger.list_checkpoints(conn, app):
         version = cp.get("release_version")
-        if cp["kind"] == "deploy" and cp["status"] == "complete" and version is not None and after < version <= up_to:
+        if (cp["kind"] == CheckpointKind.DEPLOY and cp["status"] == CheckpointStatus.COMPLETE
+                and version is not None and after < version <= up_to):
             chosen.setdefault(version, cp)
     return [chosen[v] for v in sorted(chosen)]

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Callable, Iterable
 
+from backout.ledger.records import ProbeSampleRow
 from backout.web.facts import AppFacts, Release
 
 WIDTH = 960
@@ -92,9 +93,9 @@ def _release_bands(releases: list[Release], t0: float, t1: float, x: Callable[[f
     return out
 
 
-def _panel(url: str, samples: list[dict], top: float, x: Callable[[float], float],
+def _panel(url: str, samples: list[ProbeSampleRow], top: float, x: Callable[[float], float],
            text: Callable[[object], str]) -> list[str]:
-    elapsed = [s["elapsed"] * 1000 for s in samples if s.get("elapsed") is not None]
+    elapsed = [e * 1000 for s in samples if (e := s["elapsed"]) is not None]
     ceiling = _nice(max(elapsed, default=100.0))
 
     def y(ms: float) -> float:

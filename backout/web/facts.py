@@ -12,13 +12,24 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from backout import ledger
 from backout.health.policy import rollback_of
-from backout.ledger.records import CheckpointRow, LedgerConnection, RequestRow, StepRow
+from backout.ledger.records import (
+    ACTIVE_STATUSES,
+    CheckpointKind,
+    CheckpointRow,
+    HealthEventRow,
+    LedgerConnection,
+    ProbeSampleRow,
+    RequestRow,
+    RequestStatus,
+    StepRow,
+)
 
 RELEASES_SHOWN = 20
 ROLLBACKS_SHOWN = 10
@@ -35,7 +46,6 @@ VERDICTS = {
 # The events that end a watch; a watch started after the last of them is still going on.
 WATCH_ENDS = ("verified", "watch_ended", "watch_skipped", "suppressed", "dry_run", "rollback_finished",
               "rollback_failed")
-RUNNING = ("queued", "running")
 
 
 @dataclass
@@ -50,9 +60,9 @@ class Release:
     checkpoint: CheckpointRow | None = None
     health: str = ""
     health_reason: str | None = None
-    rolled_back_by: list[dict] = field(default_factory=list)  # requests that took the app off this release
+    rolled_back_by: list[RequestRow] = field(default_factory=list)  # requests that took the app off this release
     rollback_of: int | None = None  # for a rollback release: the version it went back to
-    made_by: dict | None = None  # for a rollback release: the request that made it
+    made_by: RequestRow | None = None  # for a rollback release: the request that made it
 
 
 @dataclass
@@ -83,8 +93,8 @@ class AppFacts:
     app: str
     releases: list[Release]  # newest first
     rollbacks: list[Rollback]  # newest first
-    samples: list[dict]  # oldest first: at, url, outcome, status, elapsed, release_version, counted
-    events: list[dict]  # oldest first
+    samples: list[ProbeSampleRow]  # oldest first
+    events: list[HealthEventRow]  # oldest first
     in_progress: bool
     api_note: str | None = None  # why Heroku's release list is missing, when it is
     read_at: float = field(default_factory=time.time)
@@ -114,20 +124,20 @@ def gather(conn: LedgerConnection, app: str, heroku_releases: list[dict] | None,
     samples = ledger.probe_samples(conn, app, limit=SAMPLES_READ)
 
     releases = _releases(heroku_releases, checkpoints, events, rollbacks)
-    running = any(r.request["status"] in RUNNING for r in rollbacks)
+    running = any(r.request["status"] in ACTIVE_STATUSES for r in rollbacks)
     return AppFacts(app=app, releases=releases, rollbacks=rollbacks, samples=samples, events=events,
                     in_progress=running or _watching(events, watch_horizon), api_note=api_note)
 
 
-def _releases(heroku_releases: list[dict] | None, checkpoints: list[CheckpointRow], events: list[dict],
-              rollbacks: list[Rollback]) -> list[Release]:
+def _releases(heroku_releases: list[dict[str, Any]] | None, checkpoints: list[CheckpointRow],
+              events: list[HealthEventRow], rollbacks: list[Rollback]) -> list[Release]:
     found: dict[int, Release] = {}
 
     def release(version: int) -> Release:
         return found.setdefault(version, Release(version))
 
     for cp in reversed(checkpoints):  # oldest first, so the newest deploy checkpoint wins
-        if cp["kind"] == "deploy" and cp["release_version"] is not None:
+        if cp["kind"] == CheckpointKind.DEPLOY and cp["release_version"] is not None:
             r = release(cp["release_version"])
             r.checkpoint, r.commit, r.when = cp, cp.get("slug_commit"), r.when or cp["created_at"]
     for event in events:
@@ -140,7 +150,7 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[CheckpointRo
         elif event["kind"] in ("suppressed", "dry_run", "rollback_failed"):
             r.health_reason = f"{r.health_reason}; {event['reason']}" if r.health_reason else event["reason"]
     for rollback in rollbacks:
-        if rollback.source is not None and rollback.request["status"] != "refused":
+        if rollback.source is not None and rollback.request["status"] != RequestStatus.REFUSED:
             release(rollback.source).rolled_back_by.append(rollback.request)
         if rollback.release_version is not None:
             r = release(rollback.release_version)
@@ -165,7 +175,7 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[CheckpointRo
     return sorted(found.values(), key=lambda r: r.version, reverse=True)[:RELEASES_SHOWN]
 
 
-def _watching(events: list[dict], horizon: float) -> bool:
+def _watching(events: list[HealthEventRow], horizon: float) -> bool:
     """Whether the newest watch has not said its last word (and is not older than `horizon` seconds,
     in case the worker holding it died)."""
     last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == "watch_started"), None)

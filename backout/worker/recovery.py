@@ -36,7 +36,7 @@ from rq.job import JobStatus
 from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
-from backout.ledger.records import RequestRow
+from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus, StepName, StepStatus
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -106,7 +106,7 @@ def _why_lost(request: RequestRow, connection: Redis, settings: Settings, rollba
         return f"its job waits on {job.origin}, where no worker of this ledger looks"
     if status != JobStatus.STARTED:
         return None  # queued, scheduled or deferred: a worker will get to it
-    if request["status"] == "running":
+    if request["status"] == RequestStatus.RUNNING:
         assert settings.ledger_url is not None
         with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as free:
             if free:
@@ -119,7 +119,7 @@ def _why_lost(request: RequestRow, connection: Redis, settings: Settings, rollba
     return None
 
 
-def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
+def _reconcile_failed(conn: LedgerConnection, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
     """Give their job again to recently failed requests whose rollback release Heroku made."""
     since = datetime.now(timezone.utc) - RECONCILE_WITHIN
     candidates = []
@@ -129,8 +129,8 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
         if datetime.fromisoformat(request["finished_at"]) < since or request["attempts"] >= MAX_ATTEMPTS:
             continue
         steps = ledger.steps(conn, request["id"])
-        asked = any(s["step"] == "code_rollback" and s["status"] in ("started", "done") for s in steps)
-        if asked and not any(s["step"] == "reconcile" for s in steps):
+        asked = any(s["step"] == StepName.CODE_ROLLBACK and s["status"] in (StepStatus.STARTED, StepStatus.DONE) for s in steps)
+        if asked and not any(s["step"] == StepName.RECONCILE for s in steps):
             candidates.append(request)
     if not candidates:
         return []
@@ -148,26 +148,26 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
                             redact(str(exc), settings.secrets()))
                 continue
             if release is None:
-                ledger.record_step(conn, request["id"], "reconcile", "skipped",
+                ledger.record_step(conn, request["id"], StepName.RECONCILE, StepStatus.SKIPPED,
                                    {"reason": "Heroku has no rollback release of this request; it failed"})
                 continue
             reason = (f"it failed, but its rollback release v{release['version']} exists "
                       f"({release.get('status')}): following it to the end")
-            ledger.record_step(conn, request["id"], "reconcile", "done",
+            ledger.record_step(conn, request["id"], StepName.RECONCILE, StepStatus.DONE,
                                {"reason": reason, "release_version": release["version"]})
-            ledger.update_request(conn, request["id"], status="queued", error=None, finished_at=None)
+            ledger.update_request(conn, request["id"], status=RequestStatus.QUEUED, error=None, finished_at=None)
             if _requeue(conn, connection, settings, ledger.require_request(conn, request["id"]), reason,
                         rollback_queue):
                 reconciled.append(request["id"])
     return reconciled
 
 
-def _requeue(conn, connection: Redis, settings: Settings, request: RequestRow, reason: str, rollback_queue: str) -> bool:
+def _requeue(conn: LedgerConnection, connection: Redis, settings: Settings, request: RequestRow, reason: str, rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"
-        ledger.record_step(conn, request_id, "requeue", "failed", {"reason": reason})
-        ledger.update_request(conn, request_id, status="failed", error=error, finished_at="now")
+        ledger.record_step(conn, request_id, StepName.REQUEUE, StepStatus.FAILED, {"reason": reason})
+        ledger.update_request(conn, request_id, status=RequestStatus.FAILED, error=error, finished_at="now")
         log.error("rollback request %s: %s", request_id, error)
         notify(settings, "rollback.failed", f"Rollback {request_id} of {request['app']} failed: {error}",
                {"request_id": request_id, "app": request["app"], "error": error})
@@ -179,9 +179,9 @@ def _requeue(conn, connection: Redis, settings: Settings, request: RequestRow, r
         pass
     enqueue_once(connection, rollback_queue, REQUEST_JOBS[request["kind"]], [request_id], job_id,
                  secrets=settings.secrets())
-    ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
-    if request["status"] == "running":
-        ledger.update_request(conn, request_id, status="queued")
+    ledger.record_step(conn, request_id, StepName.REQUEUE, StepStatus.DONE, {"reason": reason, "job_id": job_id})
+    if request["status"] == RequestStatus.RUNNING:
+        ledger.update_request(conn, request_id, status=RequestStatus.QUEUED)
     message = f"rollback request {request_id} of {request['app']} re-enqueued: {reason}"
     log.warning(message)
     # A job lost this way was abandoned by its worker; Sentry hears of it (a no-op without SENTRY_DSN).

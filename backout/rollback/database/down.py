@@ -27,7 +27,7 @@ import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
-from backout.ledger.records import CheckpointRow, LedgerConnection
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.migrations import DownMigrationError, SavedMigration, get_adapter
 from backout.migrations.base import oldest_first
 
@@ -82,8 +82,8 @@ def saved_plan(ledger_conn: LedgerConnection, restore_point: CheckpointRow) -> D
     app = restore_point["app"]
     tool = _one_tool(ledger_conn, restore_point)
     since = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == "complete" and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
-             and (cp["kind"] == "deploy")]
+             if cp["status"] == CheckpointStatus.COMPLETE and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
+             and (cp["kind"] == CheckpointKind.DEPLOY)]
     chosen: dict[str, SavedMigration] = {}
     sources: dict[str, str] = {}
     for cp in since:  # newest first: the newest copy of a migration wins
@@ -142,7 +142,7 @@ def refusal(plan: DownPlan, problems: list[str], restore_point: CheckpointRow) -
 
 def _one_tool(ledger_conn: LedgerConnection, restore_point: CheckpointRow) -> str:
     since = [cp for cp in ledger.list_checkpoints(ledger_conn, restore_point["app"])
-             if cp["status"] == "complete" and cp["kind"] == "deploy"
+             if cp["status"] == CheckpointStatus.COMPLETE and cp["kind"] == CheckpointKind.DEPLOY
              and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])]
     tools = sorted({cp["migration_tool"] for cp in since} | {restore_point["migration_tool"]})
     if len(tools) > 1:

@@ -37,7 +37,7 @@ class Table:
     key: list[str]  # primary key columns
     serial: str | None  # the sequence behind a one-column key, if any
     rows: int = 0
-    data: IO[bytes] = field(default=None, repr=False)  # type: ignore[assignment]
+    data: IO[bytes] = field(default=None, repr=False)  # type: ignore[arg-type]  # set by snapshot() before any use
 
 
 @dataclass
@@ -165,6 +165,6 @@ def _tables(conn: psycopg.Connection[Any]) -> list[Table]:
     return ordered
 
 
-def _one(conn: psycopg.Connection[Any], query: str | sql.Composable, params: list | None = None) -> Any:
+def _one(conn: psycopg.Connection[Any], query: str | sql.Composed, params: list[Any] | None = None) -> Any:
     # Ledger connections return dict rows; these queries want the one value.
-    return conn.cursor(row_factory=tuple_row).execute(query, params).fetchone()[0]
+    return pgtools.one(conn.cursor(row_factory=tuple_row).execute(query, params))[0]

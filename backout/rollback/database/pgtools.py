@@ -39,6 +39,13 @@ def connect(url: str, what: str = "the database", autocommit: bool = True) -> ps
         raise BackoutError(f"cannot connect to {what} {mask_url(url)}: {first}") from None
 
 
+def one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row a query that always answers one (an aggregate, a function call, a known row) returned."""
+    row = cursor.fetchone()
+    assert row is not None, "the query answers exactly one row"
+    return row
+
+
 def with_database(url: str, dbname: str) -> str:
     """The same server and credentials, another database."""
     if "://" in url:

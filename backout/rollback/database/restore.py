@@ -26,7 +26,7 @@ import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 import requests
@@ -180,8 +180,8 @@ def _count_tables(url: str, names: list[str]) -> dict[str, int]:
         for name in names:
             schema, _, table = name.partition(".")
             try:
-                found[name] = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                    psycopg.sql.Identifier(schema, table))).fetchone()[0]
+                found[name] = pgtools.one(conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                    psycopg.sql.Identifier(schema, table))))[0]
             except psycopg.errors.UndefinedTable:
                 raise BackoutError(f"verification failed: table {name} of the backup is missing after the restore") from None
     return found
@@ -213,7 +213,8 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
 
 
 def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress,
-                 earlier: dict | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
+                 earlier: dict[str, Any] | None, record: Callable[[dict[str, Any]], object],
+                 reapplied: down.DownPlan) -> dict[str, Any]:
     """`earlier`: what an earlier run of the same request recorded when it created the rollback
     add-on, if one did; `record` writes such a step detail to the ledger (never while ledger writes
     are held); `reapplied`: the down plan back to the checkpoint's migrations, for the ones the

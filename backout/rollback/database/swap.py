@@ -90,13 +90,13 @@ class Choice:
 
 
 def capabilities(conn: psycopg.Connection[Any]) -> Capabilities:
-    row = conn.execute(
+    row = pgtools.one(conn.execute(
         """SELECT current_user, current_database(), r.rolsuper, r.rolcreatedb,
                   pg_has_role(current_user, d.datdba, 'MEMBER'),
                   has_database_privilege(current_database(), 'CREATE')
            FROM pg_roles r, pg_database d
            WHERE r.rolname = current_user AND d.datname = current_database()"""
-    ).fetchone()
+    ))
     return Capabilities(*row)
 
 
@@ -195,7 +195,7 @@ class Restore:
         self.source.check()
         with pgtools.connect(self.url, "the app's database") as conn:
             self.superuser = capabilities(conn).superuser
-            self.dbname = conn.execute("SELECT current_database()").fetchone()[0]
+            self.dbname = pgtools.one(conn.execute("SELECT current_database()"))[0]
         started = time.monotonic()
         # Checkpoints record each table's rows as they are taken; older ones are counted as they stream.
         counted = stream.recorded(self.backup, archive_toc)
@@ -284,18 +284,23 @@ class Restore:
         self.progress(f"restore: pg_restore -j{jobs} into {new}")
         proc = subprocess.Popen([*argv, f"--jobs={jobs}", "--section=data", "--section=post-data", str(temp)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
         errors = pgtools.Drain(proc.stderr)
         # Rows the checkpoint did not record are counted from the file while pg_restore runs.
-        counting = None if counted else _Background(lambda: scan_file(temp))
+        counting = None if counted else _Background(lambda: scan_file(str(temp)))
         _wait_reporting(proc, new_url, self.progress)
         if proc.returncode != 0:
             raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
                                f"{errors.last_error(pgtools.secrets_of(env))}")
-        return counted if counting is None else counting.result()
+        if counting is not None:
+            return counting.result()
+        assert counted is not None
+        return counted
 
     def _run_restore(self, argv: list[str], env: dict) -> None:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
+        assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
         errors = pgtools.Drain(proc.stderr)
         if proc.wait() != 0:
             raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
@@ -333,6 +338,7 @@ class Restore:
                                        stderr=subprocess.PIPE)
             psql = subprocess.Popen(psql_argv, stdin=restore.stdout, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, env=env)
+            assert restore.stdin and restore.stdout and restore.stderr and psql.stderr  # Popen's pipes exist: PIPE was asked for
             restore.stdout.close()
             restore_errors, psql_errors = pgtools.Drain(restore.stderr), pgtools.Drain(psql.stderr)
             # In place, the restore drops the live tables: sessions holding them are ended.
@@ -381,6 +387,7 @@ def feed(proc: subprocess.Popen, env: dict, source: stream.Source, backup: dict,
          counted: Archive | None = None) -> Archive:
     """Stream the archive into a pg_restore reading its stdin; the archive with its rows (as
     `counted` already, or as scanned on the way)."""
+    assert proc.stdin is not None and proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
     errors = pgtools.Drain(proc.stderr)
     try:
         archive = stream.pump(source, backup, proc.stdin.write, progress, counted=counted)
@@ -429,8 +436,8 @@ class _SchemaPlan:
         for s in schemas:
             statements = [f"CREATE SCHEMA {pgtools.quoted(s)};"]
             if s in owners:  # the archive's own: its owner (when we may give it) and ACL entries apply
-                if owners[s] and superuser:
-                    statements.append(f"ALTER SCHEMA {pgtools.quoted(s)} OWNER TO {pgtools.quoted(owners[s])};")
+                if (owner := owners[s]) and superuser:
+                    statements.append(f"ALTER SCHEMA {pgtools.quoted(s)} OWNER TO {pgtools.quoted(owner)};")
             elif s in live:  # `public`, which pg_dump does not create: as the live one is
                 statements += _copy_schema_owner_and_acl(conn, s)
             create[s] = "\n".join(statements)
@@ -547,10 +554,10 @@ def swap_databases(admin: psycopg.Connection[Any], old: str, new: str, kept: str
 
 def _create_like(admin: psycopg.Connection[Any], old: str, new: str) -> None:
     """An empty database with the live one's owner, encoding, locale, limit, settings and grants."""
-    oid, owner, encoding, collate, ctype, provider, icu, limit, member = admin.execute(
+    oid, owner, encoding, collate, ctype, provider, icu, limit, member = pgtools.one(admin.execute(
         """SELECT d.oid, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
                   d.datlocprovider, d.daticulocale, d.datconnlimit, pg_has_role(current_user, d.datdba, 'MEMBER')
-           FROM pg_database d WHERE d.datname = %s""", [old]).fetchone()
+           FROM pg_database d WHERE d.datname = %s""", [old]))
     options = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} CONNECTION LIMIT {}").format(
         sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype), sql.Literal(limit))]
     if provider == "i":
@@ -605,7 +612,7 @@ def _wait_reporting(proc: subprocess.Popen, url: str, progress: Progress) -> Non
         except subprocess.TimeoutExpired:
             try:
                 with psycopg.connect(url, connect_timeout=5) as conn:
-                    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                    size = pgtools.one(conn.execute("SELECT pg_database_size(current_database())"))[0]
                 progress(f"restore: {human_bytes(size)} restored so far")
             except psycopg.Error:
                 pass
@@ -647,9 +654,9 @@ def verify_counts(url: str, archive: Archive, names: dict[str, str], workers: in
             for entry in part:
                 schema = names.get(entry.namespace or "", entry.namespace or "")
                 try:
-                    found[entry.qualified] = conn.execute(
+                    found[entry.qualified] = pgtools.one(conn.execute(
                         sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(entry.tag))
-                    ).fetchone()[0]
+                    ))[0]
                 except psycopg.errors.UndefinedTable:
                     raise BackoutError(f"verification failed: table {entry.qualified} is missing from the restored copy") from None
         return found
@@ -746,7 +753,7 @@ class BlockerWatcher:
                     waiting_since = waiting_since or time.monotonic()
                     if time.monotonic() - waiting_since >= self.grace:
                         for (pid,) in blockers:
-                            if conn.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]:
+                            if pgtools.one(conn.execute("SELECT pg_terminate_backend(%s)", [pid]))[0]:
                                 self.ended += 1
                 except psycopg.Error:
                     continue
@@ -780,9 +787,9 @@ def _archive_extensions(conn: psycopg.Connection[Any], toc: Archive) -> list[tup
 def _copy_schema_owner_and_acl(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     """The statements that give a new schema the live one's owner, comment and grants (for
     `public`, which pg_dump leaves to the database to create)."""
-    owner, member, comment = conn.execute(
+    owner, member, comment = pgtools.one(conn.execute(
         "SELECT pg_get_userbyid(nspowner), pg_has_role(current_user, nspowner, 'MEMBER'),"
-        " obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+        " obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", [schema]))
     q = pgtools.quoted
     statements = [f"ALTER SCHEMA {q(schema)} OWNER TO {q(owner)};"] if member else []
     if comment is not None:
