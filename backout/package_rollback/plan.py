@@ -83,7 +83,8 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
     bad_tag = _tag_named(tags, prefix, bad)
     bad_release = release_versions.get(bad)
     if bad_tag is None and bad_release is None and log.find(bad) is None and bad not in published:
-        known = sorted({*release_versions, *(s.version for s in log.releases()), *published}, reverse=True)[:5]
+        logged = {s.version for s in log.releases() if s.version is not None}
+        known = sorted({*release_versions, *logged, *published}, reverse=True)[:5]
         raise BadInput(f"{options.repo} has no version {bad}: no tag {prefix}{bad}, no GitHub release, nothing in "
                        f"{log.path} or on PyPI (recent versions: {', '.join(map(str, known)) or 'none'}); check --bad")
 
