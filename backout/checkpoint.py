@@ -26,8 +26,6 @@ from backout.errors import BackoutError
 from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import mask_url, redact
 from backout.settings import Settings
-from backout.storage import archives
-from backout.storage.client import make_client
 
 Progress = Callable[[str], None]
 
@@ -224,6 +222,7 @@ def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Conne
         _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     if settings.storage.files:
         from backout.files.record import record
+        from backout.storage.client import make_client
 
         ledger.update_checkpoint(ledger_conn, cp["id"], files=record(settings.storage, make_client(settings.storage), say))
     stored = settings.backup == "pg_dump" and settings.storage.archives is not None
@@ -258,6 +257,8 @@ def _sweep_uploads(settings: Settings, ledger_conn: LedgerConnection, cp: Checkp
     """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
     parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""
     assert settings.storage.archives is not None
+    from backout.storage import archives
+    from backout.storage.client import make_client
 
     def writing(checkpoint_id: str) -> bool:
         return checkpoint_id == cp["id"] or ledger.taker_alive(ledger_conn, checkpoint_id)

@@ -39,10 +39,7 @@ from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.redact import mask_url, redact
-from backout.storage.archives import archive_key
-from backout.storage.client import make_client
 from backout.storage.config import StorageSettings
-from backout.storage.upload import MultipartUpload
 
 if TYPE_CHECKING:
     from backout.backups import BackupContext
@@ -130,6 +127,12 @@ def dump_to_storage(database_url: str, storage: StorageSettings, app: str, check
     exit status, the whole table of contents parsed, every table's rows counted in pg_dump's own
     snapshot, Content-MD5 on every part, the object's size after the upload); any failure aborts
     the upload, so nothing is left under the key. Returns the description the checkpoint records."""
+    # Imported here: boto3 alone takes longer to import than a small database takes to dump, and
+    # most release phases write to local disk.
+    from backout.storage.archives import archive_key
+    from backout.storage.client import make_client
+    from backout.storage.upload import MultipartUpload
+
     say = progress or (lambda message: None)
     where = storage.archives
     assert where is not None

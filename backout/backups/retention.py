@@ -22,8 +22,6 @@ from backout.errors import BackoutError
 from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.output import human_bytes
 from backout.settings import Settings
-from backout.storage import archives
-from backout.storage.client import make_client
 from backout.storage.config import Keep
 
 Progress = Callable[[str], None]
@@ -101,6 +99,9 @@ def prune(settings: Settings, conn: LedgerConnection, app: str, progress: Progre
         backup = cp.get("backup") or {}
         try:
             if backup.get("storage") == "s3":
+                from backout.storage import archives  # boto3: only for an archive in storage
+                from backout.storage.client import make_client
+
                 archives.delete(make_client(settings.storage), backup)
                 where = backup.get("url")
             else:

@@ -19,7 +19,6 @@ table, and `backout.verdict.verdict` looks its size up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pglast
@@ -28,20 +27,10 @@ from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, ObjectType
 
 from backout.migrations import script
-
-EXPAND, CONTRACT, DATA, UNKNOWN, NONE = "expand", "contract", "data", "unknown", "none"
-CLASSES = (EXPAND, CONTRACT, DATA, UNKNOWN)
-
-# Danger kinds.
-REWRITE = "table-rewrite"
-BLOCKING_INDEX = "index-without-concurrently"
-NOT_NULL = "not-null-without-default"
-VOLATILE_DEFAULT = "volatile-default"
-VALIDATING = "validates-under-lock"
-BIG_TABLE_LOCK = "access-exclusive-on-big-table"
-
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-SHARE = "SHARE"
+from backout.verdict.statement import (
+    BLOCKING_INDEX, CONTRACT, DATA, EXPAND, NONE, NOT_NULL, REWRITE, UNKNOWN, VALIDATING, VOLATILE_DEFAULT, Danger,
+    Statement,
+)
 
 # Functions whose value changes per row, so a default calling them is computed for every
 # existing row: the table is rewritten (PostgreSQL 11+ stores a stable default without one).
@@ -51,45 +40,6 @@ VOLATILE_FUNCTIONS = frozenset({
 })
 _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 _SHOWN = 200  # characters of a statement kept in findings
-
-
-@dataclass(frozen=True)
-class Danger:
-    kind: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "message": self.message}
-
-
-@dataclass
-class Statement:
-    """One statement of a migration, judged."""
-
-    sql: str
-    kind: str  # one of CLASSES or NONE
-    reason: str
-    dangers: list[Danger] = field(default_factory=list)
-    # The table the statement works on, when it names one.
-    target: str | None = None
-    # The existing table the statement takes an ACCESS EXCLUSIVE lock on, for the size check.
-    locks: str | None = None
-    # Tables the statement creates, and (table, column or None) it drops: a down script that
-    # drops what holds data loses it.
-    creates: list[str] = field(default_factory=list)
-    drops: list[tuple[str, str | None]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sql": self.sql, "class": self.kind, "reason": self.reason,
-                "dangers": [d.to_json() for d in self.dangers], "target": self.target, "locks": self.locks,
-                "creates": self.creates, "drops": [list(d) for d in self.drops]}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Statement:
-        return cls(sql=d["sql"], kind=d["class"], reason=d["reason"],
-                   dangers=[Danger(x["kind"], x["message"]) for x in d.get("dangers") or []],
-                   target=d.get("target"), locks=d.get("locks"), creates=list(d.get("creates") or []),
-                   drops=[(t, c) for t, c in d.get("drops") or []])
 
 
 def classify_sql(sql: str) -> list[Statement]:

@@ -23,8 +23,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from backout.migrations.base import MigrationAdapter, SavedMigration
-from backout.verdict import classify
-from backout.verdict.classify import CONTRACT, DATA, EXPAND, NONE, UNKNOWN, Danger, Statement
+from backout.verdict.statement import BIG_TABLE_LOCK, CONTRACT, DATA, EXPAND, NONE, UNKNOWN, Danger, Statement
 
 CODE_ONLY, DOWN_NEEDED, DOWN_LOSES_DATA, IRREVERSIBLE = "code-only", "down-needed", "down-loses-data", "irreversible"
 VERDICTS = (CODE_ONLY, DOWN_NEEDED, DOWN_LOSES_DATA, IRREVERSIBLE)
@@ -197,9 +196,11 @@ def _statements(forward: Any, state_table: str) -> list[Statement]:
 def _statements_of(sql_text: str | None, state_table: str) -> list[Statement]:
     if not sql_text:
         return []
+    from backout.verdict.classify import classify_sql  # pglast: only when there is SQL to judge
+
     # The tool's own bookkeeping (Alembic writes its version table into the offline SQL) is not the
     # app's schema, and what changes nothing (transaction control, SET) is not kept.
-    return [s for s in classify.classify_sql(sql_text)
+    return [s for s in classify_sql(sql_text)
             if s.kind != NONE and not (state_table and s.target == state_table)]
 
 
@@ -218,7 +219,7 @@ def _check_size(conn: psycopg.Connection[Any], s: Statement, big_table_bytes: in
                            " WHERE c.oid = to_regclass(%s)", [s.locks]).fetchone()
     if row is None or row[0] < big_table_bytes:
         return
-    s.dangers.append(Danger(classify.BIG_TABLE_LOCK, f"takes an ACCESS EXCLUSIVE lock on {s.locks}, "
+    s.dangers.append(Danger(BIG_TABLE_LOCK, f"takes an ACCESS EXCLUSIVE lock on {s.locks}, "
                             f"{_mb(row[0])} (~{max(row[1], 0)} rows): every query of it waits while it runs"))
 
 
@@ -237,7 +238,9 @@ def _rows_holding_data(conn: psycopg.Connection[Any], table: str, column: str | 
         if found is None:
             return 0
         expression = found[0]
-        if expression is None or classify.is_volatile_sql(expression):
+        from backout.verdict.classify import is_volatile_sql
+
+        if expression is None or is_volatile_sql(expression):
             condition = pgsql.SQL("{} IS NOT NULL").format(pgsql.Identifier(column))
         else:
             condition = pgsql.SQL("{} IS DISTINCT FROM ({})").format(pgsql.Identifier(column), pgsql.SQL(expression))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from backout.verdict.classify import CLASSES, classify_sql, is_volatile_sql
+from backout.verdict.classify import classify_sql, is_volatile_sql
+from backout.verdict.statement import CLASSES
 
 CORPUS = [json.loads(line) for line in (Path(__file__).parent / "corpus.jsonl").read_text().splitlines() if line]
 
