@@ -31,6 +31,7 @@ from backout import deploy, ledger
 from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
+from backout.health.policy import EventKind
 from backout.heroku import HerokuClient
 from backout.ledger.records import (
     FINAL_STATUSES,
@@ -69,8 +70,9 @@ WORKER_STOP = 25.0  # Heroku gives a worker 30 s after SIGTERM
 POLL = 0.2
 
 # Health events worth a progress line while waiting (grace and stale rounds are routine).
-NARRATED = ("watch_started", "counted", "recovered", "failed", "verified", "rollback_requested", "suppressed",
-            "dry_run", "rollback_finished", "rollback_failed")
+NARRATED = (EventKind.WATCH_STARTED, EventKind.COUNTED, EventKind.RECOVERED, EventKind.FAILED, EventKind.VERIFIED,
+            EventKind.ROLLBACK_REQUESTED, EventKind.SUPPRESSED, EventKind.DRY_RUN, EventKind.ROLLBACK_FINISHED,
+            EventKind.ROLLBACK_FAILED)
 
 
 class StepFailed(BackoutError):
@@ -243,7 +245,7 @@ class Story:
             rows = self.ledger_rows()
             if any(e["kind"] == "verified" and e["release_version"] == version for e in rows.events):
                 return True
-            self._refuse_on(rows, version, ("failed", "suppressed"), f"verify {code}",
+            self._refuse_on(rows, version, (EventKind.FAILED, EventKind.SUPPRESSED), f"verify {code}",
                             f"v{version} failed its health checks")
             return False
 
@@ -256,7 +258,7 @@ class Story:
 
         def requested() -> RequestRow | None:
             rows = self.ledger_rows()
-            self._refuse_on(rows, version, ("suppressed", "dry_run"), step, f"the monitor did not roll v{version} back")
+            self._refuse_on(rows, version, (EventKind.SUPPRESSED, EventKind.DRY_RUN), step, f"the monitor did not roll v{version} back")
             return rows.request
 
         def finished() -> RequestRow | None:

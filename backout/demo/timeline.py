@@ -8,6 +8,7 @@ from typing import Iterable
 
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
+from backout.health.policy import EventKind
 from backout.ledger.records import (
     CheckpointKind,
     CheckpointRow,
@@ -21,12 +22,12 @@ from backout.output import human_bytes, table
 DETAIL_WIDTH = 80
 # Health events that make a line of the timeline (grace and stale rounds are routine; the
 # rollback_requested event is shown as the request it made).
-EVENT_LINES = {
-    "counted": "probe failed",
-    "failed": "failed its health checks",
-    "suppressed": "rollback suppressed",
-    "verified": "verified healthy",
-    "rollback_failed": "rollback failed",
+EVENT_LINES: dict[str, str] = {
+    EventKind.COUNTED: "probe failed",
+    EventKind.FAILED: "failed its health checks",
+    EventKind.SUPPRESSED: "rollback suppressed",
+    EventKind.VERIFIED: "verified healthy",
+    EventKind.ROLLBACK_FAILED: "rollback failed",
 }
 STEP_LINES = {
     "db_down": "down migration",
@@ -107,10 +108,10 @@ def _event_lines(events: list[HealthEventRow]) -> list[Line]:
         if what is None:
             continue
         version = event["release_version"] or 0
-        if event["kind"] == "counted":
+        if event["kind"] == EventKind.COUNTED:
             failures[version] = failures.get(version, 0) + 1
             what = f"{what} ({failures[version]})"
-        marked = event["kind"] == "verified" and (event["detail"] or {}).get("checkpoint")
+        marked = event["kind"] == EventKind.VERIFIED and (event["detail"] or {}).get("checkpoint")
         where = "health_events" + (", checkpoints" if marked else "")
         reason = (event["reason"] or "").split("; ")[0]
         found.append(Line(epoch(event["at"]) or 0.0, f"v{version} {what}", reason, where))

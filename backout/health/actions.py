@@ -22,7 +22,7 @@ from typing import Any
 
 from backout import ledger
 from backout.errors import BackoutError, HerokuAPIError, PlanRefused
-from backout.health.policy import AUTO, Decision, Facts, Policy, Step, decide, rollback_of
+from backout.health.policy import AUTO, Action, Decision, EventKind, Facts, Policy, RoundVerdict, Step, decide, rollback_of
 from backout.health.watches import WatchPhase, WatchRecord, WatchRegistry, new_record
 from backout.ledger.records import HealthEventRow, LedgerConnection, RequestStatus
 from backout.notify import notify
@@ -32,11 +32,10 @@ from backout.settings import Settings
 log = logging.getLogger(__name__)
 
 REQUESTED_BY = "health-monitor"
-ROLLBACK_REQUESTED = "rollback_requested"
 
 
-def record(conn: LedgerConnection, watch: WatchRecord, kind: str, reason: str, verdict: str | None = None,
-           detail: dict[str, Any] | None = None) -> HealthEventRow:
+def record(conn: LedgerConnection, watch: WatchRecord, kind: EventKind, reason: str,
+           verdict: RoundVerdict | None = None, detail: dict[str, Any] | None = None) -> HealthEventRow:
     return ledger.record_health_event(conn, app=watch["app"], release_version=watch["release_version"], kind=kind,
                                       verdict=verdict, reason=reason, detail=detail)
 
@@ -53,7 +52,7 @@ def gather_facts(conn: LedgerConnection, client: Any, app: str, version: int, no
     earlier = None
     last_at = None
     for event in ledger.health_events(conn, app, limit=1000):
-        if event["kind"] != ROLLBACK_REQUESTED:
+        if event["kind"] != EventKind.ROLLBACK_REQUESTED:
             continue
         at = _epoch(event["at"])
         last_at = at if last_at is None else max(last_at, at)
@@ -103,19 +102,19 @@ def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry:
     failed round tries again.
     """
     app, version = watch["app"], watch["release_version"]
-    record(conn, watch, "failed", step.reason, "fail", step.detail)
+    record(conn, watch, EventKind.FAILED, step.reason, RoundVerdict.FAIL, step.detail)
     facts = with_cost(settings, conn, gather_facts(conn, client, app, version, now, watch))
     decision = decide(Policy.from_settings(settings), facts)
-    if decision.action == "rollback" and not registry.mark_auto_rollback(app, version, f"monitor at {now:.3f}"):
-        decision = Decision("suppress", f"an auto-rollback of v{version} was already requested by another "
+    if decision.action == Action.ROLLBACK and not registry.mark_auto_rollback(app, version, f"monitor at {now:.3f}"):
+        decision = Decision(Action.SUPPRESS, f"an auto-rollback of v{version} was already requested by another "
                                         "monitor; at most one per release", needs_person=True)
     headline = f"{app} v{version} failed its health checks ({step.reason})"
-    if decision.action == "dry_run":
-        record(conn, watch, "dry_run", decision.reason, "fail", decision.detail())
+    if decision.action == Action.DRY_RUN:
+        record(conn, watch, EventKind.DRY_RUN, decision.reason, RoundVerdict.FAIL, decision.detail())
         notify(settings, "health.dry_run", f"{headline}; {decision.reason}", {**decision.detail(), "app": app,
                                                                               "release_version": version})
         return "ended", None
-    if decision.action == "suppress":
+    if decision.action == Action.SUPPRESS:
         _suppressed(settings, conn, watch, headline, decision)
         return "ended", None
 
@@ -129,20 +128,20 @@ def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry:
                                       settings=settings, requested_by=REQUESTED_BY)
     except PlanRefused as exc:
         _suppressed(settings, conn, watch, headline, Decision(
-            "suppress", f"the rollback plan was refused: {exc}", decision.db, decision.target, True))
+            Action.SUPPRESS, f"the rollback plan was refused: {exc}", decision.db, decision.target, True))
         return "ended", None
     except BackoutError as exc:
         message = redact(str(exc), settings.secrets())
         if isinstance(exc, HerokuAPIError) and 400 <= exc.status < 500 and exc.status != 429:
             _suppressed(settings, conn, watch, headline, Decision(
-                "suppress", f"the rollback could not be requested: {message}", decision.db, decision.target, True))
+                Action.SUPPRESS, f"the rollback could not be requested: {message}", decision.db, decision.target, True))
             return "ended", None
         registry.unmark_auto_rollback(app, version)
-        record(conn, watch, "rollback_error", f"the rollback could not be requested ({message}); trying again "
-                                              "at the next failed probe", "fail", decision.detail())
+        record(conn, watch, EventKind.ROLLBACK_ERROR, f"the rollback could not be requested ({message}); trying again "
+                                              "at the next failed probe", RoundVerdict.FAIL, decision.detail())
         return "retry", None
     first = step.detail.get("first_counted_at")
-    record(conn, watch, ROLLBACK_REQUESTED, decision.reason, "fail", {
+    record(conn, watch, EventKind.ROLLBACK_REQUESTED, decision.reason, RoundVerdict.FAIL, {
         **decision.detail(), "request_id": request_id, "first_counted_at": first,
         "seconds_since_first_failure": round(now - first, 3) if first else None,
     })
@@ -160,7 +159,7 @@ def on_verified(settings: Settings, conn: LedgerConnection, watch: WatchRecord, 
     reason = step.reason
     if checkpoint is None:
         reason += "; " + _no_checkpoint(conn, watch)
-    record(conn, watch, "verified", reason, "pass", {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
+    record(conn, watch, EventKind.VERIFIED, reason, RoundVerdict.PASS, {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
     notify(settings, "health.verified", f"{app} v{version} is verified healthy: {step.reason}",
            {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
 
@@ -188,12 +187,12 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
     app, version, request_id = watch["app"], watch["release_version"], watch.get("request_id")
     request = ledger.get_request(conn, request_id) if request_id else None
     if request is None:
-        record(conn, watch, "rollback_failed", f"rollback request {request_id} is not in the ledger", "fail")
+        record(conn, watch, EventKind.ROLLBACK_FAILED, f"rollback request {request_id} is not in the ledger", RoundVerdict.FAIL)
         return True
     if request["status"] == RequestStatus.SUCCEEDED:
         result = request.get("result") or {}
         new_version = result.get("release_version")
-        record(conn, watch, "rollback_finished",
+        record(conn, watch, EventKind.ROLLBACK_FINISHED,
                f"rolled back: v{new_version} runs v{result.get('target_version')}'s code and config "
                f"(request {request_id})", None, {"request_id": request_id, "result": result})
         if isinstance(new_version, int) and new_version != version:
@@ -202,14 +201,14 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
             registry.register(follow_up)
         return True
     if request["status"] in (RequestStatus.FAILED, RequestStatus.REFUSED):
-        record(conn, watch, "rollback_failed", f"the auto-rollback {request['status']}: {request.get('error')}; "
-                                                "a person must look", "fail", {"request_id": request_id})
+        record(conn, watch, EventKind.ROLLBACK_FAILED, f"the auto-rollback {request['status']}: {request.get('error')}; "
+                                                "a person must look", RoundVerdict.FAIL, {"request_id": request_id})
         return True
     failed_at = watch.get("failed_at") or now
     if now - failed_at > give_up_after:
         reason = (f"the auto-rollback (request {request_id}) is still {request['status']} after "
                   f"{now - failed_at:.0f}s; is a worker running? a person must look")
-        record(conn, watch, "rollback_failed", reason, "fail", {"request_id": request_id})
+        record(conn, watch, EventKind.ROLLBACK_FAILED, reason, RoundVerdict.FAIL, {"request_id": request_id})
         notify(settings, "health.rollback_stuck", f"{app} v{version}: {reason}", {"app": app, "request_id": request_id})
         return True
     return False
@@ -217,7 +216,7 @@ def follow_rollback(settings: Settings, conn: LedgerConnection, registry: WatchR
 
 def _suppressed(settings: Settings, conn: LedgerConnection, watch: WatchRecord, headline: str,
                 decision: Decision) -> None:
-    record(conn, watch, "suppressed", decision.reason, "fail", decision.detail())
+    record(conn, watch, EventKind.SUPPRESSED, decision.reason, RoundVerdict.FAIL, decision.detail())
     notify(settings, "health.rollback_suppressed", f"{headline} but is not rolled back: {decision.reason}",
            {**decision.detail(), "app": watch["app"], "release_version": watch["release_version"]})
 

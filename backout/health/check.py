@@ -20,14 +20,16 @@ from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.health.actions import gather_facts, release_commits, with_cost
 from backout.health.policy import (
     FAILED,
+    EventKind,
     Policy,
+    RoundVerdict,
     Verdict,
     decide,
     judge_round,
     observe_crash,
     rollback_of,
 )
-from backout.health.probes import FAIL, Prober, ProbeResult, ProbeSpec
+from backout.health.probes import Prober, ProbeResult, ProbeSpec
 from backout.health.watches import WatchRecord, new_record
 from backout.redact import redact
 from backout.settings import Settings
@@ -61,9 +63,9 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
             watch = _watch(settings, app)
             sentry = _sentry(settings, conn, app, version, watch, now)
             sentry_failed = sentry is not None and sentry.get("kind") == FAILED
-            failing = crash is not None or verdict.verdict in (FAIL, "error") or sentry_failed
+            failing = crash is not None or verdict.verdict in (RoundVerdict.FAIL, RoundVerdict.ERROR) or sentry_failed
             reason = crash.reason if crash else (sentry["reason"] if sentry is not None and sentry_failed else verdict.reason)
-            overall = FAIL if crash or sentry_failed else verdict.verdict
+            overall = RoundVerdict.FAIL if crash or sentry_failed else verdict.verdict
             decision = None
             if failing and version and conn is not None:
                 facts = with_cost(settings, conn, gather_facts(conn, client, app, version, now, watch))
@@ -88,7 +90,7 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
                                                               if decision.branch else {})},
             }
             if conn is not None:
-                ledger.record_health_event(conn, app=app, release_version=version, kind="check", verdict=overall,
+                ledger.record_health_event(conn, app=app, release_version=version, kind=EventKind.CHECK, verdict=overall,
                                            reason=f"backout health: {reason}",
                                            detail={"probes": document["probes"], "decision": document["decision"]})
             return document

@@ -39,7 +39,9 @@ from backout.health.policy import (
     PASSED,
     STALE,
     VERIFIED,
+    EventKind,
     Policy,
+    RoundVerdict,
     Step,
     WatchState,
     due_verified,
@@ -280,7 +282,7 @@ class Monitor:
             elif current["release_version"] != watch.version:
                 if not watch.busy:
                     if not watch.ended:
-                        self._in_ledger(self._record, watch.record, "watch_ended", _superseded(watch, current))
+                        self._in_ledger(self._record, watch.record, EventKind.WATCH_ENDED, _superseded(watch, current))
                     self.watches[app] = self._new_watch(current, now)
             elif current.get("phase") != watch.record.get("phase") and not watch.busy:
                 watch.record = current
@@ -466,7 +468,7 @@ class Monitor:
         if watch is not None:
             self.inbox.put(LedgerDone(watch.app, watch.version, False, None))
 
-    def _record(self, record: WatchRecord, kind: str, reason: str, verdict: str | None = None,
+    def _record(self, record: WatchRecord, kind: EventKind, reason: str, verdict: RoundVerdict | None = None,
                 detail: dict[str, Any] | None = None) -> None:
         health_actions.record(self._ledger(), record, kind, reason, verdict, detail)
 

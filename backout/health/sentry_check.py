@@ -21,7 +21,7 @@ from typing import Any
 import requests
 
 from backout.errors import BackoutError
-from backout.health.policy import FAILED, Step
+from backout.health.policy import FAILED, EventKind, Step
 from backout.health.watches import WatchRecord
 from backout.settings import Settings
 
@@ -76,7 +76,7 @@ def check_release(settings: Settings, record: WatchRecord, now: float) -> Step |
                f"{previous_span:.0f}s of v{previous.get('version')}")
     if new_count >= MIN_ERRORS and new_rate > settings.health.sentry_ratio * old_rate:
         return Step(FAILED, f"{summary}: more than {settings.health.sentry_ratio:g}x the previous rate", detail)
-    return Step("sentry", summary, detail)
+    return Step(EventKind.SENTRY, summary, detail)
 
 
 def _project_id(settings: Settings) -> str:

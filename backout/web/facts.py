@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backout import ledger
-from backout.health.policy import rollback_of
+from backout.health.policy import EventKind, rollback_of
 from backout.ledger.records import (
     ACTIVE_STATUSES,
     CheckpointKind,
@@ -37,15 +37,15 @@ EVENTS_READ = 500
 SAMPLES_READ = 5000
 
 # Health events that settle a release's verdict, and what the page calls them.
-VERDICTS = {
-    "verified": "verified healthy",
-    "failed": "failed",
-    "watch_started": "watching",
-    "watch_skipped": "not watched",
+VERDICTS: dict[str, str] = {
+    EventKind.VERIFIED: "verified healthy",
+    EventKind.FAILED: "failed",
+    EventKind.WATCH_STARTED: "watching",
+    EventKind.WATCH_SKIPPED: "not watched",
 }
 # The events that end a watch; a watch started after the last of them is still going on.
-WATCH_ENDS = ("verified", "watch_ended", "watch_skipped", "suppressed", "dry_run", "rollback_finished",
-              "rollback_failed")
+WATCH_ENDS = (EventKind.VERIFIED, EventKind.WATCH_ENDED, EventKind.WATCH_SKIPPED, EventKind.SUPPRESSED,
+              EventKind.DRY_RUN, EventKind.ROLLBACK_FINISHED, EventKind.ROLLBACK_FAILED)
 
 
 @dataclass
@@ -147,7 +147,7 @@ def _releases(heroku_releases: list[dict[str, Any]] | None, checkpoints: list[Ch
         r = release(version)
         if event["kind"] in VERDICTS:
             r.health, r.health_reason = VERDICTS[event["kind"]], event["reason"]
-        elif event["kind"] in ("suppressed", "dry_run", "rollback_failed"):
+        elif event["kind"] in (EventKind.SUPPRESSED, EventKind.DRY_RUN, EventKind.ROLLBACK_FAILED):
             r.health_reason = f"{r.health_reason}; {event['reason']}" if r.health_reason else event["reason"]
     for rollback in rollbacks:
         if rollback.source is not None and rollback.request["status"] != RequestStatus.REFUSED:
@@ -178,7 +178,7 @@ def _releases(heroku_releases: list[dict[str, Any]] | None, checkpoints: list[Ch
 def _watching(events: list[HealthEventRow], horizon: float) -> bool:
     """Whether the newest watch has not said its last word (and is not older than `horizon` seconds,
     in case the worker holding it died)."""
-    last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == "watch_started"), None)
-    if last is None or last["kind"] != "watch_started":
+    last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == EventKind.WATCH_STARTED), None)
+    if last is None or last["kind"] != EventKind.WATCH_STARTED:
         return False
     return time.time() - datetime.fromisoformat(last["at"]).timestamp() < horizon
