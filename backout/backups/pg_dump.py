@@ -42,7 +42,7 @@ from backout.redact import mask_url, redact
 from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
 
 SUFFIX = ".dump.zst"
 # An archive being written is `.<name>.<pid>.tmp` beside where it goes.
@@ -61,7 +61,7 @@ LEDGER_SCHEMA = "backout"
 Progress = Callable[[str], None]
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     """The strategy's entry point: dump the app's database into object storage when
     BACKOUT_STORAGE_URL is set, else into the backup directory."""
     if ctx.storage is not None and ctx.storage.archives is not None:
@@ -69,7 +69,7 @@ def take(ctx: "BackupContext") -> dict:
     return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress)
 
 
-def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL) -> dict:
+def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL) -> "Backup":
     """Dump `database_url` (without the ledger's schema) into `path`, verify it, and describe it.
 
     Returns {"path", "size", "sha256", "format", "compression", "level", "dump_size", "entries",
@@ -121,7 +121,7 @@ def _write_file(database_url: str, temp: Path, say: Progress, level: int
 
 
 def dump_to_storage(database_url: str, storage: StorageSettings, app: str, checkpoint_id: str,
-                    progress: Progress | None = None, level: int = ZSTD_LEVEL) -> dict:
+                    progress: Progress | None = None, level: int = ZSTD_LEVEL) -> "Backup":
     """Dump `database_url` straight into object storage: pg_dump | zstd | a multipart upload, with no
     local copy and memory bounded whatever the size. The archive is checked on the way (pg_dump's
     exit status, the whole table of contents parsed, every table's rows counted in pg_dump's own

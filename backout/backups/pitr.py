@@ -16,7 +16,7 @@ from backout.errors import BackoutError, BadInput, ConfigError
 from backout.redact import mask_url
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
 
 
 # Heroku Postgres plans whose databases can be rolled back to a point in time (not Essential).
@@ -28,7 +28,7 @@ def plan_tier(plan: str) -> str:
     return plan.partition(":")[2].split("-")[0]
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     """{"time": UTC ISO 8601, "lsn": the server's current WAL position, "addon_id"}.
 
     The database's plan is checked first: a mark on a plan Heroku cannot roll back (Essential)
