@@ -56,7 +56,7 @@ def rollback_target(description: str | None) -> int | None:
     return int(found[1]) if found else None
 
 
-def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict | None:
+def rollback_release_since(heroku: Any, app: str, target_version: int, since_version: int) -> dict[str, Any] | None:
     """The release `Rollback to v<target_version>` made after `since_version`, not failed, if any:
     what a rollback request made, even when Heroku's answer to it was lost."""
     for release in heroku.list_releases(app):
@@ -85,7 +85,7 @@ def database_connection(url: str) -> psycopg.Connection[Any]:
 
 
 def lookup(settings: Settings, heroku: Any, app: str, version: int | None, *, release: bool,
-           config: bool, addon: bool) -> dict:
+           config: bool, addon: bool) -> dict[str, Any]:
     """The Platform API facts a checkpoint wants, fetched at once (they are independent calls, and
     each is a round trip that adds to the release phase): the release being deployed and the one it
     replaces, the config vars, and the DATABASE add-on."""

@@ -41,7 +41,7 @@ def drillable(conn: LedgerConnection, app: str) -> CheckpointRow | None:
 
 
 def drill(settings: Settings, conn: LedgerConnection, app: str, progress: Progress,
-          checkpoint_id: str | None = None) -> dict:
+          checkpoint_id: str | None = None) -> dict[str, Any]:
     """Drill one checkpoint; returns (and records) {"ok", "seconds", "tables", "rows", ...}."""
     settings.require("DATABASE_URL")
     cp = ledger.get_checkpoint(conn, checkpoint_id) if checkpoint_id else drillable(conn, app)
@@ -65,7 +65,7 @@ def drill(settings: Settings, conn: LedgerConnection, app: str, progress: Progre
     return {"checkpoint_id": cp["id"], **result}
 
 
-def _restore_and_count(settings: Settings, cp: CheckpointRow, progress: Progress) -> dict:
+def _restore_and_count(settings: Settings, cp: CheckpointRow, progress: Progress) -> dict[str, Any]:
     source = restore.archive_of(cp, settings)
     server = settings.drill_database_url or settings.database_url or ""
     admin_url = swap.maintenance_url(server)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 ATTACHMENT = "DATABASE"
 
 
-def database_addon(heroku: Any, app: str) -> dict:
+def database_addon(heroku: Any, app: str) -> dict[str, Any]:
     """The add-on attached to `app` as DATABASE: {"addon_id", "addon_name", "attachment_id"}."""
     for attachment in heroku.attachments(app):
         if attachment.get("name") == ATTACHMENT:

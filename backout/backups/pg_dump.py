@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Callable, Protocol, cast
+from typing import Any, BinaryIO, Callable, IO, Protocol, TYPE_CHECKING, cast
 
 import zstandard
 
@@ -209,7 +209,7 @@ def decompress_to(path: str | os.PathLike, dest: str | os.PathLike | IO[bytes]) 
     return written
 
 
-def verify(path: str | os.PathLike, sha256: str | None = None) -> dict:
+def verify(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
     """Read the whole archive back: its sha256 (when given), zstd's checksum, and pg_restore's
     table of contents. Returns {"sha256", "dump_size", "entries"}; raises BackoutError if unreadable."""
     argv = [_program("pg_restore"), "--list"]

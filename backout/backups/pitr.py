@@ -56,7 +56,7 @@ def take(ctx: "BackupContext") -> "Backup":
     return {**mark, "addon_id": addon_id, "plan": plan}
 
 
-def _mark(conn: psycopg.Connection[Any]) -> dict:
+def _mark(conn: psycopg.Connection[Any]) -> "Backup":
     # The server's clock, not ours: the rollback is to a time on the server's WAL timeline.
     row = conn.cursor(row_factory=tuple_row).execute(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"

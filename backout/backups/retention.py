@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 from backout import ledger
@@ -86,7 +86,7 @@ def _prunable(cp: CheckpointRow) -> bool:
     return cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at") and bool(backup.get("path") or backup.get("key"))
 
 
-def prune(settings: Settings, conn: LedgerConnection, app: str, progress: Progress) -> list[dict]:
+def prune(settings: Settings, conn: LedgerConnection, app: str, progress: Progress) -> list[dict[str, Any]]:
     """Delete the archives BACKOUT_KEEP lets go, each recorded on its checkpoint; what was pruned.
 
     A local archive is deleted only where it is (the machine that wrote it); one in storage from

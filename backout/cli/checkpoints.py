@@ -82,7 +82,7 @@ def describe(row: CheckpointRow) -> dict[str, Any]:
     }
 
 
-def _verdict(row: CheckpointRow) -> dict | None:
+def _verdict(row: CheckpointRow) -> dict[str, Any] | None:
     """The release's compatibility verdict without its per-migration detail (kept in the ledger)."""
     verdict = row.get("verdict")
     if not verdict:

@@ -6,6 +6,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 from backout import ledger
@@ -103,7 +104,7 @@ def _all_git_done(history: list[StepRow]) -> bool:
     return all(step in done for step in GIT_STEPS)
 
 
-def _emit(args: argparse.Namespace, doc: dict) -> None:
+def _emit(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     if args.json:
         dump_json(doc)
     else:

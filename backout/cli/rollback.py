@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from backout.errors import PlanRefused
 from backout.output import Progress, dump_json
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if document["status"] == "succeeded" else 1
 
 
-def _print_human(document: dict, args: argparse.Namespace) -> None:
+def _print_human(document: dict[str, Any], args: argparse.Namespace) -> None:
     status, app = document["status"], document["app"]
     if args.dry_run:
         print(describe(document["plan"]))
@@ -75,7 +76,7 @@ def _print_human(document: dict, args: argparse.Namespace) -> None:
         print(f"failed: {document['error']}")
 
 
-def _database_done(db: dict | None) -> str:
+def _database_done(db: dict[str, Any] | None) -> str:
     """What a database step did, from its result; '' when none ran."""
     if not db:
         return ""

@@ -101,9 +101,9 @@ class Facts:
     web_url: str = ""
     database_url: str = ""
     database_name: str = ""
-    releases: dict[str, dict] = field(default_factory=dict)  # "v1"/"v2" -> the release (after its phase)
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)  # "v1"/"v2" -> the release (after its phase)
     request: RequestRow | None = None
-    rollback_release: dict | None = None
+    rollback_release: dict[str, Any] | None = None
     marks: list[Mark] = field(default_factory=list)
     attachments: dict[str, bytes] = field(default_factory=dict)  # as written under v1
 
@@ -198,7 +198,7 @@ class Story:
             raise StepFailed("web page", f"backout web did not start:\n{_tail(self.web_log)}")
         return f"{found[0]}apps/{self.facts.app}"
 
-    def release(self, code: str) -> dict:
+    def release(self, code: str) -> dict[str, Any]:
         """Deploy one version of the demo app and follow its release phase to the end."""
         step = f"release {code}"
         files = slug.version_files(code)
@@ -251,7 +251,7 @@ class Story:
 
         self.wait(f"verify {code}", verified, timeout, f"the monitor to verify v{version}")
 
-    def wait_rollback(self) -> dict:
+    def wait_rollback(self) -> dict[str, Any]:
         """The monitor notices v2 failing and asks for a rollback; the worker carries it out."""
         step = "auto-rollback"
         version = self.facts.releases["v2"]["version"]

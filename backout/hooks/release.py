@@ -96,7 +96,7 @@ def _checkpoint_and_migrate(settings: Settings, ledger_conn: LedgerConnection, h
         return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
 
 
-def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict:
+def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict[str, Any]:
     if heroku is None:
         return {}
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from rq import get_current_job
 
@@ -27,7 +28,7 @@ RECHECK_EVERY = timedelta(hours=1)
 RECHECKS = 72
 
 
-def run_package_rollback(request_id: str) -> dict:
+def run_package_rollback(request_id: str) -> dict[str, Any]:
     settings = settings_module.load()
     settings.require("BACKOUT_DATABASE_URL", "GITHUB_TOKEN")
     assert settings.ledger_url is not None

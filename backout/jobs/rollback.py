@@ -49,12 +49,12 @@ RELEASE_POLL = 1.0
 class RollbackFailed(BackoutError):
     """The rollback was carried out as far as it could go and did not reach the target."""
 
-    def __init__(self, message: str, result: dict) -> None:
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
         super().__init__(message)
         self.result = result
 
 
-def run_rollback(request_id: str) -> dict:
+def run_rollback(request_id: str) -> dict[str, Any]:
     """Carry out one rollback request from the ledger; returns its result (also stored in the ledger)."""
     settings = load()
     settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
@@ -177,7 +177,7 @@ def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: 
     return {**result, "status": "succeeded"}
 
 
-def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict | None:
+def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict[str, Any] | None:
     """The rollback release an earlier run of this request made, if any."""
     for step in reversed(ledger.steps(conn, request["id"])):
         if step["step"] == StepName.CODE_ROLLBACK and step["status"] == StepStatus.DONE:
@@ -194,13 +194,13 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) 
     return release
 
 
-def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:
+def _runs(client: HerokuClient, app: str, current: dict[str, Any], target: dict[str, Any], target_config: dict[str, Any], managed: set[str]) -> bool:
     if _slug_id(current) != target.get("slug_id"):
         return False
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
 
 
-def _merged_into(conn: Any, request: RequestRow, current: dict) -> str | None:
+def _merged_into(conn: Any, request: RequestRow, current: dict[str, Any]) -> str | None:
     """The earlier request whose rollback made the current release, when there is one."""
     for other in ledger.list_requests(conn, request["app"], statuses=["succeeded"], limit=20):
         if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
@@ -208,7 +208,7 @@ def _merged_into(conn: Any, request: RequestRow, current: dict) -> str | None:
     return None
 
 
-def _run_database_step(conn: Any, request: RequestRow) -> dict:
+def _run_database_step(conn: Any, request: RequestRow) -> dict[str, Any]:
     """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
     from backout.rollback.database.step import run_db_step
 
@@ -217,7 +217,7 @@ def _run_database_step(conn: Any, request: RequestRow) -> dict:
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
 
 
-def _run_files_step(request: RequestRow) -> dict:
+def _run_files_step(request: RequestRow) -> dict[str, Any]:
     """The plan's files step (a safety checkpoint of the files, then the restore); a summary."""
     from backout.rollback.files_step import run_files_step  # S3 loads only for a files step
 
@@ -226,7 +226,7 @@ def _run_files_step(request: RequestRow) -> dict:
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "summary") if key in done}
 
 
-def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
+def _same_database_step(conn: Any, request_id: str | None, step: dict[str, Any]) -> bool:
     if request_id is None:
         return False
     other = (ledger.require_request(conn, request_id)["plan"] or {}).get("db_step") or {}
@@ -234,7 +234,7 @@ def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
         step.get("kind"), (step.get("restore_point") or {}).get("id"))
 
 
-def _slug_id(release: dict) -> str | None:
+def _slug_id(release: dict[str, Any]) -> str | None:
     slug = release.get("slug")
     return slug.get("id") if isinstance(slug, dict) else None
 
@@ -261,7 +261,7 @@ def _close_open_step(conn: Any, request_id: str, error: str) -> None:
         ledger.record_step(conn, request_id, steps[-1]["step"], StepStatus.FAILED, {"error": error})
 
 
-def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, result: dict, error: str | None) -> dict:
+def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, result: dict[str, Any], error: str | None) -> dict[str, Any]:
     request_id, app = request["id"], request["app"]
     if error is not None:
         error = redact(error, settings.secrets())

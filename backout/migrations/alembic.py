@@ -293,7 +293,7 @@ class AlembicAdapter(MigrationAdapter):
         return locations, ini.getboolean("alembic", "recursive_version_locations", fallback=False)
 
 
-def _run_offline(root: Path, steps: list[list[str | None]], cwd: Path) -> tuple[dict, str | None]:
+def _run_offline(root: Path, steps: list[list[str | None]], cwd: Path) -> tuple[dict[str, Any], str | None]:
     """Alembic's offline SQL of each (revision, parent) step, or {} and why it could not be had."""
     try:
         done = subprocess.run([sys.executable, "-c", _OFFLINE, str(root), json.dumps(steps), _OFFLINE_MARKER], cwd=cwd,

@@ -48,11 +48,11 @@ class SavedMigration:
     irreversible_reason: str | None = None
     replaces: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> SavedMigration:
+    def from_json(cls, d: dict[str, Any]) -> SavedMigration:
         required = ("tool", "id", "name", "down", "transactional", "reversible", "files")
         missing = [key for key in required if key not in d]
         if missing:

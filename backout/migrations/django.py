@@ -189,7 +189,7 @@ class DjangoAdapter(MigrationAdapter):
         with conn.transaction():
             record(conn)
 
-    def _django(self, conn: psycopg.Connection[Any], request: dict, say: Progress | None = None) -> dict:
+    def _django(self, conn: psycopg.Connection[Any], request: dict[str, Any], say: Progress | None = None) -> dict[str, Any]:
         """Ask django_child.py, run under the project's settings against `conn`'s database."""
         database = conn.info.dbname
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": self.settings_module() or ""}

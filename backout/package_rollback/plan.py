@@ -63,7 +63,7 @@ class Options:
                 "pypi_project": self.pypi_project, "reason": self.reason}
 
 
-def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> dict:
+def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> dict[str, Any]:
     """The plan, or BadInput. `rolled_back`: bad versions of earlier package rollbacks (ledger)."""
     options.check()
     bad = Version(options.bad)
@@ -88,7 +88,7 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
         raise BadInput(f"{options.repo} has no version {bad}: no tag {prefix}{bad}, no GitHub release, nothing in "
                        f"{log.path} or on PyPI (recent versions: {', '.join(map(str, known)) or 'none'}); check --bad")
 
-    skipped: list[dict] = []
+    skipped: list[dict[str, Any]] = []
     if options.good is not None:
         good, source = Version(options.good), "--good"
     else:
@@ -140,7 +140,7 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
     }
 
 
-def _check_token(github: GitHub, repo: dict, headers: Any) -> str:
+def _check_token(github: GitHub, repo: dict[str, Any], headers: Any) -> str:
     """'classic' or 'fine-grained', once it is clear the token may do every write of the runbook."""
     who = "the GitHub user of GITHUB_TOKEN"
     if not repo.get("permissions", {}).get("push"):
@@ -186,8 +186,8 @@ def _project_name(github: GitHub, ref: str) -> str | None:
         return None  # the good tag's files are read again, and judged, for the version
 
 
-def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Version, dict],
-               yanked: set[str], rolled_back: Collection[str]) -> tuple[Version, str, list[dict]]:
+def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Version, dict[str, Any]],
+               yanked: set[str], rolled_back: Collection[str]) -> tuple[Version, str, list[dict[str, Any]]]:
     excluded: dict[Version, str] = {}
     for section in log.releases():
         if section.marked and section.version is not None:
@@ -219,12 +219,12 @@ def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Ver
                    f"{' (skipped: ' + ', '.join(s['version'] for s in skipped) + ')' if skipped else ''}; pass --good")
 
 
-def _tag_named(tags: dict[str, dict], prefix: str, version: Version) -> dict | None:
+def _tag_named(tags: dict[str, dict[str, Any]], prefix: str, version: Version) -> dict[str, Any] | None:
     text = _tag_text(tags, prefix, version)
     return dict(tags[f"{prefix}{text}"]) if text is not None else None
 
 
-def _tag_text(tags: dict[str, dict], prefix: str, version: Version) -> str | None:
+def _tag_text(tags: dict[str, dict[str, Any]], prefix: str, version: Version) -> str | None:
     """The version part of the tag for `version` as spelled in the repository (1.2 vs 1.2.0)."""
     for name in tags:
         if version_of_tag(name, prefix) == version:
@@ -232,7 +232,7 @@ def _tag_text(tags: dict[str, dict], prefix: str, version: Version) -> str | Non
     return None
 
 
-def _release_record(release: dict) -> dict:
+def _release_record(release: dict[str, Any]) -> dict[str, Any]:
     return {key: release.get(key) for key in ("id", "tag_name", "name", "body", "target_commitish", "draft",
                                                "prerelease", "html_url", "created_at", "published_at")}
 

@@ -18,7 +18,7 @@ from backout.package_rollback.pypi import manage_url, yank_steps
 from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
 
-def document(plan: dict, *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
+def document(plan: dict[str, Any], *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
              notify_configured: bool = False) -> dict[str, Any]:
     history = history or []
     latest = {row["step"]: row for row in history}
@@ -37,7 +37,7 @@ def document(plan: dict, *, dry_run: bool, request: RequestRow | None = None, hi
     }
 
 
-def _yank(plan: dict, latest: dict, history: list[StepRow]) -> dict:
+def _yank(plan: dict[str, Any], latest: dict[str, Any], history: list[StepRow]) -> dict[str, Any]:
     project = plan.get("pypi_project")
     row = latest.get(YANK_STEP)
     if row is not None:
@@ -59,7 +59,7 @@ def _yank(plan: dict, latest: dict, history: list[StepRow]) -> dict:
     }
 
 
-def describe(step: str, plan: dict, notify_configured: bool) -> str:
+def describe(step: str, plan: dict[str, Any], notify_configured: bool) -> str:
     tags = plan["tags"]
     if step == "delete_release":
         release = plan.get("bad_release")
@@ -92,7 +92,7 @@ def describe(step: str, plan: dict, notify_configured: bool) -> str:
     return "post to BACKOUT_NOTIFY_URL" if notify_configured else "BACKOUT_NOTIFY_URL is not set; no webhook"
 
 
-def _yank_note(status: str, detail: dict) -> str:
+def _yank_note(status: str, detail: dict[str, Any]) -> str:
     project, version = detail.get("project"), detail.get("version")
     if status == "done":
         since = detail.get("last_seen_unyanked_at")
@@ -104,7 +104,7 @@ def _yank_note(status: str, detail: dict) -> str:
             f"{detail.get('rollback_version', 'the rollback version')} is {rollback} there")
 
 
-def text(doc: dict) -> str:
+def text(doc: dict[str, Any]) -> str:
     plan = doc["plan"]
     state = "dry run: nothing changed" if doc["dry_run"] else "plan" if doc["status"] == "planned" else doc["status"]
     lines = [f"{doc['repo']}: roll back {doc['bad']} to the code of {doc['good']}, published as "

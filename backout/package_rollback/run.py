@@ -30,7 +30,7 @@ KIND = "package"
 
 @dataclass
 class Planned:
-    plan: dict
+    plan: dict[str, Any]
     request: RequestRow | None  # the existing request this continues, if any
 
 
@@ -77,7 +77,7 @@ def plan_request(settings: Settings, options: Options, conn: LedgerConnection | 
         pypi.close()
 
 
-def check_confirm(plan: dict, confirm: str | None) -> None:
+def check_confirm(plan: dict[str, Any], confirm: str | None) -> None:
     if (confirm or "").lower() != plan["repo"].lower():
         raise PlanRefused(
             f"deleting the tag and GitHub release of {plan['repo']} {plan['bad']} needs --confirm {plan['repo']}; "
@@ -97,7 +97,7 @@ def start(settings: Settings, conn: LedgerConnection, planned: Planned, options:
 
 
 def run_request(settings: Settings, conn: LedgerConnection, request: RequestRow, *, recheck: bool = False,
-                checkout: str | None = None, progress: Callable[[str], None] = lambda message: None) -> dict:
+                checkout: str | None = None, progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Run the request's remaining steps (only the PyPI re-check with `recheck`) under the
     repository's lock; return its result. `checkout` overrides the one the request was made with."""
     settings.require("BACKOUT_DATABASE_URL")

@@ -38,7 +38,7 @@ class Context:
     settings: Settings
     conn: LedgerConnection
     request_id: str
-    plan: dict
+    plan: dict[str, Any]
     github: GitHub
     pypi: PyPI
     checkout: str | None = None
@@ -46,7 +46,7 @@ class Context:
     _git: gitrepo.Git | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
-    def start(self, step: str, detail: dict) -> None:
+    def start(self, step: str, detail: dict[str, Any]) -> None:
         ledger.record_step(self.conn, self.request_id, step, StepStatus.STARTED, detail)
 
     def recorded(self, step: str) -> list[StepRow]:
@@ -72,7 +72,7 @@ class Context:
         return f"backout package-rollback --repo {self.plan['repo']} --bad {self.plan['bad']} --recheck"
 
 
-def prepare_checkout(plan: dict, checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
+def prepare_checkout(plan: dict[str, Any], checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
     """The checkout to work in (the given one, else a fresh clone), once it is clear its origin is
     the repository: its good tag must be the very object GitHub reports."""
     if checkout:
@@ -93,7 +93,7 @@ def prepare_checkout(plan: dict, checkout: str | None, token: str | None, tmp: P
     return git
 
 
-def execute(ctx: Context, *, recheck: bool = False) -> dict:
+def execute(ctx: Context, *, recheck: bool = False) -> dict[str, Any]:
     """Run the steps not done yet (only the PyPI re-check with `recheck`); return the request's
     result. Raises on a failed step, with the request marked failed (refused if nothing changed).
     A re-check leaves the request's status alone: it only adds to what is known."""
@@ -136,7 +136,7 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     return result
 
 
-def outcome(history: list[StepRow], plan: dict) -> dict:
+def outcome(history: list[StepRow], plan: dict[str, Any]) -> dict[str, Any]:
     """The request's result from its steps: the latest record of each, and the yank's state."""
     latest = {row["step"]: row for row in history}
     yank = latest.get(YANK_STEP)
@@ -160,7 +160,7 @@ def outcome(history: list[StepRow], plan: dict) -> dict:
 # the steps: each returns (status, detail) for the ledger
 
 
-def delete_release(ctx: Context) -> tuple[str, dict]:
+def delete_release(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 2a: the bad GitHub release goes; its notes are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     current = ctx.github.release_by_tag(tag)
@@ -175,7 +175,7 @@ def delete_release(ctx: Context) -> tuple[str, dict]:
     return "done", {"release": record}
 
 
-def delete_tag(ctx: Context) -> tuple[str, dict]:
+def delete_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 2b: the bad tag goes; the object it named and its commit are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     obj = ctx.github.ref(f"tags/{tag}")
@@ -200,7 +200,7 @@ def delete_tag(ctx: Context) -> tuple[str, dict]:
     return "done", record
 
 
-def rollback_tag(ctx: Context) -> tuple[str, dict]:
+def rollback_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 3: branch rollback-<new> from the good tag, the version bumped, tagged, pushed."""
     plan = ctx.plan
     git = ctx.git()
@@ -239,7 +239,7 @@ def rollback_tag(ctx: Context) -> tuple[str, dict]:
                     "version_files": touched[: len(plan["version_files"])], "changelog": changelog_note}
 
 
-def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> dict:
+def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> dict[str, Any]:
     """The new tag is on GitHub already: an earlier attempt pushed it and stopped before recording
     that. Accept it only if it is a rollback commit on top of the good one."""
     gitrepo.fetch(git, f"refs/tags/{ctx.plan['tags']['new']}")
@@ -252,7 +252,7 @@ def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> d
             "pushed_earlier": True}
 
 
-def pypi_yank(ctx: Context) -> tuple[str, dict]:
+def pypi_yank(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 4: which files of the bad version PyPI (and TestPyPI) publish, and whether yanked."""
     plan = ctx.plan
     project = plan["pypi_project"]
@@ -278,7 +278,7 @@ def pypi_yank(ctx: Context) -> tuple[str, dict]:
                        "yank_steps": yank_steps(project, plan["bad"], plan["reason"], ctx.recheck_command)}
 
 
-def changelog(ctx: Context) -> tuple[str, dict]:
+def changelog(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 5a: the default branch's changelog gets the rollback entry and the bad one is marked."""
     plan = ctx.plan
     tag_detail: dict[str, Any] = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
@@ -296,7 +296,7 @@ def changelog(ctx: Context) -> tuple[str, dict]:
     return "done", result
 
 
-def release_notes(ctx: Context) -> tuple[str, dict]:
+def release_notes(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 5b: the GitHub release of the new tag carries the rollback's notes."""
     plan = ctx.plan
     marker = _marker(ctx)
@@ -312,7 +312,7 @@ def release_notes(ctx: Context) -> tuple[str, dict]:
     return "done", {"id": existing["id"], "html_url": existing["html_url"], "created": False}
 
 
-def notify_issue(ctx: Context) -> tuple[str, dict]:
+def notify_issue(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 6a: an issue tells the users what happened and what to do."""
     if not ctx.plan["issues_enabled"]:
         return "skipped", {"why": "issues are disabled in the repository"}
@@ -324,7 +324,7 @@ def notify_issue(ctx: Context) -> tuple[str, dict]:
     return "done", {"number": issue["number"], "html_url": issue["html_url"]}
 
 
-def notify_webhook(ctx: Context) -> tuple[str, dict]:
+def notify_webhook(ctx: Context) -> tuple[str, dict[str, Any]]:
     """Step 6b: BACKOUT_NOTIFY_URL (and Sentry) hear of it."""
     if not ctx.settings.notify_url and not ctx.settings.sentry_dsn:
         return "skipped", {"why": "BACKOUT_NOTIFY_URL is not set"}
@@ -336,7 +336,7 @@ def notify_webhook(ctx: Context) -> tuple[str, dict]:
     return "done", {"event": "package_rollback.succeeded"}
 
 
-_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
+_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict[str, Any]]]] = {
     "delete_release": delete_release, "delete_tag": delete_tag, "rollback_tag": rollback_tag,
     "pypi_yank": pypi_yank, "changelog": changelog, "release_notes": release_notes,
     "notify_issue": notify_issue, "notify_webhook": notify_webhook,
@@ -347,7 +347,7 @@ _STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
 # words
 
 
-def changelog_entry(plan: dict) -> list[str]:
+def changelog_entry(plan: dict[str, Any]) -> list[str]:
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     on_pypi = bool((plan.get("pypi") or {}).get("published"))
     what = " and ".join(part for part in (_gone(plan), "it is yanked on PyPI" if on_pypi else "") if part)
@@ -359,7 +359,7 @@ def changelog_entry(plan: dict) -> list[str]:
     ]
 
 
-def _gone(plan: dict) -> str:
+def _gone(plan: dict[str, Any]) -> str:
     """What of the bad version was deleted on GitHub, in words."""
     parts = [f"its tag `{plan['tags']['bad']}`" if plan.get("bad_tag") else "",
              "its GitHub release" if plan.get("bad_release") else ""]
@@ -397,7 +397,7 @@ def _today() -> str:
     return datetime.now(timezone.utc).date().isoformat()
 
 
-def _summary(step: str, status: str, detail: dict) -> str:
+def _summary(step: str, status: str, detail: dict[str, Any]) -> str:
     if status == "skipped":
         return f"skipped ({detail.get('why', '')})"
     if step == YANK_STEP and status == "started":

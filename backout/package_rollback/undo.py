@@ -7,6 +7,8 @@ Nothing already there again is touched, so undoing twice does it once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from backout import ledger
 from backout.errors import BackoutError, BadInput
 from backout.ledger.records import RequestRow, StepStatus
@@ -14,7 +16,7 @@ from backout.package_rollback.github import GitHub, GitHubError
 from backout.settings import Settings
 
 
-def undo_deletion(settings: Settings, request_id: str) -> dict:
+def undo_deletion(settings: Settings, request_id: str) -> dict[str, Any]:
     """Recreate the bad tag and GitHub release that request `request_id` deleted; returns what
     was put back."""
     settings.require("BACKOUT_DATABASE_URL", "GITHUB_TOKEN")
@@ -38,8 +40,8 @@ def undo_deletion(settings: Settings, request_id: str) -> dict:
         conn.close()
 
 
-def _restore(github: GitHub, ledger_url: str, request: RequestRow, kept: dict) -> dict:
-    restored: dict = {}
+def _restore(github: GitHub, ledger_url: str, request: RequestRow, kept: dict[str, Any]) -> dict[str, Any]:
+    restored: dict[str, Any] = {}
     with ledger.app_lock(ledger_url, request["app"], wait=False) as held:
         if not held:
             raise BackoutError(f"a package rollback of {request['app']} is running; undo after it ends")
@@ -57,7 +59,7 @@ def _restore(github: GitHub, ledger_url: str, request: RequestRow, kept: dict) -
     return restored
 
 
-def _recreate_tag(github: GitHub, kept: dict) -> dict:
+def _recreate_tag(github: GitHub, kept: dict[str, Any]) -> dict[str, Any]:
     ref = f"refs/tags/{kept['tag']}"
     try:
         github.create_ref(ref, kept["object"]["sha"])

@@ -158,7 +158,7 @@ def follow(
         conn.close()
 
 
-def request_document(settings: Settings, request_id: str) -> dict:
+def request_document(settings: Settings, request_id: str) -> dict[str, Any]:
     """The stable JSON document of a request: the request's fields, its plan, result and steps."""
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)

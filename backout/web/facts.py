@@ -103,7 +103,7 @@ class AppFacts:
         return next((r for r in self.releases if r.version == version), None)
 
 
-def apps(conn: LedgerConnection) -> list[dict]:
+def apps(conn: LedgerConnection) -> list[dict[str, Any]]:
     """Every app the ledger knows, with the time of its latest record, most recent first."""
     rows = conn.cursor(row_factory=dict_row).execute(
         f"""SELECT app, max(at) AS last FROM (
@@ -114,7 +114,7 @@ def apps(conn: LedgerConnection) -> list[dict]:
     return [{"app": r["app"], "last": r["last"].isoformat()} for r in rows]
 
 
-def gather(conn: LedgerConnection, app: str, heroku_releases: list[dict] | None,
+def gather(conn: LedgerConnection, app: str, heroku_releases: list[dict[str, Any]] | None,
            api_note: str | None = None, watch_horizon: float = 3600.0) -> AppFacts:
     """The app's facts. `heroku_releases` is the Platform API's list (newest first), or None."""
     checkpoints = ledger.list_checkpoints(conn, app, limit=200)

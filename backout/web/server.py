@@ -74,7 +74,7 @@ class WebApp:
         self.views = Views([*settings.secrets(), self.password], actions=settings.web.actions)
         self.webhook = webhook
         self.throttle = auth.Throttle()
-        self._releases: dict[str, tuple[float, list[dict] | None, str | None]] = {}
+        self._releases: dict[str, tuple[float, list[dict[str, Any]] | None, str | None]] = {}
         self._lock = threading.Lock()
 
     def handle(self, method: str, target: str, headers: Any, body: bytes = b"", peer: str = "") -> Response:
@@ -180,7 +180,7 @@ class WebApp:
         finally:
             conn.close()
 
-    def _heroku_releases(self, app: str) -> tuple[list[dict] | None, str | None]:
+    def _heroku_releases(self, app: str) -> tuple[list[dict[str, Any]] | None, str | None]:
         """Heroku's newest releases of `app` (cached briefly), or None and why not."""
         if not self.settings.heroku_api_key:
             return None, "HEROKU_API_KEY is not set: releases are shown from the ledger alone, without who made them"
@@ -192,7 +192,7 @@ class WebApp:
         try:
             with HerokuClient(self.settings.heroku_api_key, self.settings.heroku_api_url,
                               self.settings.heroku_data_url, timeout=API_TIMEOUT) as client:
-                found: list[dict] | None = client.recent_releases(app, RELEASES_SHOWN)
+                found: list[dict[str, Any]] | None = client.recent_releases(app, RELEASES_SHOWN)
             note = None
         except BackoutError as exc:  # an API error, or Heroku not answering
             found, note = None, f"Heroku's release list is unavailable ({first_line(exc)}); shown from the ledger alone"

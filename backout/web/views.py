@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from html import escape
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
 from backout import __version__
@@ -41,7 +41,7 @@ class Views:
 
     # --- pages -----------------------------------------------------------------------------------
 
-    def index(self, apps: list[dict]) -> str:
+    def index(self, apps: list[dict[str, Any]]) -> str:
         if not apps:
             body = "<p>The ledger holds no app yet: deploy one with <code>release: backout release -- ...</code>.</p>"
         else:

@@ -66,7 +66,7 @@ class DownPlan:
                          "apply migrations (redeploy the target, or restore a checkpoint)")
         return found
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "tool": self.tool,
             "migrations": [{"id": m.id, "name": m.name, "checkpoint_id": self.sources[m.id],
@@ -163,7 +163,7 @@ def check(conn: psycopg.Connection[Any], plan: DownPlan, path: Path | str | None
     return []
 
 
-def run(conn: psycopg.Connection[Any], plan: DownPlan, progress: Progress, path: Path | str | None = None) -> dict:
+def run(conn: psycopg.Connection[Any], plan: DownPlan, progress: Progress, path: Path | str | None = None) -> dict[str, Any]:
     """Undo the plan's migrations and check the tool's state after. A failing script raises
     DownMigrationError (its own transaction rolled back, the steps before it recorded as run)."""
     adapter = get_adapter(plan.tool, path)

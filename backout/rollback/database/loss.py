@@ -28,7 +28,7 @@ LEDGER_SCHEMA = "backout"
 TOP_TABLES = 10
 
 
-def estimate(conn: psycopg.Connection[Any], since: str, wal_lsn: str | None) -> dict:
+def estimate(conn: psycopg.Connection[Any], since: str, wal_lsn: str | None) -> dict[str, Any]:
     cur = conn.cursor(row_factory=tuple_row)
     now, wal_bytes, stats_reset, server_start = pgtools.one(cur.execute(
         """SELECT now(),

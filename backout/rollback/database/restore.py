@@ -61,7 +61,7 @@ def pg_dump_choice(settings: Settings, toc: Archive) -> swap.Choice:
         return swap.choose(conn, ledger_here=ledger_in_app_database(settings), archive=toc)
 
 
-def restore_pg_dump(settings: Settings, checkpoint: CheckpointRow, request_id: str, progress: Progress) -> dict:
+def restore_pg_dump(settings: Settings, checkpoint: CheckpointRow, request_id: str, progress: Progress) -> dict[str, Any]:
     backup = checkpoint["backup"] or {}
     source = archive_of(checkpoint, settings)
     toc = stream.read_toc(source)
@@ -106,7 +106,7 @@ def ledger_in_app_database(settings: Settings) -> bool:
 # heroku
 
 
-def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
+def check_heroku_backup(client: HerokuClient, app: str, backup: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's backup as the Data API has it now; PlanRefused when it is gone or failed."""
     num = backup.get("transfer_num")
     if num is None:
@@ -120,7 +120,7 @@ def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
     return transfer
 
 
-def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress) -> dict:
+def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress) -> dict[str, Any]:
     backup = checkpoint["backup"] or {}
     check_heroku_backup(client, app, backup)
     num = backup["transfer_num"]
@@ -191,7 +191,7 @@ def _count_tables(url: str, names: list[str]) -> dict[str, int]:
 # pitr
 
 
-def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
+def check_pitr(client: HerokuClient, app: str, backup: dict[str, Any]) -> dict[str, Any]:
     """The add-on to roll back and its plan; PlanRefused when it is gone, on a plan without
     rollback, or the checkpoint's time is outside the add-on's rollback window."""
     if not backup.get("time"):
@@ -316,7 +316,7 @@ def _migration_state(tool: str, url: str) -> list[str]:
 _EARLIEST = re.compile(r"earliest from (\S+)")
 
 
-def _earliest(info: dict) -> datetime | None:
+def _earliest(info: dict[str, Any]) -> datetime | None:
     for item in info.get("info") or []:
         if item.get("name") == "Rollback":
             for value in item.get("values") or []:
@@ -334,7 +334,7 @@ def _parse_time(text: str) -> datetime:
 # ---------------------------------------------------------------------------------------------
 
 
-def _unless_gone(lookup: Callable[[], dict], refusal: str) -> dict:
+def _unless_gone(lookup: Callable[[], dict[str, Any]], refusal: str) -> dict[str, Any]:
     """What `lookup` answers; PlanRefused(refusal) when the API says it does not exist (404)."""
     try:
         return lookup()

@@ -241,7 +241,7 @@ def _safety_plan(strategy: str) -> dict[str, str]:
     return {"backup": strategy}
 
 
-def _loss(conn: psycopg.Connection[Any] | None, point: CheckpointRow, db: str) -> dict:
+def _loss(conn: psycopg.Connection[Any] | None, point: CheckpointRow, db: str) -> dict[str, Any]:
     what = ("every write since the checkpoint" if db == "restore"
             else "the data in the tables and columns the undone migrations made")
     if conn is None:
@@ -309,7 +309,7 @@ def _describe(step: DbStep) -> str:
 
 
 def run_db_step(settings: Settings, request_id: str, db_step: DbStep, progress: Progress,
-                conn: ledger.FollowingConnection | None = None) -> dict:
+                conn: ledger.FollowingConnection | None = None) -> dict[str, Any]:
     """Carry out a planned database step for a request: checks again, safety checkpoint, restore
     or down migrations, verification; each recorded as a ledger step. Returns what was done.
     Running it again for the same request does the work once. `conn`: the caller's ledger
@@ -399,7 +399,7 @@ class _Runner:
             raise down.refusal(plan, problems, self.point)
         return plan
 
-    def _down(self, plan: down.DownPlan) -> dict:
+    def _down(self, plan: down.DownPlan) -> dict[str, Any]:
         path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
             result = {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
@@ -441,7 +441,7 @@ class _Runner:
                      record=True)
         return None
 
-    def _restore(self, earlier: list[StepRow]) -> dict:
+    def _restore(self, earlier: list[StepRow]) -> dict[str, Any]:
         strategy = self.point["backup_strategy"]
         if strategy == "pg_dump":
             return restore.restore_pg_dump(self.settings, self.point, self.request_id,
@@ -461,7 +461,7 @@ class _Runner:
             return result
         raise PlanRefused(f"checkpoint {self.point['id']} has a backup of unknown kind {strategy!r}")
 
-    def _follow_ledger(self, result: dict) -> None:
+    def _follow_ledger(self, result: dict[str, Any]) -> None:
         """The ledger was copied into the promoted database: go on there. The old copy is told, so
         that nobody reading it (a worker still on the old DATABASE_URL) runs the request again."""
         new_url = self.client.config_vars(self.app)["DATABASE_URL"]

@@ -85,7 +85,7 @@ class Choice:
     reason: str
     problems: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason, "not_possible": self.problems}
 
 
@@ -176,7 +176,7 @@ class Restore:
     """One restore of an archive into the database at `url`."""
 
     url: str = field(repr=False)
-    backup: dict
+    backup: dict[str, Any]
     checkpoint_id: str
     key: str  # short and stable per rollback request: names of staging objects, so a retry finds them
     progress: Progress
@@ -187,7 +187,7 @@ class Restore:
     dbname: str = field(init=False)
     superuser: bool = field(init=False)
 
-    def run(self, mode: str, archive_toc: Archive) -> dict:
+    def run(self, mode: str, archive_toc: Archive) -> dict[str, Any]:
         """Restore in `mode` (see `choose`), verify, swap; what was done, for the ledger."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}")
@@ -208,7 +208,7 @@ class Restore:
 
     # --- database mode -----------------------------------------------------------------------
 
-    def _database(self, counted: Archive | None) -> dict:
+    def _database(self, counted: Archive | None) -> dict[str, Any]:
         new = _name(self.dbname, "_restore_" + self.key)
         admin_url = maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
@@ -261,7 +261,7 @@ class Restore:
                 return 1
         return jobs
 
-    def _restore_argv(self, new_url: str) -> tuple[list[str], dict]:
+    def _restore_argv(self, new_url: str) -> tuple[list[str], dict[str, Any]]:
         conninfo, env = pgtools.child_env(new_url)
         return [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"], env
 
@@ -297,7 +297,7 @@ class Restore:
         assert counted is not None
         return counted
 
-    def _run_restore(self, argv: list[str], env: dict) -> None:
+    def _run_restore(self, argv: list[str], env: dict[str, Any]) -> None:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
         assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
@@ -306,7 +306,7 @@ class Restore:
             raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
                                f"{errors.last_error(pgtools.secrets_of(env))}")
 
-    def _feed(self, proc: subprocess.Popen, env: dict, counted: Archive | None) -> Archive:
+    def _feed(self, proc: subprocess.Popen, env: dict[str, Any], counted: Archive | None) -> Archive:
         return feed(proc, env, self.source, self.backup, self.progress, counted)
 
     def _owner_flags(self) -> list[str]:
@@ -315,7 +315,7 @@ class Restore:
 
     # --- schema and in-place modes: one transaction through psql ------------------------------
 
-    def _streaming(self, mode: str, toc: Archive, counted: Archive | None) -> dict:
+    def _streaming(self, mode: str, toc: Archive, counted: Archive | None) -> dict[str, Any]:
         with pgtools.connect(self.url, "the app's database") as conn:
             plan = _SchemaPlan.make(conn, toc, self.key, self.checkpoint_id, self.superuser) if mode == "schema" else None
         appname = f"backout-restore-{self.key}"
@@ -370,7 +370,7 @@ class Restore:
                 raise BackoutError(f"pg_restore failed (exit status {restore_status}), the database is as it "
                                    f"was: {restore_errors.last_error(secrets)}")
         counts = archive.row_counts() or {}
-        result: dict = {"tables": counts, "ended_sessions": watcher.ended if watcher else 0,
+        result: dict[str, Any] = {"tables": counts, "ended_sessions": watcher.ended if watcher else 0,
                         "archive_bytes": self.backup.get("dump_size")}
         if plan is None:
             self.progress(f"restore: restored in place and verified, {len(counts)} tables")
@@ -383,7 +383,7 @@ class Restore:
         return result
 
 
-def feed(proc: subprocess.Popen, env: dict, source: stream.Source, backup: dict, progress: Progress,
+def feed(proc: subprocess.Popen, env: dict[str, Any], source: stream.Source, backup: dict[str, Any], progress: Progress,
          counted: Archive | None = None) -> Archive:
     """Stream the archive into a pg_restore reading its stdin; the archive with its rows (as
     `counted` already, or as scanned on the way)."""
@@ -469,7 +469,7 @@ class _SchemaPlan:
         return "\n".join(lines) + "\n"
 
 
-def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict:
+def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict[str, Any]:
     """Live schemas -> kept names and restored -> live names, in one transaction, after taking the
     live tables' locks (sessions holding them past BLOCKER_GRACE are ended). Returns the names
     kept and how long the app's queries waited on it."""
@@ -516,7 +516,7 @@ def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict:
 # database mode
 
 
-def swap_databases(admin: psycopg.Connection[Any], old: str, new: str, kept: str) -> dict:
+def swap_databases(admin: psycopg.Connection[Any], old: str, new: str, kept: str) -> dict[str, Any]:
     """old -> kept and new -> old, with connections to old ended and refused meanwhile; returns
     how long the database was unavailable to the app."""
     q = sql.Identifier
