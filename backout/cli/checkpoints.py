@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from backout import ledger
-from backout.ledger.records import CheckpointKind, CheckpointRow
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus
 from backout.output import dump_json, human_bytes, table
 from backout.settings import Settings
 
@@ -145,7 +145,7 @@ def _reversible(row: CheckpointRow) -> str:
 
 
 def _status(row: CheckpointRow) -> Any:
-    return row["status"] if row["status"] not in ("failed", "abandoned") else f"{row['status']}: {_short(row.get('error'))}"
+    return row["status"] if row["status"] not in (CheckpointStatus.FAILED, CheckpointStatus.ABANDONED) else f"{row['status']}: {_short(row.get('error'))}"
 
 
 def _short(text: str | None, width: int = 60) -> str:

@@ -168,7 +168,7 @@ def _no_checkpoint(conn: LedgerConnection, watch: WatchRecord) -> str:
     """Why a verified release has no checkpoint to mark: a rollback release takes none by design;
     any other release should have had one from the release hook."""
     app, version = watch["app"], watch["release_version"]
-    made_by = next((r for r in ledger.list_requests(conn, app, statuses=["succeeded"], limit=20)
+    made_by = next((r for r in ledger.list_requests(conn, app, statuses=[RequestStatus.SUCCEEDED], limit=20)
                     if (r.get("result") or {}).get("release_version") == version), None)
     back_to = watch.get("rollback_of") or (made_by and (made_by.get("result") or {}).get("target_version"))
     if made_by is None and back_to is None:

@@ -41,7 +41,7 @@ def run_package_rollback(request_id: str) -> dict[str, Any]:
             check_confirm(request["plan"], (request.get("params") or {}).get("confirm"))
         except BadInput as exc:
             ledger.update_request(conn, request_id, status=RequestStatus.REFUSED, error=str(exc), finished_at="now")
-            return {"status": "refused", "error": str(exc)}
+            return {"status": RequestStatus.REFUSED, "error": str(exc)}
         recheck = request["status"] == RequestStatus.SUCCEEDED
         result = run_request(settings, conn, request, recheck=recheck)
         if result["yank"] == "pending":

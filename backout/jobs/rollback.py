@@ -79,7 +79,7 @@ def run_rollback(request_id: str) -> dict[str, Any]:
         ledger.update_request(conn, request_id, attempts=request["attempts"] + 1)
         with _app_lock(conn, settings, request) as held:
             if not held:
-                return _finish(conn, settings, request, RequestStatus.FAILED, {"status": "failed"},
+                return _finish(conn, settings, request, RequestStatus.FAILED, {"status": RequestStatus.FAILED},
                                f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
             # Another delivery of this same request may have finished it while this one waited.
             request = ledger.require_request(conn, request_id)
@@ -99,9 +99,9 @@ def run_rollback(request_id: str) -> dict[str, Any]:
             except Exception as exc:
                 error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
                 _close_open_step(conn, request_id, error)
-                _finish(conn, settings, request, RequestStatus.FAILED, {"status": "failed"}, error)
+                _finish(conn, settings, request, RequestStatus.FAILED, {"status": RequestStatus.FAILED}, error)
                 if isinstance(exc, BackoutError):
-                    return {"status": "failed"}
+                    return {"status": RequestStatus.FAILED}
                 raise  # a bug: let RQ and Sentry report it too
             return _finish(conn, settings, request, RequestStatus.SUCCEEDED, result, None)
     finally:
@@ -112,7 +112,7 @@ def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: 
     request_id, app = request["id"], request["app"]
     plan = request["plan"]
     target = plan["target"]
-    result: dict[str, Any] = {"status": "failed", "target_version": target["version"], "rolled_back": False}
+    result: dict[str, Any] = {"status": RequestStatus.FAILED, "target_version": target["version"], "rolled_back": False}
     target_config = client.release_config_vars(app, target["version"])
     managed = addon_config_vars(client, app)
 
@@ -131,7 +131,7 @@ def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: 
                       "current_version": current["version"], "merged_into": merged}
             ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.SKIPPED, detail)
             ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE, {"release_version": current["version"]})
-            return {**result, "status": "succeeded", "release_version": current["version"],
+            return {**result, "status": RequestStatus.SUCCEEDED, "release_version": current["version"],
                     "release_id": current["id"], "merged_into": merged}
         if plan.get("db_step"):
             result["db"] = _run_database_step(conn, request)
@@ -174,7 +174,7 @@ def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: 
         raise RollbackFailed("verification failed: " + "; ".join(problems), result)
     ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE,
                        {"release_version": current["version"], "slug_id": _slug_id(current)})
-    return {**result, "status": "succeeded"}
+    return {**result, "status": RequestStatus.SUCCEEDED}
 
 
 def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict[str, Any] | None:
@@ -202,7 +202,7 @@ def _runs(client: HerokuClient, app: str, current: dict[str, Any], target: dict[
 
 def _merged_into(conn: Any, request: RequestRow, current: dict[str, Any]) -> str | None:
     """The earlier request whose rollback made the current release, when there is one."""
-    for other in ledger.list_requests(conn, request["app"], statuses=["succeeded"], limit=20):
+    for other in ledger.list_requests(conn, request["app"], statuses=[RequestStatus.SUCCEEDED], limit=20):
         if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
             return other["id"]
     return None
@@ -269,12 +269,12 @@ def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, res
     ledger.update_request(conn, request_id, status=status, result=result, error=error, finished_at="now")
     target = request["plan"]["target"]["version"]
     who = request["requested_by"]
-    if status == "succeeded" and not result.get("rolled_back"):
+    if status == RequestStatus.SUCCEEDED and not result.get("rolled_back"):
         text = f"{app} already runs v{target}'s code and config; nothing rolled back (request {request_id} by {who})"
-    elif status == "succeeded":
+    elif status == RequestStatus.SUCCEEDED:
         text = f"Rolled {app} back to v{target} as release v{result['release_version']} (request {request_id} by {who})"
     else:
         text = f"Rollback of {app} to v{target} failed: {error} (request {request_id} by {who})"
-    log.log(logging.INFO if status == "succeeded" else logging.ERROR, text)
+    log.log(logging.INFO if status == RequestStatus.SUCCEEDED else logging.ERROR, text)
     notify(settings, f"rollback.{status}", text, {"request_id": request_id, "app": app, **result})
     return result

@@ -65,7 +65,7 @@ def enqueue_package_rollback(
             queues.enqueue_once(redis, rollback_queue, JOB, [request["id"]], job_id, secrets=settings.secrets())
         finally:
             redis.close()
-        if request.get("status") in ("failed", "succeeded"):
+        if request["status"] in (RequestStatus.FAILED, RequestStatus.SUCCEEDED):
             ledger.update_request(conn, request["id"], status=RequestStatus.QUEUED, job_id=job_id)
         else:
             ledger.update_request(conn, request["id"], job_id=job_id)

@@ -114,7 +114,7 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict[str, Any]:
             ctx.progress(f"{current.replace('_', ' ')}...")
             status, detail = _STEP_FUNCTIONS[current](ctx)
             ledger.record_step(ctx.conn, ctx.request_id, current, status, detail)
-            changed_anything = changed_anything or status == "done"
+            changed_anything = changed_anything or status == StepStatus.DONE
             ctx.progress(f"{current.replace('_', ' ')}: {_summary(current, status, detail)}")
     except Exception as exc:
         message = redact(str(exc), ctx.settings.secrets())
@@ -160,22 +160,22 @@ def outcome(history: list[StepRow], plan: dict[str, Any]) -> dict[str, Any]:
 # the steps: each returns (status, detail) for the ledger
 
 
-def delete_release(ctx: Context) -> tuple[str, dict[str, Any]]:
+def delete_release(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 2a: the bad GitHub release goes; its notes are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     current = ctx.github.release_by_tag(tag)
     if current is None:
         if ctx.plan["bad_release"] is None:
-            return "skipped", {"why": f"no GitHub release for {tag}"}
-        return "done", {"release": ctx.plan["bad_release"], "deleted_earlier": True}
+            return StepStatus.SKIPPED, {"why": f"no GitHub release for {tag}"}
+        return StepStatus.DONE, {"release": ctx.plan["bad_release"], "deleted_earlier": True}
     record = {key: current.get(key) for key in ("id", "tag_name", "name", "body", "target_commitish", "draft",
                                                  "prerelease", "html_url", "created_at", "published_at")}
     ctx.start("delete_release", {"release": record})
     ctx.github.delete_release(current["id"])
-    return "done", {"release": record}
+    return StepStatus.DONE, {"release": record}
 
 
-def delete_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
+def delete_tag(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 2b: the bad tag goes; the object it named and its commit are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     obj = ctx.github.ref(f"tags/{tag}")
@@ -183,8 +183,8 @@ def delete_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
         earlier = next((row["detail"] for row in reversed(ctx.recorded("delete_tag")) if row["status"] == StepStatus.STARTED),
                        None)
         if earlier is None and ctx.plan["bad_tag"] is None:
-            return "skipped", {"why": f"no tag {tag} on GitHub"}
-        return "done", {**(earlier or {"tag": tag, "object": ctx.plan["bad_tag"]}), "deleted_earlier": True}
+            return StepStatus.SKIPPED, {"why": f"no tag {tag} on GitHub"}
+        return StepStatus.DONE, {**(earlier or {"tag": tag, "object": ctx.plan["bad_tag"]}), "deleted_earlier": True}
     record = {"tag": tag, "object": {"sha": obj["sha"], "type": obj["type"]}, "commit": ctx.github.peel(obj)}
     ctx.start("delete_tag", record)
     ctx.github.delete_ref(f"tags/{tag}")
@@ -197,10 +197,10 @@ def delete_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
     # How to put it back: the object stays in GitHub's storage for a while after the ref goes.
     record["undo"] = {"method": "POST", "path": f"/repos/{ctx.plan['repo']}/git/refs",
                       "body": {"ref": f"refs/tags/{tag}", "sha": obj["sha"]}}
-    return "done", record
+    return StepStatus.DONE, record
 
 
-def rollback_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
+def rollback_tag(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 3: branch rollback-<new> from the good tag, the version bumped, tagged, pushed."""
     plan = ctx.plan
     git = ctx.git()
@@ -209,7 +209,7 @@ def rollback_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
     good_commit = gitrepo.peel(git, plan["good_tag"]["sha"])
     existing = gitrepo.remote_ref(git, f"refs/tags/{new_tag}")
     if existing is not None:
-        return "done", _adopt(ctx, git, existing, good_commit)
+        return StepStatus.DONE, _adopt(ctx, git, existing, good_commit)
     with gitrepo.worktree(git, good_commit) as tree:
         touched = []
         for f in plan["version_files"]:
@@ -235,7 +235,7 @@ def rollback_tag(ctx: Context) -> tuple[str, dict[str, Any]]:
         if not ok:
             raise BackoutError(f"origin refused the rollback branch and tag ({why}); nothing was pushed. Fix the "
                                "cause (credentials, branch or tag protection) and rerun")
-    return "done", {"branch": branch, "tag": new_tag, "commit": commit, "tag_object": tag_object,
+    return StepStatus.DONE, {"branch": branch, "tag": new_tag, "commit": commit, "tag_object": tag_object,
                     "version_files": touched[: len(plan["version_files"])], "changelog": changelog_note}
 
 
@@ -252,12 +252,12 @@ def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> d
             "pushed_earlier": True}
 
 
-def pypi_yank(ctx: Context) -> tuple[str, dict[str, Any]]:
+def pypi_yank(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 4: which files of the bad version PyPI (and TestPyPI) publish, and whether yanked."""
     plan = ctx.plan
     project = plan["pypi_project"]
     if not project:
-        return "skipped", {"why": "no PyPI project name; pass --pypi-project to check PyPI"}
+        return StepStatus.SKIPPED, {"why": "no PyPI project name; pass --pypi-project to check PyPI"}
     indexes = [ctx.pypi] + ([PyPI(test)] if (test := testpypi_url(ctx.settings.pypi_url)) else [])
     states = [index.release(project, plan["bad"]) for index in indexes]
     published = [s for s in states if s["published"]]
@@ -265,20 +265,20 @@ def pypi_yank(ctx: Context) -> tuple[str, dict[str, Any]]:
     detail: dict[str, Any] = {"project": project, "version": plan["bad"], "indexes": states,
                               "rollback_version": plan["rollback_version"], "rollback_published": rollback["published"]}
     if not published:
-        return "skipped", {**detail, "why": f"{plan['bad']} is not on PyPI"}
+        return StepStatus.SKIPPED, {**detail, "why": f"{plan['bad']} is not on PyPI"}
     if all(s["yanked"] for s in published):
         unyanked = [row["detail"]["checked_at"] for row in ctx.recorded(YANK_STEP)
                     if row["status"] == StepStatus.STARTED and row.get("detail")]
-        return "done", {**detail, "yanked_reason": published[0]["yanked_reason"],
+        return StepStatus.DONE, {**detail, "yanked_reason": published[0]["yanked_reason"],
                         "first_seen_yanked_at": published[0]["checked_at"],
                         "last_seen_unyanked_at": unyanked[-1] if unyanked else None}
-    return "started", {**detail, "pending": True, "checked_at": published[0]["checked_at"],
+    return StepStatus.STARTED, {**detail, "pending": True, "checked_at": published[0]["checked_at"],
                        "links": [manage_url("https://pypi.org", project, plan["bad"]),
                                  manage_url("https://test.pypi.org", project, plan["bad"])],
                        "yank_steps": yank_steps(project, plan["bad"], plan["reason"], ctx.recheck_command)}
 
 
-def changelog(ctx: Context) -> tuple[str, dict[str, Any]]:
+def changelog(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 5a: the default branch's changelog gets the rollback entry and the bad one is marked."""
     plan = ctx.plan
     tag_detail: dict[str, Any] = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
@@ -293,10 +293,10 @@ def changelog(ctx: Context) -> tuple[str, dict[str, Any]]:
         ctx.git(), plan["default_branch"], {plan["changelog"]: edit},
         f"Changelog: {plan['rollback_version']} rolls back {plan['bad']}", fallback=f"backout/changelog-{plan['rollback_version']}",
     )
-    return "done", result
+    return StepStatus.DONE, result
 
 
-def release_notes(ctx: Context) -> tuple[str, dict[str, Any]]:
+def release_notes(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 5b: the GitHub release of the new tag carries the rollback's notes."""
     plan = ctx.plan
     marker = _marker(ctx)
@@ -305,38 +305,38 @@ def release_notes(ctx: Context) -> tuple[str, dict[str, Any]]:
     if existing is None:
         made = ctx.github.create_release({"tag_name": plan["tags"]["new"], "name": plan["rollback_version"],
                                           "body": notes, "draft": False, "prerelease": False, "make_latest": "true"})
-        return "done", {"id": made["id"], "html_url": made["html_url"], "created": True}
+        return StepStatus.DONE, {"id": made["id"], "html_url": made["html_url"], "created": True}
     if marker not in (existing.get("body") or ""):
         # The release workflow made the release already; the rollback's notes go on top of its own.
         existing = ctx.github.update_release(existing["id"], {"body": f"{notes}\n\n{existing.get('body') or ''}"})
-    return "done", {"id": existing["id"], "html_url": existing["html_url"], "created": False}
+    return StepStatus.DONE, {"id": existing["id"], "html_url": existing["html_url"], "created": False}
 
 
-def notify_issue(ctx: Context) -> tuple[str, dict[str, Any]]:
+def notify_issue(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 6a: an issue tells the users what happened and what to do."""
     if not ctx.plan["issues_enabled"]:
-        return "skipped", {"why": "issues are disabled in the repository"}
+        return StepStatus.SKIPPED, {"why": "issues are disabled in the repository"}
     marker = _marker(ctx)
     issue = ctx.github.find_issue(marker)
     if issue is None:
         title, body = announcement(ctx)
         issue = ctx.github.create_issue(title, f"{body}\n\n{marker}", marker)
-    return "done", {"number": issue["number"], "html_url": issue["html_url"]}
+    return StepStatus.DONE, {"number": issue["number"], "html_url": issue["html_url"]}
 
 
-def notify_webhook(ctx: Context) -> tuple[str, dict[str, Any]]:
+def notify_webhook(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 6b: BACKOUT_NOTIFY_URL (and Sentry) hear of it."""
     if not ctx.settings.notify_url and not ctx.settings.sentry_dsn:
-        return "skipped", {"why": "BACKOUT_NOTIFY_URL is not set"}
+        return StepStatus.SKIPPED, {"why": "BACKOUT_NOTIFY_URL is not set"}
     title, body = announcement(ctx)
     plan = ctx.plan
     notify.notify(ctx.settings, "package_rollback.succeeded", f"{title}\n{body}",
                   {"repo": plan["repo"], "bad": plan["bad"], "good": plan["good"],
                    "rollback_version": plan["rollback_version"], "request_id": ctx.request_id})
-    return "done", {"event": "package_rollback.succeeded"}
+    return StepStatus.DONE, {"event": "package_rollback.succeeded"}
 
 
-_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict[str, Any]]]] = {
+_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[StepStatus, dict[str, Any]]]] = {
     "delete_release": delete_release, "delete_tag": delete_tag, "rollback_tag": rollback_tag,
     "pypi_yank": pypi_yank, "changelog": changelog, "release_notes": release_notes,
     "notify_issue": notify_issue, "notify_webhook": notify_webhook,
@@ -370,10 +370,12 @@ def announcement(ctx: Context) -> tuple[str, str]:
     plan = ctx.plan
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     yank = ctx.recorded(YANK_STEP)
-    pypi = {
-        "done": f"- On PyPI, {plan['bad']} is yanked: installers skip it unless it is pinned exactly.",
-        "started": f"- On PyPI, {plan['bad']} is being yanked: installers will skip it unless it is pinned exactly.",
-    }.get(yank[-1]["status"] if yank else "", f"- {plan['bad']} was not published on PyPI." if plan.get("pypi") else "")
+    yank_texts: dict[str, str] = {
+        StepStatus.DONE: f"- On PyPI, {plan['bad']} is yanked: installers skip it unless it is pinned exactly.",
+        StepStatus.STARTED: f"- On PyPI, {plan['bad']} is being yanked: installers will skip it unless it is pinned exactly.",
+    }
+    pypi = yank_texts.get(yank[-1]["status"] if yank else "",
+                          f"- {plan['bad']} was not published on PyPI." if plan.get("pypi") else "")
     title = f"{plan['bad']} was withdrawn; upgrade to {plan['rollback_version']}"
     lines = [
         f"Release {plan['bad']} of {project} was bad and has been rolled back. Reason: {plan['reason']}.",
@@ -398,9 +400,9 @@ def _today() -> str:
 
 
 def _summary(step: str, status: str, detail: dict[str, Any]) -> str:
-    if status == "skipped":
+    if status == StepStatus.SKIPPED:
         return f"skipped ({detail.get('why', '')})"
-    if step == YANK_STEP and status == "started":
+    if step == YANK_STEP and status == StepStatus.STARTED:
         return "waiting for a maintainer to yank it on PyPI"
     if detail.get("html_url"):
         return f"{status} ({detail['html_url']})"

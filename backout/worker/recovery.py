@@ -36,7 +36,14 @@ from rq.job import JobStatus
 from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
-from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus, StepName, StepStatus
+from backout.ledger.records import (
+    ACTIVE_STATUSES,
+    LedgerConnection,
+    RequestRow,
+    RequestStatus,
+    StepName,
+    StepStatus,
+)
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -71,7 +78,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
         if not lock.acquire(blocking=False):
             return []
         try:
-            for request in ledger.list_requests(conn, statuses=["queued", "running"], limit=1000):
+            for request in ledger.list_requests(conn, statuses=ACTIVE_STATUSES, limit=1000):
                 if request["dry_run"] or request["kind"] not in REQUEST_JOBS:
                     continue
                 reason = _why_lost(request, connection, settings, rollback_queue)
@@ -81,7 +88,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
                     continue  # this ledger is the copy a promotion left behind
                 # The job may have finished between listing and looking at Redis.
                 current = ledger.get_request(conn, request["id"])
-                if current is None or current["status"] not in ("queued", "running"):
+                if current is None or current["status"] not in ACTIVE_STATUSES:
                     continue
                 if _requeue(conn, connection, settings, current, reason, rollback_queue):
                     requeued.append(current["id"])
