@@ -275,6 +275,7 @@ def _sweep_uploads(settings: Settings, ledger_conn: LedgerConnection, cp: Checkp
 def _fail(ledger_conn: LedgerConnection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
     reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
     try:
-        ledger.update_checkpoint(ledger_conn, checkpoint_id, status=CheckpointStatus.FAILED, error=redact(reason, settings.secrets()))
+        ledger.update_checkpoint(ledger_conn, checkpoint_id, status=CheckpointStatus.FAILED,
+                                 error=redact(reason, settings.secrets()))
     except Exception:  # noqa: BLE001 - the original failure is the one to report
         pass

@@ -145,7 +145,9 @@ def _reversible(row: CheckpointRow) -> str:
 
 
 def _status(row: CheckpointRow) -> Any:
-    return row["status"] if row["status"] not in (CheckpointStatus.FAILED, CheckpointStatus.ABANDONED) else f"{row['status']}: {_short(row.get('error'))}"
+    if row["status"] not in (CheckpointStatus.FAILED, CheckpointStatus.ABANDONED):
+        return row["status"]
+    return f"{row['status']}: {_short(row.get('error'))}"
 
 
 def _short(text: str | None, width: int = 60) -> str:

@@ -258,7 +258,8 @@ class Story:
 
         def requested() -> RequestRow | None:
             rows = self.ledger_rows()
-            self._refuse_on(rows, version, (EventKind.SUPPRESSED, EventKind.DRY_RUN), step, f"the monitor did not roll v{version} back")
+            self._refuse_on(rows, version, (EventKind.SUPPRESSED, EventKind.DRY_RUN), step,
+                            f"the monitor did not roll v{version} back")
             return rows.request
 
         def finished() -> RequestRow | None:
@@ -357,7 +358,8 @@ class Story:
         saved = [d.get("id") for d in (deploy[v2]["down_scripts"] if v2 in deploy else None) or []]
         if "0002" not in saved:
             problems.append(f"v{v2}'s checkpoint did not save migration 0002's down script (saved {saved})")
-        if not any(cp["kind"] == CheckpointKind.SAFETY and cp["request_id"] == request["id"] and cp["status"] == CheckpointStatus.COMPLETE
+        if not any(cp["kind"] == CheckpointKind.SAFETY and cp["request_id"] == request["id"]
+                   and cp["status"] == CheckpointStatus.COMPLETE
                    for cp in rows.checkpoints):
             problems.append(f"no complete safety checkpoint for request {request['id']}")
         if request["requested_by"] != "health-monitor" or request["db"] != "down":

@@ -159,7 +159,8 @@ def on_verified(settings: Settings, conn: LedgerConnection, watch: WatchRecord, 
     reason = step.reason
     if checkpoint is None:
         reason += "; " + _no_checkpoint(conn, watch)
-    record(conn, watch, EventKind.VERIFIED, reason, RoundVerdict.PASS, {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
+    record(conn, watch, EventKind.VERIFIED, reason, RoundVerdict.PASS,
+           {**step.detail, "checkpoint": checkpoint and checkpoint["id"]})
     notify(settings, "health.verified", f"{app} v{version} is verified healthy: {step.reason}",
            {"app": app, "release_version": version, "checkpoint": checkpoint and checkpoint["id"]})
 

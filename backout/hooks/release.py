@@ -147,7 +147,8 @@ def _prune(settings: Settings, ledger_conn: LedgerConnection, app: str, say: Cal
         say(f"warning: retention (BACKOUT_KEEP) failed: {redact(str(exc), settings.secrets())}")
 
 
-def _undo(app_conn: psycopg.Connection[Any], cp: CheckpointRow, adapter: Any, say: Callable[[str], None]) -> tuple[list[str], str]:
+def _undo(app_conn: psycopg.Connection[Any], cp: CheckpointRow, adapter: Any,
+          say: Callable[[str], None]) -> tuple[list[str], str]:
     """Undo the migrations the failed command applied in this run, from the saved down scripts.
 
     Those are the migrations that were pending at the checkpoint and are pending no longer (some

@@ -85,7 +85,8 @@ def run_rollback(request_id: str) -> dict[str, Any]:
             request = ledger.require_request(conn, request_id)
             if request["status"] in FINAL_STATUSES:
                 return request["result"] or {"status": request["status"]}
-            ledger.update_request(conn, request_id, status=RequestStatus.RUNNING, **({} if request["started_at"] else {"started_at": "now"}))
+            ledger.update_request(conn, request_id, status=RequestStatus.RUNNING,
+                                  **({} if request["started_at"] else {"started_at": "now"}))
             try:
                 with HerokuClient.from_settings(settings) as client:
                     result = _carry_out(conn, client, request)
@@ -194,7 +195,8 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) 
     return release
 
 
-def _runs(client: HerokuClient, app: str, current: dict[str, Any], target: dict[str, Any], target_config: dict[str, Any], managed: set[str]) -> bool:
+def _runs(client: HerokuClient, app: str, current: dict[str, Any], target: dict[str, Any],
+          target_config: dict[str, Any], managed: set[str]) -> bool:
     if _slug_id(current) != target.get("slug_id"):
         return False
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
@@ -261,7 +263,8 @@ def _close_open_step(conn: Any, request_id: str, error: str) -> None:
         ledger.record_step(conn, request_id, steps[-1]["step"], StepStatus.FAILED, {"error": error})
 
 
-def _finish(conn: Any, settings: Settings, request: RequestRow, status: str, result: dict[str, Any], error: str | None) -> dict[str, Any]:
+def _finish(conn: Any, settings: Settings, request: RequestRow, status: RequestStatus, result: dict[str, Any],
+            error: str | None) -> dict[str, Any]:
     request_id, app = request["id"], request["app"]
     if error is not None:
         error = redact(error, settings.secrets())

@@ -169,7 +169,8 @@ def _reconcile_failed(conn: LedgerConnection, connection: Redis, settings: Setti
     return reconciled
 
 
-def _requeue(conn: LedgerConnection, connection: Redis, settings: Settings, request: RequestRow, reason: str, rollback_queue: str) -> bool:
+def _requeue(conn: LedgerConnection, connection: Redis, settings: Settings, request: RequestRow, reason: str,
+             rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"

@@ -82,7 +82,8 @@ def saved_plan(ledger_conn: LedgerConnection, restore_point: CheckpointRow) -> D
     app = restore_point["app"]
     tool = _one_tool(ledger_conn, restore_point)
     since = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == CheckpointStatus.COMPLETE and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
+             if cp["status"] == CheckpointStatus.COMPLETE
+             and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
              and (cp["kind"] == CheckpointKind.DEPLOY)]
     chosen: dict[str, SavedMigration] = {}
     sources: dict[str, str] = {}

@@ -120,7 +120,8 @@ def check_heroku_backup(client: HerokuClient, app: str, backup: dict[str, Any]) 
     return transfer
 
 
-def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress) -> dict[str, Any]:
+def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow,
+                   progress: Progress) -> dict[str, Any]:
     backup = checkpoint["backup"] or {}
     check_heroku_backup(client, app, backup)
     num = backup["transfer_num"]
