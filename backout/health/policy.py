@@ -20,7 +20,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Sequence
 
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
-from backout.ledger.records import CheckpointRow
 from backout.settings import Settings
 
 if TYPE_CHECKING:  # the policy stays pure: it reads the ledger's rows, never the ledger

@@ -10,7 +10,6 @@ that line alone, so a step says "done" only when it is.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from backout.ledger.records import StepRow
 
 if TYPE_CHECKING:  # this module stays light: `backout rollback --wait` renders with it
     from backout.ledger.records import StepRow
