@@ -120,7 +120,8 @@ def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry:
 
     from backout.rollback.enqueue import enqueue_rollback
 
-    target = decision.target or {}
+    target = decision.target
+    assert target is not None, "a rollback decision names its target"
     files = Policy.from_settings(settings).files_step
     try:
         request_id = enqueue_rollback(app, target["checkpoint"], db=decision.db or "none", files=files,
@@ -147,7 +148,7 @@ def on_failed(settings: Settings, conn: LedgerConnection, client: Any, registry:
     })
     registry.update(app, version, phase=WatchPhase.ROLLING_BACK, request_id=request_id, failed_at=now)
     notify(settings, "health.rollback_started",
-           f"{headline}; rolling back to v{target.get('version')} with --db {decision.db} (request {request_id})",
+           f"{headline}; rolling back to v{target['version']} with --db {decision.db} (request {request_id})",
            {**decision.detail(), "app": app, "release_version": version, "request_id": request_id})
     return "requested", request_id
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypedDict
 
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
 from backout.settings import Settings
@@ -270,19 +270,28 @@ class Facts:
     cost: dict[str, Any] | None = None  # what rolling back to the target costs (BACKOUT_AUTO_ROLLBACK=auto)
 
 
+class Target(TypedDict):
+    """What an auto-rollback goes back to: the release verified healthy, by its deploy checkpoint."""
+
+    checkpoint: str
+    version: int | None
+    verified_healthy_at: str | None
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str
     db: str | None = None
-    target: dict[str, Any] | None = None
+    target: Target | None = None
     needs_person: bool = False
     # With BACKOUT_AUTO_ROLLBACK=auto: the branch taken (code, code+down, person) and the cost behind it.
     branch: str | None = None
     cost: dict[str, Any] | None = None
 
     def detail(self) -> dict[str, Any]:
-        found = {"action": self.action, "db": self.db, "target": self.target, "needs_person": self.needs_person}
+        found: dict[str, Any] = {"action": self.action, "db": self.db, "target": self.target,
+                                 "needs_person": self.needs_person}
         if self.branch:
             found.update(branch=self.branch, cost=self.cost)
         return found
@@ -308,8 +317,8 @@ def decide(policy: Policy, facts: Facts) -> Decision:
     if facts.target is None:
         return Decision(Action.SUPPRESS, f"no release before v{v} was verified healthy, so there is nothing known good "
                                     "to roll back to", needs_person=True)
-    target = {"checkpoint": facts.target.get("id"), "version": facts.target.get("release_version"),
-              "verified_healthy_at": facts.target.get("verified_healthy_at")}
+    target: Target = {"checkpoint": facts.target["id"], "version": facts.target["release_version"],
+                      "verified_healthy_at": facts.target.get("verified_healthy_at")}
     if policy.base_policy == AUTO:
         return _by_cost(policy, facts, target)
     plan = f"roll back to v{target['version']} ({target['checkpoint']}) with --db {policy.db_step}"
@@ -318,7 +327,7 @@ def decide(policy: Policy, facts: Facts) -> Decision:
     return Decision(Action.ROLLBACK, plan[0].upper() + plan[1:], policy.db_step, target)
 
 
-def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
+def _by_cost(policy: Policy, facts: Facts, target: Target) -> Decision:
     """BACKOUT_AUTO_ROLLBACK=auto: the cheapest rollback that loses nothing, or a person is told.
 
     Code only when the previous code runs on the new schema; code plus down when it does not and
