@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Collection, TypedDict
 
 from packaging.version import InvalidVersion, Version
 
@@ -30,6 +30,35 @@ from backout.package_rollback.versions import (
 
 REPO_FORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _MARKED = re.compile(r"yanked|rolled[ -]back|withdrawn|retracted", re.I)
+
+
+class PackagePlan(TypedDict):
+    """A package rollback's plan: stored with its request in the ledger, followed by the runbook."""
+
+    repo: str  # owner/name
+    html_url: str
+    clone_url: str
+    default_branch: str
+    issues_enabled: bool
+    token: str  # "classic" or "fine-grained" (the kind, never the token)
+    bad: str
+    good: str
+    good_source: str  # --good, or why the runbook chose it
+    rollback_version: str  # the next patch after `bad`: the good code, released anew
+    tag_prefix: str
+    tags: dict[str, str]  # "bad", "good", "new" -> tag names
+    branch: str
+    bad_tag: dict[str, Any] | None  # GitHub's tag objects
+    good_tag: dict[str, Any]  # the good version must have one
+    bad_release: dict[str, Any] | None  # the bad GitHub release, kept to restore or report
+    changelog: str  # its path
+    version_files: list[dict[str, str]]  # {"path", "kind"}
+    version_from_tag: bool
+    pypi_project: str | None
+    pypi: dict[str, Any] | None  # what PyPI publishes of `bad` (see PyPI.release)
+    skipped: list[dict[str, Any]]  # newer candidates passed over when choosing `good`
+    warnings: list[str]
+    reason: str
 
 
 @dataclass
@@ -63,7 +92,7 @@ class Options:
                 "pypi_project": self.pypi_project, "reason": self.reason}
 
 
-def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> dict[str, Any]:
+def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> PackagePlan:
     """The plan, or BadInput. `rolled_back`: bad versions of earlier package rollbacks (ledger)."""
     options.check()
     bad = Version(options.bad)

@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from backout.ledger.records import RequestRow, StepRow, StepStatus
+from backout.package_rollback.plan import PackagePlan
 from backout.package_rollback.pypi import manage_url, yank_steps
 from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
 
-def document(plan: dict[str, Any], *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
+def document(plan: PackagePlan, *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
              notify_configured: bool = False) -> dict[str, Any]:
     history = history or []
     latest = {row["step"]: row for row in history}
@@ -37,7 +38,7 @@ def document(plan: dict[str, Any], *, dry_run: bool, request: RequestRow | None 
     }
 
 
-def _yank(plan: dict[str, Any], latest: dict[str, Any], history: list[StepRow]) -> dict[str, Any]:
+def _yank(plan: PackagePlan, latest: dict[str, Any], history: list[StepRow]) -> dict[str, Any]:
     project = plan.get("pypi_project")
     row = latest.get(YANK_STEP)
     if row is not None:
@@ -59,7 +60,7 @@ def _yank(plan: dict[str, Any], latest: dict[str, Any], history: list[StepRow]) 
     }
 
 
-def describe(step: str, plan: dict[str, Any], notify_configured: bool) -> str:
+def describe(step: str, plan: PackagePlan, notify_configured: bool) -> str:
     tags = plan["tags"]
     if step == "delete_release":
         release = plan.get("bad_release")

@@ -18,7 +18,7 @@ from backout import ledger
 from backout.errors import BackoutError, BadInput, PlanRefused
 from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus
 from backout.package_rollback.github import GitHub
-from backout.package_rollback.plan import Options, make_plan
+from backout.package_rollback.plan import Options, PackagePlan, make_plan
 from backout.package_rollback.pypi import PyPI
 from backout.package_rollback.runbook import Context, execute
 from backout.settings import Settings
@@ -30,7 +30,7 @@ KIND = "package"
 
 @dataclass
 class Planned:
-    plan: dict[str, Any]
+    plan: PackagePlan
     request: RequestRow | None  # the existing request this continues, if any
 
 
@@ -77,7 +77,7 @@ def plan_request(settings: Settings, options: Options, conn: LedgerConnection | 
         pypi.close()
 
 
-def check_confirm(plan: dict[str, Any], confirm: str | None) -> None:
+def check_confirm(plan: PackagePlan, confirm: str | None) -> None:
     if (confirm or "").lower() != plan["repo"].lower():
         raise PlanRefused(
             f"deleting the tag and GitHub release of {plan['repo']} {plan['bad']} needs --confirm {plan['repo']}; "

@@ -23,6 +23,7 @@ from backout.ledger.records import FINISHED_STEP, LedgerConnection, RequestStatu
 from backout.package_rollback import gitrepo, version_file
 from backout.package_rollback.changelog import Changelog
 from backout.package_rollback.github import GitHub
+from backout.package_rollback.plan import PackagePlan
 from backout.package_rollback.pypi import PyPI, manage_url, testpypi_url, yank_steps
 from backout.redact import redact
 from backout.settings import Settings
@@ -38,7 +39,7 @@ class Context:
     settings: Settings
     conn: LedgerConnection
     request_id: str
-    plan: dict[str, Any]
+    plan: PackagePlan
     github: GitHub
     pypi: PyPI
     checkout: str | None = None
@@ -72,7 +73,7 @@ class Context:
         return f"backout package-rollback --repo {self.plan['repo']} --bad {self.plan['bad']} --recheck"
 
 
-def prepare_checkout(plan: dict[str, Any], checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
+def prepare_checkout(plan: PackagePlan, checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
     """The checkout to work in (the given one, else a fresh clone), once it is clear its origin is
     the repository: its good tag must be the very object GitHub reports."""
     if checkout:
@@ -136,7 +137,7 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict[str, Any]:
     return result
 
 
-def outcome(history: list[StepRow], plan: dict[str, Any]) -> dict[str, Any]:
+def outcome(history: list[StepRow], plan: PackagePlan) -> dict[str, Any]:
     """The request's result from its steps: the latest record of each, and the yank's state."""
     latest = {row["step"]: row for row in history}
     yank = latest.get(YANK_STEP)
@@ -347,7 +348,7 @@ _STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[StepStatus, dict[str, Any]]
 # words
 
 
-def changelog_entry(plan: dict[str, Any]) -> list[str]:
+def changelog_entry(plan: PackagePlan) -> list[str]:
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     on_pypi = bool((plan.get("pypi") or {}).get("published"))
     what = " and ".join(part for part in (_gone(plan), "it is yanked on PyPI" if on_pypi else "") if part)
@@ -359,7 +360,7 @@ def changelog_entry(plan: dict[str, Any]) -> list[str]:
     ]
 
 
-def _gone(plan: dict[str, Any]) -> str:
+def _gone(plan: PackagePlan) -> str:
     """What of the bad version was deleted on GitHub, in words."""
     parts = [f"its tag `{plan['tags']['bad']}`" if plan.get("bad_tag") else "",
              "its GitHub release" if plan.get("bad_release") else ""]
