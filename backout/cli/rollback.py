@@ -9,7 +9,7 @@ from typing import Any
 from backout.errors import PlanRefused
 from backout.ledger.records import RequestStatus
 from backout.output import Progress, dump_json
-from backout.rollback.enqueue import enqueue_rollback, follow, request_document
+from backout.rollback.enqueue import RequestDocument, enqueue_rollback, follow, request_document
 from backout.rollback.plan import describe
 from backout.settings import Settings
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if document["status"] == RequestStatus.SUCCEEDED else 1
 
 
-def _print_human(document: dict[str, Any], args: argparse.Namespace) -> None:
+def _print_human(document: RequestDocument, args: argparse.Namespace) -> None:
     status, app = document["status"], document["app"]
     if args.dry_run:
         print(describe(document["plan"]))

@@ -19,7 +19,7 @@ import getpass
 import logging
 import socket
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 import psycopg
 import redis
@@ -29,7 +29,7 @@ from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
 from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepRow, StepStatus
-from backout.rollback.plan import build_plan
+from backout.rollback.plan import Plan, build_plan
 from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
 from backout.worker.queues import (
@@ -158,7 +158,7 @@ def follow(
         conn.close()
 
 
-def request_document(settings: Settings, request_id: str) -> dict[str, Any]:
+def request_document(settings: Settings, request_id: str) -> RequestDocument:
     """The stable JSON document of a request: the request's fields, its plan, result and steps."""
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
@@ -183,7 +183,35 @@ def _moved_ledger(settings: Settings, app: str) -> ledger.LedgerConnection:
     return ledger.connect(url)
 
 
-def _document(request: RequestRow, steps: list[StepRow]) -> dict[str, Any]:
+class StepDocument(TypedDict):
+    step: str
+    status: str
+    detail: dict[str, Any] | None
+    at: str
+
+
+class RequestDocument(TypedDict):
+    """A rollback request as `backout rollback --json` prints it (stable keys)."""
+
+    request_id: str
+    app: str
+    to: str
+    db: str
+    dry_run: bool
+    status: str
+    requested_by: str
+    job_id: str | None
+    attempts: int
+    plan: Plan  # written with the request, before it is enqueued
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    steps: list[StepDocument]
+
+
+def _document(request: RequestRow, steps: list[StepRow]) -> RequestDocument:
     return {
         "request_id": request["id"],
         "app": request["app"],
