@@ -14,7 +14,7 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -26,6 +26,9 @@ from backout.errors import BackoutError
 from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import mask_url, redact
 from backout.settings import Settings
+
+if TYPE_CHECKING:  # the Heroku client is the caller's; this module needs only its answers' type
+    from backout.heroku import ApiObject
 
 Progress = Callable[[str], None]
 
@@ -118,7 +121,7 @@ def release_from_api(settings: Settings, facts: Mapping[str, Any], heroku: Any =
     return release_from_info(info, version=version, commit=settings.slug_commit, previous_version=previous)
 
 
-def release_from_info(info: Mapping[str, Any], *, version: int | None = None, commit: str | None = None,
+def release_from_info(info: ApiObject, *, version: int | None = None, commit: str | None = None,
                       previous_version: int | None = None) -> Release:
     """A Release from a Platform API release object (a safety checkpoint uses the current release)."""
     slug = info.get("slug") or {}

@@ -18,7 +18,7 @@ from typing import Any, TypedDict
 
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
-from backout.heroku import HerokuClient
+from backout.heroku import ApiObject, HerokuClient
 from backout.ledger.records import ACTIVE_STATUSES, CheckpointKind, CheckpointRow, RequestRow
 from backout.settings import Settings
 
@@ -120,7 +120,7 @@ def app_status(settings: Settings, app: str) -> AppStatus:
     }
 
 
-def _release(release: dict[str, Any], checkpoint: CheckpointRow | None) -> ReleaseStatus:
+def _release(release: ApiObject, checkpoint: CheckpointRow | None) -> ReleaseStatus:
     slug = release.get("slug")
     return {
         "version": release["version"],

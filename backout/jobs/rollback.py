@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
 from backout.checkpoint import rollback_release_since
 from backout.errors import BackoutError
-from backout.heroku import HerokuClient
+from backout.heroku import ApiObject, HerokuClient
 from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepStatus
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
-from backout.rollback.plan import addon_config_vars, config_changes
+from backout.rollback.plan import TargetRelease, addon_config_vars, config_changes
 from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
@@ -195,14 +195,14 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) 
     return release
 
 
-def _runs(client: HerokuClient, app: str, current: dict[str, Any], target: dict[str, Any],
-          target_config: dict[str, Any], managed: set[str]) -> bool:
+def _runs(client: HerokuClient, app: str, current: ApiObject, target: TargetRelease,
+          target_config: Mapping[str, Any], managed: set[str]) -> bool:
     if _slug_id(current) != target.get("slug_id"):
         return False
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
 
 
-def _merged_into(conn: Any, request: RequestRow, current: dict[str, Any]) -> str | None:
+def _merged_into(conn: Any, request: RequestRow, current: ApiObject) -> str | None:
     """The earlier request whose rollback made the current release, when there is one."""
     for other in ledger.list_requests(conn, request["app"], statuses=[RequestStatus.SUCCEEDED], limit=20):
         if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
@@ -236,7 +236,7 @@ def _same_database_step(conn: Any, request_id: str | None, step: dict[str, Any])
         step.get("kind"), (step.get("restore_point") or {}).get("id"))
 
 
-def _slug_id(release: dict[str, Any]) -> str | None:
+def _slug_id(release: ApiObject) -> str | None:
     slug = release.get("slug")
     return slug.get("id") if isinstance(slug, dict) else None
 

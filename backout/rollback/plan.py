@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping, TypeAlias, TypedDict
 
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
-from backout.heroku import HerokuClient
+from backout.heroku import ApiObject, HerokuClient
 from backout.ledger.records import CheckpointRow, StepName
 from backout.settings import Settings, load
 
@@ -159,7 +159,7 @@ def build_plan(
 
 
 def database_step(
-    conn: ledger.LedgerConnection, app: str, db: str, current: dict[str, Any], target: dict[str, Any],
+    conn: ledger.LedgerConnection, app: str, db: str, current: ApiObject, target: ApiObject,
     checkpoint: CheckpointRow | None, settings: Settings | None = None, client: HerokuClient | None = None,
 ) -> DbStep | None:
     """The database part of the plan: None for `--db none`.
@@ -237,7 +237,7 @@ def describe(plan: Plan) -> str:
 
 
 def _resolve_target(
-    client: HerokuClient, conn: ledger.LedgerConnection, app: str, to: str, current: dict[str, Any]
+    client: HerokuClient, conn: ledger.LedgerConnection, app: str, to: str, current: ApiObject
 ) -> tuple[dict[str, Any], CheckpointRow | None, str]:
     if to == "previous":
         checkpoint = ledger.latest_verified_checkpoint(conn, app, before_version=current["version"])
@@ -261,7 +261,7 @@ def _resolve_target(
     return _release(client, app, version), ledger.checkpoint_for_release(conn, app, version), "version"
 
 
-def _release(client: HerokuClient, app: str, version: int) -> dict[str, Any]:
+def _release(client: HerokuClient, app: str, version: int) -> ApiObject:
     try:
         return client.release_info(app, version)
     except HerokuAPIError as exc:
@@ -270,12 +270,12 @@ def _release(client: HerokuClient, app: str, version: int) -> dict[str, Any]:
         raise
 
 
-def _eligible(release: dict[str, Any]) -> bool:
+def _eligible(release: ApiObject) -> bool:
     # `eligible_for_rollback` comes with the API's sdk variant; without it, a succeeded release is.
     return release.get("status") == "succeeded" and release.get("eligible_for_rollback", True) is not False
 
 
-def _check_eligible(app: str, target: dict[str, Any]) -> None:
+def _check_eligible(app: str, target: ApiObject) -> None:
     if _eligible(target):
         return
     status = target.get("status")
@@ -283,12 +283,12 @@ def _check_eligible(app: str, target: dict[str, Any]) -> None:
     raise PlanRefused(f"release v{target['version']} of {app!r} cannot be rolled back to: {why}; choose another with --to vNN")
 
 
-def _slug_id(release: dict[str, Any]) -> str | None:
+def _slug_id(release: ApiObject) -> str | None:
     slug = release.get("slug")
     return slug.get("id") if isinstance(slug, dict) else None
 
 
-def _release_summary(release: dict[str, Any], checkpoint: CheckpointRow | None) -> ReleaseSummary:
+def _release_summary(release: ApiObject, checkpoint: CheckpointRow | None) -> ReleaseSummary:
     return {
         "version": release["version"],
         "id": release["id"],
