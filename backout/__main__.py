@@ -1,3 +1,3 @@
-from backout.cli import main
+from backout.cli import entry
 
-raise SystemExit(main())
+entry()

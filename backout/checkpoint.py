@@ -27,7 +27,8 @@ from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStat
 from backout.redact import mask_url, redact
 from backout.settings import Settings
 
-if TYPE_CHECKING:  # the Heroku client is the caller's; this module needs only its answers' type
+if TYPE_CHECKING:
+    from backout.backups.pg_dump import Dump
     from backout.heroku import ApiObject
 
 Progress = Callable[[str], None]
@@ -150,13 +151,15 @@ def take(
     complete: bool = True,
     app_conn: psycopg.Connection[Any] | None = None,
     app: str | None = None,
+    dump: "Dump | None" = None,
 ) -> CheckpointRow:
     """Take a checkpoint of settings.database_url for `app` (default HEROKU_APP_NAME) and return
     its ledger row.
 
     With `complete=False` it stays 'running' for the caller to finish (the release hook completes
     it after the migrate command). On failure it is marked 'failed' with the reason and the
-    BackoutError is raised. `facts` are Platform API answers already fetched by `lookup`.
+    BackoutError is raised. `facts` are Platform API answers already fetched by `lookup`; `dump` is
+    a pg_dump already under way for it (`pg_dump.start_early`).
     """
     settings.require("DATABASE_URL")
     if app is None:
@@ -190,7 +193,7 @@ def take(
         say(f"checkpoint {cp['id']}: {kind} of {app} v{release.version}, backup {settings.backup}, "
             f"migrations {settings.migrations}")
         try:
-            return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete)
+            return _fill(settings, ledger_conn, conn, cp, facts, heroku, adapter, say, complete, dump)
         except BaseException as exc:
             _fail(ledger_conn, cp["id"], exc, settings)
             raise
@@ -200,7 +203,8 @@ def take(
 
 
 def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow,
-          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool) -> CheckpointRow:
+          facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool,
+          dump: "Dump | None") -> CheckpointRow:
     row = conn.cursor(row_factory=tuple_row).execute("SELECT pg_current_wal_lsn()::text, current_database()").fetchone()
     assert row is not None, "a SELECT without FROM answers one row"
     lsn, dbname = row
@@ -234,7 +238,7 @@ def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Conne
     context = backups.BackupContext(
         checkpoint_id=cp["id"], app=cp["app"], database_url=settings.database_url or "",
         backup_dir=settings.backup_dir, progress=say, conn=conn, heroku=heroku,
-        addon_id=addon.get("addon_id"), storage=settings.storage if stored else None,
+        addon_id=addon.get("addon_id"), storage=settings.storage if stored else None, dump=dump,
     )
     backup = backups.take(settings.backup, context)
     fields: dict[str, Any] = {"backup": {"strategy": settings.backup, **backup}}

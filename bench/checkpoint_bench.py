@@ -10,7 +10,8 @@ with --keep), it runs these whole processes round-robin, --rounds times (A/B/C/D
   - `pg_dump -Fc` (its default gzip, one thread), then fsync;
   - `createdb -T` (a template copy inside the server: the physical floor, not a backup);
 
-and prints medians with min and max, archive sizes, peak memory (each process's maximum resident
+PostgreSQL's programs run directly (/usr/lib/postgresql/N/bin on Debian), not through Debian's
+pg_wrapper (a Perl script, about 0.15 s a run), as backout runs them. It prints medians with min and max, archive sizes, peak memory (each process's maximum resident
 set, summed over a pipeline's processes), the machine and its load before and after. Targets (the
 design's): ours at most 1.05x the pipe plus 0.15 s, no larger than the pipe's archive, peak memory
 at most 2x the pipe's processes'; a pitr checkpoint adds at most 0.2 s to the release phase.
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backout import checkpoint, ledger  # noqa: E402
 from backout import settings as settings_module  # noqa: E402
-from backout.backups.libpq import client_args  # noqa: E402
+from backout.backups.libpq import client_args, program  # noqa: E402
 from backout.migrations import get_adapter  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
 from bench.data import built, name_for  # noqa: E402
@@ -61,17 +62,17 @@ def contenders(url: str, work: Path) -> list[Contender]:
         return run
 
     def pipe() -> Run:
-        run = processes(["pg_dump", "-Fc", "-Z0", "--exclude-schema=backout", f"--dbname={conninfo}"],
+        run = processes([program("pg_dump"), "-Fc", "-Z0", "--exclude-schema=backout", f"--dbname={conninfo}"],
                         ["zstd", "-q", "-T2", "-3", "-f", "-o", str(pipe_file)], env=env, pipe=True)
         return fsynced(run, pipe_file)
 
     def fc() -> Run:
-        run = processes(["pg_dump", "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
+        run = processes([program("pg_dump"), "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
                         env=env)
         return fsynced(run, fc_file)
 
     def template() -> Run:
-        return processes(["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", name, copy], env=env)
+        return processes([program("createdb"), "-h", "127.0.0.1", "-U", "postgres", "-T", name, copy], env=env)
 
     def clear() -> None:
         shutil.rmtree(ours_dir, ignore_errors=True)
@@ -96,7 +97,7 @@ def pitr_overhead(work: Path, runs: int = 20) -> float:
     try:
         with HerokuClient(box.token, box.url, box.url) as client:
             client.create_app("bench-pitr")
-            client.create_addon("bench-pitr", "heroku-postgresql:essential-0")
+            client.create_addon("bench-pitr", "heroku-postgresql:standard-0")
             version = client.current_release("bench-pitr")["version"]
             settings = settings_module.load({
                 "DATABASE_URL": client.config_vars("bench-pitr")["DATABASE_URL"], "HEROKU_APP_NAME": "bench-pitr",

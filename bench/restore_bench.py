@@ -13,6 +13,7 @@ with --keep), it takes one checkpoint archive, then runs these whole processes r
     bare restore decompresses it first; the database is created untimed);
   - `createdb -T` (a template copy inside the server: the physical floor);
 
+PostgreSQL's programs run directly, not through Debian's pg_wrapper, as backout runs them;
 then, in --probed further runs of ours, an app that connects and looks a row up every 10 ms: the
 longest gap between two of its successes is the downtime. Prints medians with min and max, the
 machine and its load. Targets (the design's): ours at most 1.0x the bare restore; the app without
@@ -37,7 +38,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backout.backups import pg_dump  # noqa: E402
-from backout.backups.libpq import client_args  # noqa: E402
+from backout.backups.libpq import client_args, program  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
 from bench.data import built, name_for  # noqa: E402
 from bench.restore_once import CHECKPOINT  # noqa: E402
@@ -100,10 +101,10 @@ def contenders(source: str, archive: Path, backup_json: Path, work: Path) -> lis
     def bare_restore() -> Run:
         conninfo, _ = client_args(database_url(bare))
         return processes(["zstd", "-q", "-d", "-f", str(archive), "-o", str(plain)],
-                         ["pg_restore", "--exit-on-error", "--jobs=2", f"--dbname={conninfo}", str(plain)], env=env)
+                         [program("pg_restore"), "--exit-on-error", "--jobs=2", f"--dbname={conninfo}", str(plain)], env=env)
 
     def template() -> Run:
-        return processes(["createdb", "-h", "127.0.0.1", "-U", "postgres", "-T", name, copy], env=env)
+        return processes([program("createdb"), "-h", "127.0.0.1", "-U", "postgres", "-T", name, copy], env=env)
 
     return [Contender("ours", ours, prepare_ours), Contender("bare", bare_restore, prepare_bare),
             Contender("createdb -T", template, lambda: drop_database(copy))]
@@ -130,7 +131,7 @@ def downtime(source: str, backup_json: Path, work: Path) -> float:
 def same_schema(a: str, b: str) -> bool:
     def schema(url: str) -> list[str]:
         conninfo, env = client_args(url)
-        text = subprocess.run(["pg_dump", "--schema-only", "--exclude-schema=backout", f"--dbname={conninfo}"],
+        text = subprocess.run([program("pg_dump"), "--schema-only", "--exclude-schema=backout", f"--dbname={conninfo}"],
                               env=env, capture_output=True, text=True, check=True).stdout
         # pg_dump guards each dump with a random \restrict key: not part of the schema.
         return [line for line in text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))]

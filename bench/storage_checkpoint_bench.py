@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from backout.backups.libpq import client_args  # noqa: E402
+from backout.backups.libpq import client_args, program  # noqa: E402
 from backout.output import human_bytes, table  # noqa: E402
 from backout.storage import config  # noqa: E402
 from backout.storage.client import make_client  # noqa: E402
@@ -65,7 +65,7 @@ def contenders(url: str, work: Path, s3: LocalS3) -> list[Contender]:
         return run
 
     def fc() -> Run:
-        run = processes(["pg_dump", "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
+        run = processes([program("pg_dump"), "-Fc", "--exclude-schema=backout", "-f", str(fc_file), f"--dbname={conninfo}"],
                         env=env)
         return fsynced(run, fc_file)
 

@@ -10,11 +10,14 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from backout.errors import BadInput
 from backout.settings import BACKUP_STRATEGIES, Settings
 from backout.storage.config import StorageSettings
+
+if TYPE_CHECKING:
+    from backout.backups.pg_dump import Dump
 
 
 class Backup(TypedDict, total=False):
@@ -70,6 +73,7 @@ class BackupContext:
     heroku: Any = None  # a HerokuClient, when HEROKU_API_KEY is set
     addon_id: str | None = None  # the app's DATABASE add-on, when already looked up
     storage: StorageSettings | None = None  # object storage for pg_dump archives (BACKOUT_STORAGE_URL)
+    dump: "Dump | None" = None  # a pg_dump the release phase started early (pg_dump.start_early)
 
 
 def strategy(name: str) -> ModuleType:

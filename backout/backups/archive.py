@@ -24,7 +24,8 @@ MAGIC = b"PGDMP"
 _HEADER = struct.Struct("<BI")  # a chunk's length: sign byte, 4 little-endian bytes
 _SMALL = 64  # chunks up to this size are read whole
 # Chunk lengths below 64 KiB whose little-endian bytes hold a line end (0x0A).
-_NEWLINE_LENGTHS = frozenset(n for n in range(1, 0x10000) if 10 in n.to_bytes(4, "little"))
+# Written out (its low byte or its second byte is 0x0A) rather than searched for: a release phase imports this.
+_NEWLINE_LENGTHS = frozenset([0x0A + (k << 8) for k in range(256)] + [0x0A00 + j for j in range(256)])
 BLK_DATA = 1
 BLK_BLOBS = 3
 # Archive versions this reader knows (PostgreSQL 12 to 17 write 1.14 to 1.16).

@@ -11,6 +11,13 @@ of contents are parsed from the stream as pg_dump writes them (what `pg_restore 
 second pass cost about a fifth of the checkpoint's time and told nothing more; restore drills
 prove restorability end to end.
 
+A release phase starts the dump first thing (`start_early`), before it imports a database driver,
+reads the ledger or judges the migrations: that work, about a third of a second here, then runs
+while pg_dump reads the catalogs and streams, and the compressed output waits in memory until the
+checkpoint's row exists and names the file or the object it goes to. A release phase that takes no
+checkpoint after all (nothing pending on a rollback, a refusal) stops the dump; nothing reached a
+disk or a bucket.
+
 The reading side (`open_archive`, `decompress_to`, `verify`) re-reads a whole archive: tests and
 drills use it. The archive was written to a pipe, so its table of contents has no data offsets:
 pg_restore reads it sequentially from a pipe, or from a decompressed file (in parallel too).
@@ -23,18 +30,17 @@ import fcntl
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, IO, Protocol, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Callable, Protocol, cast
 
 import zstandard
 
 from backout.backups.archive import Archive, Scanner
-from backout.backups.libpq import client_args, database_name
+from backout.backups.libpq import client_args, database_name, program
 from backout.backups.row_counts import SnapshotCounter
 from backout.errors import BackoutError
 from backout.output import human_bytes
@@ -43,6 +49,7 @@ from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
     from backout.backups import Backup, BackupContext
+    from backout.settings import Settings
 
 SUFFIX = ".dump.zst"
 # An archive being written is `.<name>.<pid>.tmp` beside where it goes.
@@ -52,10 +59,16 @@ _TEMP_SUFFIX = ".tmp"
 # `pg_dump -Fc -Z0 | zstd -T2 -3`, at no larger size: a lower level writes a larger archive, a
 # higher one costs more time than it saves space.
 ZSTD_LEVEL = 3
-# 256 KiB reads and writes: as fast as 1 MiB here, and the checkpoint's peak memory (measured
-# against the plain pipe's by bench/checkpoint_bench.py) is 1.4 MB lower.
-CHUNK = 1 << 18
+# 1 MiB reads from a pipe grown to 1 MiB (Linux's default limit): a dump started early runs while
+# the release phase imports, and the pump thread waits for the interpreter once per read, so
+# fewer, larger reads keep pg_dump going. Peak memory stays well within bench/checkpoint_bench.py's
+# target (3 MB more than with 256 KiB).
+CHUNK = 1 << 20
 PROGRESS_EVERY = 10.0
+# Compressed output held in memory while the checkpoint's destination is not known yet; past it
+# pg_dump waits. 32 MiB is about 100 MB of a database, more than a release phase dumps before its
+# ledger row exists.
+SPOOL_LIMIT = 32 << 20
 LEDGER_SCHEMA = "backout"
 
 Progress = Callable[[str], None]
@@ -65,11 +78,28 @@ def take(ctx: "BackupContext") -> "Backup":
     """The strategy's entry point: dump the app's database into object storage when
     BACKOUT_STORAGE_URL is set, else into the backup directory."""
     if ctx.storage is not None and ctx.storage.archives is not None:
-        return dump_to_storage(ctx.database_url, ctx.storage, ctx.app, ctx.checkpoint_id, progress=ctx.progress)
-    return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress)
+        return dump_to_storage(ctx.database_url, ctx.storage, ctx.app, ctx.checkpoint_id, progress=ctx.progress,
+                               started=ctx.dump)
+    return dump(ctx.database_url, Path(ctx.backup_dir) / f"{ctx.checkpoint_id}{SUFFIX}", progress=ctx.progress,
+                started=ctx.dump)
 
 
-def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL) -> "Backup":
+def start_early(settings: "Settings") -> "Dump | None":
+    """The dump of the checkpoint a release phase is about to take, started now; None when these
+    settings take no pg_dump checkpoint, or when it cannot start (the checkpoint then starts its
+    own and reports why it cannot). The caller stops it when no checkpoint uses it."""
+    if settings.backup != "pg_dump" or not settings.database_url:
+        return None
+    if settings.dyno and settings.storage.archives is None:
+        return None  # refused by backups.check_restorable, with the fix named
+    try:
+        return Dump(settings.database_url)
+    except Exception:  # noqa: BLE001 - the checkpoint's own dump says what is wrong, in order
+        return None
+
+
+def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL,
+         started: "Dump | None" = None) -> "Backup":
     """Dump `database_url` (without the ledger's schema) into `path`, verify it, and describe it.
 
     Returns {"path", "size", "sha256", "format", "compression", "level", "dump_size", "entries",
@@ -84,10 +114,10 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
         raise BackoutError(f"backup file {path} already exists; refusing to overwrite it")
     _make_dir(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}{_TEMP_SUFFIX}")
-    started = time.monotonic()
+    began = time.monotonic()
     say(f"backup: pg_dump of {mask_url(database_url)} into {path}")
     try:
-        sha256, size, dump_size, toc, counts = _write_file(database_url, temp, say, level)
+        sha256, size, dump_size, toc, counts = _write_file(started or Dump(database_url, level), temp, say)
         entries = len(toc.listed_entries())
         rows = recorded_rows(toc, counts)
         os.rename(temp, path)
@@ -95,7 +125,7 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     except BaseException:
         _remove(temp)
         raise
-    seconds = round(time.monotonic() - started, 3)
+    seconds = round(time.monotonic() - began, 3)
     say(f"backup: complete and verified, {entries} archive entries, {human_bytes(size)} in {seconds:.1f}s")
     return {
         "path": str(path), "size": size, "sha256": sha256, "format": "custom", "compression": "zstd",
@@ -104,14 +134,17 @@ def dump(database_url: str, path: Path, progress: Progress | None = None, level:
     }
 
 
-def _write_file(database_url: str, temp: Path, say: Progress, level: int
-                ) -> tuple[str, int, int, Archive, dict[str, int]]:
-    """`_write` into the file `temp` (mode 0600, fsynced): the sha256 and size written, and what
-    `_write` returns."""
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_file(running: "Dump", temp: Path, say: Progress) -> tuple[str, int, int, Archive, dict[str, int]]:
+    """The dump written into the file `temp` (mode 0600, fsynced): the sha256 and size written, and
+    what `Dump.finish` returns."""
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except BaseException:
+        running.stop()
+        raise
     try:
         out = _HashingWriter(fd)
-        dump_size, toc, counts = _write(database_url, out, say, level)
+        dump_size, toc, counts = running.finish(out, say)
         os.fsync(fd)
     except OSError as exc:
         raise _disk_error(exc, temp) from None
@@ -121,7 +154,8 @@ def _write_file(database_url: str, temp: Path, say: Progress, level: int
 
 
 def dump_to_storage(database_url: str, storage: StorageSettings, app: str, checkpoint_id: str,
-                    progress: Progress | None = None, level: int = ZSTD_LEVEL) -> "Backup":
+                    progress: Progress | None = None, level: int = ZSTD_LEVEL,
+                    started: "Dump | None" = None) -> "Backup":
     """Dump `database_url` straight into object storage: pg_dump | zstd | a multipart upload, with no
     local copy and memory bounded whatever the size. The archive is checked on the way (pg_dump's
     exit status, the whole table of contents parsed, every table's rows counted in pg_dump's own
@@ -136,17 +170,23 @@ def dump_to_storage(database_url: str, storage: StorageSettings, app: str, check
     say = progress or (lambda message: None)
     where = storage.archives
     assert where is not None
-    client = make_client(storage)
-    key = archive_key(where, app, checkpoint_id)
-    started = time.monotonic()
-    say(f"backup: pg_dump of {mask_url(database_url)} into s3://{where.bucket}/{key}")
-    metadata = {"backout-checkpoint": checkpoint_id, "backout-app": app, "backout-format": "pg_dump-custom+zstd"}
-    with MultipartUpload(client, where.bucket, key, sse=storage.sse, content_type="application/zstd",
-                         metadata=metadata) as upload:
-        dump_size, toc, counts = _write(database_url, upload, say, level)
+    began = time.monotonic()
+    running = started or Dump(database_url, level)
+    try:
+        client = make_client(storage)
+        key = archive_key(where, app, checkpoint_id)
+        say(f"backup: pg_dump of {mask_url(database_url)} into s3://{where.bucket}/{key}")
+        metadata = {"backout-checkpoint": checkpoint_id, "backout-app": app, "backout-format": "pg_dump-custom+zstd"}
+        upload = MultipartUpload(client, where.bucket, key, sse=storage.sse, content_type="application/zstd",
+                                 metadata=metadata)
+    except BaseException:
+        running.stop()
+        raise
+    with upload:
+        dump_size, toc, counts = running.finish(upload, say)
         stored = upload.complete()
     entries = len(toc.listed_entries())
-    seconds = round(time.monotonic() - started, 3)
+    seconds = round(time.monotonic() - began, 3)
     say(f"backup: uploaded and checked, {entries} archive entries, {human_bytes(stored['size'])} "
         f"in {seconds:.1f}s")
     return {
@@ -174,7 +214,7 @@ def pg_dump_command(database_url: str, *extra: str) -> tuple[list[str], dict[str
     """pg_dump's argv (no password in it) and its environment (PGPASSWORD), ledger excluded."""
     conninfo, env = client_args(database_url)
     argv = [
-        _program("pg_dump"), "--format=custom", "--compress=0", f"--exclude-schema={LEDGER_SCHEMA}",
+        program("pg_dump"), "--format=custom", "--compress=0", f"--exclude-schema={LEDGER_SCHEMA}",
         # A table locked by someone else fails the dump in a while instead of hanging the release.
         "--lock-wait-timeout=120s", *extra, f"--dbname={conninfo}",
     ]
@@ -212,7 +252,7 @@ def decompress_to(path: str | os.PathLike, dest: str | os.PathLike | IO[bytes]) 
 def verify(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
     """Read the whole archive back: its sha256 (when given), zstd's checksum, and pg_restore's
     table of contents. Returns {"sha256", "dump_size", "entries"}; raises BackoutError if unreadable."""
-    argv = [_program("pg_restore"), "--list"]
+    argv = [program("pg_restore"), "--list"]
     restore = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert restore.stdin and restore.stdout and restore.stderr  # Popen's pipes exist: PIPE was asked for
     listing = _Collector(restore.stdout, keep_all=True)
@@ -253,52 +293,127 @@ def verify(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------
 
 
-def _write(database_url: str, out: "_Sink", say: Progress, level: int) -> tuple[int, Archive, dict[str, int]]:
-    """Pipe pg_dump through zstd into `out`: the bytes pg_dump wrote, and the archive's table of
-    contents (parsed from the stream on the way) with each table's rows (counted in pg_dump's own
-    snapshot meanwhile)."""
-    counter = SnapshotCounter(database_url)
-    argv, env = pg_dump_command(database_url, f"--snapshot={counter.snapshot}")
-    try:
-        dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    except BaseException:
-        counter.close()
-        raise
-    assert dump.stdout is not None and dump.stderr is not None  # Popen's pipes exist: PIPE was asked for
-    errors = _Collector(dump.stderr)
-    _grow_pipe(dump.stdout.fileno())
-    toc = Scanner()
-    dump_size = 0
-    try:
-        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-        # zstandard needs only `write` of its destination (a _Sink), not a whole file object.
-        with compressor.stream_writer(cast(IO[bytes], out), closefd=False, write_size=CHUNK) as writer:
-            source = dump.stdout.fileno()
-            next_report = time.monotonic() + PROGRESS_EVERY
-            while True:
-                chunk = os.read(source, CHUNK)
-                if not chunk:
-                    break
-                writer.write(chunk)
-                dump_size += len(chunk)
-                if toc.in_toc:
-                    toc.feed(chunk)
-                if time.monotonic() >= next_report:
-                    say(f"backup: {human_bytes(dump_size)} dumped, {human_bytes(out.size)} written")
-                    next_report = time.monotonic() + PROGRESS_EVERY
-    except BaseException:
-        _stop(dump)
-        counter.close()
-        raise
-    status = dump.wait()
-    errors.join()
-    counts = counter.finish()
-    if status != 0:
-        message = redact(errors.last_error(), _secrets(env))
-        raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
-    if toc.in_toc:
-        raise BackoutError("pg_dump's output ends inside the archive's table of contents")
-    return dump_size, toc.archive, counts
+class Dump:
+    """A pg_dump under way: `pg_dump -Fc -Z0` in a snapshot whose rows a SnapshotCounter counts
+    meanwhile, its output compressed with zstd on a thread as it comes, the table of contents parsed
+    on the way. The compressed bytes wait in memory until `finish` names where they go."""
+
+    def __init__(self, database_url: str, level: int = ZSTD_LEVEL) -> None:
+        self.level = level
+        self.counter = SnapshotCounter(database_url)
+        argv, self.env = pg_dump_command(database_url, f"--snapshot={self.counter.snapshot}")
+        try:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        except BaseException:
+            self.counter.close()
+            raise
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.errors = _Collector(self.proc.stderr)
+        _grow_pipe(self.proc.stdout.fileno())
+        self.toc = Scanner()
+        self.dump_size = 0
+        self.spool = _Spool()
+        self.say: Progress = lambda message: None
+        self.failure: BaseException | None = None
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def finish(self, out: "_Sink", say: Progress) -> tuple[int, Archive, dict[str, int]]:
+        """Send the archive into `out` and wait for the end: the bytes pg_dump wrote, the table of
+        contents, and each table's rows. Raises BackoutError when the dump failed (stopped)."""
+        self.say = say
+        try:
+            self.spool.attach(out)
+            self.pump.join()
+            if self.failure is not None:
+                raise self.failure
+            status = self.proc.wait()
+            self.errors.join()
+            if status != 0:
+                message = redact(self.errors.last_error(), _secrets(self.env))
+                raise BackoutError(f"pg_dump failed (exit status {status}): {message}")
+            counts = self.counter.finish()
+        except BaseException:
+            self.stop()
+            raise
+        if self.toc.in_toc:
+            raise BackoutError("pg_dump's output ends inside the archive's table of contents")
+        return self.dump_size, self.toc.archive, counts
+
+    def stop(self) -> None:
+        """Stop it and drop what it wrote (nothing of it reached `out` unless finish was called)."""
+        _stop(self.proc)
+        self.spool.close()
+        self.pump.join()
+        self.counter.close()
+
+    def _pump(self) -> None:
+        try:
+            compressor = zstandard.ZstdCompressor(level=self.level, threads=-1, write_checksum=True)
+            # zstandard needs only `write` and `flush` of its destination, not a whole file object.
+            with compressor.stream_writer(cast(IO[bytes], self.spool), closefd=False, write_size=CHUNK) as writer:
+                assert self.proc.stdout is not None
+                source = self.proc.stdout.fileno()
+                next_report = time.monotonic() + PROGRESS_EVERY
+                while True:
+                    chunk = os.read(source, CHUNK)
+                    if not chunk:
+                        break
+                    writer.write(chunk)
+                    self.dump_size += len(chunk)
+                    if self.toc.in_toc:
+                        self.toc.feed(chunk)
+                    if time.monotonic() >= next_report:
+                        self.say(f"backup: {human_bytes(self.dump_size)} dumped, {human_bytes(self.spool.size)} written")
+                        next_report = time.monotonic() + PROGRESS_EVERY
+        except BaseException as exc:  # noqa: BLE001 - raised to the caller by finish()
+            self.failure = exc
+
+
+class _Spool:
+    """What the compressor writes to: memory (up to SPOOL_LIMIT, then the writer waits) until the
+    real sink is attached, then the sink itself, in order."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._held: deque[bytes] = deque()
+        self._held_size = 0
+        self._sink: "_Sink | None" = None
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def write(self, data: bytes) -> int:
+        with self._changed:
+            while self._sink is None and self._held_size >= SPOOL_LIMIT and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                raise BackoutError("the dump was stopped")
+            sink = self._sink
+            if sink is None:
+                self._held.append(bytes(data))
+                self._held_size += len(data)
+        if sink is not None:
+            sink.write(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._sink is not None:
+            self._sink.flush()
+
+    def attach(self, sink: "_Sink") -> None:
+        with self._changed:
+            while self._held:
+                sink.write(self._held.popleft())
+            self._held_size = 0
+            self._sink = sink
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._held.clear()
+            self._changed.notify_all()
 
 
 class _Sink(Protocol):
@@ -442,13 +557,6 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
     except OSError:
         pass
-
-
-def _program(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
-    return found
 
 
 def _stop(proc: subprocess.Popen) -> None:

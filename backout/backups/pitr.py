@@ -6,7 +6,7 @@ this instant (a rollback add-on created `--to` the recorded time). Taking it is 
 
 from __future__ import annotations
 
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import tuple_row

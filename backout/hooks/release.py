@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psycopg
 
@@ -33,11 +33,17 @@ from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnec
 from backout.redact import known_secrets, redact, relay
 from backout.settings import Settings
 
+if TYPE_CHECKING:
+    from backout.backups.pg_dump import Dump
+
 HEALTH_JOB = "backout.jobs.health.watch_release"
 
 
-def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None) -> int:
-    """The hook's whole run; returns the exit status (0 deployed, non-zero not deployed)."""
+def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None], heroku: Any = None,
+        dump: "Dump | None" = None) -> int:
+    """The hook's whole run; returns the exit status (0 deployed, non-zero not deployed). `dump` is
+    the checkpoint's pg_dump when the caller started it early (`pg_dump.start_early`); the caller
+    stops it if no checkpoint uses it."""
     settings.require("DATABASE_URL", "HEROKU_APP_NAME", "HEROKU_RELEASE_VERSION")
     if settings.backup == "heroku":
         settings.require("HEROKU_API_KEY")
@@ -48,7 +54,7 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
         from backout.heroku import HerokuClient
 
         with HerokuClient.from_settings(settings) as client:
-            return run(settings, argv, progress, client)
+            return run(settings, argv, progress, client, dump)
     if heroku is None:
         say("warning: HEROKU_API_KEY is not set: no previous release, config fingerprint or rollback "
             "detection from the Platform API")
@@ -62,11 +68,11 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
         # Two release phases of the same release at once (a retried deploy) would both checkpoint:
         # the second waits for the first, then finds its checkpoint.
         with ledger.release_lock(ledger_conn, app, version):
-            return _checkpoint_and_migrate(settings, ledger_conn, heroku, adapter, argv, say)
+            return _checkpoint_and_migrate(settings, ledger_conn, heroku, adapter, argv, say, dump)
 
 
 def _checkpoint_and_migrate(settings: Settings, ledger_conn: LedgerConnection, heroku: Any, adapter: Any,
-                            argv: Sequence[str], say: Callable[[str], None]) -> int:
+                            argv: Sequence[str], say: Callable[[str], None], dump: "Dump | None") -> int:
     app, version = settings.app_name or "", settings.release_version or 0
     facts = _platform_facts(settings, heroku, app, version)
     release = checkpoint.release_from_api(settings, facts, heroku)
@@ -86,7 +92,7 @@ def _checkpoint_and_migrate(settings: Settings, ledger_conn: LedgerConnection, h
                 f"{len(pending)} migration(s) ({', '.join(m.id for m in pending)}): a checkpoint, as for a deploy")
         try:
             cp = checkpoint.take(settings, ledger_conn, release, heroku=heroku, adapter=adapter,
-                                 facts=facts, progress=say, complete=False, app_conn=app_conn)
+                                 facts=facts, progress=say, complete=False, app_conn=app_conn, dump=dump)
         except PolicyViolation:
             say("the pending migrations break BACKOUT_REQUIRE: the release is not deployed")
             raise

@@ -227,3 +227,82 @@ def test_none_and_pitr_strategies(database):
     with pytest.raises(BackoutError, match="cannot connect"):
         backups.take("pitr", backups.BackupContext(checkpoint_id="cp_X", app="a", heroku=_Addons("standard-0"),
                                                    database_url="postgresql://127.0.0.1:1/x"))
+
+
+def _children_of_this_process() -> list[str]:
+    import os
+
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()):
+            found.append(fields.get("Name", "").strip())
+    return found
+
+
+def test_a_dump_started_before_its_destination_is_known_waits_in_memory_then_writes_it_whole(
+        make_database, tmp_path, monkeypatch):
+    """The release phase starts pg_dump first thing; its compressed output is held (up to the spool
+    limit, then pg_dump waits) until the checkpoint names the file, and the archive is the same."""
+    source, target = make_database(), make_database()
+    _fill(source)
+    monkeypatch.setattr(pg_dump, "SPOOL_LIMIT", 64 * 1024)  # far less than this archive: pg_dump must wait
+    started = pg_dump.Dump(source)
+    started.pump.join(1.0)
+    assert started.pump.is_alive()  # held at the limit, not finished
+    assert started.spool.size < 64 * 1024 + pg_dump.CHUNK
+    path = tmp_path / "cp_EARLY.dump.zst"
+    described = pg_dump.dump(source, path, started=started)
+    assert described["rows"] == {"public.orders": 20000}
+    assert described["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert pg_dump.verify(path, described["sha256"])["entries"] == described["entries"]
+    _restore(path, target)
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 20000
+
+
+def test_a_dump_no_checkpoint_uses_is_stopped_and_leaves_nothing(database, tmp_path):
+    _fill(database, rows=5000)
+    started = pg_dump.Dump(database)
+    assert {"pg_dump", "psql"} <= set(_children_of_this_process())
+    started.stop()
+    started.stop()  # a second stop (the release phase's `finally`) changes nothing
+    assert not {"pg_dump", "psql"} & set(_children_of_this_process())
+    assert not started.pump.is_alive()
+    with psycopg.connect(database) as conn:  # the snapshot's transaction is gone with psql
+        held = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()").fetchone()[0]
+    assert held == 0
+
+
+def test_a_dump_that_cannot_connect_is_not_started_early(tmp_path):
+    from backout import settings as settings_module
+
+    settings = settings_module.load({"DATABASE_URL": "postgresql://postgres:hunter22@127.0.0.1:1/nowhere",
+                                     "BACKOUT_BACKUP": "pg_dump", "BACKOUT_BACKUP_DIR": str(tmp_path)})
+    assert pg_dump.start_early(settings) is None  # the checkpoint's own dump reports it, in order
+    assert pg_dump.start_early(dataclasses.replace(settings, backup="heroku")) is None
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://alice:s3cr%40t-pw@db.example.com:6543/shop?sslmode=require",
+    "postgresql:///db?host=%2Fvar%2Frun%2Fpostgresql",
+    "postgresql://u:pw0rd@[::1]:5432,h2:5433/d%20b?application_name=a%20b's",
+    "postgresql://h1,h2:5433/db",
+    "postgresql://u:p+q@h/db?options=-c%20a%3Db+c&sslmode=",
+    "host=x password='y z' dbname=shop",
+])
+def test_a_url_is_read_as_libpq_reads_it_without_its_password(url):
+    """URIs are taken apart without psycopg (a release phase starts pg_dump before importing it):
+    the result must be what libpq itself reads, minus the password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    conninfo, env = client_args(url, {})
+    expected = conninfo_to_dict(url)
+    password = expected.pop("password", None)
+    assert conninfo_to_dict(conninfo) == expected
+    assert env.get("PGPASSWORD") == password
+    assert password is None or password not in conninfo

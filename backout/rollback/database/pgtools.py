@@ -18,16 +18,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from backout.backups.libpq import client_args
+from backout.backups.libpq import client_args, program  # noqa: F401 - program is read from here too
 from backout.errors import BackoutError
 from backout.redact import mask_url, redact
-
-
-def program(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        raise BackoutError(f"{name} is not installed or not on PATH; install the PostgreSQL client programs")
-    return found
 
 
 def connect(url: str, what: str = "the database", autocommit: bool = True) -> psycopg.Connection[Any]:
