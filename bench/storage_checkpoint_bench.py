@@ -9,7 +9,7 @@ under GNU time for its peak memory. Prints medians with min and max, the paired 
 local disk (target at most 1.15x), the peak memory of the checkpoint (target under 200 MB
 whatever the size), the machine and its load.
 
-    .venv/bin/python bench/storage_checkpoint_bench.py [--size-mb 520] [--rounds 3] [--keep]
+    .venv/bin/python bench/storage_checkpoint_bench.py [--size-mb 600] [--rounds 5] [--keep]
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from backout.output import human_bytes, table  # noqa: E402
 from backout.storage import config  # noqa: E402
 from backout.storage.client import make_client  # noqa: E402
 from backout_sandbox.s3 import LocalS3  # noqa: E402
-from bench.data import ensure_built  # noqa: E402
+from bench.data import built, name_for  # noqa: E402
 from bench.timing import Contender, Run, fsynced, machine, pair, processes  # noqa: E402
 from tests.support import drop_database  # noqa: E402
 
-DATABASE = "backout_bench_storage"
 BACKOUT = str(Path(sys.executable).with_name("backout"))
 BUCKET = "bench-archives"
 
@@ -82,11 +81,11 @@ def contenders(url: str, work: Path, s3: LocalS3) -> list[Contender]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=int, default=520)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--size-mb", type=int, default=600, help="database size in MB (default 600, shared with the other benchmarks)")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the built database for the next run")
     args = parser.parse_args()
-    url = ensure_built(DATABASE, args.size_mb)
+    [(_, url)] = built(str(args.size_mb))
     try:
         with tempfile.TemporaryDirectory(prefix="backout-bench-") as tmp, LocalS3(log=Path(tmp) / "s3.log") as s3:
             cs = contenders(url, Path(tmp), s3)
@@ -94,7 +93,7 @@ def main() -> int:
             facts = machine(url)
     finally:
         if not args.keep:
-            drop_database(DATABASE)
+            drop_database(name_for(args.size_mb))
     stored, disk, fc = cs
     ratios = [a.seconds / b.seconds for a, b in zip(stored.runs, disk.runs)]
     print()

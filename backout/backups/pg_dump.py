@@ -66,9 +66,10 @@ ZSTD_LEVEL = 3
 CHUNK = 1 << 20
 PROGRESS_EVERY = 10.0
 # Compressed output held in memory while the checkpoint's destination is not known yet; past it
-# pg_dump waits. 32 MiB is about 100 MB of a database, more than a release phase dumps before its
-# ledger row exists.
-SPOOL_LIMIT = 32 << 20
+# pg_dump waits. 16 MiB is about 50 MB of a database: what a release phase dumps before its ledger
+# row exists (a third of a second), or before boto3 is imported for an upload. More adds to the
+# peak memory of a checkpoint to storage (bench/storage_checkpoint_bench.py, target 200 MB).
+SPOOL_LIMIT = 16 << 20
 LEDGER_SCHEMA = "backout"
 
 Progress = Callable[[str], None]

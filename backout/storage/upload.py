@@ -20,7 +20,10 @@ from backout.storage.client import failure
 
 PART_SIZE = 8 << 20
 PARTS_PER_DOUBLING = 1000
-WORKERS = 4
+# Two parts in flight keep up with what a checkpoint compresses (about 40 MB/s of zstd on two cores;
+# one S3 connection takes 50 MB/s and more), and four held 30 MB more at the peak for no speed
+# (bench/storage_checkpoint_bench.py).
+WORKERS = 2
 
 
 def part_size(number: int, base: int = PART_SIZE) -> int:
