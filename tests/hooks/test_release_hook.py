@@ -282,3 +282,24 @@ def test_sigterm_marks_the_checkpoint_failed(database, tmp_path):
 def _ledger_exists(url: str) -> bool:
     with psycopg.connect(url) as conn:
         return conn.execute("SELECT to_regclass('backout.schema_version')").fetchone()[0] is not None
+
+
+def test_a_release_phase_that_takes_no_checkpoint_stops_the_dump_it_started(database, tmp_path):
+    """The release phase starts pg_dump before it knows whether a checkpoint is wanted; when the
+    same release's phase runs again it takes none, and that dump leaves nothing behind."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders AS SELECT g AS id, repeat(md5(g::text), 20) AS note"
+                     " FROM generate_series(1, 50000) g")
+    env = hook_env(database, tmp_path)
+    first = release(env)
+    assert first.returncode == 0, first.stderr
+    second = release(env)
+    assert second.returncode == 0, second.stderr
+    assert "already has checkpoint" in second.stderr
+    [cp] = checkpoints(database)
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == [f"{cp['id']}.dump.zst"]
+    assert cp["backup"]["rows"] == {"public.orders": 50000}
+    with psycopg.connect(database) as conn:  # no pg_dump or snapshot left connected
+        others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND pid <> pg_backend_pid()").fetchone()[0]
+    assert others == 0
