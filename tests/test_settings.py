@@ -88,3 +88,16 @@ def test_repr_hides_secrets():
     s = settings.load({"HEROKU_API_KEY": "tok-hunter2secret", "DATABASE_URL": "postgres://u:hunter2secret@h/d"})
     assert "hunter2secret" not in repr(s)
     assert sorted(s.secrets()) == ["hunter2secret", "tok-hunter2secret"]
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BACKOUT_FILES", "s3://[uploads/"),
+    ("BACKOUT_STORAGE_URL", "s3://[bucket]x/prefix"),
+    ("AWS_ENDPOINT_URL_S3", "http://[::1"),
+    ("AWS_ENDPOINT_URL", "http://minio:port"),
+])
+def test_a_storage_url_urllib_cannot_split_is_bad_input(name, value):
+    """Found by the CLI fuzz (tests/faults): urllib raises ValueError on a stray bracket or port."""
+    with pytest.raises(ConfigError) as raised:
+        settings.load({name: value})
+    assert name in str(raised.value)

@@ -97,7 +97,11 @@ def load(get: Callable[[str], str | None]) -> StorageSettings:
     endpoint = get("AWS_ENDPOINT_URL_S3") or get("AWS_ENDPOINT_URL")
     if endpoint is not None:
         name = "AWS_ENDPOINT_URL_S3" if get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
-        parts = urlsplit(endpoint)
+        try:
+            parts = urlsplit(endpoint)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:  # "http://[bad" or a port that is not a number
+            parts = urlsplit("")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(name, f"is not an http(s) URL ({endpoint!r})",
                               "the S3 endpoint: https://<account>.r2.cloudflarestorage.com, http://minio:9000")
@@ -118,7 +122,10 @@ def load(get: Callable[[str], str | None]) -> StorageSettings:
 
 
 def parse_location(value: str, name: str = "BACKOUT_STORAGE_URL") -> Location:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # "s3://[bucket": urllib reads a bracket as an IPv6 address
+        raise ConfigError(name, f"is {value!r}", S3_FORM) from None
     if parts.scheme != "s3" or not parts.netloc:
         raise ConfigError(name, f"is {value!r}", S3_FORM)
     if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
