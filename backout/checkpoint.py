@@ -22,6 +22,7 @@ from backout import backups, ledger
 from backout.backups.heroku import database_addon
 from backout.backups.libpq import database_name
 from backout.errors import BackoutError
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import mask_url, redact
 from backout.release_version import rollback_target, slug_id
 from backout.rollback.database import pgtools
@@ -29,6 +30,7 @@ from backout.settings import Settings
 
 if TYPE_CHECKING:
     from backout.backups.pg_dump import Dump
+    from backout.heroku import ApiObject
 
 Progress = Callable[[str], None]
 
@@ -58,13 +60,13 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def database_connection(url: str) -> psycopg.Connection:
+def database_connection(url: str) -> psycopg.Connection[Any]:
     """An autocommit connection to the app's database, or one clear line saying why not."""
     return pgtools.connect(url, variable="DATABASE_URL")
 
 
 def lookup(settings: Settings, heroku: Any, app: str, version: int | None, *, release: bool,
-           config: bool, addon: bool) -> dict:
+           config: bool, addon: bool) -> dict[str, Any]:
     """The Platform API facts a checkpoint wants, fetched at once (they are independent calls, and
     each is a round trip that adds to the release phase): the release being deployed and the one it
     replaces, the config vars, and the DATABASE add-on."""
@@ -97,7 +99,7 @@ def release_from_api(settings: Settings, facts: Mapping[str, Any], heroku: Any =
     return release_from_info(info, version=version, commit=settings.slug_commit, previous_version=previous)
 
 
-def release_from_info(info: Mapping[str, Any], *, version: int | None = None, commit: str | None = None,
+def release_from_info(info: ApiObject, *, version: int | None = None, commit: str | None = None,
                       previous_version: int | None = None) -> Release:
     """A Release from a Platform API release object (a safety checkpoint uses the current release)."""
     return Release(
@@ -113,20 +115,20 @@ def release_from_info(info: Mapping[str, Any], *, version: int | None = None, co
 
 def take(
     settings: Settings,
-    ledger_conn: psycopg.Connection,
+    ledger_conn: LedgerConnection,
     release: Release,
     *,
-    kind: str = "deploy",
+    kind: str = CheckpointKind.DEPLOY,
     heroku: Any = None,
     adapter: Any = None,
     facts: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
     request_id: str | None = None,
     complete: bool = True,
-    app_conn: psycopg.Connection | None = None,
+    app_conn: psycopg.Connection[Any] | None = None,
     app: str | None = None,
     dump: "Dump | None" = None,
-) -> dict:
+) -> CheckpointRow:
     """Take a checkpoint of settings.database_url for `app` (default HEROKU_APP_NAME) and return
     its ledger row.
 
@@ -147,13 +149,13 @@ def take(
 
         adapter = get_adapter(settings.migrations, settings.migrations_path)
     backups.strategy(settings.backup)  # an unknown strategy fails before anything is written
-    if kind == "deploy":
+    if kind == CheckpointKind.DEPLOY:
         # Bad input (BACKOUT_MIGRATIONS_PATH pointing nowhere) is refused before the ledger row.
         adapter.available()
     backups.check_restorable(settings)  # so does one whose checkpoint could never be restored
 
     own_conn = app_conn is None
-    conn = database_connection(database_url) if own_conn else app_conn
+    conn = database_connection(database_url) if app_conn is None else app_conn
     try:
         if facts is None:
             facts = lookup(settings, heroku, app, release.version, release=False, config=True,
@@ -176,18 +178,18 @@ def take(
             conn.close()
 
 
-def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict,
+def _fill(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow,
           facts: Mapping[str, Any], heroku: Any, adapter: Any, say: Progress, complete: bool,
-          dump: "Dump | None") -> dict:
-    lsn, dbname = conn.cursor(row_factory=tuple_row).execute(
-        "SELECT pg_current_wal_lsn()::text, current_database()"
-    ).fetchone()
+          dump: "Dump | None") -> CheckpointRow:
+    row = conn.cursor(row_factory=tuple_row).execute("SELECT pg_current_wal_lsn()::text, current_database()").fetchone()
+    assert row is not None, "a SELECT without FROM answers one row"
+    lsn, dbname = row
     addon = facts.get("addon") or {}
     applied = adapter.applied(conn)
     # Only a deploy checkpoint's down scripts are ever run (no release applies migrations after a
     # safety checkpoint), and the worker taking a safety checkpoint may not have the app's
     # migration files at all: it reads the state table only.
-    pending = adapter.pending(conn) if cp["kind"] == "deploy" else []
+    pending = adapter.pending(conn) if cp["kind"] == CheckpointKind.DEPLOY else []
     irreversible = [m.id for m in pending if not m.reversible]
     fingerprint = config_fingerprint(facts["config"]) if "config" in facts else None
     ledger.update_checkpoint(
@@ -196,10 +198,10 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
                   "addon_id": addon.get("addon_id"), "addon_name": addon.get("addon_name")},
         migrations_before=applied, down_scripts=[m.to_json() for m in pending], irreversible=irreversible,
     )
-    count = len(adapter.applied_history(conn)) if cp["kind"] == "deploy" else len(applied)
+    count = len(adapter.applied_history(conn)) if cp["kind"] == CheckpointKind.DEPLOY else len(applied)
     say(f"checkpoint {cp['id']}: WAL {lsn}, {count} migrations applied, {len(pending)} pending"
         + (f" ({len(irreversible)} irreversible: {', '.join(irreversible)})" if irreversible else ""))
-    if cp["kind"] == "deploy":
+    if cp["kind"] == CheckpointKind.DEPLOY:
         _judge(settings, ledger_conn, conn, cp, adapter, pending, say)
     if settings.storage.files:
         from backout.files.record import record
@@ -217,11 +219,11 @@ def _fill(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Con
     backup = backups.take(settings.backup, context)
     fields: dict[str, Any] = {"backup": {"strategy": settings.backup, **backup}}
     if complete:
-        fields.update(status="complete", completed_at="now")
+        fields.update(status=CheckpointStatus.COMPLETE, completed_at="now")
     return ledger.update_checkpoint(ledger_conn, cp["id"], **fields)
 
 
-def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Connection, cp: dict, adapter: Any,
+def _judge(settings: Settings, ledger_conn: LedgerConnection, conn: psycopg.Connection[Any], cp: CheckpointRow, adapter: Any,
            pending: list, say: Progress) -> None:
     """Record what rolling this release back will cost, print it in the release log with the
     statements that decided it, and refuse (before the backup and the migrations) a release that
@@ -234,7 +236,7 @@ def _judge(settings: Settings, ledger_conn: psycopg.Connection, conn: psycopg.Co
     for line in verdict.lines():
         say(line)
     policy.enforce(verdict, settings.require_policy)
-def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict, say: Progress) -> None:
+def _sweep_uploads(settings: Settings, ledger_conn: LedgerConnection, cp: CheckpointRow, say: Progress) -> None:
     """Abort the uploads that checkpoints killed mid-way left open (S3 keeps, and bills, their
     parts until then). Best effort: a checkpoint is not failed for its predecessors' leftovers."""
     assert settings.storage.archives is not None
@@ -253,9 +255,10 @@ def _sweep_uploads(settings: Settings, ledger_conn: psycopg.Connection, cp: dict
         say(f"storage: aborted {len(aborted)} unfinished upload(s) left by interrupted checkpoints: {', '.join(aborted)}")
 
 
-def _fail(ledger_conn: psycopg.Connection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
+def _fail(ledger_conn: LedgerConnection, checkpoint_id: str, exc: BaseException, settings: Settings) -> None:
     reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
     try:
-        ledger.update_checkpoint(ledger_conn, checkpoint_id, status="failed", error=redact(reason, settings.secrets()))
+        ledger.update_checkpoint(ledger_conn, checkpoint_id, status=CheckpointStatus.FAILED,
+                                 error=redact(reason, settings.secrets()))
     except Exception:  # noqa: BLE001 - the original failure is the one to report
         pass

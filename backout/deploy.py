@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
@@ -98,7 +98,7 @@ def _commit(directory: Path) -> str | None:
     return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else None
 
 
-def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release_output: Output) -> dict:
+def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release_output: Output) -> dict[str, Any]:
     """Deploy the directory as a new release of `app`; the release once its release phase ended
     (its `status` says how). `say` hears the steps, `release_output` the release phase's lines."""
     slug = pack(directory)
@@ -115,7 +115,7 @@ def deploy(client: HerokuClient, app: str, directory: Path, say: Output, release
     return client.wait_release(app, release["id"])
 
 
-def create_app(client: HerokuClient, name: str, plans: Sequence[str], say: Output) -> dict:
+def create_app(client: HerokuClient, name: str, plans: Sequence[str], say: Output) -> dict[str, Any]:
     """Create the app, then each add-on (`heroku-postgresql:essential-0`); the app."""
     app = client.create_app(name)
     say(f"Created {app['name']}, served at {app['web_url']}")

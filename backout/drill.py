@@ -21,6 +21,7 @@ from psycopg import sql
 
 from backout import ledger
 from backout.errors import BackoutError, BadInput
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.ledger.schema import SCHEMA, new_id
 from backout.output import human_bytes
 from backout.redact import redact
@@ -32,15 +33,15 @@ Progress = Callable[[str], None]
 DRILL_JOB = "backout.jobs.drill.run_drill"
 
 
-def drillable(conn: psycopg.Connection, app: str) -> dict | None:
+def drillable(conn: LedgerConnection, app: str) -> CheckpointRow | None:
     """The newest complete checkpoint of `app` with a pg_dump archive that was not pruned."""
     return next((cp for cp in ledger.list_checkpoints(conn, app)
-                 if cp["status"] == "complete" and cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at")
+                 if cp["status"] == CheckpointStatus.COMPLETE and cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at")
                  and cp.get("backup")), None)
 
 
-def drill(settings: Settings, conn: psycopg.Connection, app: str, progress: Progress,
-          checkpoint_id: str | None = None) -> dict:
+def drill(settings: Settings, conn: LedgerConnection, app: str, progress: Progress,
+          checkpoint_id: str | None = None) -> dict[str, Any]:
     """Drill one checkpoint; returns (and records) {"ok", "seconds", "tables", "rows", ...}."""
     settings.require("DATABASE_URL")
     cp = ledger.get_checkpoint(conn, checkpoint_id) if checkpoint_id else drillable(conn, app)
@@ -64,7 +65,7 @@ def drill(settings: Settings, conn: psycopg.Connection, app: str, progress: Prog
     return {"checkpoint_id": cp["id"], **result}
 
 
-def _restore_and_count(settings: Settings, cp: dict, progress: Progress) -> dict:
+def _restore_and_count(settings: Settings, cp: CheckpointRow, progress: Progress) -> dict[str, Any]:
     source = restore.archive_of(cp, settings)
     server = settings.drill_database_url or settings.database_url or ""
     admin_url = swap.maintenance_url(server)

@@ -12,7 +12,7 @@ import random as random_module
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeAlias
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -31,6 +31,9 @@ ACCEPT = "application/vnd.heroku+json; version=3"
 ACCEPT_SDK = "application/vnd.heroku+json; version=3.sdk"
 
 Progress = Callable[[str], None]
+
+# A Platform or Data API object (a release, an add-on, a transfer ...) as Heroku documents it.
+ApiObject: TypeAlias = dict[str, Any]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _TRANSFER_NAME = re.compile(r"[abcr](\d+)")
@@ -60,7 +63,7 @@ def sandbox_hint(base: str) -> str:
 class TransferFailed(BackoutError):
     """A Data API transfer (backup or restore) finished without succeeding."""
 
-    def __init__(self, message: str, transfer: dict) -> None:
+    def __init__(self, message: str, transfer: ApiObject) -> None:
         super().__init__(message)
         self.transfer = transfer
 
@@ -226,10 +229,10 @@ class HerokuClient:
 
     # --- apps ------------------------------------------------------------------------------------
 
-    def app_info(self, app: str) -> dict:
+    def app_info(self, app: str) -> ApiObject:
         return self._json("GET", f"/apps/{_segment(app, 'app')}", app=app)
 
-    def create_app(self, name: str, region: str | None = None) -> dict:
+    def create_app(self, name: str, region: str | None = None) -> ApiObject:
         body: dict[str, Any] = {"name": name}
         if region:
             body["region"] = region
@@ -237,7 +240,7 @@ class HerokuClient:
 
     # --- releases --------------------------------------------------------------------------------
 
-    def _release_pages(self, app: str, newest_first: bool, page_size: int) -> Iterator[list[dict]]:
+    def _release_pages(self, app: str, newest_first: bool, page_size: int) -> Iterator[list[dict[str, Any]]]:
         """Pages of releases, following Range pagination (206 + Next-Range) to the end."""
         if not 1 <= page_size <= 1000:
             raise BadInput(f"page_size {page_size} is out of range; Heroku allows 1 to 1000")
@@ -254,18 +257,18 @@ class HerokuClient:
                 raise HerokuAPIError(response.status_code, "bad_range", "Next-Range repeats the Range sent", "GET", path)
             range_header = next_range
 
-    def list_releases(self, app: str, newest_first: bool = True, page_size: int = 200) -> list[dict]:
+    def list_releases(self, app: str, newest_first: bool = True, page_size: int = 200) -> list[ApiObject]:
         return [release for page in self._release_pages(app, newest_first, page_size) for release in page]
 
-    def recent_releases(self, app: str, count: int = 20) -> list[dict]:
+    def recent_releases(self, app: str, count: int = 20) -> list[ApiObject]:
         """The newest `count` releases, newest first, in one request."""
         return next(self._release_pages(app, True, count), [])
 
-    def release_info(self, app: str, id_or_version: int | str) -> dict:
+    def release_info(self, app: str, id_or_version: int | str) -> ApiObject:
         path = f"/apps/{_segment(app, 'app')}/releases/{release_ref(id_or_version)}"
         return self._json("GET", path, app=app, accept=ACCEPT_SDK)
 
-    def current_release(self, app: str) -> dict:
+    def current_release(self, app: str) -> ApiObject:
         """The newest release with `current: true` (newer failed or pending releases are skipped)."""
         for page in self._release_pages(app, True, 20):
             for release in page:
@@ -273,13 +276,13 @@ class HerokuClient:
                     return release
         raise BackoutError(f"app {app!r} has no current release")
 
-    def create_release(self, app: str, slug_id: str, description: str | None = None) -> dict:
+    def create_release(self, app: str, slug_id: str, description: str | None = None) -> ApiObject:
         body: dict[str, Any] = {"slug": slug_id}
         if description:
             body["description"] = description
         return self._json("POST", f"/apps/{_segment(app, 'app')}/releases", app=app, json=body)
 
-    def rollback(self, app: str, release_id: int | str) -> dict:
+    def rollback(self, app: str, release_id: int | str) -> ApiObject:
         """Roll back to a release (id or version) and return the new rollback release.
 
         After a 5xx or a lost connection the POST may have worked; before retrying, the releases
@@ -289,7 +292,7 @@ class HerokuClient:
         target = self.release_info(app, release_id)
         newest = next(self._release_pages(app, True, 1), [])
         newest_version = newest[0]["version"] if newest else 0
-        already: list[dict] = []
+        already: list[ApiObject] = []
 
         def not_done_yet() -> bool:
             try:
@@ -314,7 +317,7 @@ class HerokuClient:
             raise
 
     def rollback_release_since(self, app: str, target_version: int, after_version: int,
-                               failed: bool = True) -> dict | None:
+                               failed: bool = True) -> ApiObject | None:
         """The newest release `Rollback to v<target_version>` made after `after_version` (one whose
         release phase failed too, unless `failed` is False): what a rollback made, even when Heroku's
         answer to it was lost."""
@@ -330,7 +333,7 @@ class HerokuClient:
     def wait_release(
         self, app: str, release_id: int | str, timeout: float = RELEASE_PHASE_LIMIT, poll: float = 1.0,
         progress: Progress | None = None,
-    ) -> dict:
+    ) -> ApiObject:
         """Poll the release until its status is no longer `pending` (its release phase ended)."""
         deadline = self.clock() + timeout
         while True:
@@ -348,7 +351,7 @@ class HerokuClient:
     def create_slug(
         self, app: str, process_types: Mapping[str, str], commit: str | None = None,
         commit_description: str | None = None, stack: str | None = None, checksum: str | None = None,
-    ) -> dict:
+    ) -> ApiObject:
         body: dict[str, Any] = {"process_types": dict(process_types)}
         for key, value in (("commit", commit), ("commit_description", commit_description), ("stack", stack),
                            ("checksum", checksum)):
@@ -357,7 +360,7 @@ class HerokuClient:
         # A repeated create leaves an unused slug behind, which is harmless.
         return self._json("POST", f"/apps/{_segment(app, 'app')}/slugs", app=app, json=body, retry_post=True)
 
-    def slug_info(self, app: str, slug_id: str) -> dict:
+    def slug_info(self, app: str, slug_id: str) -> ApiObject:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/slugs/{_segment(slug_id, 'slug')}", app=app)
 
     def upload_slug(self, blob_url: str, tarball: str | Path | bytes) -> None:
@@ -392,14 +395,14 @@ class HerokuClient:
 
     # --- config vars -----------------------------------------------------------------------------
 
-    def config_vars(self, app: str) -> dict:
+    def config_vars(self, app: str) -> ApiObject:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/config-vars", app=app)
 
-    def release_config_vars(self, app: str, release_id_or_version: int | str) -> dict:
+    def release_config_vars(self, app: str, release_id_or_version: int | str) -> ApiObject:
         path = f"/apps/{_segment(app, 'app')}/releases/{release_ref(release_id_or_version)}/config-vars"
         return self._json("GET", path, app=app)
 
-    def update_config_vars(self, app: str, changes: Mapping[str, str | None]) -> dict:
+    def update_config_vars(self, app: str, changes: Mapping[str, str | None]) -> ApiObject:
         """Set config vars (a None value deletes one); returns the whole new set."""
         # Setting the same values again leaves the same config, so a retry is safe.
         return self._json(
@@ -408,17 +411,17 @@ class HerokuClient:
 
     # --- formation and dynos ---------------------------------------------------------------------
 
-    def formation(self, app: str) -> list[dict]:
+    def formation(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/formation", app=app)
 
-    def update_formation(self, app: str, updates: Sequence[Mapping[str, Any]]) -> list[dict]:
+    def update_formation(self, app: str, updates: Sequence[Mapping[str, Any]]) -> list[ApiObject]:
         """Batch update: `[{"type": "web", "quantity": 2}, ...]`; quantities are absolute, so retry-safe."""
         return self._json(
             "PATCH", f"/apps/{_segment(app, 'app')}/formation", app=app,
             json={"updates": [dict(u) for u in updates]}, retry_post=True,
         )
 
-    def dynos(self, app: str) -> list[dict]:
+    def dynos(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/dynos", app=app)
 
     def restart_dynos(self, app: str, dyno: str | None = None) -> dict:
@@ -430,16 +433,16 @@ class HerokuClient:
 
     # --- add-ons and attachments -----------------------------------------------------------------
 
-    def addons(self, app: str) -> list[dict]:
+    def addons(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/addons", app=app)
 
-    def addon_info(self, app: str, addon: str) -> dict:
+    def addon_info(self, app: str, addon: str) -> ApiObject:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/addons/{_segment(addon, 'add-on')}", app=app)
 
     def create_addon(
         self, app: str, plan: str, config: Mapping[str, str] | None = None, name: str | None = None,
         attachment_name: str | None = None, confirm: str | None = None,
-    ) -> dict:
+    ) -> ApiObject:
         body: dict[str, Any] = {"plan": plan}
         if config:
             body["config"] = dict(config)
@@ -451,26 +454,26 @@ class HerokuClient:
             body["confirm"] = confirm
         return self._json("POST", f"/apps/{_segment(app, 'app')}/addons", app=app, json=body)
 
-    def attachments(self, app: str) -> list[dict]:
+    def attachments(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/addon-attachments", app=app)
 
-    def create_attachment(self, app: str, addon: str, name: str, confirm: str | None = None) -> dict:
+    def create_attachment(self, app: str, addon: str, name: str, confirm: str | None = None) -> ApiObject:
         body: dict[str, Any] = {"app": app, "addon": addon, "name": name}
         if confirm:
             body["confirm"] = confirm
         return self._json("POST", "/addon-attachments", json=body)
 
-    def delete_attachment(self, attachment_id: str) -> dict:
+    def delete_attachment(self, attachment_id: str) -> ApiObject:
         return self._json("DELETE", f"/addon-attachments/{_segment(attachment_id, 'attachment')}")
 
     # --- webhooks and rate limits ----------------------------------------------------------------
 
-    def webhooks(self, app: str) -> list[dict]:
+    def webhooks(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/apps/{_segment(app, 'app')}/webhooks", app=app)
 
     def create_webhook(
         self, app: str, url: str, include: Sequence[str], level: str = "notify", secret: str | None = None
-    ) -> dict:
+    ) -> ApiObject:
         body: dict[str, Any] = {"url": url, "include": list(include), "level": level}
         if secret:
             body["secret"] = secret
@@ -482,22 +485,22 @@ class HerokuClient:
 
     # --- Data API: backups, transfers, restores --------------------------------------------------
 
-    def database_info(self, addon_id: str) -> dict:
+    def database_info(self, addon_id: str) -> ApiObject:
         return self._json("GET", f"/client/v11/databases/{_segment(addon_id, 'add-on')}", data_api=True)
 
-    def capture_backup(self, addon_id: str) -> dict:
+    def capture_backup(self, addon_id: str) -> ApiObject:
         """Start a backup of the database; returns the transfer (`uuid`, `num`, `from_name`, ...)."""
         return self._json("POST", f"/client/v11/databases/{_segment(addon_id, 'add-on')}/backups", data_api=True)
 
-    def transfers(self, app: str) -> list[dict]:
+    def transfers(self, app: str) -> list[ApiObject]:
         return self._json("GET", f"/client/v11/apps/{_segment(app, 'app')}/transfers", data_api=True, app=app)
 
-    def transfer(self, app: str, num: int | str, verbose: bool = False) -> dict:
+    def transfer(self, app: str, num: int | str, verbose: bool = False) -> ApiObject:
         """One transfer by number, name (b012) or uuid; `verbose` adds its `logs`."""
         path = f"/client/v11/apps/{_segment(app, 'app')}/transfers/{transfer_ref(num)}"
         return self._json("GET", path, data_api=True, app=app, params={"verbose": "true"} if verbose else None)
 
-    def backup_url(self, app: str, num: int | str) -> dict:
+    def backup_url(self, app: str, num: int | str) -> ApiObject:
         """A temporary public URL of a backup: `{"url": ..., "expires_at": ...}`."""
         path = f"/client/v11/apps/{_segment(app, 'app')}/transfers/{transfer_ref(num)}/actions/public-url"
         # Asking twice only makes a second link to the same backup.
@@ -505,7 +508,7 @@ class HerokuClient:
 
     def wait_transfer(
         self, app: str, num: int | str, timeout: float = 3600, poll: float = 2.0, progress: Progress | None = None
-    ) -> dict:
+    ) -> ApiObject:
         """Poll a transfer until `finished_at`; raise TransferFailed (with its last log line) if it failed."""
         deadline = self.clock() + timeout
         shown = None
@@ -530,20 +533,20 @@ class HerokuClient:
             transfer,
         )
 
-    def restore_backup(self, addon_id: str, backup_url: str) -> dict:
+    def restore_backup(self, addon_id: str, backup_url: str) -> ApiObject:
         """Start restoring a backup (its URL) into the database; returns the restore transfer."""
         return self._json(
             "POST", f"/client/v11/databases/{_segment(addon_id, 'add-on')}/restores",
             data_api=True, json={"backup_url": backup_url},
         )
 
-    def wait_status(self, addon_id: str) -> dict:
+    def wait_status(self, addon_id: str) -> ApiObject:
         """`{"waiting?": bool, "message": str, "error?": bool}` for a database being made or changed."""
         return self._json("GET", f"/client/v11/databases/{_segment(addon_id, 'add-on')}/wait_status", data_api=True)
 
     def wait_database(
         self, addon_id: str, timeout: float = 3600, poll: float = 5.0, progress: Progress | None = None
-    ) -> dict:
+    ) -> ApiObject:
         """Poll until the database is no longer `waiting?`; raise if Heroku reports an error."""
         deadline = self.clock() + timeout
         shown = None

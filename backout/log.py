@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 from backout.redact import redact, secrets_from_env
 
@@ -30,7 +31,7 @@ class _CurrentStderr(logging.StreamHandler):
     so a replaced stderr (a test harness, a daemonized worker) never leaves a closed stream behind."""
 
     @property
-    def stream(self):  # type: ignore[override]
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 import requests
 
@@ -37,7 +37,7 @@ def notify(settings: Settings, event: str, text: str, detail: dict[str, Any]) ->
         _post_webhook(settings.notify_url, {"text": text, "event": event, "detail": detail}, secrets)
     if settings.sentry_dsn:
         try:
-            level = "error" if event.endswith("failed") else "info"
+            level: Literal["error", "info"] = "error" if event.endswith("failed") else "info"
             sentry.capture_message(settings, text, level=level, extra={"event": event, "detail": detail})
         except Exception as exc:  # noqa: BLE001 - a broken Sentry must not break the caller
             log.warning("could not send %s to Sentry: %s", event, redact(str(exc), secrets))

@@ -10,7 +10,7 @@ passwords and bearer tokens with `backout.redact`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import sentry_sdk
 from sentry_sdk.integrations.rq import RqIntegration
@@ -43,7 +43,8 @@ def init(settings: Settings) -> bool:
     return True
 
 
-def capture_message(settings: Settings, text: str, level: str = "info", extra: dict[str, Any] | None = None) -> None:
+def capture_message(settings: Settings, text: str, level: Literal["error", "info"] = "info",
+                    extra: dict[str, Any] | None = None) -> None:
     """Send one message to Sentry (scrubbed like every event) and wait briefly for it to leave."""
     if not init(settings):
         return

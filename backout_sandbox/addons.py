@@ -161,6 +161,7 @@ class AddOns:
                 addon["provision_message"] = "Database has been created and is available."
                 self._attach(data, after, app, addon, self._attachment_name(data, app["id"], wanted))
             else:
+                assert when is not None  # a rollback's time was read with its source
                 addon["provision_message"] = (f"Database is being rolled back to {when.isoformat()} "
                                               f"(heroku addons:wait or the Data API's wait_status tell when done).")
                 after.append(lambda: self._start_rollback(addon["id"], source["database"], when, wanted))

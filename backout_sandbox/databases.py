@@ -138,10 +138,12 @@ class Databases:
     def stats(self, record: dict[str, str]) -> dict[str, Any]:
         """Size, table count and server version, for the Data API's database info."""
         with connect(record["url"]) as conn:
-            size, tables, version = conn.execute(
+            row = conn.execute(
                 "SELECT pg_database_size(current_database()),"
                 " (SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')),"
                 " current_setting('server_version')").fetchone()
+            assert row is not None, "a SELECT without FROM answers one row"
+            size, tables, version = row
         return {"bytes": size, "tables": tables, "version": version}
 
     def stop(self, remove_pitr: bool = False) -> None:

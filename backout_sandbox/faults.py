@@ -164,7 +164,8 @@ class Faults:
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        common = {"times": int(body.get("times", 1)), "method": body.get("method"), "path": body.get("path")}
+        common: dict[str, Any] = {"times": int(body.get("times", 1)), "method": body.get("method"),
+                                  "path": body.get("path")}
         if "status" in body:
             rule_id = self.script(int(body["status"]), retry_after=body.get("retry_after"),
                                   delay=float(body.get("delay", 0)), error_id=body.get("id"),

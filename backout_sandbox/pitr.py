@@ -250,7 +250,7 @@ class PitrCluster:
             with conn.transaction():
                 # An assigned transaction id makes the commit write a timestamped commit record.
                 conn.execute("SELECT pg_current_xact_id()")
-            segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+            segment = _value(conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())"))
             conn.execute("SELECT pg_switch_wal()")
             deadline = time.monotonic() + ARCHIVE_TIMEOUT
             while not (self.archive / segment).exists():
@@ -284,7 +284,7 @@ class PitrCluster:
             try:
                 with psycopg.connect(host=str(sockets), port=self._port(), user=SUPERUSER, dbname="postgres",
                                      autocommit=True, connect_timeout=5) as conn:
-                    while conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    while _value(conn.execute("SELECT pg_is_in_recovery()")):
                         if time.monotonic() > deadline:
                             raise SandboxError(f"point-in-time recovery to {when.isoformat()} did not finish within "
                                                f"{RECOVERY_TIMEOUT}s:\n{_tail(logfile)}")
@@ -298,7 +298,7 @@ class PitrCluster:
     def _copy_database(self, sockets: Path, source_db: str, when: datetime, new_db: str) -> None:
         """Copies `source_db` from the recovered throwaway server into a new `new_db` of the main
         cluster with the same encoding, locale and owner."""
-        recovered = {"host": str(sockets), "port": self._port(), "user": SUPERUSER}
+        recovered: dict[str, Any] = {"host": str(sockets), "port": self._port(), "user": SUPERUSER}
         with psycopg.connect(**recovered, dbname="postgres", autocommit=True) as conn:
             row = conn.execute(
                 "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale,"
@@ -375,8 +375,8 @@ class PitrCluster:
             backups = self._backups()
             if backups:
                 with self._connect("postgres") as conn:
-                    since = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
-                                         (backups[-1][1],)).fetchone()[0]
+                    since = _value(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)",
+                                         (backups[-1][1],)))
                 if since < BASE_BACKUP_EVERY_BYTES:
                     return
             self._take_base_backup()
@@ -399,7 +399,7 @@ class PitrCluster:
         # recovery from this backup can stop at any time from here on.
         with self._connect("postgres") as conn:
             end = _clock(conn)
-            lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            lsn = _value(conn.execute("SELECT pg_current_wal_lsn()::text"))
         (partial / "backup.json").write_text(json.dumps({"end": end.isoformat(), "lsn": lsn}))
         partial.rename(self.base_backups / stamp)
         log.info("base backup %s taken in %.2fs", stamp, time.monotonic() - started)
@@ -454,6 +454,7 @@ class PitrCluster:
     def _choose_port(self) -> int:
         state_file = self.root / "cluster.json"
         state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
+        port: int | None
         if self._requested_port is not None:
             port = self._requested_port
             if not _port_free(port):
@@ -612,8 +613,15 @@ def _database_exists(conn: psycopg.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
+def _value(cursor: psycopg.Cursor[Any]) -> Any:
+    """The one value a query that always answers one row returned."""
+    row = cursor.fetchone()
+    assert row is not None, "the query answers exactly one row"
+    return row[0]
+
+
 def _clock(conn: psycopg.Connection) -> datetime:
-    return conn.execute("SELECT clock_timestamp()").fetchone()[0].astimezone(timezone.utc)
+    return _value(conn.execute("SELECT clock_timestamp()")).astimezone(timezone.utc)
 
 
 def _conf_value(value: str) -> str:

@@ -16,6 +16,7 @@ How releases work here, as on Heroku:
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import secrets
@@ -178,8 +179,8 @@ class Platform:
             elif name in taken:
                 raise invalid("Name is already taken")
             stamp = now()
-            app = {"id": new_id(), "name": name, "created_at": stamp, "updated_at": stamp,
-                   "router_port": 0, "web_url": None, "maintenance": False}
+            app: dict[str, Any] = {"id": new_id(), "name": name, "created_at": stamp, "updated_at": stamp,
+                                   "router_port": 0, "web_url": None, "maintenance": False}
             data["apps"][app["id"]] = app
             data["formation"][app["id"]] = {}
             self._add_release(data, after, app, slug_id=None, config={}, description="Initial release")
@@ -279,7 +280,7 @@ class Platform:
         fail = not by_addon and self.faults.take_release_failure(app["name"], app["id"])
         phase = command is not None or fail
         stamp = now()
-        release = {
+        release: dict[str, Any] = {
             "id": new_id(), "version": releases[-1]["version"] + 1 if releases else 1, "slug_id": slug_id,
             "config": dict(config), "description": description, "status": "pending" if phase else "succeeded",
             "created_at": stamp, "updated_at": stamp, "has_output": phase,
@@ -506,7 +507,7 @@ class Platform:
             after.append(lambda: self._activate(app["id"], restart=False))
             result = [f for f in self.formation(data, app) if f["type"] in changed]
             for item in result:
-                after.append(lambda item=item: self.webhooks.emit(app["id"], "api:formation", "update", item))
+                after.append(functools.partial(self.webhooks.emit, app["id"], "api:formation", "update", item))
             return result
 
     # --- dynos -----------------------------------------------------------------------------------
@@ -599,7 +600,7 @@ class Platform:
         with self.change() as (data, _):
             app = self.find_app(data, app_ident)
             stamp = now()
-            hook = {"id": new_id(), "app_id": app["id"], "include": list(include), "level": level, "url": url,
+            hook = {"id": new_id(), "app_id": app["id"], "include": list(include or ()), "level": level, "url": url,
                     "secret": body.get("secret") or made_up, "authorization": body.get("authorization"),
                     "created_at": stamp, "updated_at": stamp}
             data["webhooks"][hook["id"]] = hook

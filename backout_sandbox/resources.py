@@ -159,7 +159,7 @@ def plan(name: str) -> dict[str, str]:
 PLAN_PRICE = {"cents": 0, "contract": False, "unit": "month"}
 
 
-def addon(record: dict[str, Any], app_record: dict[str, Any], config_vars: list[str], web_url: str) -> dict[str, Any]:
+def addon(record: dict[str, Any], app_record: dict[str, Any], config_vars: list[str], web_url: str | None) -> dict[str, Any]:
     return {
         "actions": [],
         "addon_service": SERVICE,
@@ -180,7 +180,7 @@ def addon(record: dict[str, Any], app_record: dict[str, Any], config_vars: list[
 
 
 def attachment(record: dict[str, Any], addon_record: dict[str, Any], addon_app: dict[str, Any],
-               app_record: dict[str, Any], web_url: str) -> dict[str, Any]:
+               app_record: dict[str, Any], web_url: str | None) -> dict[str, Any]:
     return {
         "addon": {"id": addon_record["id"], "name": addon_record["name"], "app": app_ref(addon_app)},
         "app": app_ref(app_record),

@@ -12,7 +12,7 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable
+from typing import IO, Callable
 
 
 class BadSlug(ValueError):
@@ -32,7 +32,7 @@ class SlugFiles:
     def blob_path(self, slug_id: str) -> Path:
         return self.root / f"{slug_id}.tgz"
 
-    def receive(self, slug_id: str, copy_body: Callable[[BinaryIO], int], checksum: str | None) -> tuple[int, str]:
+    def receive(self, slug_id: str, copy_body: Callable[[IO[bytes]], int], checksum: str | None) -> tuple[int, str]:
         """Store and unpack an uploaded blob; (size, "SHA256:<hex>"). Raises BadSlug, leaving the
         slug as it was, when the blob is not a gzipped tar of ./app or its checksum differs."""
         self.root.mkdir(parents=True, exist_ok=True)

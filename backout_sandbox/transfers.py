@@ -16,7 +16,7 @@ import re
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -218,7 +218,7 @@ class Transfers:
         self._log(transfer, message)
         transfer.update(succeeded=ok, finished_at=now(), updated_at=now())
 
-    def _tool(self, argv: list[str], database: dict[str, Any], uuid: str, watch: Path | None,
+    def _tool(self, argv: Sequence[str], database: dict[str, Any], uuid: str, watch: Path | None,
               inputs: tuple[str, ...] = ()) -> tuple[int, str]:
         """Run pg_dump or pg_restore with the password in PGPASSWORD; (exit status, stderr)."""
         env = {k: os.environ[k] for k in TOOL_ENV if k in os.environ}

@@ -1,7 +1,7 @@
 """Backup strategies, one module each, chosen by name (`BACKOUT_BACKUP`).
 
-Every strategy module has `take(ctx: BackupContext) -> dict`: it makes the backup and returns the
-JSON-friendly description the checkpoint records, or raises BackoutError with the reason.
+Every strategy module has `take(ctx: BackupContext) -> Backup`: it makes the backup and returns
+the JSON-friendly description the checkpoint records, or raises BackoutError with the reason.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
 from backout.errors import BadInput
 from backout.storage.config import StorageSettings
@@ -21,6 +21,46 @@ if TYPE_CHECKING:
 
 # The strategies BACKOUT_BACKUP may name, each a module of this package.
 STRATEGIES = ("pg_dump", "heroku", "pitr", "none")
+
+
+class Backup(TypedDict, total=False):
+    """A backup as its checkpoint records it (the `backup` column), by strategy; the checkpoint
+    adds `strategy`. Restores, drills and retention read it back."""
+
+    strategy: str
+    # pg_dump: an archive (custom format, zstd) on local disk (`path`) or in object storage (`url`).
+    path: str
+    storage: str  # "s3"
+    url: str
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None
+    encryption: str | None
+    parts: int
+    size: int | None  # bytes of the archive (heroku: of the backup)
+    sha256: str
+    format: str
+    compression: str
+    level: int
+    dump_size: int  # bytes pg_dump wrote, before compression
+    entries: int  # table-of-contents entries
+    rows: dict[str, int] | None  # "schema.table" -> rows, what a restore verifies its copy against
+    seconds: float
+    database: str
+    # heroku: a Heroku Postgres backup (a Data API transfer).
+    transfer_id: str | None
+    transfer_num: int
+    backup_url: str | None
+    backup_url_expires_at: str | None
+    finished_at: str | None
+    # heroku and pitr: the DATABASE add-on.
+    addon_id: str
+    addon_name: str | None
+    # pitr: a point in time on the add-on's WAL timeline.
+    time: str
+    lsn: str
+    plan: str
 
 
 @dataclass(frozen=True)
@@ -59,6 +99,6 @@ def check_restorable(settings: Settings) -> None:
             "(with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION), or use BACKOUT_BACKUP=heroku or pitr")
 
 
-def take(name: str, ctx: BackupContext) -> dict:
+def take(name: str, ctx: BackupContext) -> Backup:
     """Make a backup with the named strategy and return its description."""
     return strategy(name).take(ctx)

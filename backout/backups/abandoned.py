@@ -14,17 +14,17 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import psycopg
 
 from backout import ledger
 from backout.backups import pg_dump
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def clean_abandoned_checkpoints(settings: Settings, conn: psycopg.Connection, who: str,
-                                say: Callable[[str], None] | None = None) -> list[dict]:
+def clean_abandoned_checkpoints(settings: Settings, conn: LedgerConnection, who: str,
+                                say: Callable[[str], None] | None = None) -> list[CheckpointRow]:
     """Mark every abandoned checkpoint of the ledger on `conn` 'abandoned', with why, and remove
     what its backup left behind; returns the rows marked. `who` says who found them."""
     found = []
@@ -36,14 +36,14 @@ def clean_abandoned_checkpoints(settings: Settings, conn: psycopg.Connection, wh
                f"stopped); found by {who}")
         if removed:
             why += f", which removed {', '.join(removed)}"
-        row = ledger.update_checkpoint(conn, checkpoint["id"], status="abandoned", error=why)
+        row = ledger.update_checkpoint(conn, checkpoint["id"], status=CheckpointStatus.ABANDONED, error=why)
         (say or log.warning)(f"checkpoint {checkpoint['id']} of {checkpoint['app']} v{checkpoint['release_version']} "
                              f"was {why}")
         found.append(row)
     return found
 
 
-def discard_partial_backup(settings: Settings, checkpoint: dict) -> list[str]:
+def discard_partial_backup(settings: Settings, checkpoint: CheckpointRow) -> list[str]:
     """Remove what the checkpoint's backup left half made; the names of what was removed. (Only
     `pg_dump` leaves anything: a temporary archive in this machine's BACKOUT_BACKUP_DIR.)"""
     removed = []

@@ -314,6 +314,7 @@ class Scanner:
                 break
             marker = length == 5 and buf[pos + 5:end] == END_OF_COPY
             pos = end
+        assert self._block is not None, "a data block's lines are counted only inside a block"
         self.archive.rows[self._block] += buf.count(b"\n", span, pos) - spurious
         self._pos = pos
         self._marker = marker

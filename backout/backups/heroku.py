@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from backout.errors import BackoutError, ConfigError
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
 
 ATTACHMENT = "DATABASE"
 
 
-def database_addon(heroku: Any, app: str) -> dict:
+def database_addon(heroku: Any, app: str) -> dict[str, Any]:
     """The add-on attached to `app` as DATABASE: {"addon_id", "addon_name", "attachment_id"}."""
     for attachment in heroku.attachments(app):
         if attachment.get("name") == ATTACHMENT:
@@ -30,7 +30,7 @@ def database_addon(heroku: Any, app: str) -> dict:
     )
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     if ctx.heroku is None:
         raise ConfigError("HEROKU_API_KEY", "is not set, and BACKOUT_BACKUP=heroku needs the Data API",
                           "a Platform API token (heroku authorizations:create)")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     ctx.progress("backup: none (BACKOUT_BACKUP=none); the checkpoint holds no copy of the data")
     return {"strategy": "none"}

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import IO, TYPE_CHECKING, Callable, Protocol, cast
 
 import zstandard
 
@@ -47,7 +47,7 @@ from backout.redact import mask_url
 from backout.storage.config import StorageSettings
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
     from backout.settings import Settings
 
 SUFFIX = ".dump.zst"
@@ -74,7 +74,7 @@ LEDGER_SCHEMA = "backout"
 Progress = Callable[[str], None]
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     """The strategy's entry point: dump the app's database into object storage when
     BACKOUT_STORAGE_URL is set, else into the backup directory."""
     if ctx.storage is not None and ctx.storage.archives is not None:
@@ -99,7 +99,7 @@ def start_early(settings: "Settings") -> "Dump | None":
 
 
 def dump(database_url: str, path: Path, progress: Progress | None = None, level: int = ZSTD_LEVEL,
-         started: "Dump | None" = None) -> dict:
+         started: "Dump | None" = None) -> "Backup":
     """Dump `database_url` (without the ledger's schema) into `path`, verify it, and describe it.
 
     Returns {"path", "size", "sha256", "format", "compression", "level", "dump_size", "entries",
@@ -154,7 +154,8 @@ def _write_file(running: "Dump", temp: Path, say: Progress) -> tuple[str, int, i
 
 
 def dump_to_storage(database_url: str, storage: StorageSettings, app: str, checkpoint_id: str,
-                    progress: Progress | None = None, level: int = ZSTD_LEVEL, started: "Dump | None" = None) -> dict:
+                    progress: Progress | None = None, level: int = ZSTD_LEVEL,
+                    started: "Dump | None" = None) -> "Backup":
     """Dump `database_url` straight into object storage: pg_dump | zstd | a multipart upload, with no
     local copy and memory bounded whatever the size. The archive is checked on the way (pg_dump's
     exit status, the whole table of contents parsed, every table's rows counted in pg_dump's own
@@ -280,7 +281,8 @@ class Dump:
     def _pump(self) -> None:
         try:
             compressor = zstandard.ZstdCompressor(level=self.level, threads=-1, write_checksum=True)
-            with compressor.stream_writer(self.spool, closefd=False, write_size=CHUNK) as writer:
+            # zstandard needs only `write` and `flush` of its destination, not a whole file object.
+            with compressor.stream_writer(cast(IO[bytes], self.spool), closefd=False, write_size=CHUNK) as writer:
                 assert self.proc.stdout is not None
                 source = self.proc.stdout.fileno()
                 next_report = time.monotonic() + PROGRESS_EVERY

@@ -6,7 +6,7 @@ this instant (a rollback add-on created `--to` the recorded time). Taking it is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -16,7 +16,7 @@ from backout.errors import BackoutError, BadInput, ConfigError, first_line
 from backout.redact import mask_url
 
 if TYPE_CHECKING:
-    from backout.backups import BackupContext
+    from backout.backups import Backup, BackupContext
 
 
 # Heroku Postgres plans whose databases can be rolled back to a point in time (not Essential).
@@ -28,7 +28,7 @@ def plan_tier(plan: str) -> str:
     return plan.partition(":")[2].split("-")[0]
 
 
-def take(ctx: "BackupContext") -> dict:
+def take(ctx: "BackupContext") -> "Backup":
     """{"time": UTC ISO 8601, "lsn": the server's current WAL position, "addon_id"}.
 
     The database's plan is checked first: a mark on a plan Heroku cannot roll back (Essential)
@@ -56,10 +56,12 @@ def take(ctx: "BackupContext") -> dict:
     return {**mark, "addon_id": addon_id, "plan": plan}
 
 
-def _mark(conn: psycopg.Connection) -> dict:
+def _mark(conn: psycopg.Connection[Any]) -> "Backup":
     # The server's clock, not ours: the rollback is to a time on the server's WAL timeline.
-    when, lsn = conn.cursor(row_factory=tuple_row).execute(
+    row = conn.cursor(row_factory=tuple_row).execute(
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
         " pg_current_wal_lsn()::text"
     ).fetchone()
+    assert row is not None, "a SELECT without FROM answers one row"
+    when, lsn = row
     return {"time": when, "lsn": lsn}

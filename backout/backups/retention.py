@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.output import human_bytes
 from backout.settings import Settings
 from backout.storage.config import Keep
@@ -28,7 +28,7 @@ from backout.timestamps import parse_time
 Progress = Callable[[str], None]
 
 
-def restore_point_of(target: dict, checkpoints: list[dict]) -> dict | None:
+def restore_point_of(target: CheckpointRow, checkpoints: list[CheckpointRow]) -> CheckpointRow | None:
     """The checkpoint whose archive a rollback to `target`'s release restores (newest first list),
     chosen as a rollback plan chooses it (`rollback.database.step.restore_point`)."""
     from backout.rollback.database.step import left_by
@@ -36,19 +36,19 @@ def restore_point_of(target: dict, checkpoints: list[dict]) -> dict | None:
     version = target.get("release_version")
     if version is None:
         return None
-    later = [cp for cp in checkpoints if cp["status"] == "complete" and cp["created_at"] > target["created_at"]
+    later = [cp for cp in checkpoints if cp["status"] == CheckpointStatus.COMPLETE and cp["created_at"] > target["created_at"]
              and left_by(cp, version)]
     return later[-1] if later else target
 
 
-def to_prune(checkpoints: list[dict], keep: Keep, now: datetime | None = None) -> list[tuple[dict, str]]:
+def to_prune(checkpoints: list[CheckpointRow], keep: Keep, now: datetime | None = None) -> list[tuple[CheckpointRow, str]]:
     """The checkpoints (newest first in, oldest first out) whose archives the policy lets go, each with why."""
     if not keep.active:
         return []
     now = now or datetime.now(timezone.utc)
-    complete = [cp for cp in checkpoints if cp["status"] == "complete"]
-    deploys = [cp for cp in complete if cp["kind"] == "deploy"]
-    kept: dict[str, dict] = {}
+    complete = [cp for cp in checkpoints if cp["status"] == CheckpointStatus.COMPLETE]
+    deploys = [cp for cp in complete if cp["kind"] == CheckpointKind.DEPLOY]
+    kept: dict[str, CheckpointRow] = {}
     horizon = now
     if keep.count is not None:
         for cp in deploys[: keep.count]:
@@ -62,7 +62,7 @@ def to_prune(checkpoints: list[dict], keep: Keep, now: datetime | None = None) -
             if parse_time(cp["created_at"]) >= cutoff:
                 kept[cp["id"]] = cp
     for cp in complete:
-        if cp["kind"] == "safety" and parse_time(cp["created_at"]) >= horizon:
+        if cp["kind"] == CheckpointKind.SAFETY and parse_time(cp["created_at"]) >= horizon:
             kept[cp["id"]] = cp
     healthy = next((cp for cp in deploys if cp.get("verified_healthy_at")), None)
     if healthy is not None:
@@ -77,12 +77,12 @@ def to_prune(checkpoints: list[dict], keep: Keep, now: datetime | None = None) -
             for cp in reversed(checkpoints) if _prunable(cp) and cp["id"] not in needed]
 
 
-def _prunable(cp: dict) -> bool:
+def _prunable(cp: CheckpointRow) -> bool:
     backup = cp.get("backup") or {}
     return cp["backup_strategy"] == "pg_dump" and not cp.get("pruned_at") and bool(backup.get("path") or backup.get("key"))
 
 
-def prune(settings: Settings, conn: psycopg.Connection, app: str, progress: Progress) -> list[dict]:
+def prune(settings: Settings, conn: LedgerConnection, app: str, progress: Progress) -> list[dict[str, Any]]:
     """Delete the archives BACKOUT_KEEP lets go, each recorded on its checkpoint; what was pruned.
 
     A local archive is deleted only where it is (the machine that wrote it); one in storage from

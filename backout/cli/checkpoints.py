@@ -15,6 +15,7 @@ from typing import Any
 
 from backout import ledger
 from backout.cli.arguments import add_app, add_json
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus
 from backout.output import dump_json, human_bytes, table
 from backout.settings import Settings
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def describe(row: dict) -> dict:
+def describe(row: CheckpointRow) -> dict[str, Any]:
     """One checkpoint as the JSON listing shows it."""
     backup = {k: v for k, v in (row.get("backup") or {}).items() if k not in _PRIVATE_BACKUP_KEYS}
     down = row.get("down_scripts") or []
@@ -82,7 +83,7 @@ def describe(row: dict) -> dict:
     }
 
 
-def _verdict(row: dict) -> dict | None:
+def _verdict(row: CheckpointRow) -> dict[str, Any] | None:
     """The release's compatibility verdict without its per-migration detail (kept in the ledger)."""
     verdict = row.get("verdict")
     if not verdict:
@@ -90,7 +91,7 @@ def _verdict(row: dict) -> dict | None:
     return {k: verdict.get(k) for k in ("verdict", "text", "reason", "deciding", "dangers", "down_drops")}
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[CheckpointRow]) -> str:
     """The plain-text table, newest first."""
     return table(
         ["ID", "RELEASE", "TIME (UTC)", "BACKUP", "SIZE", "MIGRATIONS", "REVERSIBLE", "VERDICT", "DRILLED", "STATUS"],
@@ -100,21 +101,21 @@ def render(rows: list[dict]) -> str:
     )
 
 
-def _release(row: dict) -> str:
+def _release(row: CheckpointRow) -> str:
     version = f"v{row['release_version']}" if row["release_version"] is not None else "-"
-    return version if row["kind"] == "deploy" else f"{version} ({row['kind']})"
+    return version if row["kind"] == CheckpointKind.DEPLOY else f"{version} ({row['kind']})"
 
 
 def _time(value: str | None) -> str:
     return (value or "-").replace("T", " ")[:19]
 
 
-def _backup(row: dict) -> str:
+def _backup(row: CheckpointRow) -> str:
     where = " (s3)" if (row.get("backup") or {}).get("storage") == "s3" else ""
     return f"{row['backup_strategy']}{where}" + (" pruned" if row.get("pruned_at") else "")
 
 
-def _drilled(row: dict) -> str:
+def _drilled(row: CheckpointRow) -> str:
     drill = row.get("drill")
     if not drill:
         return "-"
@@ -123,12 +124,12 @@ def _drilled(row: dict) -> str:
     return f"{_time(row.get('drilled_at'))[:16]} ({drill.get('seconds', 0):.1f}s)"
 
 
-def _size(row: dict) -> str:
+def _size(row: CheckpointRow) -> str:
     size = (row.get("backup") or {}).get("size")
     return human_bytes(size) if isinstance(size, (int, float)) else "-"
 
 
-def _migrations(row: dict) -> str:
+def _migrations(row: CheckpointRow) -> str:
     before = row.get("migrations_before") or []
     after = row.get("migrations_after")
     start = before[-1] if before else "(none)"
@@ -139,13 +140,15 @@ def _migrations(row: dict) -> str:
     return f"{start} -> {after[-1] if after else '(none)'}"
 
 
-def _reversible(row: dict) -> str:
+def _reversible(row: CheckpointRow) -> str:
     irreversible = row.get("irreversible") or []
     return "yes" if not irreversible else f"no ({', '.join(irreversible)})"
 
 
-def _status(row: dict) -> Any:
-    return row["status"] if row["status"] not in ("failed", "abandoned") else f"{row['status']}: {_short(row.get('error'))}"
+def _status(row: CheckpointRow) -> Any:
+    if row["status"] not in (CheckpointStatus.FAILED, CheckpointStatus.ABANDONED):
+        return row["status"]
+    return f"{row['status']}: {_short(row.get('error'))}"
 
 
 def _short(text: str | None, width: int = 60) -> str:

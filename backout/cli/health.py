@@ -10,8 +10,9 @@ from typing import Any
 from backout.health.check import check
 from backout.health.policy import Policy
 from backout.health.probes import PASS
-from backout.output import table
 from backout.cli.arguments import add_app, add_json, show
+from backout.health.watches import WatchPhase
+from backout.output import table
 from backout.settings import Settings
 
 
@@ -44,7 +45,7 @@ def render(document: dict[str, Any]) -> str:
     watch = document["watch"]
     if watch:
         since = time.strftime("%H:%M:%S", time.localtime(watch["started_at"]))
-        phase = "rolling back" if watch.get("phase") == "rolling_back" else "watching"
+        phase = "rolling back" if watch.get("phase") == WatchPhase.ROLLING_BACK else "watching"
         lines.append(f"watch: {phase} v{watch['release_version']} since {since}, held by {watch.get('owner') or 'no worker yet'}")
     else:
         lines.append("watch: none running for this app")

@@ -6,12 +6,13 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import psycopg
 
 from backout import ledger
 from backout.cli.arguments import add_json
 from backout.errors import BadInput
+from backout.ledger.records import FINISHED_STEP, LedgerConnection, StepRow
 from backout.output import Progress, dump_json
 from backout.package_rollback import report
 from backout.package_rollback.plan import Options
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             conn.close()
 
 
-def _recheck(args: argparse.Namespace, settings: Settings, conn: psycopg.Connection | None, options: Options) -> int:
+def _recheck(args: argparse.Namespace, settings: Settings, conn: LedgerConnection | None, options: Options) -> int:
     if conn is None:
         raise BadInput("--recheck reads the ledger; set DATABASE_URL or BACKOUT_DATABASE_URL")
     request = find_request(conn, options.repo, options.bad)
@@ -99,12 +100,12 @@ def _recheck(args: argparse.Namespace, settings: Settings, conn: psycopg.Connect
     return 0
 
 
-def _all_git_done(history: list[dict]) -> bool:
-    done = {row["step"] for row in history if row["status"] in ("done", "skipped")}
+def _all_git_done(history: list[StepRow]) -> bool:
+    done = {row["step"] for row in history if row["status"] in FINISHED_STEP}
     return all(step in done for step in GIT_STEPS)
 
 
-def _emit(args: argparse.Namespace, doc: dict) -> None:
+def _emit(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     if args.json:
         dump_json(doc)
     else:

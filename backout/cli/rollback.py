@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from backout.cli.arguments import add_app, add_json
 from backout.errors import PlanRefused
+from backout.ledger.records import RequestStatus
 from backout.output import Progress, dump_json
-from backout.rollback.enqueue import enqueue_rollback, follow, request_document
+from backout.rollback.enqueue import RequestDocument, enqueue_rollback, follow, request_document
 from backout.rollback.plan import describe
 from backout.settings import Settings
 
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except PlanRefused as exc:
         if args.json:
             dump_json({"request_id": None, "app": args.app, "to": args.to, "db": args.db,
-                       "dry_run": args.dry_run, "status": "refused", "error": str(exc)})
+                       "dry_run": args.dry_run, "status": RequestStatus.REFUSED, "error": str(exc)})
         raise
     if args.wait and not args.dry_run:
         progress = Progress(sys.stderr) if not args.json else (lambda message: None)
@@ -51,10 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         _print_human(document, args)
     if args.dry_run or not args.wait:
         return 0
-    return 0 if document["status"] == "succeeded" else 1
+    return 0 if document["status"] == RequestStatus.SUCCEEDED else 1
 
 
-def _print_human(document: dict, args: argparse.Namespace) -> None:
+def _print_human(document: RequestDocument, args: argparse.Namespace) -> None:
     status, app = document["status"], document["app"]
     if args.dry_run:
         print(describe(document["plan"]))
@@ -65,10 +67,10 @@ def _print_human(document: dict, args: argparse.Namespace) -> None:
         print(document["request_id"])
         return
     result = document["result"] or {}
-    if status == "succeeded" and result.get("rolled_back"):
+    if status == RequestStatus.SUCCEEDED and result.get("rolled_back"):
         print(f"succeeded: {app} runs release v{result['release_version']}, "
               f"a rollback to v{result['target_version']} (verified)")
-    elif status == "succeeded":
+    elif status == RequestStatus.SUCCEEDED:
         db = _database_done(result.get("db"))
         print(f"succeeded: {app} already ran v{result.get('target_version')}'s code and config, so they were not "
               f"rolled back" + (f"; the database was rolled back: {db}" if db else "; nothing rolled back"))
@@ -76,7 +78,7 @@ def _print_human(document: dict, args: argparse.Namespace) -> None:
         print(f"failed: {document['error']}")
 
 
-def _database_done(db: dict | None) -> str:
+def _database_done(db: dict[str, Any] | None) -> str:
     """What a database step did, from its result; '' when none ran."""
     if not db:
         return ""

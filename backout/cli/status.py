@@ -7,7 +7,7 @@ import argparse
 from backout.cli.arguments import add_app, add_json, show
 from backout.output import table
 from backout.settings import Settings
-from backout.status import app_status
+from backout.status import AppStatus, app_status
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def render(document: dict) -> str:
+def render(document: AppStatus) -> str:
     """The status document as text a person reads."""
     current = document["current_release"]
     lines = [f"app {document['app']}: " + (f"current release v{current['version']}" if current else "no current release")]
@@ -31,8 +31,8 @@ def render(document: dict) -> str:
     lines += ["", "releases:", table(
         ["version", "status", "current", "checkpoint", "verified", "description"],
         [[f"v{r['version']}", r["status"], "*" if r["current"] else "",
-          (r["checkpoint"] or {}).get("id", "none"),
-          "yes" if (r["checkpoint"] or {}).get("verified_healthy_at") else "",
+          r["checkpoint"]["id"] if r["checkpoint"] else "none",
+          "yes" if r["checkpoint"] and r["checkpoint"]["verified_healthy_at"] else "",
           r["description"]] for r in document["releases"]],
     )]
     lines += ["", "rollbacks:"]

@@ -29,7 +29,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Literal, TextIO
 
 import psycopg
 import redis
@@ -39,6 +39,7 @@ from backout.demo import services, timeline
 from backout.demo.receiver import Receiver
 from backout.demo.story import NOTES, StepFailed, Story
 from backout.errors import BackoutError, BadInput
+from backout.ledger.records import CheckpointKind
 from backout.output import Progress
 from backout.release_version import rollback_description
 from backout_sandbox.core.errors import SandboxError
@@ -165,7 +166,7 @@ class _step:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, StepFailed):
             return False
         if isinstance(exc, (BackoutError, SandboxError, requests.RequestException, psycopg.Error, redis.RedisError,
@@ -177,14 +178,14 @@ class _step:
 def _print_timeline(story: Story, started: float, out: TextIO) -> None:
     facts = story.facts
     rows = story.ledger_rows()
-    request = facts.request or {}
+    request: dict[str, Any] = dict(facts.request or {})
     out.write(f"\nThe story of {facts.app}, as the demo saw it and the ledger recorded it:\n\n")
     out.write(timeline.render(timeline.lines(facts, rows), started) + "\n")
     out.write("\nWhat people were told (BACKOUT_NOTIFY_URL):\n\n")
     out.write(timeline.render_messages(story.receiver.received(), started) + "\n")
     v1, v2 = facts.releases["v1"]["version"], facts.releases["v2"]["version"]
     rollback = (facts.rollback_release or {}).get("version")
-    safety = next((cp["id"] for cp in rows.checkpoints if cp["kind"] == "safety"), None)
+    safety = next((cp["id"] for cp in rows.checkpoints if cp["kind"] == CheckpointKind.SAFETY), None)
     out.write(
         f"\nv{v2} (code v2) failed its health checks and was rolled back by request {request.get('id')}: "
         f"migration 0002 undone, then v{rollback} ('{rollback_description(v1)}') runs v1's code on v1's schema, "

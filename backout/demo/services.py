@@ -154,7 +154,7 @@ def claim_database(owner: str, port: int = REDIS_PORT) -> RedisClaim:
 def _database_count(port: int) -> int:
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
     try:
-        return int(client.config_get("databases").get("databases", 16))
+        return int(client.config_get("databases").get("databases") or 16)
     except redis.ResponseError:  # CONFIG may be renamed away; 16 is Redis's default
         return 16
     finally:

@@ -30,8 +30,20 @@ from backout import deploy, ledger, timestamps
 from backout.demo import slug
 from backout.demo.receiver import Receiver
 from backout.errors import BackoutError
+from backout.health.policy import EventKind
 from backout.heroku import HerokuClient
 from backout.release_version import rollback_description
+from backout.ledger.records import (
+    FINAL_STATUSES,
+    CheckpointKind,
+    CheckpointRow,
+    CheckpointStatus,
+    HealthEventRow,
+    RequestRow,
+    RequestStatus,
+    StepRow,
+    StepStatus,
+)
 from backout.storage import config as storage_config
 from backout.storage.client import make_client
 from backout_sandbox import processes
@@ -58,8 +70,9 @@ WORKER_STOP = 25.0  # Heroku gives a worker 30 s after SIGTERM
 POLL = 0.2
 
 # Health events worth a progress line while waiting (grace and stale rounds are routine).
-NARRATED = ("watch_started", "counted", "recovered", "failed", "verified", "rollback_requested", "suppressed",
-            "dry_run", "rollback_finished", "rollback_failed")
+NARRATED = (EventKind.WATCH_STARTED, EventKind.COUNTED, EventKind.RECOVERED, EventKind.FAILED, EventKind.VERIFIED,
+            EventKind.ROLLBACK_REQUESTED, EventKind.SUPPRESSED, EventKind.DRY_RUN, EventKind.ROLLBACK_FINISHED,
+            EventKind.ROLLBACK_FAILED)
 
 
 class StepFailed(BackoutError):
@@ -88,9 +101,9 @@ class Facts:
     web_url: str = ""
     database_url: str = ""
     database_name: str = ""
-    releases: dict[str, dict] = field(default_factory=dict)  # "v1"/"v2" -> the release (after its phase)
-    request: dict | None = None
-    rollback_release: dict | None = None
+    releases: dict[str, dict[str, Any]] = field(default_factory=dict)  # "v1"/"v2" -> the release (after its phase)
+    request: RequestRow | None = None
+    rollback_release: dict[str, Any] | None = None
     marks: list[Mark] = field(default_factory=list)
     attachments: dict[str, bytes] = field(default_factory=dict)  # as written under v1
 
@@ -112,7 +125,7 @@ class Story:
         self.worker_log = work_dir / "worker.log"
         self.web: subprocess.Popen[bytes] | None = None
         self.web_log = work_dir / "web.log"
-        self._ledger: psycopg.Connection | None = None
+        self._ledger: ledger.LedgerConnection | None = None
         self._seen_events: set[str] = set()
         self._seen_steps: set[int] = set()
 
@@ -185,7 +198,7 @@ class Story:
             raise StepFailed("web page", f"backout web did not start:\n{_tail(self.web_log)}")
         return f"{found[0]}apps/{self.facts.app}"
 
-    def release(self, code: str) -> dict:
+    def release(self, code: str) -> dict[str, Any]:
         """Deploy one version of the demo app and follow its release phase to the end."""
         step = f"release {code}"
         files = slug.version_files(code)
@@ -197,11 +210,11 @@ class Story:
         self.mark(f"code {code} deployed as v{version}", "release phase: backout release -- alembic upgrade head")
         self.say(f"code {code} deployed as v{version}; release phase: checkpoint, then alembic upgrade head")
         done = self.client.wait_release(self.facts.app, release["id"], timeout=90, poll=POLL)
-        if done["status"] != "succeeded":
+        if done["status"] != RequestStatus.SUCCEEDED:
             raise StepFailed(step, f"the release phase of v{version} ended {done['status']}:\n{self.app_log_tail()}")
         self.facts.releases[code] = done
         checkpoint = self.ledger_rows().checkpoint_of(version)
-        if checkpoint is None or checkpoint["status"] != "complete":
+        if checkpoint is None or checkpoint["status"] != CheckpointStatus.COMPLETE:
             raise StepFailed(step, f"v{version}'s release phase left no complete checkpoint in the ledger")
         self.mark(f"v{version} released", "release phase succeeded; the web dyno restarts on it")
         self.say(f"v{version}: release phase done, checkpoint {checkpoint['id']} complete "
@@ -232,29 +245,30 @@ class Story:
             rows = self.ledger_rows()
             if any(e["kind"] == "verified" and e["release_version"] == version for e in rows.events):
                 return True
-            self._refuse_on(rows, version, ("failed", "suppressed"), f"verify {code}",
+            self._refuse_on(rows, version, (EventKind.FAILED, EventKind.SUPPRESSED), f"verify {code}",
                             f"v{version} failed its health checks")
             return False
 
         self.wait(f"verify {code}", verified, timeout, f"the monitor to verify v{version}")
 
-    def wait_rollback(self) -> dict:
+    def wait_rollback(self) -> dict[str, Any]:
         """The monitor notices v2 failing and asks for a rollback; the worker carries it out."""
         step = "auto-rollback"
         version = self.facts.releases["v2"]["version"]
 
-        def requested() -> dict | None:
+        def requested() -> RequestRow | None:
             rows = self.ledger_rows()
-            self._refuse_on(rows, version, ("suppressed", "dry_run"), step, f"the monitor did not roll v{version} back")
+            self._refuse_on(rows, version, (EventKind.SUPPRESSED, EventKind.DRY_RUN), step,
+                            f"the monitor did not roll v{version} back")
             return rows.request
 
-        def finished() -> dict | None:
+        def finished() -> RequestRow | None:
             request = self.ledger_rows().request
-            return request if request and request["status"] in ("succeeded", "failed", "refused") else None
+            return request if request and request["status"] in FINAL_STATUSES else None
 
         request = self.wait(step, requested, 45, f"the monitor to fail v{version} and request a rollback")
         request = self.facts.request = self.wait(step, finished, 120, f"rollback request {request['id']} to finish")
-        if request["status"] != "succeeded":
+        if request["status"] != RequestStatus.SUCCEEDED:
             raise StepFailed(step, f"rollback request {request['id']} {request['status']}: {request['error']}")
         result = request["result"] or {}
         self.facts.rollback_release = self.client.release_info(self.facts.app, result["release_version"])
@@ -335,22 +349,23 @@ class Story:
             problems.append("v2's overwritten attachment is not among the versions: a version was destroyed")
         return problems
 
-    def _ledger_problems(self, v1: int, v2: int, rollback: int, request: dict) -> list[str]:
+    def _ledger_problems(self, v1: int, v2: int, rollback: int, request: RequestRow) -> list[str]:
         rows = self.ledger_rows()
         problems = []
-        deploy = {cp["release_version"]: cp for cp in rows.checkpoints if cp["kind"] == "deploy"}
-        if not (deploy.get(v1) or {}).get("verified_healthy_at"):
+        deploy = {cp["release_version"]: cp for cp in rows.checkpoints if cp["kind"] == CheckpointKind.DEPLOY}
+        if not (v1 in deploy and deploy[v1]["verified_healthy_at"]):
             problems.append(f"v{v1}'s checkpoint is not marked verified healthy")
-        saved = [d.get("id") for d in (deploy.get(v2) or {}).get("down_scripts") or []]
+        saved = [d.get("id") for d in (deploy[v2]["down_scripts"] if v2 in deploy else None) or []]
         if "0002" not in saved:
             problems.append(f"v{v2}'s checkpoint did not save migration 0002's down script (saved {saved})")
-        if not any(cp["kind"] == "safety" and cp["request_id"] == request["id"] and cp["status"] == "complete"
+        if not any(cp["kind"] == CheckpointKind.SAFETY and cp["request_id"] == request["id"]
+                   and cp["status"] == CheckpointStatus.COMPLETE
                    for cp in rows.checkpoints):
             problems.append(f"no complete safety checkpoint for request {request['id']}")
         if request["requested_by"] != "health-monitor" or request["db"] != "down":
             problems.append(f"the request was made by {request['requested_by']} with --db {request['db']}, "
                             "not by the health monitor with --db down")
-        done = [s["step"] for s in rows.steps if s["status"] == "done"]
+        done = [s["step"] for s in rows.steps if s["status"] == StepStatus.DONE]
         for wanted in ("safety_checkpoint", "db_down", "files_restore", "code_rollback", "verify"):
             if wanted not in done:
                 problems.append(f"the request has no '{wanted}' step done (done: {', '.join(done)})")
@@ -464,13 +479,13 @@ class Story:
 
 @dataclass
 class LedgerRows:
-    checkpoints: list[dict]  # oldest first
-    events: list[dict]  # oldest first
-    request: dict | None
-    steps: list[dict] = field(default_factory=list)  # oldest first
+    checkpoints: list[CheckpointRow]  # oldest first
+    events: list[HealthEventRow]  # oldest first
+    request: RequestRow | None
+    steps: list[StepRow] = field(default_factory=list)  # oldest first
 
-    def checkpoint_of(self, version: int) -> dict | None:
-        found = [cp for cp in self.checkpoints if cp["kind"] == "deploy" and cp["release_version"] == version]
+    def checkpoint_of(self, version: int) -> CheckpointRow | None:
+        found = [cp for cp in self.checkpoints if cp["kind"] == CheckpointKind.DEPLOY and cp["release_version"] == version]
         return found[-1] if found else None
 
 

@@ -8,18 +8,27 @@ from typing import Iterable
 
 from backout.demo.receiver import Message
 from backout.demo.story import Facts, LedgerRows, epoch
+from backout.health.policy import EventKind
+from backout.ledger.records import (
+    CheckpointKind,
+    CheckpointRow,
+    HealthEventRow,
+    StepName,
+    StepRow,
+    StepStatus,
+)
 from backout.output import human_bytes, table
 from backout.release_version import rollback_description
 
 DETAIL_WIDTH = 80
 # Health events that make a line of the timeline (grace and stale rounds are routine; the
 # rollback_requested event is shown as the request it made).
-EVENT_LINES = {
-    "counted": "probe failed",
-    "failed": "failed its health checks",
-    "suppressed": "rollback suppressed",
-    "verified": "verified healthy",
-    "rollback_failed": "rollback failed",
+EVENT_LINES: dict[str, str] = {
+    EventKind.COUNTED: "probe failed",
+    EventKind.FAILED: "failed its health checks",
+    EventKind.SUPPRESSED: "rollback suppressed",
+    EventKind.VERIFIED: "verified healthy",
+    EventKind.ROLLBACK_FAILED: "rollback failed",
 }
 STEP_LINES = {
     "db_down": "down migration",
@@ -70,12 +79,12 @@ def render_messages(messages: Iterable[Message], started: float) -> str:
                   for m in messages])
 
 
-def _checkpoint_lines(checkpoints: list[dict]) -> list[Line]:
+def _checkpoint_lines(checkpoints: list[CheckpointRow]) -> list[Line]:
     found = []
     for cp in checkpoints:
         size = (cp.get("backup") or {}).get("size")
         backup = cp["backup_strategy"] + (f" {human_bytes(size)}" if isinstance(size, int) else "")
-        if cp["kind"] == "safety":
+        if cp["kind"] == CheckpointKind.SAFETY:
             # It holds the failing state, so that the rollback itself can be undone.
             found.append(Line(epoch(cp["completed_at"] or cp["created_at"]) or 0.0, "safety checkpoint",
                               f"{cp['id']}, {backup} of v{cp['release_version']} as it failed", "checkpoints"))
@@ -92,44 +101,44 @@ def _checkpoint_lines(checkpoints: list[dict]) -> list[Line]:
     return found
 
 
-def _event_lines(events: list[dict]) -> list[Line]:
+def _event_lines(events: list[HealthEventRow]) -> list[Line]:
     found = []
     failures: dict[int, int] = {}
     for event in events:
         what = EVENT_LINES.get(event["kind"])
         if what is None:
             continue
-        version = event["release_version"]
-        if event["kind"] == "counted":
+        version = event["release_version"] or 0
+        if event["kind"] == EventKind.COUNTED:
             failures[version] = failures.get(version, 0) + 1
             what = f"{what} ({failures[version]})"
-        marked = event["kind"] == "verified" and (event["detail"] or {}).get("checkpoint")
+        marked = event["kind"] == EventKind.VERIFIED and (event["detail"] or {}).get("checkpoint")
         where = "health_events" + (", checkpoints" if marked else "")
         reason = (event["reason"] or "").split("; ")[0]
         found.append(Line(epoch(event["at"]) or 0.0, f"v{version} {what}", reason, where))
     return found
 
 
-def _step_lines(steps: list[dict], target: int | None) -> list[Line]:
+def _step_lines(steps: list[StepRow], target: int | None) -> list[Line]:
     found = []
     for step in steps:
         what = STEP_LINES.get(step["step"])
-        if what is None or step["status"] == "started":
+        if what is None or step["status"] == StepStatus.STARTED:
             continue
         detail = step["detail"] or {}
         version = detail.get("release_version")
-        if step["status"] != "done":
+        if step["status"] != StepStatus.DONE:
             text = str(detail.get("reason") or detail)
             what += f" ({step['status']})"
-        elif step["step"] == "db_down":
+        elif step["step"] == StepName.DB_DOWN:
             text = (f"undid {', '.join(detail.get('undone') or []) or 'nothing'} from the saved script; "
                     f"alembic at {' '.join(detail.get('state') or []) or 'none'}")
-        elif step["step"] == "code_rollback":
+        elif step["step"] == StepName.CODE_ROLLBACK:
             made = f" '{rollback_description(target)}'" if target is not None else ""
             text = f"Platform API rollback: v{version}{made}"
-        elif step["step"] == "release_phase":
+        elif step["step"] == StepName.RELEASE_PHASE:
             text = f"v{version}'s release phase: a rollback, so no checkpoint and nothing to migrate"
-        elif step["step"] == "verify":
+        elif step["step"] == StepName.VERIFY:
             text = f"v{version} runs v{target}'s slug and config vars"
         else:
             text = ""

@@ -21,7 +21,7 @@ Progress = Callable[[str], None]
 ENABLE_VERSIONING = "aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled"
 
 
-def record(storage: StorageSettings, client: Any, progress: Progress) -> dict:
+def record(storage: StorageSettings, client: Any, progress: Progress) -> dict[str, Any]:
     """{"locations": [...], "warnings": [...]} for every BACKOUT_FILES location; BackoutError when a
     bucket is not versioned and BACKOUT_FILES_REQUIRED is not false."""
     locations, warnings = [], []
@@ -59,7 +59,7 @@ def versioning(client: Any, where: Location) -> tuple[datetime, str | None]:
     return server_time(answer), answer.get("Status")
 
 
-def server_time(answer: dict) -> datetime:
+def server_time(answer: dict[str, Any]) -> datetime:
     """The Date header of an S3 answer (the server's clock), else this machine's clock."""
     date = (answer.get("ResponseMetadata") or {}).get("HTTPHeaders", {}).get("date")
     try:
@@ -95,7 +95,7 @@ def count(client: Any, where: Location) -> tuple[int, int]:
     return objects, size
 
 
-def _rule_prefix(rule: dict) -> str:
+def _rule_prefix(rule: dict[str, Any]) -> str:
     found = rule.get("Filter") or {}
     return str(found.get("Prefix") or (found.get("And") or {}).get("Prefix") or rule.get("Prefix") or "")
 

@@ -52,7 +52,7 @@ def action_for(history: History) -> str | None:
     return "restore"
 
 
-def plan(client: Any, files: dict, checkpoint_id: str) -> dict:
+def plan(client: Any, files: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
     """What restoring the files recorded by a checkpoint would do; PlanRefused when it cannot."""
     locations = (files or {}).get("locations") or []
     if not locations:
@@ -69,7 +69,7 @@ def plan(client: Any, files: dict, checkpoint_id: str) -> dict:
     return {"locations": planned, "summary": summary(planned)}
 
 
-def restore(client: Any, files: dict, progress: Progress, workers: int = WORKERS) -> dict:
+def restore(client: Any, files: dict[str, Any], progress: Progress, workers: int = WORKERS) -> dict[str, Any]:
     """Restore every recorded location; {"safety_time", "locations": [...]}. Raises BackoutError
     (after finishing the rest) when some objects could not be restored."""
     done = []
@@ -90,12 +90,12 @@ def restore(client: Any, files: dict, progress: Progress, workers: int = WORKERS
 
 
 class _PartlyRestored(BackoutError):
-    def __init__(self, message: str, result: dict) -> None:
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
         super().__init__(message)
         self.result = result
 
 
-def summary(locations: list[dict]) -> str:
+def summary(locations: list[dict[str, Any]]) -> str:
     parts = []
     for action, verb in (("restore", "changed since, old version copied back"), ("undelete", "deleted since, copied back"),
                          ("delete", "created since, hidden by a delete marker")):
@@ -106,7 +106,7 @@ def summary(locations: list[dict]) -> str:
     return "; ".join(parts) + f"; {unchanged} unchanged"
 
 
-def location_of(item: dict) -> Location:
+def location_of(item: dict[str, Any]) -> Location:
     return Location(item["bucket"], item["prefix"])
 
 
@@ -132,7 +132,7 @@ class _Tally:
         if len(entry["examples"]) < EXAMPLES:
             entry["examples"].append(history.key)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {**self.counts, "unchanged": self.unchanged}
 
 
@@ -157,7 +157,7 @@ class _Restorer:
         self.first_error: str | None = None
         self.finished = 0
 
-    def run(self, at: datetime) -> dict:
+    def run(self, at: datetime) -> dict[str, Any]:
         started = time.monotonic()
         slots = threading.BoundedSemaphore(self.workers * 4)
         next_report = time.monotonic() + PROGRESS_EVERY

@@ -63,7 +63,7 @@ def _entries(client: Any, where: Location) -> Iterator[Entry]:
         raise failure(exc, f"cannot list the versions under {where.url}") from None
 
 
-def _entry(item: dict, deleted: bool) -> Entry:
+def _entry(item: dict[str, Any], deleted: bool) -> Entry:
     return Entry(key=item["Key"], version_id=item.get("VersionId") or "null", last_modified=item["LastModified"],
                  is_latest=bool(item.get("IsLatest")), deleted=deleted, size=int(item.get("Size") or 0),
                  etag=(item.get("ETag") or "").strip('"') or None)

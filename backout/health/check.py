@@ -20,13 +20,16 @@ from backout.errors import BackoutError, BadInput, HerokuAPIError
 from backout.health.actions import gather_facts, release_commits, with_cost
 from backout.health.policy import (
     FAILED,
+    EventKind,
     Policy,
+    RoundVerdict,
     Verdict,
     decide,
     judge_round,
     observe_crash,
 )
-from backout.health.probes import FAIL, Prober, ProbeResult, ProbeSpec
+from backout.health.probes import Prober, ProbeResult, ProbeSpec
+from backout.health.watches import WatchRecord, new_record
 from backout.redact import redact
 from backout.release_version import rollback_target
 from backout.settings import Settings
@@ -60,9 +63,10 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
         try:
             watch = _watch(settings, app)
             sentry = _sentry(settings, conn, app, version, watch, now)
-            failing = crash is not None or verdict.verdict in (FAIL, "error") or (sentry or {}).get("kind") == FAILED
-            reason = crash.reason if crash else (sentry["reason"] if (sentry or {}).get("kind") == FAILED else verdict.reason)
-            overall = FAIL if crash or (sentry or {}).get("kind") == FAILED else verdict.verdict
+            sentry_failed = sentry is not None and sentry.get("kind") == FAILED
+            failing = crash is not None or verdict.verdict in (RoundVerdict.FAIL, RoundVerdict.ERROR) or sentry_failed
+            reason = crash.reason if crash else (sentry["reason"] if sentry is not None and sentry_failed else verdict.reason)
+            overall = RoundVerdict.FAIL if crash or sentry_failed else verdict.verdict
             decision = None
             if failing and version and conn is not None:
                 facts = with_cost(settings, conn, gather_facts(conn, client, app, version, now, watch))
@@ -85,7 +89,7 @@ def check(settings: Settings, app: str) -> dict[str, Any]:
                                                               if decision.branch else {})},
             }
             if conn is not None:
-                ledger.record_health_event(conn, app=app, release_version=version, kind="check", verdict=overall,
+                ledger.record_health_event(conn, app=app, release_version=version, kind=EventKind.CHECK, verdict=overall,
                                            reason=f"backout health: {reason}",
                                            detail={"probes": document["probes"], "decision": document["decision"]})
             return document
@@ -123,7 +127,7 @@ def _unmatched(results: list[ProbeResult]) -> Verdict:
     return judge_round([replace(r, release=None) for r in results], 0)
 
 
-def _watch(settings: Settings, app: str) -> dict[str, Any] | None:
+def _watch(settings: Settings, app: str) -> WatchRecord | None:
     if not settings.redis_url:
         return None
     from backout.health.watches import WatchRegistry
@@ -139,14 +143,14 @@ def _watch(settings: Settings, app: str) -> dict[str, Any] | None:
         connection.close()
 
 
-def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch: dict[str, Any] | None,
+def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch: WatchRecord | None,
             now: float) -> dict[str, Any] | None:
     if not settings.sentry_api_token or not version or conn is None:
         return None
     from backout.health.sentry_check import SentryCheck
 
-    record = watch if watch and watch.get("release_version") == version else {
-        "app": app, "release_version": version, "started_at": now, **release_commits(conn, app, version)}
+    record = watch if watch and watch.get("release_version") == version else new_record(
+        app, version, now, (), **release_commits(conn, app, version))
     if record.get("previous") is None or not record.get("commit"):
         return {"kind": "sentry", "reason": "not compared: the ledger does not know the commits of this release and the one before"}
     if watch is None:
@@ -161,7 +165,8 @@ def _sentry(settings: Settings, conn: Any, app: str, version: int | None, watch:
 
 
 def _dyno(dyno: dict[str, Any]) -> dict[str, Any]:
-    release = dyno.get("release") if isinstance(dyno.get("release"), dict) else {}
-    return {"name": dyno.get("name"), "state": dyno.get("state"), "release_version": release.get("version")}
+    release = dyno.get("release")
+    return {"name": dyno.get("name"), "state": dyno.get("state"),
+            "release_version": release.get("version") if isinstance(release, dict) else None}
 
 

@@ -58,7 +58,7 @@ def signature(secret: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:
     """Whether `header` is the right signature of `body` (compared in constant time)."""
-    return bool(header) and hmac.compare_digest(signature(secret, body), header.strip())
+    return header is not None and bool(header) and hmac.compare_digest(signature(secret, body), header.strip())
 
 
 def dyno_event(payload: Any) -> dict[str, Any] | None:
@@ -69,8 +69,8 @@ def dyno_event(payload: Any) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     app = (data.get("app") or {}).get("name") if isinstance(data.get("app"), dict) else None
-    release = data.get("release") if isinstance(data.get("release"), dict) else {}
-    version = release.get("version")
+    release = data.get("release")
+    version = release.get("version") if isinstance(release, dict) else None
     if not isinstance(app, str) or not isinstance(data.get("state"), str):
         return None
     return {"type": "dyno", "app": app, "name": data.get("name"), "state": data["state"],

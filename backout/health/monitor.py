@@ -26,7 +26,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, TypeAlias
 
 import psycopg
 import redis
@@ -39,7 +39,9 @@ from backout.health.policy import (
     PASSED,
     STALE,
     VERIFIED,
+    EventKind,
     Policy,
+    RoundVerdict,
     Step,
     WatchState,
     due_verified,
@@ -49,7 +51,7 @@ from backout.health.policy import (
     observe_crash,
 )
 from backout.health.probes import Prober, ProbeResult, ProbeSpec
-from backout.health.watches import CHANNEL, WatchRegistry
+from backout.health.watches import CHANNEL, WatchPhase, WatchRecord, WatchRegistry
 from backout.redact import mask_url, redact
 from backout.settings import Settings
 
@@ -72,9 +74,77 @@ SAMPLE_FLUSH = 1.0
 SAMPLE_PRUNE = 3600.0
 
 
+# --- the loop's inbox: what the worker threads, the subscriber and the ledger thread tell it ------
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    """One probe of a round came back."""
+
+    kind: ClassVar[str] = "probe"
+    app: str
+    version: int
+    round_no: int
+    result: ProbeResult
+
+
+@dataclass(frozen=True)
+class DynosListed:
+    """The release's dynos as the Platform API lists them, or why they could not be listed."""
+
+    kind: ClassVar[str] = "dynos"
+    app: str
+    version: int
+    dynos: list[dict[str, Any]] | None
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class DynoEvent:
+    """A dyno's state change, from a dyno webhook."""
+
+    kind: ClassVar[str] = "dyno_event"
+    app: str
+    version: int
+    dyno: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SentryChecked:
+    """The Sentry check's step (None when it says nothing or could not ask)."""
+
+    kind: ClassVar[str] = "sentry"
+    app: str
+    version: int
+    step: Step | None
+
+
+@dataclass(frozen=True)
+class LedgerDone:
+    """The ledger thread finished a decision or verification: the watch may go on (with its record
+    replaced when `record` is set) or has `ended`."""
+
+    kind: ClassVar[str] = "done"
+    app: str
+    version: int
+    ended: bool
+    record: WatchRecord | None
+
+
+@dataclass(frozen=True)
+class RedisMessage:
+    """A message on the watches' channel (a new watch, a dyno webhook), as published."""
+
+    kind: ClassVar[str] = "message"
+    data: bytes
+
+
+Message: TypeAlias = ProbeDone | DynosListed | DynoEvent | SentryChecked | LedgerDone | RedisMessage
+
+
 @dataclass
 class _Watch:
-    record: dict[str, Any]
+    record: WatchRecord
     state: WatchState
     next_round: float
     round_no: int = 0
@@ -98,6 +168,10 @@ class _Watch:
         return self.record["release_version"]
 
     @property
+    def rolling_back(self) -> bool:
+        return self.record.get("phase") == WatchPhase.ROLLING_BACK
+
+    @property
     def urls(self) -> list[str]:
         return list(self.record.get("urls") or [])  # a Lua round-trip turns [] into {}
 
@@ -114,7 +188,7 @@ class Monitor:
         self.prober = Prober(ProbeSpec.from_settings(settings.health))
         self.pool = ThreadPoolExecutor(POOL_SIZE, thread_name_prefix="backout-probe")
         self.ledger_thread = ThreadPoolExecutor(1, thread_name_prefix="backout-health-ledger")
-        self.inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self.watches: dict[str, _Watch] = {}
         self._local = threading.local()
         self._sync_now = False
@@ -170,7 +244,7 @@ class Monitor:
             try:
                 self._handle(item)
             except Exception:  # noqa: BLE001 - one bad item must not stop the watching of every app
-                log.exception("health monitor could not handle %s", item[0])
+                log.exception("health monitor could not handle %s", item.kind)
             if stop.is_set():
                 return
             try:
@@ -208,7 +282,7 @@ class Monitor:
             elif current["release_version"] != watch.version:
                 if not watch.busy:
                     if not watch.ended:
-                        self._in_ledger(self._record, watch.record, "watch_ended", _superseded(watch, current))
+                        self._in_ledger(self._record, watch.record, EventKind.WATCH_ENDED, _superseded(watch, current))
                     self.watches[app] = self._new_watch(current, now)
             elif current.get("phase") != watch.record.get("phase") and not watch.busy:
                 watch.record = current
@@ -217,7 +291,7 @@ class Monitor:
             self.watches[app] = self._new_watch(records[app], now)
             log.info("health monitor %s watches %s v%s", self.owner, app, records[app]["release_version"])
 
-    def _new_watch(self, record: dict[str, Any], now: float) -> _Watch:
+    def _new_watch(self, record: WatchRecord, now: float) -> _Watch:
         started = float(record["started_at"])
         # The first round at once: a watch taken over from a dead worker has lost time already.
         watch = _Watch(record=record, state=WatchState(started_at=started), next_round=now,
@@ -244,7 +318,7 @@ class Monitor:
             watch.next_round = now + self.policy.interval
         if watch.busy:
             return
-        if watch.record.get("phase") == "rolling_back":
+        if watch.rolling_back:
             watch.busy = True
             self._in_ledger(self._check_rollback, watch)
             return
@@ -265,11 +339,11 @@ class Monitor:
         if self.sentry_enabled and not watch.sentry_in_flight and now >= watch.next_sentry:
             watch.sentry_in_flight = True
             watch.next_sentry = now + max(self.policy.interval, min(60.0, self.policy.window / 5))
-            self.pool.submit(self._sentry_task, dict(watch.record), now)
+            self.pool.submit(self._sentry_task, WatchRecord(**watch.record), now)
 
     def _list_dynos(self, watch: _Watch, now: float) -> float:
         """List the watch's dynos if due and the budget allows; returns when to look again."""
-        if not self._heroku_enabled() or watch.ended or watch.busy or watch.record.get("phase") == "rolling_back":
+        if not self._heroku_enabled() or watch.ended or watch.busy or watch.rolling_back:
             return float("inf")
         if watch.dynos_in_flight:
             return watch.next_dynos
@@ -281,61 +355,58 @@ class Monitor:
         return max(watch.next_dynos, self._next_listing)
 
     def _probe_task(self, app: str, version: int, round_no: int, url: str) -> None:
-        self.inbox.put(("probe", app, version, round_no, self.prober.probe(url)))
+        self.inbox.put(ProbeDone(app, version, round_no, self.prober.probe(url)))
 
     def _dynos_task(self, app: str, version: int) -> None:
         try:
             dynos = self._heroku().dynos(app)
         except Exception as exc:  # noqa: BLE001 - reported through the inbox
-            self.inbox.put(("dynos", app, version, None, redact(str(exc), self.settings.secrets())))
+            self.inbox.put(DynosListed(app, version, None, redact(str(exc), self.settings.secrets())))
             return
-        self.inbox.put(("dynos", app, version, dynos, None))
+        self.inbox.put(DynosListed(app, version, dynos, None))
 
-    def _sentry_task(self, record: dict[str, Any], now: float) -> None:
+    def _sentry_task(self, record: WatchRecord, now: float) -> None:
         try:
             step = self._sentry().check_release(record, now)
         except Exception as exc:  # noqa: BLE001 - a Sentry outage is logged, never a verdict
             log.warning("Sentry check of %s v%s failed: %s", record["app"], record["release_version"],
                         redact(str(exc), self.settings.secrets()))
             step = None
-        self.inbox.put(("sentry", record["app"], record["release_version"], step))
+        self.inbox.put(SentryChecked(record["app"], record["release_version"], step))
 
     # --- results ----------------------------------------------------------------------------------
 
-    def _handle(self, item: tuple) -> None:
-        kind = item[0]
-        if kind == "message":
-            self._on_message(item[1])
+    def _handle(self, item: Message) -> None:
+        if isinstance(item, RedisMessage):
+            self._on_message(item.data)
             return
-        app = item[1]
+        app = item.app
         watch = self.watches.get(app)
-        if kind == "done":
-            _, _, version, ended, record = item
-            if watch is not None and watch.version == version:
+        if isinstance(item, LedgerDone):
+            if watch is not None and watch.version == item.version:
                 watch.busy = False
-                if record is not None:
-                    watch.record = record
-                if ended:
+                if item.record is not None:
+                    watch.record = item.record
+                if item.ended:
                     self._end(watch)
             return
-        if watch is None or watch.ended or watch.version != item[2]:
+        if watch is None or watch.ended or watch.version != item.version:
             return  # a late answer about a watch that moved on
-        if kind == "probe":
-            self._on_probe(watch, item[3], item[4])
-        elif kind == "dynos":
+        if isinstance(item, ProbeDone):
+            self._on_probe(watch, item.round_no, item.result)
+        elif isinstance(item, DynosListed):
             watch.dynos_in_flight = False
-            dynos, problem = item[3], item[4]
-            if problem:
-                log.warning("could not list the dynos of %s: %s", app, problem)
-            elif not watch.busy and watch.record.get("phase") != "rolling_back":
-                self._on_crash(watch, observe_crash(watch.version, dynos, f"GET /apps/{app}/dynos"))
-        elif kind == "dyno_event":
-            if not watch.busy and watch.record.get("phase") != "rolling_back":
-                self._on_crash(watch, observe_crash(watch.version, [item[3]], "a dyno webhook"))
-        elif kind == "sentry":
+            if item.problem:
+                log.warning("could not list the dynos of %s: %s", app, item.problem)
+            elif not watch.busy and not watch.rolling_back:
+                self._on_crash(watch, observe_crash(watch.version, item.dynos or [], f"GET /apps/{app}/dynos"))
+        elif isinstance(item, DynoEvent):
+            if not watch.busy and not watch.rolling_back:
+                self._on_crash(watch, observe_crash(watch.version, [item.dyno], "a dyno webhook"))
+        elif isinstance(item, SentryChecked):
             watch.sentry_in_flight = False
-            step = item[3]
-            if step is not None and not watch.busy and watch.record.get("phase") != "rolling_back":
+            step = item.step
+            if step is not None and not watch.busy and not watch.rolling_back:
                 if step.kind == FAILED:
                     self._conclude(watch, step)
                 else:
@@ -348,7 +419,7 @@ class Monitor:
         if len(watch.results) < watch.expected:
             return
         watch.in_flight = False
-        if watch.busy or watch.record.get("phase") == "rolling_back":
+        if watch.busy or watch.rolling_back:
             return
         verdict = judge_round(watch.results, watch.version, watch.record.get("commit"))
         counted = verdict.verdict != STALE and watch.round_at >= grace_ends(self.policy, watch.state)
@@ -389,13 +460,13 @@ class Monitor:
             log.exception("health monitor step %s failed", getattr(fn, "__name__", fn))
             self._release_busy(args)
 
-    def _release_busy(self, args: tuple) -> None:
+    def _release_busy(self, args: tuple[Any, ...]) -> None:
         # A verdict that could not be acted on is tried again at the next round.
         watch = args[0] if args and isinstance(args[0], _Watch) else None
         if watch is not None:
-            self.inbox.put(("done", watch.app, watch.version, False, None))
+            self.inbox.put(LedgerDone(watch.app, watch.version, False, None))
 
-    def _record(self, record: dict[str, Any], kind: str, reason: str, verdict: str | None = None,
+    def _record(self, record: WatchRecord, kind: EventKind, reason: str, verdict: RoundVerdict | None = None,
                 detail: dict[str, Any] | None = None) -> None:
         health_actions.record(self._ledger(), record, kind, reason, verdict, detail)
 
@@ -416,21 +487,22 @@ class Monitor:
         outcome, request_id = health_actions.on_failed(self.settings, self._ledger(), self._heroku_or_none(),
                                                        self.registry, watch.record, step, now)
         if outcome != "requested":
-            self.inbox.put(("done", watch.app, watch.version, outcome == "ended", None))
+            self.inbox.put(LedgerDone(watch.app, watch.version, outcome == "ended", None))
             return
-        rolling_back = {**watch.record, "phase": "rolling_back", "request_id": request_id, "failed_at": now}
-        self.inbox.put(("done", watch.app, watch.version, False, rolling_back))
+        rolling_back: WatchRecord = {**watch.record, "phase": WatchPhase.ROLLING_BACK, "request_id": request_id,
+                                     "failed_at": now}
+        self.inbox.put(LedgerDone(watch.app, watch.version, False, rolling_back))
 
     def _verify(self, watch: _Watch, step: Step) -> None:
         health_actions.on_verified(self.settings, self._ledger(), watch.record, step)
-        self.inbox.put(("done", watch.app, watch.version, True, None))
+        self.inbox.put(LedgerDone(watch.app, watch.version, True, None))
 
     def _check_rollback(self, watch: _Watch) -> None:
         over = health_actions.follow_rollback(self.settings, self._ledger(), self.registry, watch.record, time.time(),
                                               ROLLBACK_GIVE_UP)
-        self.inbox.put(("done", watch.app, watch.version, over, None))
+        self.inbox.put(LedgerDone(watch.app, watch.version, over, None))
 
-    def _ledger(self) -> psycopg.Connection:
+    def _ledger(self) -> ledger.LedgerConnection:
         conn = getattr(self._local, "ledger", None)
         if conn is None or conn.closed:
             self.settings.require("BACKOUT_DATABASE_URL")
@@ -480,7 +552,7 @@ class Monitor:
                 while not stop.is_set():
                     message = pubsub.get_message(timeout=0.5)
                     if message and message.get("type") == "message":
-                        self.inbox.put(("message", message["data"]))
+                        self.inbox.put(RedisMessage(message["data"]))
             except redis.RedisError as exc:
                 log.warning("health monitor lost its Redis subscription: %s", type(exc).__name__)
                 stop.wait(1.0)
@@ -499,7 +571,7 @@ class Monitor:
             if watch is not None:
                 dyno = {"name": message.get("name"), "state": message.get("state"),
                         "release": {"version": message.get("release_version")}}
-                self._handle(("dyno_event", message["app"], watch.version, dyno))
+                self._handle(DynoEvent(message["app"], watch.version, dyno))
 
 
 def run_monitor(settings: Settings, stop: threading.Event) -> None:
@@ -523,9 +595,9 @@ def run_monitor(settings: Settings, stop: threading.Event) -> None:
         connection.close()
 
 
-def _superseded(watch: _Watch, newer: dict[str, Any]) -> str:
+def _superseded(watch: _Watch, newer: WatchRecord) -> str:
     request = watch.record.get("request_id")
-    if watch.record.get("phase") == "rolling_back" and request:
+    if watch.rolling_back and request:
         # The rollback release's own release phase scheduled its watch before the job finished.
         return (f"superseded by the watch of v{newer['release_version']}; the auto-rollback (request {request}) "
                 "goes on and its release is watched")

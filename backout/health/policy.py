@@ -15,21 +15,70 @@ target for `previous` and for later auto-rollbacks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Sequence, TypedDict
 
 from backout.health.probes import ERROR, FAIL, PASS, ProbeResult
 from backout.settings import HealthNumbers, Settings
 
-STALE = "stale"
+if TYPE_CHECKING:  # the policy stays pure: it reads the ledger's rows, never the ledger
+    from backout.ledger.records import CheckpointRow
 
-# What the monitor records (health event kinds) and does at each step of a watch.
-GRACE = "grace"  # a probe during the grace period: not counted
-COUNTED = "counted"  # a failed or unanswered probe, counted towards a threshold
-RECOVERED = "recovered"  # a passing probe after counted ones: the counts start again
-IGNORED_STALE = "stale"  # answered by another release (release-match): not counted
-FAILED = "failed"  # the release failed its checks
-VERIFIED = "verified"  # the release passed its window
-PASSED = "pass"  # a passing probe, nothing to record
+
+class RoundVerdict(StrEnum):
+    """What one round of probes says about the release: its probes' outcome, or stale."""
+
+    PASS = PASS.value
+    FAIL = FAIL.value
+    ERROR = ERROR.value
+    STALE = "stale"  # answered by another release only (release-match)
+
+
+STALE = RoundVerdict.STALE
+
+
+class EventKind(StrEnum):
+    """The kinds of health event (the ledger's health_events.kind): the steps of a watch, and
+    what the monitor, the watch job and `backout health` did about them."""
+
+    # The steps of a watch (a Step's kind); the monitor records each but PASSED.
+    GRACE = "grace"  # a probe during the grace period: not counted
+    COUNTED = "counted"  # a failed or unanswered probe, counted towards a threshold
+    RECOVERED = "recovered"  # a passing probe after counted ones: the counts start again
+    IGNORED_STALE = "stale"  # answered by another release (release-match): not counted
+    FAILED = "failed"  # the release failed its checks
+    VERIFIED = "verified"  # the release passed its window
+    PASSED = "pass"  # a passing probe, nothing to record
+    SENTRY = "sentry"  # the Sentry comparison, when it does not fail the release
+    # What was done about them.
+    WATCH_STARTED = "watch_started"
+    WATCH_SKIPPED = "watch_skipped"
+    WATCH_ENDED = "watch_ended"  # superseded by the watch of a newer release
+    ROLLBACK_REQUESTED = "rollback_requested"
+    ROLLBACK_ERROR = "rollback_error"  # the request could not be made; tried again
+    ROLLBACK_FINISHED = "rollback_finished"
+    ROLLBACK_FAILED = "rollback_failed"
+    SUPPRESSED = "suppressed"  # no auto-rollback: a guard said no, a person is told
+    DRY_RUN = "dry_run"  # BACKOUT_HEALTH_DRY_RUN: what would have been done
+    CHECK = "check"  # one `backout health`
+
+
+# The step kinds by their short names, as the monitor and the tests use them.
+GRACE = EventKind.GRACE
+COUNTED = EventKind.COUNTED
+RECOVERED = EventKind.RECOVERED
+IGNORED_STALE = EventKind.IGNORED_STALE
+FAILED = EventKind.FAILED
+VERIFIED = EventKind.VERIFIED
+PASSED = EventKind.PASSED
+
+
+class Action(StrEnum):
+    """What is done about a failed release (a Decision's action)."""
+
+    ROLLBACK = "rollback"
+    DRY_RUN = "dry_run"
+    SUPPRESS = "suppress"
 
 DB_STEP = {"code": "none", "code+down": "down", "code+restore": "restore"}
 # BACKOUT_AUTO_ROLLBACK=auto chooses the database step from the rollback's cost (backout.verdict.cost).
@@ -75,7 +124,7 @@ class Policy(HealthNumbers):
 class Verdict:
     """What one round of probes (every URL once) says about the release."""
 
-    verdict: str  # pass | fail | error | stale
+    verdict: RoundVerdict
     reason: str
     results: tuple[ProbeResult, ...] = ()
 
@@ -95,15 +144,15 @@ def judge_round(results: Sequence[ProbeResult], release_version: int, release_co
     failed = [r for r in counted if r.outcome == FAIL]
     errors = [r for r in counted if r.outcome == ERROR]
     if failed:
-        return Verdict(FAIL, _reasons(failed), tuple(results))
+        return Verdict(RoundVerdict.FAIL, _reasons(failed), tuple(results))
     if errors:
-        return Verdict(ERROR, _reasons(errors), tuple(results))
+        return Verdict(RoundVerdict.ERROR, _reasons(errors), tuple(results))
     if counted:
-        return Verdict(PASS, _reasons(counted), tuple(results))
+        return Verdict(RoundVerdict.PASS, _reasons(counted), tuple(results))
     if stale:
         served = ", ".join(sorted({_release_text(r.release) for r in stale}))
-        return Verdict(STALE, f"answered by {served}, not v{release_version}", tuple(results))
-    return Verdict(PASS, "no URL to probe", ())
+        return Verdict(RoundVerdict.STALE, f"answered by {served}, not v{release_version}", tuple(results))
+    return Verdict(RoundVerdict.PASS, "no URL to probe", ())
 
 
 @dataclass
@@ -122,7 +171,7 @@ class WatchState:
 class Step:
     """What an observation means for the watch, and the reason to record."""
 
-    kind: str
+    kind: EventKind
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -141,11 +190,11 @@ def observe(policy: Policy, state: WatchState, verdict: Verdict, at: float) -> S
         return Step(IGNORED_STALE, verdict.reason + "; not counted", verdict.detail())
     if at < grace_ends(policy, state):
         left = grace_ends(policy, state) - at
-        if verdict.verdict == PASS:
+        if verdict.verdict == RoundVerdict.PASS:
             return Step(PASSED, verdict.reason)
         return Step(GRACE, f"{verdict.verdict}: {verdict.reason}; in the grace period ({left:.1f}s left), not counted",
                     verdict.detail())
-    if verdict.verdict == PASS:
+    if verdict.verdict == RoundVerdict.PASS:
         had = (state.failures, state.errors)
         state.failures = state.errors = 0
         state.first_counted_at = None
@@ -160,7 +209,7 @@ def observe(policy: Policy, state: WatchState, verdict: Verdict, at: float) -> S
 
     if state.first_counted_at is None:
         state.first_counted_at = at
-    if verdict.verdict == FAIL:
+    if verdict.verdict == RoundVerdict.FAIL:
         state.failures += 1
     else:
         state.errors += 1
@@ -174,7 +223,7 @@ def observe(policy: Policy, state: WatchState, verdict: Verdict, at: float) -> S
         return Step(FAILED, f"{state.errors} unanswered probes in a row (error threshold {policy.error_threshold}): "
                             f"{verdict.reason}",
                     {**detail, "first_counted_at": state.first_counted_at, "run": list(state.history)})
-    if verdict.verdict == FAIL:
+    if verdict.verdict == RoundVerdict.FAIL:
         return Step(COUNTED, f"failed probe {state.failures} of {policy.threshold}: {verdict.reason}", detail)
     return Step(COUNTED, f"unanswered probe {state.errors} of {policy.error_threshold}: {verdict.reason}", detail)
 
@@ -209,23 +258,32 @@ class Facts:
     rollback_of: int | None = None  # the release a rollback release went back to, if known
     earlier_request: str | None = None  # an auto-rollback already requested for this release
     last_auto_rollback_at: float | None = None
-    target: dict[str, Any] | None = None  # the checkpoint of the last release verified healthy
+    target: CheckpointRow | None = None  # the checkpoint of the last release verified healthy
     cost: dict[str, Any] | None = None  # what rolling back to the target costs (BACKOUT_AUTO_ROLLBACK=auto)
+
+
+class Target(TypedDict):
+    """What an auto-rollback goes back to: the release verified healthy, by its deploy checkpoint."""
+
+    checkpoint: str
+    version: int | None
+    verified_healthy_at: str | None
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # rollback | dry_run | suppress
+    action: Action
     reason: str
     db: str | None = None
-    target: dict[str, Any] | None = None
+    target: Target | None = None
     needs_person: bool = False
     # With BACKOUT_AUTO_ROLLBACK=auto: the branch taken (code, code+down, person) and the cost behind it.
     branch: str | None = None
     cost: dict[str, Any] | None = None
 
     def detail(self) -> dict[str, Any]:
-        found = {"action": self.action, "db": self.db, "target": self.target, "needs_person": self.needs_person}
+        found: dict[str, Any] = {"action": self.action, "db": self.db, "target": self.target,
+                                 "needs_person": self.needs_person}
         if self.branch:
             found.update(branch=self.branch, cost=self.cost)
         return found
@@ -235,33 +293,33 @@ def decide(policy: Policy, facts: Facts) -> Decision:
     """Whether a failed release is rolled back by itself, and to what. The guards, in order."""
     v = facts.release_version
     if not policy.enabled:
-        return Decision("suppress", f"v{v} failed its health checks but BACKOUT_AUTO_ROLLBACK is off; "
+        return Decision(Action.SUPPRESS, f"v{v} failed its health checks but BACKOUT_AUTO_ROLLBACK is off; "
                                     "roll back by hand if it is bad", needs_person=True)
     if facts.is_rollback_release:
         back_to = f" to v{facts.rollback_of}" if facts.rollback_of else ""
-        return Decision("suppress", f"v{v} is a rollback{back_to} and is still failing; backout does not roll back "
+        return Decision(Action.SUPPRESS, f"v{v} is a rollback{back_to} and is still failing; backout does not roll back "
                                     "a rollback: a person must look", needs_person=True)
     if facts.earlier_request:
-        return Decision("suppress", f"an auto-rollback of v{v} was already requested ({facts.earlier_request}); "
+        return Decision(Action.SUPPRESS, f"an auto-rollback of v{v} was already requested ({facts.earlier_request}); "
                                     "at most one per release", needs_person=True)
     if facts.last_auto_rollback_at is not None and facts.now - facts.last_auto_rollback_at < policy.cooldown:
         ago = facts.now - facts.last_auto_rollback_at
-        return Decision("suppress", f"the last auto-rollback of {facts.app} was {ago:.0f}s ago, within the "
+        return Decision(Action.SUPPRESS, f"the last auto-rollback of {facts.app} was {ago:.0f}s ago, within the "
                                     f"{policy.cooldown:g}s cooldown (BACKOUT_HEALTH_COOLDOWN)", needs_person=True)
     if facts.target is None:
-        return Decision("suppress", f"no release before v{v} was verified healthy, so there is nothing known good "
+        return Decision(Action.SUPPRESS, f"no release before v{v} was verified healthy, so there is nothing known good "
                                     "to roll back to", needs_person=True)
-    target = {"checkpoint": facts.target.get("id"), "version": facts.target.get("release_version"),
-              "verified_healthy_at": facts.target.get("verified_healthy_at")}
+    target: Target = {"checkpoint": facts.target["id"], "version": facts.target["release_version"],
+                      "verified_healthy_at": facts.target.get("verified_healthy_at")}
     if policy.base_policy == AUTO:
         return _by_cost(policy, facts, target)
     plan = f"roll back to v{target['version']} ({target['checkpoint']}) with --db {policy.db_step}"
     if policy.dry_run:
-        return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", policy.db_step, target)
-    return Decision("rollback", plan[0].upper() + plan[1:], policy.db_step, target)
+        return Decision(Action.DRY_RUN, f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", policy.db_step, target)
+    return Decision(Action.ROLLBACK, plan[0].upper() + plan[1:], policy.db_step, target)
 
 
-def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
+def _by_cost(policy: Policy, facts: Facts, target: Target) -> Decision:
     """BACKOUT_AUTO_ROLLBACK=auto: the cheapest rollback that loses nothing, or a person is told.
 
     Code only when the previous code runs on the new schema; code plus down when it does not and
@@ -282,15 +340,15 @@ def _by_cost(policy: Policy, facts: Facts, target: dict[str, Any]) -> Decision:
         person = (f"BACKOUT_AUTO_ROLLBACK=auto rolls back nothing by itself: {why}. The app is left as it is; a "
                   f"person can run `{down}`" + (f" (it would lose {loss})" if loss else "")
                   + f" or `{restore}` (it loses every write since the checkpoint)")
-        return Decision("suppress", person, None, target, needs_person=True, branch="person", cost=cost)
+        return Decision(Action.SUPPRESS, person, None, target, needs_person=True, branch="person", cost=cost)
     branch = "code" if db == "none" else "code+down"
     plan = (f"roll back to {back_to} with --db {db}: BACKOUT_AUTO_ROLLBACK=auto chose {branch} because {why}"
             + ("; the database keeps the newer schema" if db == "none" else
                "; the down scripts lose nothing written since the deploy"))
     if policy.dry_run:
-        return Decision("dry_run", f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", db, target, branch=branch,
+        return Decision(Action.DRY_RUN, f"dry run (BACKOUT_HEALTH_DRY_RUN): would {plan}", db, target, branch=branch,
                         cost=cost)
-    return Decision("rollback", plan[0].upper() + plan[1:], db, target, branch=branch, cost=cost)
+    return Decision(Action.ROLLBACK, plan[0].upper() + plan[1:], db, target, branch=branch, cost=cost)
 
 
 def _served_by(release: int | str | None, version: int, commit: str | None) -> bool:

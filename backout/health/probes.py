@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import urllib3
@@ -35,7 +36,17 @@ from backout.redact import mask_url, redact, secrets_from_env
 from backout.release_version import parse_release_version
 from backout.settings import HealthSettings
 
-PASS, FAIL, ERROR = "pass", "fail", "error"
+
+
+class Outcome(StrEnum):
+    """What one probe saw (see the module docstring)."""
+
+    PASS = "pass"
+    FAIL = "fail"  # a wrong answer
+    ERROR = "error"  # no answer
+
+
+PASS, FAIL, ERROR = Outcome.PASS, Outcome.FAIL, Outcome.ERROR
 MAX_REDIRECTS = 5
 BODY_LIMIT = 256 * 1024
 # Connection pools kept, one per host probed: every app a worker watches, with room to spare.
@@ -73,7 +84,7 @@ class ProbeSpec:
 @dataclass(frozen=True)
 class ProbeResult:
     url: str
-    outcome: str  # pass | fail | error
+    outcome: Outcome
     reason: str
     status: int | None = None
     # The release the app says answered (from the release header or JSON field), None if not said.
@@ -119,7 +130,7 @@ class Prober:
         outcome, reason, release = self.judge(status, headers, body)
         return ProbeResult(shown, outcome, reason, status, release, time.monotonic() - started, started_wall)
 
-    def judge(self, status: int, headers: Any, body: bytes) -> tuple[str, str, int | str | None]:
+    def judge(self, status: int, headers: Any, body: bytes) -> tuple[Outcome, str, int | str | None]:
         """(outcome, reason, release) of an answer."""
         spec = self.spec
         document: Any = _NOT_PARSED

@@ -21,7 +21,8 @@ from typing import Any
 import requests
 
 from backout.errors import BackoutError
-from backout.health.policy import FAILED, Step
+from backout.health.policy import FAILED, EventKind, Step
+from backout.health.watches import WatchRecord
 from backout.settings import Settings
 
 MIN_ERRORS = 10
@@ -59,7 +60,7 @@ class SentryCheck:
             raise SentryAPIError(f"Sentry's answer has no count(): {str(rows[0])[:200]}")
         return int(value)
 
-    def check_release(self, record: dict[str, Any], now: float) -> Step | None:
+    def check_release(self, record: WatchRecord, now: float) -> Step | None:
         """A FAILED step when the watched release's error rate is a regression, else a step to record
         (kind `sentry`) with both counts; None when there is nothing to compare (no commits known)."""
         commit = record.get("commit")
@@ -82,7 +83,7 @@ class SentryCheck:
                    f"{previous_span:.0f}s of v{previous.get('version')}")
         if new_count >= MIN_ERRORS and new_rate > ratio * old_rate:
             return Step(FAILED, f"{summary}: more than {ratio:g}x the previous rate", detail)
-        return Step("sentry", summary, detail)
+        return Step(EventKind.SENTRY, summary, detail)
 
     def _project(self) -> str:
         with self._lock:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable
+from enum import StrEnum
+from typing import Any, Iterable, Required, TypedDict, cast
 
 import redis
 
@@ -69,11 +70,37 @@ return 0
 """
 
 
-def new_record(app: str, release_version: int, started_at: float, urls: Iterable[str], **extra: Any) -> dict[str, Any]:
-    """A watch record: what a monitor needs to watch a release, JSON-friendly."""
-    return {"app": app, "release_version": int(release_version), "started_at": float(started_at),
-            # Redis holds no credentials: the monitors find each URL's own in their settings.
-            "urls": [mask_url(url) for url in urls], "phase": "watching", "registered_at": time.time(), **extra}
+class WatchPhase(StrEnum):
+    WATCHING = "watching"
+    ROLLING_BACK = "rolling_back"  # the release failed and its auto-rollback is being followed
+
+
+class WatchRecord(TypedDict, total=False):
+    """A watch record: what a monitor needs to watch a release, JSON-friendly (it is stored in Redis)."""
+
+    app: Required[str]
+    release_version: Required[int]
+    started_at: Required[float]  # epoch seconds
+    urls: Required[list[str]]  # credentials masked
+    phase: Required[str]  # a WatchPhase
+    registered_at: float
+    # The release's commit and the one it replaced ({"version", "commit", "started_at"}), for
+    # release-match and the Sentry check (see health.actions.release_commits).
+    commit: str | None
+    previous: dict[str, Any] | None
+    rollback_of: int | None  # set when the watched release is itself a rollback
+    # Set when the phase turns to rolling_back.
+    request_id: str | None
+    failed_at: float
+    owner: str | None  # who holds the watch, as `backout health` shows it
+
+
+def new_record(app: str, release_version: int, started_at: float, urls: Iterable[str], **extra: Any) -> WatchRecord:
+    """A watch record of `app`'s `release_version`, with `extra` fields of WatchRecord."""
+    return cast(WatchRecord, {
+        "app": app, "release_version": int(release_version), "started_at": float(started_at),
+        # Redis holds no credentials: the monitors find each URL's own in their settings.
+        "urls": [mask_url(url) for url in urls], "phase": WatchPhase.WATCHING, "registered_at": time.time(), **extra})
 
 
 class WatchRegistry:
@@ -85,7 +112,7 @@ class WatchRegistry:
         self._renew = connection.register_script(_RENEW)
         self._release = connection.register_script(_RELEASE)
 
-    def register(self, record: dict[str, Any]) -> bool:
+    def register(self, record: WatchRecord) -> bool:
         """Store the watch; False when the app has, or had, one of this or a newer release."""
         added = self._register(keys=[WATCHES, _newest_key(record["app"])],
                                args=[record["app"], json.dumps(record), record["release_version"], WATCHED_RELEASE_TTL])
@@ -93,12 +120,12 @@ class WatchRegistry:
             self.wake({"type": "watch", "app": record["app"]})
         return bool(added)
 
-    def get(self, app: str) -> dict[str, Any] | None:
+    def get(self, app: str) -> WatchRecord | None:
         raw = self.redis.hget(WATCHES, app)
-        return json.loads(raw) if raw else None
+        return cast(WatchRecord, json.loads(raw)) if raw else None
 
-    def all(self) -> dict[str, dict[str, Any]]:
-        return {k.decode(): json.loads(v) for k, v in self.redis.hgetall(WATCHES).items()}
+    def all(self) -> dict[str, WatchRecord]:
+        return {_text(k): cast(WatchRecord, json.loads(v)) for k, v in self.redis.hgetall(WATCHES).items()}
 
     def update(self, app: str, release_version: int, **fields: Any) -> bool:
         return bool(self._update(keys=[WATCHES], args=[app, release_version, json.dumps(fields)]))
@@ -133,7 +160,7 @@ class WatchRegistry:
 
     def owner(self, app: str) -> str | None:
         raw = self.redis.get(_owner_key(app))
-        return raw.decode() if raw else None
+        return _text(raw) if raw else None
 
     # --- the once-per-release mark and wake-ups ---------------------------------------------------
 
@@ -156,3 +183,8 @@ def _newest_key(app: str) -> str:
 
 def _owner_key(app: str) -> str:
     return f"{PREFIX}owner:{app}"
+
+
+def _text(raw: bytes | str) -> str:
+    # The monitors' connections return bytes (redis_conn.connect sets no decode_responses).
+    return raw.decode() if isinstance(raw, bytes) else raw

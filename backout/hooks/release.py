@@ -29,6 +29,7 @@ import psycopg
 from backout import checkpoint, ledger
 from backout.backups.abandoned import clean_abandoned_checkpoints
 from backout.errors import BackoutError, HerokuAPIError, PolicyViolation
+from backout.ledger.records import CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import known_secrets, redact, relay
 from backout.settings import Settings
 
@@ -70,7 +71,7 @@ def run(settings: Settings, argv: Sequence[str], progress: Callable[[str], None]
             return _checkpoint_and_migrate(settings, ledger_conn, heroku, adapter, argv, say, dump)
 
 
-def _checkpoint_and_migrate(settings: Settings, ledger_conn: psycopg.Connection, heroku: Any, adapter: Any,
+def _checkpoint_and_migrate(settings: Settings, ledger_conn: LedgerConnection, heroku: Any, adapter: Any,
                             argv: Sequence[str], say: Callable[[str], None], dump: "Dump | None") -> int:
     app, version = settings.app_name or "", settings.release_version or 0
     facts = _platform_facts(settings, heroku, app, version)
@@ -101,7 +102,7 @@ def _checkpoint_and_migrate(settings: Settings, ledger_conn: psycopg.Connection,
         return _migrate(settings, ledger_conn, app_conn, cp, adapter, argv, say)
 
 
-def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict:
+def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> dict[str, Any]:
     if heroku is None:
         return {}
     try:
@@ -111,13 +112,13 @@ def _platform_facts(settings: Settings, heroku: Any, app: str, version: int) -> 
         raise BackoutError(f"cannot read release v{version} of {app} from the Platform API: {exc}") from None
 
 
-def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psycopg.Connection, cp: dict,
+def _migrate(settings: Settings, ledger_conn: LedgerConnection, app_conn: psycopg.Connection[Any], cp: CheckpointRow,
              adapter: Any, argv: Sequence[str], say: Callable[[str], None]) -> int:
     try:
         status = _run_child(argv, say)
         if status == 0:
             after = adapter.applied(app_conn)
-            ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status="complete",
+            ledger.update_checkpoint(ledger_conn, cp["id"], migrations_after=after, status=CheckpointStatus.COMPLETE,
                                      completed_at="now")
             count = len(adapter.applied_history(app_conn))
         else:
@@ -127,11 +128,11 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
                 error += f"; undid {', '.join(undone)}"
             if problem:
                 error += f"; {problem}"
-            ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=error,
+            ledger.update_checkpoint(ledger_conn, cp["id"], status=CheckpointStatus.FAILED, error=error,
                                      migrations_after=adapter.applied(app_conn))
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, BackoutError) else f"{type(exc).__name__}: {exc}"
-        ledger.update_checkpoint(ledger_conn, cp["id"], status="failed", error=redact(reason, settings.secrets()))
+        ledger.update_checkpoint(ledger_conn, cp["id"], status=CheckpointStatus.FAILED, error=redact(reason, settings.secrets()))
         raise
     if status != 0:
         say(f"{error}: the release is not deployed")
@@ -142,7 +143,7 @@ def _migrate(settings: Settings, ledger_conn: psycopg.Connection, app_conn: psyc
     return 0
 
 
-def _prune(settings: Settings, ledger_conn: psycopg.Connection, app: str, say: Callable[[str], None]) -> None:
+def _prune(settings: Settings, ledger_conn: LedgerConnection, app: str, say: Callable[[str], None]) -> None:
     """Apply BACKOUT_KEEP now that a new checkpoint is complete; a deploy never fails for it."""
     from backout.backups.retention import prune
 
@@ -152,7 +153,8 @@ def _prune(settings: Settings, ledger_conn: psycopg.Connection, app: str, say: C
         say(f"warning: retention (BACKOUT_KEEP) failed: {redact(str(exc), settings.secrets())}")
 
 
-def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[str], None]) -> tuple[list[str], str]:
+def _undo(app_conn: psycopg.Connection[Any], cp: CheckpointRow, adapter: Any,
+          say: Callable[[str], None]) -> tuple[list[str], str]:
     """Undo the migrations the failed command applied in this run, from the saved down scripts.
 
     Those are the migrations that were pending at the checkpoint and are pending no longer (some
@@ -185,7 +187,7 @@ def _undo(app_conn: psycopg.Connection, cp: dict, adapter: Any, say: Callable[[s
     return undone, problem
 
 
-def _run_only(settings: Settings, ledger_conn: psycopg.Connection, argv: Sequence[str],
+def _run_only(settings: Settings, ledger_conn: LedgerConnection, argv: Sequence[str],
               say: Callable[[str], None]) -> int:
     status = _run_child(argv, say)
     if status != 0:
@@ -230,7 +232,7 @@ def _run_child(argv: Sequence[str], say: Callable[[str], None]) -> int:
     return status if status >= 0 else 128 - status
 
 
-def schedule_watch(settings: Settings, ledger_conn: psycopg.Connection, app: str, version: int | None,
+def schedule_watch(settings: Settings, ledger_conn: LedgerConnection, app: str, version: int | None,
                    say: Callable[[str], None]) -> str | None:
     """Enqueue the post-deploy health watch of this release; returns the job id, or None with a
     warning when Redis is not configured or not reachable (a deploy does not fail for it)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from backout import ledger
 from backout.drill import drill
@@ -11,7 +12,7 @@ from backout.settings import load
 log = logging.getLogger(__name__)
 
 
-def run_drill(app: str) -> dict:
+def run_drill(app: str) -> dict[str, Any]:
     """Drill the app's newest pg_dump checkpoint; the result is recorded on the checkpoint."""
     settings = load()
     settings.require("BACKOUT_DATABASE_URL", "DATABASE_URL")

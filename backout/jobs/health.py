@@ -17,7 +17,7 @@ from rq import get_current_job
 from backout import ledger, redis_conn
 from backout.errors import BadInput, HerokuAPIError
 from backout.health.actions import release_commits
-from backout.health.policy import Policy
+from backout.health.policy import EventKind, Policy
 from backout.health.watches import WatchRegistry, new_record
 from backout.notify import notify
 from backout.redact import redact
@@ -43,7 +43,7 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
         if not settings.health.urls and not settings.heroku_api_key:
             reason = ("nothing to watch: set BACKOUT_HEALTH_URL (what to probe) or HEROKU_API_KEY (dyno crashes); "
                       f"v{version} is not verified")
-            ledger.record_health_event(conn, app=app, release_version=version, kind="watch_skipped", reason=reason)
+            ledger.record_health_event(conn, app=app, release_version=version, kind=EventKind.WATCH_SKIPPED, reason=reason)
             log.warning("%s: %s", app, reason)
             return {"app": app, "release_version": version, "watching": False, "reason": reason}
         record = new_record(app, version, started_at, settings.health.urls, **release_commits(conn, app, version))
@@ -58,7 +58,7 @@ def watch_release(app: str, release_version: int | str) -> dict[str, Any]:
             log.info("%s v%s: already watched (or a newer release is); nothing to do", app, version)
             return {"app": app, "release_version": version, "watching": False, "reason": "already watched"}
         text = _describe(settings, app, version, webhook)
-        ledger.record_health_event(conn, app=app, release_version=version, kind="watch_started", reason=text,
+        ledger.record_health_event(conn, app=app, release_version=version, kind=EventKind.WATCH_STARTED, reason=text,
                                    detail={"urls": list(settings.health.urls), "started_at": started_at,
                                            "policy": _policy_detail(settings), "dyno_webhook": webhook})
         notify(settings, "health.watch_started", text, {"app": app, "release_version": version,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from rq import get_current_job
 
@@ -16,6 +17,7 @@ from backout import ledger
 from backout import settings as settings_module
 from backout.defaults import JOB_RESULT_TTL
 from backout.errors import BadInput
+from backout.ledger.records import RequestStatus
 from backout.package_rollback.enqueue import JOB
 from backout.package_rollback.run import check_confirm, run_request
 from backout.worker import queues
@@ -27,7 +29,7 @@ RECHECK_EVERY = timedelta(hours=1)
 RECHECKS = 72
 
 
-def run_package_rollback(request_id: str) -> dict:
+def run_package_rollback(request_id: str) -> dict[str, Any]:
     settings = settings_module.load()
     settings.require("BACKOUT_DATABASE_URL", "GITHUB_TOKEN")
     assert settings.ledger_url is not None
@@ -39,9 +41,9 @@ def run_package_rollback(request_id: str) -> dict:
         try:
             check_confirm(request["plan"], (request.get("params") or {}).get("confirm"))
         except BadInput as exc:
-            ledger.update_request(conn, request_id, status="refused", error=str(exc), finished_at="now")
-            return {"status": "refused", "error": str(exc)}
-        recheck = request["status"] == "succeeded"
+            ledger.update_request(conn, request_id, status=RequestStatus.REFUSED, error=str(exc), finished_at="now")
+            return {"status": RequestStatus.REFUSED, "error": str(exc)}
+        recheck = request["status"] == RequestStatus.SUCCEEDED
         result = run_request(settings, conn, request, recheck=recheck)
         if result["yank"] == "pending":
             _schedule_recheck(request_id)

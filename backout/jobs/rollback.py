@@ -22,23 +22,23 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from rq.exceptions import ShutDownImminentException
 
 from backout import ledger
 from backout.errors import BackoutError
-from backout.heroku import HerokuClient
+from backout.heroku import ApiObject, HerokuClient
+from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepStatus
 from backout.notify import notify
 from backout.output import Progress
 from backout.redact import redact
 from backout.release_version import slug_id
-from backout.rollback.plan import addon_config_vars, config_changes
+from backout.rollback.plan import TargetRelease, addon_config_vars, config_changes
 from backout.settings import Settings, load
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = ("succeeded", "failed", "refused")
 # How long a request waits for another rollback of the same app before it gives up.
 LOCK_WAIT = 30 * 60
 RELEASE_POLL = 1.0
@@ -47,12 +47,12 @@ RELEASE_POLL = 1.0
 class RollbackFailed(BackoutError):
     """The rollback was carried out as far as it could go and did not reach the target."""
 
-    def __init__(self, message: str, result: dict) -> None:
+    def __init__(self, message: str, result: dict[str, Any]) -> None:
         super().__init__(message)
         self.result = result
 
 
-def run_rollback(request_id: str) -> dict:
+def run_rollback(request_id: str) -> dict[str, Any]:
     """Carry out one rollback request from the ledger; returns its result (also stored in the ledger)."""
     settings = load()
     settings.require("BACKOUT_DATABASE_URL", "HEROKU_API_KEY")
@@ -77,40 +77,41 @@ def run_rollback(request_id: str) -> dict:
         ledger.update_request(conn, request_id, attempts=request["attempts"] + 1)
         with _app_lock(conn, settings, request) as held:
             if not held:
-                return _finish(conn, settings, request, "failed", {"status": "failed"},
+                return _finish(conn, settings, request, RequestStatus.FAILED, {"status": RequestStatus.FAILED},
                                f"another rollback of {request['app']} held the app's lock for {LOCK_WAIT // 60} minutes")
             # Another delivery of this same request may have finished it while this one waited.
             request = ledger.require_request(conn, request_id)
             if request["status"] in FINAL_STATUSES:
                 return request["result"] or {"status": request["status"]}
-            ledger.update_request(conn, request_id, status="running", **({} if request["started_at"] else {"started_at": "now"}))
+            ledger.update_request(conn, request_id, status=RequestStatus.RUNNING,
+                                  **({} if request["started_at"] else {"started_at": "now"}))
             try:
                 with HerokuClient.from_settings(settings) as client:
                     result = _carry_out(conn, client, request)
             except ShutDownImminentException:
-                ledger.record_step(conn, request_id, "interrupted", "failed",
+                ledger.record_step(conn, request_id, StepName.INTERRUPTED, StepStatus.FAILED,
                                    {"reason": "the worker is shutting down; the request goes back to the queue"})
-                ledger.update_request(conn, request_id, status="queued")
+                ledger.update_request(conn, request_id, status=RequestStatus.QUEUED)
                 raise
             except RollbackFailed as exc:
-                return _finish(conn, settings, request, "failed", exc.result, str(exc))
+                return _finish(conn, settings, request, RequestStatus.FAILED, exc.result, str(exc))
             except Exception as exc:
                 error = redact(f"{type(exc).__name__}: {exc}", settings.secrets())
                 _close_open_step(conn, request_id, error)
-                _finish(conn, settings, request, "failed", {"status": "failed"}, error)
+                _finish(conn, settings, request, RequestStatus.FAILED, {"status": RequestStatus.FAILED}, error)
                 if isinstance(exc, BackoutError):
-                    return {"status": "failed"}
+                    return {"status": RequestStatus.FAILED}
                 raise  # a bug: let RQ and Sentry report it too
-            return _finish(conn, settings, request, "succeeded", result, None)
+            return _finish(conn, settings, request, RequestStatus.SUCCEEDED, result, None)
     finally:
         conn.close()
 
 
-def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
+def _carry_out(conn: ledger.FollowingConnection, client: HerokuClient, request: RequestRow) -> dict[str, Any]:
     request_id, app = request["id"], request["app"]
     plan = request["plan"]
     target = plan["target"]
-    result: dict[str, Any] = {"status": "failed", "target_version": target["version"], "rolled_back": False}
+    result: dict[str, Any] = {"status": RequestStatus.FAILED, "target_version": target["version"], "rolled_back": False}
     target_config = client.release_config_vars(app, target["version"])
     managed = addon_config_vars(client, app)
 
@@ -127,34 +128,34 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
                 result["files"] = _run_files_step(request)
             detail = {"reason": "the app already runs the target's slug and config vars",
                       "current_version": current["version"], "merged_into": merged}
-            ledger.record_step(conn, request_id, "code_rollback", "skipped", detail)
-            ledger.record_step(conn, request_id, "verify", "done", {"release_version": current["version"]})
-            return {**result, "status": "succeeded", "release_version": current["version"],
+            ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.SKIPPED, detail)
+            ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE, {"release_version": current["version"]})
+            return {**result, "status": RequestStatus.SUCCEEDED, "release_version": current["version"],
                     "release_id": current["id"], "merged_into": merged}
         if plan.get("db_step"):
             result["db"] = _run_database_step(conn, request)
             managed = addon_config_vars(client, app)  # a promoted rollback database attaches anew
         if plan.get("files_step"):
             result["files"] = _run_files_step(request)
-        ledger.record_step(conn, request_id, "code_rollback", "started",
+        ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.STARTED,
                            {"target_version": target["version"], "from_version": current["version"]})
         release = client.rollback(app, target["id"])
-        ledger.record_step(conn, request_id, "code_rollback", "done",
+        ledger.record_step(conn, request_id, StepName.CODE_ROLLBACK, StepStatus.DONE,
                            {"release_id": release["id"], "release_version": release["version"]})
     result.update(rolled_back=True, release_version=release["version"], release_id=release["id"])
 
-    ledger.record_step(conn, request_id, "release_phase", "started", {"release_version": release["version"]})
+    ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.STARTED, {"release_version": release["version"]})
     final = client.wait_release(app, release["id"], poll=RELEASE_POLL)
     if final.get("status") != "succeeded":
         current = client.current_release(app)
         result["current_version"] = current["version"]
-        ledger.record_step(conn, request_id, "release_phase", "failed",
+        ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.FAILED,
                            {"release_version": final["version"], "status": final.get("status"),
                             "current_version": current["version"]})
         raise RollbackFailed(
             f"the release phase of v{final['version']} (rollback to v{target['version']}) ended "
             f"{final.get('status')}; {app} is still on v{current['version']}", result)
-    ledger.record_step(conn, request_id, "release_phase", "done", {"release_version": final["version"]})
+    ledger.record_step(conn, request_id, StepName.RELEASE_PHASE, StepStatus.DONE, {"release_version": final["version"]})
 
     current = client.current_release(app)
     problems = []
@@ -162,23 +163,23 @@ def _carry_out(conn: Any, client: HerokuClient, request: dict) -> dict:
         problems.append(f"the current release is v{current['version']}, not the rollback release v{final['version']}")
     if slug_id(current) != target.get("slug_id"):
         problems.append(f"its slug is {slug_id(current)}, not v{target['version']}'s {target.get('slug_id')}")
-    differ = config_changes(target_config, client.config_vars(app), managed)
-    differ = sorted(name for names in differ.values() for name in names)
+    changes = config_changes(target_config, client.config_vars(app), managed)
+    differ = sorted(name for names in changes.values() for name in names)
     if differ:
         problems.append(f"config vars differ from v{target['version']}'s: {', '.join(differ)}")
     result["current_version"] = current["version"]
     if problems:
-        ledger.record_step(conn, request_id, "verify", "failed", {"problems": problems})
+        ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.FAILED, {"problems": problems})
         raise RollbackFailed("verification failed: " + "; ".join(problems), result)
-    ledger.record_step(conn, request_id, "verify", "done",
+    ledger.record_step(conn, request_id, StepName.VERIFY, StepStatus.DONE,
                        {"release_version": current["version"], "slug_id": slug_id(current)})
-    return {**result, "status": "succeeded"}
+    return {**result, "status": RequestStatus.SUCCEEDED}
 
 
-def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dict | None:
+def _release_made_earlier(conn: Any, client: HerokuClient, request: RequestRow) -> dict[str, Any] | None:
     """The rollback release an earlier run of this request made, if any."""
     for step in reversed(ledger.steps(conn, request["id"])):
-        if step["step"] == "code_rollback" and step["status"] == "done":
+        if step["step"] == StepName.CODE_ROLLBACK and step["status"] == StepStatus.DONE:
             return client.release_info(request["app"], step["detail"]["release_id"])
     if request["attempts"] <= 1:
         return None  # this is the first run: nothing can have been made yet
@@ -187,27 +188,28 @@ def _release_made_earlier(conn: Any, client: HerokuClient, request: dict) -> dic
     release = client.rollback_release_since(request["app"], plan["target"]["version"], plan["current"]["version"],
                                             failed=False)
     if release is not None:
-        ledger.record_step(conn, request["id"], "code_rollback", "done",
+        ledger.record_step(conn, request["id"], StepName.CODE_ROLLBACK, StepStatus.DONE,
                            {"release_id": release["id"], "release_version": release["version"],
                             "found": "made by an earlier run of this request"})
     return release
 
 
-def _runs(client: HerokuClient, app: str, current: dict, target: dict, target_config: dict, managed: set[str]) -> bool:
+def _runs(client: HerokuClient, app: str, current: ApiObject, target: TargetRelease,
+          target_config: Mapping[str, Any], managed: set[str]) -> bool:
     if slug_id(current) != target.get("slug_id"):
         return False
     return not any(config_changes(target_config, client.config_vars(app), managed).values())
 
 
-def _merged_into(conn: Any, request: dict, current: dict) -> str | None:
+def _merged_into(conn: Any, request: RequestRow, current: ApiObject) -> str | None:
     """The earlier request whose rollback made the current release, when there is one."""
-    for other in ledger.list_requests(conn, request["app"], statuses=["succeeded"], limit=20):
+    for other in ledger.list_requests(conn, request["app"], statuses=[RequestStatus.SUCCEEDED], limit=20):
         if other["id"] != request["id"] and (other["result"] or {}).get("release_id") == current["id"]:
             return other["id"]
     return None
 
 
-def _run_database_step(conn: Any, request: dict) -> dict:
+def _run_database_step(conn: Any, request: RequestRow) -> dict[str, Any]:
     """The plan's database step (safety checkpoint, then restore or down migrations); a summary."""
     from backout.rollback.database.step import run_db_step
 
@@ -216,7 +218,7 @@ def _run_database_step(conn: Any, request: dict) -> dict:
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "mode", "undone") if key in done}
 
 
-def _run_files_step(request: dict) -> dict:
+def _run_files_step(request: RequestRow) -> dict[str, Any]:
     """The plan's files step (a safety checkpoint of the files, then the restore); a summary."""
     from backout.rollback.files_step import run_files_step  # S3 loads only for a files step
 
@@ -225,37 +227,38 @@ def _run_files_step(request: dict) -> dict:
     return {key: done.get(key) for key in ("restore_point", "safety_checkpoint_id", "summary") if key in done}
 
 
-def _same_database_step(conn: Any, request_id: str | None, step: dict) -> bool:
+def _same_database_step(conn: Any, request_id: str | None, step: dict[str, Any]) -> bool:
     if request_id is None:
         return False
-    other = (ledger.get_request(conn, request_id)["plan"] or {}).get("db_step") or {}
+    other = (ledger.require_request(conn, request_id)["plan"] or {}).get("db_step") or {}
     return (other.get("kind"), (other.get("restore_point") or {}).get("id")) == (
         step.get("kind"), (step.get("restore_point") or {}).get("id"))
 
 
 @contextmanager
-def _app_lock(conn: Any, settings: Settings, request: dict) -> Iterator[bool]:
+def _app_lock(conn: Any, settings: Settings, request: RequestRow) -> Iterator[bool]:
     assert settings.ledger_url is not None
     with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as held:
         if held:
             yield True
             return
-    ledger.record_step(conn, request["id"], "lock", "started",
+    ledger.record_step(conn, request["id"], StepName.LOCK, StepStatus.STARTED,
                        {"reason": f"another rollback of {request['app']} is running; waiting for it"})
     with ledger.app_lock(settings.ledger_url, request["app"], timeout=LOCK_WAIT) as held:
         if held:
-            ledger.record_step(conn, request["id"], "lock", "done", None)
+            ledger.record_step(conn, request["id"], StepName.LOCK, StepStatus.DONE, None)
         yield held
 
 
 def _close_open_step(conn: Any, request_id: str, error: str) -> None:
     """Record as failed the step that was under way when an error cut the job short."""
     steps = ledger.steps(conn, request_id)
-    if steps and steps[-1]["status"] == "started":
-        ledger.record_step(conn, request_id, steps[-1]["step"], "failed", {"error": error})
+    if steps and steps[-1]["status"] == StepStatus.STARTED:
+        ledger.record_step(conn, request_id, steps[-1]["step"], StepStatus.FAILED, {"error": error})
 
 
-def _finish(conn: Any, settings: Settings, request: dict, status: str, result: dict, error: str | None) -> dict:
+def _finish(conn: Any, settings: Settings, request: RequestRow, status: RequestStatus, result: dict[str, Any],
+            error: str | None) -> dict[str, Any]:
     request_id, app = request["id"], request["app"]
     if error is not None:
         error = redact(error, settings.secrets())
@@ -263,12 +266,12 @@ def _finish(conn: Any, settings: Settings, request: dict, status: str, result: d
     ledger.update_request(conn, request_id, status=status, result=result, error=error, finished_at="now")
     target = request["plan"]["target"]["version"]
     who = request["requested_by"]
-    if status == "succeeded" and not result.get("rolled_back"):
+    if status == RequestStatus.SUCCEEDED and not result.get("rolled_back"):
         text = f"{app} already runs v{target}'s code and config; nothing rolled back (request {request_id} by {who})"
-    elif status == "succeeded":
+    elif status == RequestStatus.SUCCEEDED:
         text = f"Rolled {app} back to v{target} as release v{result['release_version']} (request {request_id} by {who})"
     else:
         text = f"Rollback of {app} to v{target} failed: {error} (request {request_id} by {who})"
-    log.log(logging.INFO if status == "succeeded" else logging.ERROR, text)
+    log.log(logging.INFO if status == RequestStatus.SUCCEEDED else logging.ERROR, text)
     notify(settings, f"rollback.{status}", text, {"request_id": request_id, "app": app, **result})
     return result

@@ -6,13 +6,13 @@ processes starting at once (a release dyno and a worker) do not race. Rows come 
 JSON-friendly values: timestamps are ISO 8601 strings in UTC, LSNs are text, jsonb is plain Python.
 The schema is left out of every backup and restore, so restoring the app's database never rewinds it.
 
-Split by concept: `schema` (tables, upgrades, connections, ids), `checkpoints`, `requests` (and
-their steps), `events` (health events), `locks` (one rollback per app), `rows` (row conversion).
+Split by concept: `schema` (tables, upgrades, connections, ids), `records` (the rows' types and
+the states a row can be in), `checkpoints`, `requests` (and their steps), `events` (health
+events), `locks` (one rollback per app), `rows` (row conversion).
 Callers use this package's names: `ledger.connect(url)`, `ledger.create_checkpoint(conn, ...)`.
 """
 
 from backout.ledger.checkpoints import (
-    FINISHED_CHECKPOINT,
     checkpoint_for_release,
     create_checkpoint,
     get_checkpoint,
@@ -40,8 +40,24 @@ from backout.ledger.probes import (
     prune_probe_samples,
     record_probe_samples,
 )
+from backout.ledger.records import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    FINISHED_CHECKPOINT,
+    FINISHED_STEP,
+    CheckpointKind,
+    CheckpointRow,
+    CheckpointStatus,
+    HealthEventRow,
+    LedgerConnection,
+    ProbeSampleRow,
+    RequestRow,
+    RequestStatus,
+    StepName,
+    StepRow,
+    StepStatus,
+)
 from backout.ledger.requests import (
-    MOVED_STEP,
     create_request,
     moved_away,
     get_request,
@@ -53,14 +69,10 @@ from backout.ledger.requests import (
 )
 from backout.ledger.schema import (
     CHECKPOINT_FIELDS,
-    CHECKPOINT_KINDS,
-    CHECKPOINT_STATUSES,
     REQUEST_FIELDS,
-    REQUEST_STATUSES,
     SCHEMA,
     SCHEMA_LOCK,
     SCHEMA_VERSION,
-    STEP_STATUSES,
     connect,
     ensure_schema,
     ledger_id,
@@ -68,7 +80,20 @@ from backout.ledger.schema import (
 )
 
 __all__ = [
-    
+    "LedgerConnection",
+    "CheckpointRow",
+    "RequestRow",
+    "StepRow",
+    "HealthEventRow",
+    "ProbeSampleRow",
+    "CheckpointKind",
+    "CheckpointStatus",
+    "RequestStatus",
+    "StepStatus",
+    "StepName",
+    "FINAL_STATUSES",
+    "ACTIVE_STATUSES",
+    "FINISHED_STEP",
     "create_checkpoint",
     "update_checkpoint",
     "get_checkpoint",
@@ -85,7 +110,6 @@ __all__ = [
     "checkpoint_lock_key",
     "app_lock",
     "carry_app_lock",
-    "MOVED_STEP",
     "moved_away",
     "FollowingConnection",
     "ledger_id",
@@ -101,10 +125,6 @@ __all__ = [
     "record_step",
     "steps",
     "SCHEMA",
-    "CHECKPOINT_KINDS",
-    "CHECKPOINT_STATUSES",
-    "REQUEST_STATUSES",
-    "STEP_STATUSES",
     "SCHEMA_LOCK",
     "SCHEMA_VERSION",
     "CHECKPOINT_FIELDS",

@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import psycopg
+from typing import Any, cast
 
+from backout.ledger.records import HealthEventRow, LedgerConnection
 from backout.ledger.rows import jsonb, plain
 from backout.ledger.schema import SCHEMA, new_id
 from backout.redact import scrub
 
 
 def record_health_event(
-    conn: psycopg.Connection,
+    conn: LedgerConnection,
     *,
     app: str,
     release_version: int | None,
     kind: str,
     verdict: str | None = None,
     reason: str | None = None,
-    detail: dict | None = None,
-) -> dict:
+    detail: dict[str, Any] | None = None,
+) -> HealthEventRow:
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.health_events (id, app, release_version, kind, verdict, reason, detail)
             VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *""",
         (new_id("he"), app, release_version, kind, verdict, scrub(reason), jsonb(detail)),
     ).fetchone()
-    return plain(row)
+    return cast(HealthEventRow, plain(row))
 
 
-def health_events(conn: psycopg.Connection, app: str, limit: int = 50) -> list[dict]:
+def health_events(conn: LedgerConnection, app: str, limit: int = 50) -> list[HealthEventRow]:
     """An app's health events, newest first."""
     rows = conn.execute(
         f"SELECT * FROM {SCHEMA}.health_events WHERE app = %s ORDER BY at DESC, id DESC LIMIT %s",
         (app, limit),
     ).fetchall()
-    return [plain(r) for r in rows]
+    return [cast(HealthEventRow, plain(r)) for r in rows]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
+from backout.ledger.records import LedgerConnection
 from backout.ledger.schema import connect
 
 if TYPE_CHECKING:
     # To the type checker it is the connection it stands for, plus `follow`.
-    _Base = psycopg.Connection[Any]
+    _Base = LedgerConnection
 else:
     _Base = object
 
@@ -25,13 +24,13 @@ else:
 class FollowingConnection(_Base):
     """A ledger connection (psycopg's, by delegation) that `follow` can point at another ledger."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:  # noqa: D107 - no super(): it delegates
+    def __init__(self, conn: LedgerConnection) -> None:  # noqa: D107 - no super(): it delegates
         self._conn = conn
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    def __enter__(self) -> FollowingConnection:  # type: ignore[override]
+    def __enter__(self) -> FollowingConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:

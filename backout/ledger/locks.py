@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import psycopg
 from psycopg.rows import tuple_row
@@ -31,7 +31,7 @@ def checkpoint_lock_key(checkpoint_id: str) -> int:
 
 
 @contextmanager
-def release_lock(conn: psycopg.Connection, app: str, version: int) -> Iterator[None]:
+def release_lock(conn: psycopg.Connection[Any], app: str, version: int) -> Iterator[None]:
     """Hold, on `conn`, the lock of one release's release phase while the block runs, waiting
     for another holder (a second release phase of the same release) to finish first. Dropped by
     PostgreSQL if this process dies."""
@@ -44,7 +44,7 @@ def release_lock(conn: psycopg.Connection, app: str, version: int) -> Iterator[N
             conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
-def taker_alive(conn: psycopg.Connection, checkpoint_id: str) -> bool:
+def taker_alive(conn: psycopg.Connection[Any], checkpoint_id: str) -> bool:
     """Whether a process still holds the checkpoint's lock (it is still taking the checkpoint)."""
     key = checkpoint_lock_key(checkpoint_id)
     if not _try_lock(conn, key):
@@ -55,7 +55,7 @@ def taker_alive(conn: psycopg.Connection, checkpoint_id: str) -> bool:
 
 # While app_lock holds an app's lock: the extra connections holding it in other databases (a
 # promoted rollback database the ledger moved to), closed (so released) when app_lock lets go.
-_carried: dict[str, list[psycopg.Connection]] = {}
+_carried: dict[str, list[psycopg.Connection[Any]]] = {}
 
 
 def carry_app_lock(app: str, url: str) -> None:
@@ -87,7 +87,7 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
     key = app_lock_key(app)
     try:
         if not wait:
-            held = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            held = _try_lock(conn, key)
         elif timeout is not None:
             conn.execute(f"SET lock_timeout = {max(1, int(timeout * 1000))}")
             try:
@@ -111,6 +111,6 @@ def app_lock(url: str, app: str, wait: bool = True, timeout: float | None = None
         conn.close()
 
 
-def _try_lock(conn: psycopg.Connection, key: int) -> bool:
+def _try_lock(conn: psycopg.Connection[Any], key: int) -> bool:
     row = conn.cursor(row_factory=tuple_row).execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
     return bool(row and row[0])

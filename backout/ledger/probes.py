@@ -5,18 +5,17 @@ raw measurements, passing ones included, kept for SAMPLE_DAYS.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import psycopg
+from typing import Any, Sequence, cast
 
 from backout.defaults import DAY
+from backout.ledger.records import LedgerConnection, ProbeSampleRow
 from backout.ledger.rows import plain
 from backout.ledger.schema import SCHEMA
 
 SAMPLE_DAYS = 14
 
 
-def record_probe_samples(conn: psycopg.Connection, samples: Sequence[dict[str, Any]]) -> None:
+def record_probe_samples(conn: LedgerConnection, samples: Sequence[dict[str, Any]]) -> None:
     """Write samples (`app`, `release_version`, `url`, `at` as epoch seconds, `outcome`, `status`,
     `elapsed` in seconds, `counted`) in one round-trip."""
     if not samples:
@@ -29,16 +28,16 @@ def record_probe_samples(conn: psycopg.Connection, samples: Sequence[dict[str, A
               s.get("counted", True)) for s in samples])
 
 
-def probe_samples(conn: psycopg.Connection, app: str, limit: int = 5000) -> list[dict]:
+def probe_samples(conn: LedgerConnection, app: str, limit: int = 5000) -> list[ProbeSampleRow]:
     """An app's newest `limit` samples, oldest first."""
     rows = conn.execute(
         f"""SELECT * FROM (SELECT app, release_version, url, at, outcome, status, elapsed, counted
                            FROM {SCHEMA}.probe_samples WHERE app = %s ORDER BY at DESC, id DESC LIMIT %s) AS newest
             ORDER BY at""", (app, limit)).fetchall()
-    return [plain(r) for r in rows]
+    return [cast(ProbeSampleRow, plain(r)) for r in rows]
 
 
-def prune_probe_samples(conn: psycopg.Connection, days: float = SAMPLE_DAYS) -> int:
+def prune_probe_samples(conn: LedgerConnection, days: float = SAMPLE_DAYS) -> int:
     """Delete samples older than `days`; returns how many."""
     return conn.execute(
         f"DELETE FROM {SCHEMA}.probe_samples WHERE at < clock_timestamp() - make_interval(secs => %s)",

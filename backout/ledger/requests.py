@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import psycopg
+from typing import Any, Mapping, Sequence, cast
 
 from backout.errors import BackoutError
+from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus, StepName, StepRow, StepStatus
 from backout.ledger.rows import check_choice, jsonb, plain, update_row
-from backout.ledger.schema import (
-    REQUEST_FIELDS,
-    REQUEST_STATUSES,
-    SCHEMA,
-    STEP_STATUSES,
-    new_id,
-)
+from backout.ledger.schema import REQUEST_FIELDS, SCHEMA, new_id
 
 
 def create_request(
-    conn: psycopg.Connection,
+    conn: LedgerConnection,
     *,
     app: str,
     target: str,
@@ -26,9 +19,9 @@ def create_request(
     dry_run: bool,
     requested_by: str,
     kind: str = "heroku",
-    plan: dict | None = None,
-    params: dict | None = None,
-) -> dict:
+    plan: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> RequestRow:
     """A rollback request with status 'queued', written before it is enqueued."""
     row = conn.execute(
         f"""INSERT INTO {SCHEMA}.requests (id, app, kind, target, db, dry_run, requested_by, plan, params)
@@ -36,15 +29,15 @@ def create_request(
         (new_id("rb"), app, kind, target, db, dry_run, requested_by, jsonb(plan, verbatim=True),
          jsonb(params, verbatim=True)),
     ).fetchone()
-    return plain(row)
+    return cast(RequestRow, plain(row))
 
 
-def get_request(conn: psycopg.Connection, request_id: str) -> dict | None:
+def get_request(conn: LedgerConnection, request_id: str) -> RequestRow | None:
     row = conn.execute(f"SELECT * FROM {SCHEMA}.requests WHERE id = %s", (request_id,)).fetchone()
-    return plain(row) if row else None
+    return cast(RequestRow, plain(row)) if row else None
 
 
-def require_request(conn: psycopg.Connection, request_id: str) -> dict:
+def require_request(conn: LedgerConnection, request_id: str) -> RequestRow:
     """The request's row; BackoutError when the ledger has none by that id."""
     request = get_request(conn, request_id)
     if request is None:
@@ -52,22 +45,22 @@ def require_request(conn: psycopg.Connection, request_id: str) -> dict:
     return request
 
 
-def update_request(conn: psycopg.Connection, request_id: str, **fields: Any) -> dict:
+def update_request(conn: LedgerConnection, request_id: str, **fields: Any) -> RequestRow:
     """Set the given fields (see REQUEST_FIELDS) and return the whole row; updated_at is kept current."""
     if "status" in fields:
-        check_choice("request status", fields["status"], REQUEST_STATUSES)
+        check_choice("request status", fields["status"], RequestStatus)
     row = update_row(conn, "requests", REQUEST_FIELDS, request_id, fields, touch="updated_at")
     if row is None:
         raise BackoutError(f"rollback request {request_id} is not in the ledger")
-    return row
+    return cast(RequestRow, row)
 
 
 def list_requests(
-    conn: psycopg.Connection,
+    conn: LedgerConnection,
     app: str | None = None,
     statuses: Sequence[str] | None = None,
     limit: int = 50,
-) -> list[dict]:
+) -> list[RequestRow]:
     """Rollback requests, newest first, optionally of one app and in some statuses."""
     rows = conn.execute(
         f"""SELECT * FROM {SCHEMA}.requests
@@ -76,35 +69,31 @@ def list_requests(
         (app, app, None if statuses is None else list(statuses),
          None if statuses is None else list(statuses), limit),
     ).fetchall()
-    return [plain(r) for r in rows]
+    return [cast(RequestRow, plain(r)) for r in rows]
 
 
 def record_step(
-    conn: psycopg.Connection, request_id: str, step: str, status: str, detail: dict | None = None
-) -> dict:
+    conn: LedgerConnection, request_id: str, step: str, status: str, detail: dict[str, Any] | None = None
+) -> StepRow:
     """One line of a job's story ('plan', 'restore', 'verify' ... and 'started', 'done' ...)."""
-    check_choice("step status", status, STEP_STATUSES)
+    check_choice("step status", status, StepStatus)
     row = conn.execute(
         f"INSERT INTO {SCHEMA}.steps (request_id, step, status, detail) VALUES (%s, %s, %s, %s) RETURNING *",
         (request_id, step, status, jsonb(detail)),
     ).fetchone()
-    return plain(row)
+    return cast(StepRow, plain(row))
 
 
-def steps(conn: psycopg.Connection, request_id: str) -> list[dict]:
+def steps(conn: LedgerConnection, request_id: str) -> list[StepRow]:
     """A request's steps, oldest first."""
     rows = conn.execute(
         f"SELECT * FROM {SCHEMA}.steps WHERE request_id = %s ORDER BY id", (request_id,)
     ).fetchall()
-    return [plain(r) for r in rows]
+    return [cast(StepRow, plain(r)) for r in rows]
 
 
-# The step a request's record gets in the ledger a promotion left behind (see ledger.follow).
-MOVED_STEP = "ledger_moved"
-
-
-def moved_away(conn: psycopg.Connection, request_id: str) -> bool:
+def moved_away(conn: LedgerConnection, request_id: str) -> bool:
     """Whether this ledger is the copy a promotion left behind: the request goes on in the new one."""
     row = conn.execute(f"SELECT 1 FROM {SCHEMA}.steps WHERE request_id = %s AND step = %s LIMIT 1",
-                       (request_id, MOVED_STEP)).fetchone()
+                       (request_id, StepName.LEDGER_MOVED)).fetchone()
     return row is not None

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any
+from typing import Any, Iterable
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from backout.ledger.records import LedgerConnection
 from backout.ledger.schema import SCHEMA
 from backout.redact import scrub
 
@@ -18,9 +18,9 @@ VERBATIM = ("down_scripts", "plan", "params")
 
 
 def update_row(
-    conn: psycopg.Connection, table: str, allowed: dict[str, str], row_id: str, fields: dict[str, Any],
+    conn: LedgerConnection, table: str, allowed: dict[str, str], row_id: str, fields: dict[str, Any],
     touch: str | None = None,
-) -> dict | None:
+) -> dict[str, Any] | None:
     unknown = sorted(set(fields) - set(allowed))
     if unknown:
         raise ValueError(f"cannot update {table} field(s) {', '.join(unknown)}")
@@ -50,12 +50,13 @@ def update_row(
     return plain_or_none(conn.execute(query, [*values, row_id]).fetchone())
 
 
-def plain_or_none(row: dict | None) -> dict | None:
+def plain_or_none(row: dict[str, Any] | None) -> dict[str, Any] | None:
     return plain(row) if row else None
 
 
-def plain(row: dict) -> dict:
+def plain(row: dict[str, Any] | None) -> dict[str, Any]:
     """The row with timestamps as ISO 8601 UTC strings and LSNs as text."""
+    assert row is not None, "INSERT ... RETURNING and UPDATE ... RETURNING of a known id return a row"
     out = {}
     for key, value in row.items():
         if isinstance(value, _dt.datetime):
@@ -73,6 +74,7 @@ def jsonb(value: Any, verbatim: bool = False) -> Jsonb | None:
     return Jsonb(value if verbatim else scrub(value))
 
 
-def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(what: str, value: str, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{what} {value!r} is not one of {', '.join(choices)}")

@@ -6,19 +6,16 @@ import hashlib
 import os
 import threading
 import time
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from backout.errors import BackoutError, first_line
+from backout.ledger.records import LedgerConnection
 from backout.redact import mask_url
 
 SCHEMA = "backout"
-
-CHECKPOINT_KINDS = ("deploy", "safety")
-CHECKPOINT_STATUSES = ("running", "complete", "failed", "abandoned")
-REQUEST_STATUSES = ("queued", "running", "succeeded", "failed", "refused")
-STEP_STATUSES = ("started", "done", "failed", "skipped")
 
 # Advisory-lock keys. The schema key is a fixed 64-bit number; app keys are derived from the name.
 SCHEMA_LOCK = int.from_bytes(hashlib.sha256(b"backout ledger schema").digest()[:8], "big", signed=True)
@@ -191,7 +188,7 @@ def new_id(prefix: str) -> str:
 
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str) -> LedgerConnection:
     """An autocommit connection with dict rows, the session in UTC, the ledger schema current."""
     try:
         conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
@@ -206,13 +203,14 @@ def connect(url: str) -> psycopg.Connection:
     return conn
 
 
-def ledger_id(conn: psycopg.Connection) -> str:
+def ledger_id(conn: psycopg.Connection[Any]) -> str:
     """The ledger's identity: the same for every connection to it and for a copy made of it."""
     row = conn.execute(f"SELECT id FROM {SCHEMA}.identity ORDER BY created_at, id LIMIT 1").fetchone()
-    return row["id"] if isinstance(row, dict) else row[0]
+    assert row is not None, "the schema's upgrades insert the identity"
+    return str(row["id"] if isinstance(row, dict) else row[0])
 
 
-def ensure_schema(conn: psycopg.Connection) -> None:
+def ensure_schema(conn: LedgerConnection) -> None:
     """Create or upgrade the ledger's tables. Cheap when they are current (one query, no lock)."""
     if _schema_version(conn) == SCHEMA_VERSION:
         return
@@ -238,9 +236,9 @@ def ensure_schema(conn: psycopg.Connection) -> None:
             conn.execute(f"INSERT INTO {SCHEMA}.schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
 
 
-def _schema_version(conn: psycopg.Connection) -> int | None:
+def _schema_version(conn: LedgerConnection) -> int | None:
     row = conn.execute("SELECT to_regclass(%s) AS t", (f"{SCHEMA}.schema_version",)).fetchone()
-    if row["t"] is None:
+    if row is None or row["t"] is None:
         return None
     row = conn.execute(f"SELECT version FROM {SCHEMA}.schema_version").fetchone()
     if row and row["version"] > SCHEMA_VERSION:

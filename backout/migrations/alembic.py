@@ -115,7 +115,7 @@ class AlembicAdapter(MigrationAdapter):
     def conventional_path(cls) -> Path:
         return Path("alembic.ini") if Path("alembic.ini").is_file() else Path("alembic")
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         """The heads in alembic_version (Alembic records nothing else), sorted."""
         if self.state_table_columns(conn) is None:
             return []
@@ -136,7 +136,7 @@ class AlembicAdapter(MigrationAdapter):
             ))
         return oldest_first(found)
 
-    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+    def pending(self, conn: psycopg.Connection[Any]) -> list[SavedMigration]:
         """The revisions that are neither a current head nor below one; none when a head is not in
         the code (the database is ahead of it, and `alembic upgrade` refuses to run)."""
         available = self.available()
@@ -145,7 +145,7 @@ class AlembicAdapter(MigrationAdapter):
         reached = self._reached(conn, available)
         return [m for m in available if m.id not in reached]
 
-    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+    def applied_history(self, conn: psycopg.Connection[Any]) -> list[str]:
         """The heads and every revision below them, oldest first (the revision files tell what is
         below; without them, the heads alone)."""
         try:
@@ -156,11 +156,11 @@ class AlembicAdapter(MigrationAdapter):
         known = [m.id for m in available if m.id in reached]
         return known + sorted(reached - set(known))
 
-    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+    def down_path(self, conn: psycopg.Connection[Any], saved: Mapping[str, SavedMigration],
                   target: Sequence[str]) -> DownPath:
         return walk_down(self.applied(conn), saved, target)
 
-    def _reached(self, conn: psycopg.Connection, available: list[SavedMigration]) -> set[str]:
+    def _reached(self, conn: psycopg.Connection[Any], available: list[SavedMigration]) -> set[str]:
         parents = {m.id: m.parents for m in available}
         reached: set[str] = set()
         stack = list(self.applied(conn))
@@ -171,7 +171,7 @@ class AlembicAdapter(MigrationAdapter):
                 stack.extend(parents.get(revision, []))
         return reached
 
-    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+    def migration_sql(self, conn: psycopg.Connection[Any] | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
         """Alembic's offline SQL (`alembic upgrade/downgrade A:B --sql`) of each revision, written
         by Alembic in a child process from the saved revision files."""
         if not migrations:
@@ -198,7 +198,7 @@ class AlembicAdapter(MigrationAdapter):
         """Where `alembic` is run from: the ini's directory."""
         return self.path.parent
 
-    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def _state_problems(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         heads = set(self.applied(conn))
         plan = {m.id for m in migrations}
         below = {p for m in migrations for p in m.parents}
@@ -218,7 +218,7 @@ class AlembicAdapter(MigrationAdapter):
         return problems
 
     def run_down(
-        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+        self, conn: psycopg.Connection[Any], migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         say = progress or (lambda message: None)
         script.require_idle(conn)
@@ -292,7 +292,7 @@ class AlembicAdapter(MigrationAdapter):
         return locations, ini.getboolean("alembic", "recursive_version_locations", fallback=False)
 
 
-def _run_offline(root: Path, steps: list[list[str | None]], cwd: Path) -> tuple[dict, str | None]:
+def _run_offline(root: Path, steps: list[list[str | None]], cwd: Path) -> tuple[dict[str, Any], str | None]:
     """Alembic's offline SQL of each (revision, parent) step, or {} and why it could not be had."""
     try:
         done = subprocess.run([sys.executable, "-c", _OFFLINE, str(root), json.dumps(steps), _OFFLINE_MARKER], cwd=cwd,
@@ -314,9 +314,10 @@ def revision_header(source: str, path: Path) -> tuple[str, list[str], str]:
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and node.value is not None:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision") and value is not None:
                 try:
-                    values[target.id] = ast.literal_eval(node.value)
+                    values[target.id] = ast.literal_eval(value)
                 except ValueError:
                     raise BackoutError(f"{path}: {target.id} is not a plain string, so backout cannot read it") from None
     if not isinstance(values.get("revision"), str):
@@ -352,7 +353,7 @@ def write_script_directory(root: Path, migrations: list[SavedMigration], target:
 
 
 @contextmanager
-def lent_to_sqlalchemy(conn: psycopg.Connection) -> Iterator[Any]:
+def lent_to_sqlalchemy(conn: psycopg.Connection[Any]) -> Iterator[Any]:
     """A SQLAlchemy connection over the caller's psycopg connection, which stays open after.
 
     The engine's pool holds that one connection and is never disposed of (disposing would close

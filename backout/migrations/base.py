@@ -48,11 +48,11 @@ class SavedMigration:
     irreversible_reason: str | None = None
     replaces: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> SavedMigration:
+    def from_json(cls, d: dict[str, Any]) -> SavedMigration:
         required = ("tool", "id", "name", "down", "transactional", "reversible", "files")
         missing = [key for key in required if key not in d]
         if missing:
@@ -122,7 +122,7 @@ class MigrationAdapter:
 
     # --- reading state -------------------------------------------------------------------------
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         """Applied migration ids in order, from the tool's own table; [] when it does not exist."""
         raise NotImplementedError
 
@@ -130,12 +130,12 @@ class MigrationAdapter:
         """Every migration in the code, oldest first."""
         raise NotImplementedError
 
-    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+    def pending(self, conn: psycopg.Connection[Any]) -> list[SavedMigration]:
         """The migrations in the code that are not applied yet, oldest first."""
         done = set(self.applied(conn))
         return [m for m in self.available() if m.id not in done]
 
-    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+    def migration_sql(self, conn: psycopg.Connection[Any] | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
         """The SQL each of `migrations` runs forward (and back), keyed by id."""
         return {m.id: MigrationSQL(up=self.up_sql(m), down=m.down) for m in migrations}
 
@@ -143,13 +143,13 @@ class MigrationAdapter:
         """The forward SQL of a migration whose tool keeps it in a file (saved in `m.files`)."""
         raise NotImplementedError
 
-    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+    def applied_history(self, conn: psycopg.Connection[Any]) -> list[str]:
         """Every applied migration, for counting: the state table's rows where the tool lists
         them all; tools that record only the newest (Alembic's heads, golang-migrate's version)
         add what lies below it among the migration files here."""
         return self.applied(conn)
 
-    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+    def down_path(self, conn: psycopg.Connection[Any], saved: Mapping[str, SavedMigration],
                   target: Sequence[str]) -> DownPath:
         """The saved migrations (any checkpoint's, by id) to undo to go from the state applied now
         to `target`, a state `applied` returned earlier. For tools that list every applied
@@ -166,7 +166,7 @@ class MigrationAdapter:
             behind=[i for i in target if i not in set(applied)],
         )
 
-    def state_table_columns(self, conn: psycopg.Connection) -> set[str] | None:
+    def state_table_columns(self, conn: psycopg.Connection[Any]) -> set[str] | None:
         """The columns of the tool's state table, None when there is no such table yet.
 
         Raises BackoutError naming the table and the expected columns when some are missing.
@@ -189,13 +189,13 @@ class MigrationAdapter:
             )
         return columns
 
-    def _query(self, conn: psycopg.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _query(self, conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with conn.transaction():
             return conn.execute(sql, params).fetchall()
 
     # --- down migrations -----------------------------------------------------------------------
 
-    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def check_down_plan(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         """What makes undoing `migrations` impossible; [] when nothing does."""
         problems = [self._irreversible(m) for m in migrations if not m.reversible or m.down is None]
         problems += [
@@ -208,7 +208,7 @@ class MigrationAdapter:
         return problems
 
     def run_down(
-        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+        self, conn: psycopg.Connection[Any], migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         """Undo `migrations`, newest first; the ids undone. They may come in any order (from several
         checkpoints, say): each goes after the ones it depends on.
@@ -230,26 +230,26 @@ class MigrationAdapter:
         return ran
 
     def resolve_failed(
-        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+        self, conn: psycopg.Connection[Any], migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         """After a failed migrate command, `migrations` being those still pending: clear what the
         tool recorded of one that failed and left nothing behind, where that record would stop the
         tool's next run; the ids cleared. Most tools record nothing of a failed migration."""
         return []
 
-    def refuse_if_impossible(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> None:
+    def refuse_if_impossible(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> None:
         problems = self.check_down_plan(conn, migrations)
         if problems:
             raise PlanRefused("cannot run the down migrations: " + "; ".join(problems))
 
-    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+    def _undo(self, conn: psycopg.Connection[Any], m: SavedMigration) -> None:
         """Run one down script and update the state table; leave both consistent on failure."""
         raise NotImplementedError
 
     def _irreversible(self, m: SavedMigration) -> str:
         return f"{m.id} ({m.name}) is irreversible: {m.irreversible_reason or 'it has no down script'}"
 
-    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def _state_problems(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         """For tools that list every applied migration: the plan must be exactly the newest ones."""
         applied = self.applied(conn)
         # A squashed migration's row and the rows of those it replaces go together.
@@ -268,7 +268,7 @@ class MigrationAdapter:
         return problems
 
     def _run_sql_step(
-        self, conn: psycopg.Connection, m: SavedMigration, record: Callable[[psycopg.Connection], None]
+        self, conn: psycopg.Connection[Any], m: SavedMigration, record: Callable[[psycopg.Connection[Any]], None]
     ) -> None:
         """The down script, then `record` (the state-table update), in one transaction when the
         migration is transactional; otherwise as the tools run such files: one query string

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -35,7 +36,7 @@ class DbmateAdapter(MigrationAdapter):
     state_table = "schema_migrations"
     state_columns = ("version",)
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         columns = self.state_table_columns(conn)
         if columns is None:
             return []
@@ -66,8 +67,8 @@ class DbmateAdapter(MigrationAdapter):
         name, text = next(iter(m.files.items()))
         return parse(text, Path(name))[0]
 
-    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
-        def record(c: psycopg.Connection) -> None:
+    def _undo(self, conn: psycopg.Connection[Any], m: SavedMigration) -> None:
+        def record(c: psycopg.Connection[Any]) -> None:
             cur = c.execute("DELETE FROM schema_migrations WHERE version = %s", [m.id])
             expect_rows(cur, self.state_table, f"version {m.id}")
 

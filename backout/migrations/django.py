@@ -83,7 +83,7 @@ class DjangoAdapter(MigrationAdapter):
         # The forward SQL Django wrote for each pending migration (by id), for `migration_sql`.
         self._forward: dict[str, str] = {}
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         """`app.name` of each row, in the order Django recorded them."""
         if self.state_table_columns(conn) is None:
             return []
@@ -104,7 +104,7 @@ class DjangoAdapter(MigrationAdapter):
         """The migration files under the project directory, oldest first (without Django)."""
         return [_from_file(self.path, f) for f in _in_order(self._migration_files())]
 
-    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+    def pending(self, conn: psycopg.Connection[Any]) -> list[SavedMigration]:
         """What `manage.py migrate` would apply, in its order; read from the files without Django."""
         if self.settings_module() is None:
             return super().pending(conn)
@@ -112,7 +112,7 @@ class DjangoAdapter(MigrationAdapter):
         self._forward.update({i: d["up"] for i, d in answer["migrations"].items() if d.get("up") is not None})
         return [_from_django(answer["migrations"][i]) for i in answer["plan"]]
 
-    def migration_sql(self, conn: psycopg.Connection | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
+    def migration_sql(self, conn: psycopg.Connection[Any] | None, migrations: list[SavedMigration]) -> dict[str, MigrationSQL]:
         """The forward SQL Django writes (as `sqlmigrate` does, from the same child that wrote the
         reverse SQL), else the RunSQL operations of the files; RunPython and what only Django can
         write are opaque."""
@@ -134,7 +134,7 @@ class DjangoAdapter(MigrationAdapter):
         return found
 
     def run_down(
-        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+        self, conn: psycopg.Connection[Any], migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         """Django's own backwards migrate of exactly these migrations, from their saved files; from
         the saved SQL when Django cannot be run here."""
@@ -161,11 +161,11 @@ class DjangoAdapter(MigrationAdapter):
         say(undone(ran))
         return ran
 
-    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+    def _undo(self, conn: psycopg.Connection[Any], m: SavedMigration) -> None:
         """Without Django: the saved reverse SQL, then the row deleted."""
         app, name = m.id.split(".", 1)
 
-        def record(c: psycopg.Connection) -> None:
+        def record(c: psycopg.Connection[Any]) -> None:
             cur = c.execute("DELETE FROM django_migrations WHERE app = %s AND name = %s", [app, name])
             expect_rows(cur, self.state_table, m.id)
 
@@ -189,7 +189,7 @@ class DjangoAdapter(MigrationAdapter):
         with conn.transaction():
             record(conn)
 
-    def _django(self, conn: psycopg.Connection, request: dict, say: Progress | None = None) -> dict:
+    def _django(self, conn: psycopg.Connection[Any], request: dict[str, Any], say: Progress | None = None) -> dict[str, Any]:
         """Ask django_child.py, run under the project's settings against `conn`'s database."""
         database = conn.info.dbname
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": self.settings_module() or ""}
@@ -265,7 +265,8 @@ def _forward_from_ast(f: _MigrationFile) -> tuple[str, tuple[str, ...]]:
     opaque: list[str] = []
     for op in operations.elts:
         kind = _call_name(op)
-        sql = _sql_text(_argument(op, 0, "sql")) if kind == "RunSQL" else None
+        argument = _argument(op, 0, "sql") if kind == "RunSQL" else None
+        sql = _sql_text(argument) if argument is not None else None
         if sql is not None:
             parts.append(sql.rstrip().rstrip(";") + ";\n")
         elif kind == "RunPython":
@@ -284,7 +285,7 @@ def _from_file(root: Path, f: _MigrationFile) -> SavedMigration:
     )
 
 
-def _same_database(url: str | None, conn: psycopg.Connection) -> bool:
+def _same_database(url: str | None, conn: psycopg.Connection[Any]) -> bool:
     if not url:
         return False
     parts = urlsplit(url)
@@ -293,7 +294,7 @@ def _same_database(url: str | None, conn: psycopg.Connection) -> bool:
             and (parts.port or 5432) == int(info.port or 5432))
 
 
-def _url_of(conn: psycopg.Connection) -> str:
+def _url_of(conn: psycopg.Connection[Any]) -> str:
     """A postgres:// URL of the connection's database, for the child's environment only (never a
     command line)."""
     info = conn.info
@@ -348,7 +349,7 @@ def _parse(app: str, path: Path) -> _MigrationFile:
 def _in_order(files: list[_MigrationFile]) -> list[_MigrationFile]:
     """Dependencies before dependents (Django's graph order), ties by app and name."""
     by_id = {f.id: f for f in files}
-    first = {}
+    first: dict[str, str] = {}
     for f in sorted(files, key=lambda f: f.name):
         first.setdefault(f.app, f.id)
     after: dict[str, set[str]] = {f.id: set() for f in files}
@@ -429,10 +430,11 @@ def _pairs(node: ast.expr | None) -> list[str]:
         return []
     found = []
     for element in node.elts:
-        if isinstance(element, ast.Tuple) and len(element.elts) == 2 and all(
-            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in element.elts
-        ):
-            found.append(f"{element.elts[0].value}.{element.elts[1].value}")
+        if isinstance(element, ast.Tuple) and len(element.elts) == 2:
+            app, name = element.elts
+            if isinstance(app, ast.Constant) and isinstance(app.value, str) and isinstance(name, ast.Constant) \
+                    and isinstance(name.value, str):
+                found.append(f"{app.value}.{name.value}")
     return found
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 MARKER = "BACKOUT-DJANGO:"
 PROGRESS = "BACKOUT-DJANGO-PROGRESS:"
@@ -49,24 +50,24 @@ def main() -> int:
     return 0
 
 
-def _key(node):
+def _key(node: tuple[str, str]) -> str:
     return f"{node[0]}.{node[1]}"
 
 
-def _executor():
+def _executor() -> tuple[Any, Any]:
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
     return MigrationExecutor(connection), connection
 
 
-def _database(connection):
+def _database(connection: Any) -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_database()")
-        return cursor.fetchone()[0]
+        return str(cursor.fetchone()[0])
 
 
-def _inspect():
+def _inspect() -> dict[str, Any]:
     from django.db.migrations.exceptions import IrreversibleError
 
     executor, connection = _executor()
@@ -76,11 +77,11 @@ def _inspect():
     full = executor.migration_plan(graph.leaf_nodes(), clean_start=True)
     applied = [_key((m.app_label, m.name)) for m, _ in full if (m.app_label, m.name) in loader.applied_migrations]
     plan = [m for m, _ in executor.migration_plan(graph.leaf_nodes())]
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for migration in plan:
         node = (migration.app_label, migration.name)
         module = sys.modules[type(migration).__module__]
-        path = Path(module.__file__)
+        path = Path(module.__file__ or "")
         reason = _irreversible(migration)
         try:
             down = "\n".join(loader.collect_sql([(migration, True)])) + "\n"
@@ -113,7 +114,7 @@ def _inspect():
     }
 
 
-def _irreversible(migration):
+def _irreversible(migration: Any) -> str | None:
     """Why Django cannot unapply the migration, or None: an operation with no reverse at all."""
     for operation in migration.operations:
         if not operation.reversible:
@@ -123,7 +124,7 @@ def _irreversible(migration):
     return None
 
 
-def _down(database, undo):
+def _down(database: str, undo: list[str]) -> dict[str, Any]:
     executor, connection = _executor()
     here = _database(connection)
     if here != database:
@@ -149,9 +150,9 @@ def _down(database, undo):
                         "error": f"{_key(later)} depends on {i} and stays applied; unapply it too"}
     full = executor.migration_plan(graph.leaf_nodes(), clean_start=True)
     plan = [(m, True) for m, _ in reversed(full) if _key((m.app_label, m.name)) in wanted]
-    undone = []
+    undone: list[str] = []
 
-    def progress(action, migration=None, fake=False):
+    def progress(action: str, migration: Any = None, fake: bool = False) -> None:
         if action == "unapply_success":
             undone.append(_key((migration.app_label, migration.name)))
             print(PROGRESS + f"unapplied {undone[-1]}", flush=True)
@@ -166,13 +167,13 @@ def _down(database, undo):
     return {"database": here, "undone": undone, "failed": None, "error": None}
 
 
-def _overlay(files, scratch):
+def _overlay(files: dict[str, dict[str, str]], scratch: Path) -> None:
     """Load the named apps' migrations from copies with the saved files written over them."""
     from django.conf import settings
     from django.db.migrations.loader import MigrationLoader
     from importlib import import_module
 
-    by_app = {}
+    by_app: dict[str, dict[str, str]] = {}
     for key, saved in files.items():
         app = key.split(".", 1)[0]
         for path, source in saved.items():
@@ -191,9 +192,9 @@ def _overlay(files, scratch):
         except ImportError:
             current = None
         for directory in getattr(current, "__path__", []) or []:
-            for path in Path(directory).glob("*.py"):
-                if path.name != "__init__.py":
-                    shutil.copyfile(path, package / path.name)
+            for module_file in Path(directory).glob("*.py"):
+                if module_file.name != "__init__.py":
+                    shutil.copyfile(module_file, package / module_file.name)
         for filename, source in saved.items():
             (package / filename).write_bytes(source.encode("utf-8"))
         modules[app] = f"backout_saved_migrations.app{n}"

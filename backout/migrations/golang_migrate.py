@@ -16,7 +16,7 @@ leaves it, because nobody knows the state for sure.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import psycopg
 
@@ -40,25 +40,25 @@ class GolangMigrateAdapter(MigrationAdapter):
     state_table = "schema_migrations"
     state_columns = ("version", "dirty")
 
-    def current(self, conn: psycopg.Connection) -> tuple[int, bool] | None:
+    def current(self, conn: psycopg.Connection[Any]) -> tuple[int, bool] | None:
         """The (version, dirty) row, None when there is no table or no row."""
         if self.state_table_columns(conn) is None:
             return None
         rows = self._query(conn, "SELECT version, dirty FROM schema_migrations LIMIT 1")
         return (int(rows[0][0]), bool(rows[0][1])) if rows else None
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         """The current version as the only id (golang-migrate records nothing else), also when dirty."""
         state = self.current(conn)
         return [str(state[0])] if state is not None and state[0] >= 0 else []
 
-    def pending(self, conn: psycopg.Connection) -> list[SavedMigration]:
+    def pending(self, conn: psycopg.Connection[Any]) -> list[SavedMigration]:
         """The migrations above the current version, which is what `migrate up` applies."""
         state = self.current(conn)
         version = state[0] if state is not None else -1
         return [m for m in self.available() if int(m.id) > version]
 
-    def applied_history(self, conn: psycopg.Connection) -> list[str]:
+    def applied_history(self, conn: psycopg.Connection[Any]) -> list[str]:
         """The versions of the migration files up to the current one (without the files, the
         current version alone)."""
         state = self.current(conn)
@@ -70,7 +70,7 @@ class GolangMigrateAdapter(MigrationAdapter):
             below = []
         return below + [str(state[0])]
 
-    def down_path(self, conn: psycopg.Connection, saved: Mapping[str, SavedMigration],
+    def down_path(self, conn: psycopg.Connection[Any], saved: Mapping[str, SavedMigration],
                   target: Sequence[str]) -> DownPath:
         return walk_down(self.applied(conn), saved, target)
 
@@ -109,7 +109,7 @@ class GolangMigrateAdapter(MigrationAdapter):
     def up_sql(self, m: SavedMigration) -> str:
         return next((text for name, text in m.files.items() if ".up." in name), "")
 
-    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def _state_problems(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         state = self.current(conn)
         newest = migrations[-1].id
         if state is None:
@@ -128,17 +128,17 @@ class GolangMigrateAdapter(MigrationAdapter):
                                 f" right after {before.id}")
         return problems
 
-    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def check_down_plan(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         # A migration whose up file just failed and was rolled back whole needs no down script:
         # only golang-migrate's dirty mark is left to clear.
         failed = [m for m in migrations if self._failed_and_rolled_back(conn, m)]
         problems = super().check_down_plan(conn, migrations)
         return [p for p in problems if p not in {self._irreversible(m) for m in failed}]
 
-    def _failed_and_rolled_back(self, conn: psycopg.Connection, m: SavedMigration) -> bool:
+    def _failed_and_rolled_back(self, conn: psycopg.Connection[Any], m: SavedMigration) -> bool:
         return self.current(conn) == (int(m.id), True) and _failed_up_rolled_back(m)
 
-    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
+    def _undo(self, conn: psycopg.Connection[Any], m: SavedMigration) -> None:
         target = int(m.parents[0]) if m.parents else None
         if self.current(conn) == (int(m.id), True):
             # Its up file failed, and PostgreSQL rolled it back whole (the plan checks made sure
@@ -177,7 +177,7 @@ def _failed_up_rolled_back(m: SavedMigration) -> bool:
     return bool(up) and not script.controls_transactions(up[0])
 
 
-def _set_version(conn: psycopg.Connection, version: int | None, dirty: bool) -> None:
+def _set_version(conn: psycopg.Connection[Any], version: int | None, dirty: bool) -> None:
     """golang-migrate's SetVersion: empty the table, then one row unless going below the first
     migration (where a dirty state is still recorded, as version -1)."""
     conn.execute("TRUNCATE schema_migrations")

@@ -3,6 +3,8 @@ state to record and nothing to undo; a rollback can still restore a backup."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 
 from backout.migrations.base import MigrationAdapter, SavedMigration
@@ -14,7 +16,7 @@ class NoMigrations(MigrationAdapter):
     state_table = ""
     state_columns = ()
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         return []
 
     def available(self) -> list[SavedMigration]:
@@ -23,7 +25,7 @@ class NoMigrations(MigrationAdapter):
     def up_sql(self, m: SavedMigration) -> str:
         return ""
 
-    def check_down_plan(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def check_down_plan(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         if not migrations:
             return []
         return [f"BACKOUT_MIGRATIONS is none, so backout cannot undo the saved {migrations[0].tool}"

@@ -9,6 +9,7 @@ Prisma runs each migration file in one transaction on PostgreSQL, and so do we i
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import psycopg
 
@@ -30,7 +31,7 @@ class PrismaAdapter(MigrationAdapter):
     state_columns = ("id", "checksum", "finished_at", "migration_name", "logs", "rolled_back_at",
                      "started_at", "applied_steps_count")
 
-    def applied(self, conn: psycopg.Connection) -> list[str]:
+    def applied(self, conn: psycopg.Connection[Any]) -> list[str]:
         if self.state_table_columns(conn) is None:
             return []
         rows = self._query(
@@ -68,7 +69,7 @@ class PrismaAdapter(MigrationAdapter):
     def up_sql(self, m: SavedMigration) -> str:
         return m.files.get(f"{m.id}/migration.sql", "")
 
-    def _state_problems(self, conn: psycopg.Connection, migrations: list[SavedMigration]) -> list[str]:
+    def _state_problems(self, conn: psycopg.Connection[Any], migrations: list[SavedMigration]) -> list[str]:
         problems = super()._state_problems(conn, migrations)
         if not problems:
             checksums = dict(self._query(
@@ -85,7 +86,7 @@ class PrismaAdapter(MigrationAdapter):
         return problems
 
     def resolve_failed(
-        self, conn: psycopg.Connection, migrations: list[SavedMigration], progress: Progress | None = None
+        self, conn: psycopg.Connection[Any], migrations: list[SavedMigration], progress: Progress | None = None
     ) -> list[str]:
         """`prisma migrate resolve --rolled-back` for the failed rows of `migrations`: until then
         `prisma migrate deploy` refuses to run (P3009). Only where the database rolled the whole
@@ -113,8 +114,8 @@ class PrismaAdapter(MigrationAdapter):
                 " script back whole), so the next prisma migrate deploy applies it again")
         return whole
 
-    def _undo(self, conn: psycopg.Connection, m: SavedMigration) -> None:
-        def record(c: psycopg.Connection) -> None:
+    def _undo(self, conn: psycopg.Connection[Any], m: SavedMigration) -> None:
+        def record(c: psycopg.Connection[Any]) -> None:
             cur = c.execute(
                 "UPDATE _prisma_migrations SET rolled_back_at = now()"
                 " WHERE migration_name = %s AND finished_at IS NOT NULL AND rolled_back_at IS NULL",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -91,14 +91,14 @@ def controls_transactions(sql: str) -> bool:
     return any(s.keyword in _TRANSACTION_CONTROL for s in statements(sql))
 
 
-def execute(conn: psycopg.Connection, sql: str) -> None:
+def execute(conn: psycopg.Connection[Any], sql: str) -> None:
     """Send the whole script as one query string (simple query protocol, no parameters)."""
     if not is_blank(sql):
         conn.execute(sql)  # without parameters psycopg leaves `%` alone and allows several statements
 
 
 @contextmanager
-def autocommit(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+def autocommit(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """The connection in autocommit mode for the block, as it was after."""
     was = conn.autocommit
     if not was:
@@ -110,7 +110,7 @@ def autocommit(conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
             conn.autocommit = False
 
 
-def require_idle(conn: psycopg.Connection) -> None:
+def require_idle(conn: psycopg.Connection[Any]) -> None:
     """Down migrations commit step by step, so they cannot run inside someone else's transaction."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise BackoutError(

@@ -13,6 +13,7 @@ from rq.job import JobStatus
 
 from backout import ledger, redis_conn
 from backout import settings as settings_module
+from backout.ledger.records import RequestStatus
 from backout.package_rollback.plan import Options
 from backout.package_rollback.run import check_confirm, plan_request, start
 from backout.settings import Settings
@@ -64,8 +65,8 @@ def enqueue_package_rollback(
             queues.enqueue_once(redis, rollback_queue, JOB, [request["id"]], job_id, secrets=settings.secrets())
         finally:
             redis.close()
-        if request.get("status") in ("failed", "succeeded"):
-            ledger.update_request(conn, request["id"], status="queued", job_id=job_id)
+        if request["status"] in (RequestStatus.FAILED, RequestStatus.SUCCEEDED):
+            ledger.update_request(conn, request["id"], status=RequestStatus.QUEUED, job_id=job_id)
         else:
             ledger.update_request(conn, request["id"], job_id=job_id)
         return request["id"]

@@ -75,7 +75,7 @@ class GitHub:
     # -- transport --
 
     def call(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), json: Any = None,
-             params: dict | None = None, before_retry: Any = None) -> requests.Response:
+             params: dict[str, Any] | None = None, before_retry: Any = None) -> requests.Response:
         url = path if path.startswith("http") else f"{self.api_url}{path}"
         response = self.session.request(method, url, json=json, params=params, before_retry=before_retry)
         if response.status_code not in ok:
@@ -84,11 +84,11 @@ class GitHub:
             raise error.refusal(self.repo)
         return response
 
-    def _pages(self, path: str, params: dict | None = None, limit: int = 10) -> list[dict]:
+    def _pages(self, path: str, params: dict[str, Any] | None = None, limit: int = 10) -> list[dict[str, Any]]:
         """Every item of a paginated list, following the Link header (at most `limit` pages)."""
-        items: list[dict] = []
+        items: list[dict[str, Any]] = []
         url: str | None = path
-        query = {"per_page": 100, **(params or {})}
+        query: dict[str, Any] | None = {"per_page": 100, **(params or {})}
         for _ in range(limit):
             if url is None:
                 break
@@ -99,7 +99,7 @@ class GitHub:
 
     # -- repository --
 
-    def get_repo(self) -> tuple[dict, requests.structures.CaseInsensitiveDict]:
+    def get_repo(self) -> tuple[dict[str, Any], requests.structures.CaseInsensitiveDict]:
         """The repository and the answer's headers (they carry the token's scopes)."""
         try:
             response = self.call("GET", self._base)
@@ -119,12 +119,12 @@ class GitHub:
 
     # -- git data --
 
-    def tags(self) -> dict[str, dict]:
+    def tags(self) -> dict[str, dict[str, Any]]:
         """Every tag: name -> the ref's object (`sha`, `type` "tag" for annotated or "commit")."""
         refs = self.call("GET", f"{self._base}/git/matching-refs/tags").json()
         return {r["ref"][len("refs/tags/"):]: r["object"] for r in refs}
 
-    def ref(self, ref: str) -> dict | None:
+    def ref(self, ref: str) -> dict[str, Any] | None:
         """`tags/v1.2.3` or `heads/main`: the ref's object, None when there is none."""
         try:
             return self.call("GET", f"{self._base}/git/ref/{quote(ref)}").json()["object"]
@@ -133,7 +133,7 @@ class GitHub:
                 return None
             raise
 
-    def peel(self, obj: dict) -> str:
+    def peel(self, obj: dict[str, Any]) -> str:
         """The commit a ref's object names (an annotated tag is followed to its commit)."""
         while obj["type"] == "tag":
             obj = self.call("GET", f"{self._base}/git/tags/{obj['sha']}").json()["object"]
@@ -156,10 +156,10 @@ class GitHub:
 
     # -- releases --
 
-    def releases(self) -> list[dict]:
+    def releases(self) -> list[dict[str, Any]]:
         return self._pages(f"{self._base}/releases")
 
-    def release_by_tag(self, tag: str) -> dict | None:
+    def release_by_tag(self, tag: str) -> dict[str, Any] | None:
         try:
             return self.call("GET", f"{self._base}/releases/tags/{quote(tag)}").json()
         except GitHubError as exc:
@@ -167,12 +167,12 @@ class GitHub:
                 return None
             raise
 
-    def create_release(self, body: dict) -> dict:
+    def create_release(self, body: dict[str, Any]) -> dict[str, Any]:
         tag = body["tag_name"]
         return self.call("POST", f"{self._base}/releases", ok=(201,), json=body,
                          before_retry=lambda: self.release_by_tag(tag) is None).json()
 
-    def update_release(self, release_id: int, body: dict) -> dict:
+    def update_release(self, release_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return self.call("PATCH", f"{self._base}/releases/{release_id}", json=body).json()
 
     def delete_release(self, release_id: int) -> bool:
@@ -187,14 +187,14 @@ class GitHub:
 
     # -- issues --
 
-    def find_issue(self, marker: str) -> dict | None:
+    def find_issue(self, marker: str) -> dict[str, Any] | None:
         """The issue whose body carries `marker` (an earlier attempt's), newest pages first."""
         for issue in self._pages(f"{self._base}/issues", {"state": "all"}, limit=3):
             if marker in (issue.get("body") or ""):
                 return issue
         return None
 
-    def create_issue(self, title: str, body: str, marker: str) -> dict:
+    def create_issue(self, title: str, body: str, marker: str) -> dict[str, Any]:
         return self.call("POST", f"{self._base}/issues", ok=(201,), json={"title": title, "body": body},
                          before_retry=lambda: self.find_issue(marker) is None).json()
 

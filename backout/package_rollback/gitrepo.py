@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 from backout.errors import BackoutError, BadInput
@@ -162,7 +162,7 @@ def is_race(why: str) -> bool:
 
 
 def commit_to_branch(git: Git, branch: str, files: dict[str, Callable[[str], str]], message: str,
-                     fallback: str, attempts: int = 3) -> dict:
+                     fallback: str, attempts: int = 3) -> dict[str, Any]:
     """Apply `files` edits (path -> edit of its text) on top of origin's `branch` and push.
 
     A push that lost a race is redone on the new tip. One refused for another reason (a protected

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Collection
+from typing import Any, Collection, TypedDict
 
 from packaging.version import InvalidVersion, Version
 
@@ -30,6 +30,35 @@ from backout.package_rollback.versions import (
 
 REPO_FORM = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _MARKED = re.compile(r"yanked|rolled[ -]back|withdrawn|retracted", re.I)
+
+
+class PackagePlan(TypedDict):
+    """A package rollback's plan: stored with its request in the ledger, followed by the runbook."""
+
+    repo: str  # owner/name
+    html_url: str
+    clone_url: str
+    default_branch: str
+    issues_enabled: bool
+    token: str  # "classic" or "fine-grained" (the kind, never the token)
+    bad: str
+    good: str
+    good_source: str  # --good, or why the runbook chose it
+    rollback_version: str  # the next patch after `bad`: the good code, released anew
+    tag_prefix: str
+    tags: dict[str, str]  # "bad", "good", "new" -> tag names
+    branch: str
+    bad_tag: dict[str, Any] | None  # GitHub's tag objects
+    good_tag: dict[str, Any]  # the good version must have one
+    bad_release: dict[str, Any] | None  # the bad GitHub release, kept to restore or report
+    changelog: str  # its path
+    version_files: list[dict[str, str]]  # {"path", "kind"}
+    version_from_tag: bool
+    pypi_project: str | None
+    pypi: dict[str, Any] | None  # what PyPI publishes of `bad` (see PyPI.release)
+    skipped: list[dict[str, Any]]  # newer candidates passed over when choosing `good`
+    warnings: list[str]
+    reason: str
 
 
 @dataclass
@@ -63,7 +92,7 @@ class Options:
                 "pypi_project": self.pypi_project, "reason": self.reason}
 
 
-def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> dict:
+def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Collection[str] = ()) -> PackagePlan:
     """The plan, or BadInput. `rolled_back`: bad versions of earlier package rollbacks (ledger)."""
     options.check()
     bad = Version(options.bad)
@@ -77,17 +106,18 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
     log = _read_changelog(github, options, default_branch)
     name = options.pypi_project or _project_name(github, default_branch)
     project_json = pypi.project(name) if name else None
-    published = {_v(v) for v in (project_json or {}).get("releases", {})} - {None}
+    published = {version for v in (project_json or {}).get("releases", {}) if (version := _v(v)) is not None}
     release_versions = {v: r for r in releases if (v := version_of_tag(r["tag_name"], prefix)) is not None}
 
     bad_tag = _tag_named(tags, prefix, bad)
     bad_release = release_versions.get(bad)
     if bad_tag is None and bad_release is None and log.find(bad) is None and bad not in published:
-        known = sorted({*release_versions, *(s.version for s in log.releases()), *published}, reverse=True)[:5]
+        logged = {s.version for s in log.releases() if s.version is not None}
+        known = sorted({*release_versions, *logged, *published}, reverse=True)[:5]
         raise BadInput(f"{options.repo} has no version {bad}: no tag {prefix}{bad}, no GitHub release, nothing in "
                        f"{log.path} or on PyPI (recent versions: {', '.join(map(str, known)) or 'none'}); check --bad")
 
-    skipped: list[dict] = []
+    skipped: list[dict[str, Any]] = []
     if options.good is not None:
         good, source = Version(options.good), "--good"
     else:
@@ -139,7 +169,7 @@ def make_plan(github: GitHub, pypi: PyPI, options: Options, *, rolled_back: Coll
     }
 
 
-def _check_token(github: GitHub, repo: dict, headers: Any) -> str:
+def _check_token(github: GitHub, repo: dict[str, Any], headers: Any) -> str:
     """'classic' or 'fine-grained', once it is clear the token may do every write of the runbook."""
     who = "the GitHub user of GITHUB_TOKEN"
     if not repo.get("permissions", {}).get("push"):
@@ -185,8 +215,8 @@ def _project_name(github: GitHub, ref: str) -> str | None:
         return None  # the good tag's files are read again, and judged, for the version
 
 
-def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Version, dict],
-               yanked: set[str], rolled_back: Collection[str]) -> tuple[Version, str, list[dict]]:
+def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Version, dict[str, Any]],
+               yanked: set[str], rolled_back: Collection[str]) -> tuple[Version, str, list[dict[str, Any]]]:
     excluded: dict[Version, str] = {}
     for section in log.releases():
         if section.marked and section.version is not None:
@@ -218,12 +248,12 @@ def _last_good(bad: Version, log: changelog_module.Changelog, releases: dict[Ver
                    f"{' (skipped: ' + ', '.join(s['version'] for s in skipped) + ')' if skipped else ''}; pass --good")
 
 
-def _tag_named(tags: dict[str, dict], prefix: str, version: Version) -> dict | None:
+def _tag_named(tags: dict[str, dict[str, Any]], prefix: str, version: Version) -> dict[str, Any] | None:
     text = _tag_text(tags, prefix, version)
     return dict(tags[f"{prefix}{text}"]) if text is not None else None
 
 
-def _tag_text(tags: dict[str, dict], prefix: str, version: Version) -> str | None:
+def _tag_text(tags: dict[str, dict[str, Any]], prefix: str, version: Version) -> str | None:
     """The version part of the tag for `version` as spelled in the repository (1.2 vs 1.2.0)."""
     for name in tags:
         if version_of_tag(name, prefix) == version:
@@ -231,7 +261,7 @@ def _tag_text(tags: dict[str, dict], prefix: str, version: Version) -> str | Non
     return None
 
 
-def _release_record(release: dict) -> dict:
+def _release_record(release: dict[str, Any]) -> dict[str, Any]:
     return {key: release.get(key) for key in ("id", "tag_name", "name", "body", "target_commitish", "draft",
                                                "prerelease", "html_url", "created_at", "published_at")}
 

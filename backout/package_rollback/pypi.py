@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import Any
 from urllib.parse import quote
 
 from backout.errors import BackoutError
@@ -35,7 +36,7 @@ class PyPI:
     def close(self) -> None:
         self.session.close()
 
-    def _get(self, path: str) -> dict | None:
+    def _get(self, path: str) -> dict[str, Any] | None:
         response = self.session.request("GET", f"{self.url}{path}", authenticated=False)
         if response.status_code == 404:
             return None
@@ -43,11 +44,11 @@ class PyPI:
             raise BackoutError(f"{self.url} answered {response.status_code} for {path}; try again later")
         return response.json()
 
-    def project(self, project: str) -> dict | None:
+    def project(self, project: str) -> dict[str, Any] | None:
         """`/pypi/<project>/json`, None when the index has no such project."""
         return self._get(f"/pypi/{quote(normalize(project))}/json")
 
-    def release(self, project: str, version: str) -> dict:
+    def release(self, project: str, version: str) -> dict[str, Any]:
         """What the index publishes of one version: its files and whether it is yanked.
 
         `{"published": bool, "files": [{filename, packagetype, yanked, yanked_reason, upload_time}],
@@ -68,7 +69,7 @@ class PyPI:
                 "checked_at": checked}
 
 
-def yanked_versions(project_json: dict | None) -> set[str]:
+def yanked_versions(project_json: dict[str, Any] | None) -> set[str]:
     """Versions of a project whose every file is yanked (from `/pypi/<project>/json`)."""
     if not project_json:
         return set()

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from backout.ledger.records import RequestRow, StepRow, StepStatus
+from backout.package_rollback.plan import PackagePlan
 from backout.package_rollback.pypi import manage_url, yank_steps
 from backout.package_rollback.runbook import STEPS, YANK_STEP, outcome
 
 
-def document(plan: dict, *, dry_run: bool, request: dict | None = None, history: list[dict] | None = None,
+def document(plan: PackagePlan, *, dry_run: bool, request: RequestRow | None = None, history: list[StepRow] | None = None,
              notify_configured: bool = False) -> dict[str, Any]:
     history = history or []
     latest = {row["step"]: row for row in history}
@@ -36,7 +38,7 @@ def document(plan: dict, *, dry_run: bool, request: dict | None = None, history:
     }
 
 
-def _yank(plan: dict, latest: dict, history: list[dict]) -> dict:
+def _yank(plan: PackagePlan, latest: dict[str, Any], history: list[StepRow]) -> dict[str, Any]:
     project = plan.get("pypi_project")
     row = latest.get(YANK_STEP)
     if row is not None:
@@ -58,7 +60,7 @@ def _yank(plan: dict, latest: dict, history: list[dict]) -> dict:
     }
 
 
-def describe(step: str, plan: dict, notify_configured: bool) -> str:
+def describe(step: str, plan: PackagePlan, notify_configured: bool) -> str:
     tags = plan["tags"]
     if step == "delete_release":
         release = plan.get("bad_release")
@@ -91,7 +93,7 @@ def describe(step: str, plan: dict, notify_configured: bool) -> str:
     return "post to BACKOUT_NOTIFY_URL" if notify_configured else "BACKOUT_NOTIFY_URL is not set; no webhook"
 
 
-def _yank_note(status: str, detail: dict) -> str:
+def _yank_note(status: str, detail: dict[str, Any]) -> str:
     project, version = detail.get("project"), detail.get("version")
     if status == "done":
         since = detail.get("last_seen_unyanked_at")
@@ -103,7 +105,7 @@ def _yank_note(status: str, detail: dict) -> str:
             f"{detail.get('rollback_version', 'the rollback version')} is {rollback} there")
 
 
-def text(doc: dict) -> str:
+def text(doc: dict[str, Any]) -> str:
     plan = doc["plan"]
     state = "dry run: nothing changed" if doc["dry_run"] else "plan" if doc["status"] == "planned" else doc["status"]
     lines = [f"{doc['repo']}: roll back {doc['bad']} to the code of {doc['good']}, published as "
@@ -116,11 +118,11 @@ def text(doc: dict) -> str:
     lines.append("")
     width = max(len(s["step"]) for s in doc["steps"])
     for number, step in enumerate(doc["steps"], 1):
-        shown = "waiting" if step["step"] == YANK_STEP and step["status"] == "started" else step["status"]
+        shown = "waiting" if step["step"] == YANK_STEP and step["status"] == StepStatus.STARTED else step["status"]
         note = step["description"]
-        if step["status"] == "failed" and step["detail"]:
+        if step["status"] == StepStatus.FAILED and step["detail"]:
             note = f"FAILED: {step['detail'].get('error')}"
-        elif step["status"] == "skipped" and step["detail"]:
+        elif step["status"] == StepStatus.SKIPPED and step["detail"]:
             note = step["detail"].get("why") or note
         elif step["step"] == YANK_STEP and step["detail"]:
             note = _yank_note(step["status"], step["detail"])

@@ -10,15 +10,15 @@ from __future__ import annotations
 import getpass
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-import psycopg
 from packaging.version import InvalidVersion, Version
 
 from backout import ledger
 from backout.errors import BackoutError, BadInput, PlanRefused
+from backout.ledger.records import LedgerConnection, RequestRow, RequestStatus
 from backout.package_rollback.github import GitHub
-from backout.package_rollback.plan import Options, make_plan
+from backout.package_rollback.plan import Options, PackagePlan, make_plan
 from backout.package_rollback.pypi import PyPI
 from backout.package_rollback.runbook import Context, execute
 from backout.settings import Settings
@@ -30,8 +30,8 @@ KIND = "package"
 
 @dataclass
 class Planned:
-    plan: dict
-    request: dict | None  # the existing request this continues, if any
+    plan: PackagePlan
+    request: RequestRow | None  # the existing request this continues, if any
 
 
 def clients(settings: Settings, repo: str) -> tuple[GitHub, PyPI]:
@@ -40,24 +40,25 @@ def clients(settings: Settings, repo: str) -> tuple[GitHub, PyPI]:
     return GitHub(settings.github_api_url, settings.github_token, repo), PyPI(settings.pypi_url)
 
 
-def find_request(conn: psycopg.Connection, repo: str, bad: str) -> dict | None:
+def find_request(conn: LedgerConnection, repo: str, bad: str) -> RequestRow | None:
     """The newest package rollback of `repo`'s version `bad` that was not refused."""
     for request in ledger.list_requests(conn, app=repo, limit=500):
         params = request.get("params") or {}
-        if request["kind"] == KIND and request["status"] != "refused" and _same(params.get("bad"), bad):
+        if request["kind"] == KIND and request["status"] != RequestStatus.REFUSED and _same(params.get("bad"), bad):
             return request
     return None
 
 
-def rolled_back(conn: psycopg.Connection | None, repo: str) -> set[str]:
+def rolled_back(conn: LedgerConnection | None, repo: str) -> set[str]:
     """Bad versions of the repository's earlier package rollbacks."""
     if conn is None:
         return set()
-    return {(r.get("params") or {}).get("bad") for r in ledger.list_requests(conn, app=repo, limit=500)
-            if r["kind"] == KIND and r["status"] not in ("refused",)} - {None}
+    bad = {(r["params"] or {}).get("bad") for r in ledger.list_requests(conn, app=repo, limit=500)
+           if r["kind"] == KIND and r["status"] != RequestStatus.REFUSED}
+    return {version for version in bad if version is not None}
 
 
-def plan_request(settings: Settings, options: Options, conn: psycopg.Connection | None) -> Planned:
+def plan_request(settings: Settings, options: Options, conn: LedgerConnection | None) -> Planned:
     """The plan of a new request, or the stored one of the request this continues."""
     options.check()
     existing = find_request(conn, options.repo, options.bad) if conn is not None else None
@@ -76,7 +77,7 @@ def plan_request(settings: Settings, options: Options, conn: psycopg.Connection 
         pypi.close()
 
 
-def check_confirm(plan: dict, confirm: str | None) -> None:
+def check_confirm(plan: PackagePlan, confirm: str | None) -> None:
     if (confirm or "").lower() != plan["repo"].lower():
         raise PlanRefused(
             f"deleting the tag and GitHub release of {plan['repo']} {plan['bad']} needs --confirm {plan['repo']}; "
@@ -84,8 +85,8 @@ def check_confirm(plan: dict, confirm: str | None) -> None:
         )
 
 
-def start(settings: Settings, conn: psycopg.Connection, planned: Planned, options: Options,
-          requested_by: str | None = None, extra: dict | None = None) -> dict:
+def start(settings: Settings, conn: LedgerConnection, planned: Planned, options: Options,
+          requested_by: str | None = None, extra: dict[str, Any] | None = None) -> RequestRow:
     """The ledger request for `planned`: the existing one, or a new one written now."""
     if planned.request is not None:
         return planned.request
@@ -95,8 +96,8 @@ def start(settings: Settings, conn: psycopg.Connection, planned: Planned, option
     )
 
 
-def run_request(settings: Settings, conn: psycopg.Connection, request: dict, *, recheck: bool = False,
-                checkout: str | None = None, progress: Callable[[str], None] = lambda message: None) -> dict:
+def run_request(settings: Settings, conn: LedgerConnection, request: RequestRow, *, recheck: bool = False,
+                checkout: str | None = None, progress: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Run the request's remaining steps (only the PyPI re-check with `recheck`) under the
     repository's lock; return its result. `checkout` overrides the one the request was made with."""
     settings.require("BACKOUT_DATABASE_URL")

@@ -15,14 +15,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import psycopg
 from packaging.version import Version
 
 from backout import ledger, notify
 from backout.errors import BackoutError, BadInput
+from backout.ledger.records import FINISHED_STEP, LedgerConnection, RequestStatus, StepRow, StepStatus
 from backout.package_rollback import gitrepo, version_file
 from backout.package_rollback.changelog import Changelog
 from backout.package_rollback.github import GitHub
+from backout.package_rollback.plan import PackagePlan
 from backout.package_rollback.pypi import PyPI, manage_url, testpypi_url, yank_steps
 from backout.redact import redact
 from backout.settings import Settings
@@ -36,9 +37,9 @@ YANK_STEP = "pypi_yank"
 @dataclass
 class Context:
     settings: Settings
-    conn: psycopg.Connection
+    conn: LedgerConnection
     request_id: str
-    plan: dict
+    plan: PackagePlan
     github: GitHub
     pypi: PyPI
     checkout: str | None = None
@@ -46,10 +47,10 @@ class Context:
     _git: gitrepo.Git | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
-    def start(self, step: str, detail: dict) -> None:
-        ledger.record_step(self.conn, self.request_id, step, "started", detail)
+    def start(self, step: str, detail: dict[str, Any]) -> None:
+        ledger.record_step(self.conn, self.request_id, step, StepStatus.STARTED, detail)
 
-    def recorded(self, step: str) -> list[dict]:
+    def recorded(self, step: str) -> list[StepRow]:
         """What the ledger holds of `step` for this request, oldest first (earlier runs included)."""
         return [row for row in ledger.steps(self.conn, self.request_id) if row["step"] == step]
 
@@ -72,7 +73,7 @@ class Context:
         return f"backout package-rollback --repo {self.plan['repo']} --bad {self.plan['bad']} --recheck"
 
 
-def prepare_checkout(plan: dict, checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
+def prepare_checkout(plan: PackagePlan, checkout: str | None, token: str | None, tmp: Path) -> gitrepo.Git:
     """The checkout to work in (the given one, else a fresh clone), once it is clear its origin is
     the repository: its good tag must be the very object GitHub reports."""
     if checkout:
@@ -93,17 +94,17 @@ def prepare_checkout(plan: dict, checkout: str | None, token: str | None, tmp: P
     return git
 
 
-def execute(ctx: Context, *, recheck: bool = False) -> dict:
+def execute(ctx: Context, *, recheck: bool = False) -> dict[str, Any]:
     """Run the steps not done yet (only the PyPI re-check with `recheck`); return the request's
     result. Raises on a failed step, with the request marked failed (refused if nothing changed).
     A re-check leaves the request's status alone: it only adds to what is known."""
     history = ledger.steps(ctx.conn, ctx.request_id)
-    finished = {row["step"] for row in history if row["status"] in ("done", "skipped")}
+    finished = {row["step"] for row in history if row["status"] in FINISHED_STEP}
     todo = [step for step in STEPS if step not in finished and (step == YANK_STEP or not recheck)]
     if not recheck:
-        request = ledger.get_request(ctx.conn, ctx.request_id) or {}
-        ledger.update_request(ctx.conn, ctx.request_id, status="running", attempts=(request.get("attempts") or 0) + 1,
-                              **({} if request.get("started_at") else {"started_at": "now"}))
+        request = ledger.require_request(ctx.conn, ctx.request_id)
+        ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.RUNNING, attempts=request["attempts"] + 1,
+                              **({} if request["started_at"] else {"started_at": "now"}))
     changed_anything = bool(finished)
     current: str | None = None
     try:
@@ -114,15 +115,15 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
             ctx.progress(f"{current.replace('_', ' ')}...")
             status, detail = _STEP_FUNCTIONS[current](ctx)
             ledger.record_step(ctx.conn, ctx.request_id, current, status, detail)
-            changed_anything = changed_anything or status == "done"
+            changed_anything = changed_anything or status == StepStatus.DONE
             ctx.progress(f"{current.replace('_', ' ')}: {_summary(current, status, detail)}")
     except Exception as exc:
         message = redact(str(exc), ctx.settings.secrets())
         if current in STEPS:
-            ledger.record_step(ctx.conn, ctx.request_id, current, "failed", {"error": message})
+            ledger.record_step(ctx.conn, ctx.request_id, current, StepStatus.FAILED, {"error": message})
         if not recheck:
             refused = isinstance(exc, BadInput) and not changed_anything
-            ledger.update_request(ctx.conn, ctx.request_id, status="refused" if refused else "failed",
+            ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.REFUSED if refused else RequestStatus.FAILED,
                                   error=message, finished_at="now")
         raise
     finally:
@@ -131,20 +132,20 @@ def execute(ctx: Context, *, recheck: bool = False) -> dict:
     if recheck:
         ledger.update_request(ctx.conn, ctx.request_id, result=result)
     else:
-        ledger.update_request(ctx.conn, ctx.request_id, status="succeeded", result=result, error=None,
+        ledger.update_request(ctx.conn, ctx.request_id, status=RequestStatus.SUCCEEDED, result=result, error=None,
                               finished_at="now")
     return result
 
 
-def outcome(history: list[dict], plan: dict) -> dict:
+def outcome(history: list[StepRow], plan: PackagePlan) -> dict[str, Any]:
     """The request's result from its steps: the latest record of each, and the yank's state."""
     latest = {row["step"]: row for row in history}
     yank = latest.get(YANK_STEP)
     if yank is None:
         state = "unknown"
-    elif yank["status"] == "skipped":
+    elif yank["status"] == StepStatus.SKIPPED:
         state = "not_published" if (yank.get("detail") or {}).get("indexes") else "unknown"
-    elif yank["status"] == "done":
+    elif yank["status"] == StepStatus.DONE:
         state = "yanked"
     else:
         state = "pending"
@@ -152,7 +153,7 @@ def outcome(history: list[dict], plan: dict) -> dict:
         "rollback_version": plan["rollback_version"], "tag": plan["tags"]["new"], "branch": plan["branch"],
         "yank": state,
         "steps": {name: latest[name]["status"] for name in STEPS if name in latest},
-        "issue": ((latest.get("notify_issue") or {}).get("detail") or {}).get("html_url"),
+        "issue": ((issue["detail"] if (issue := latest.get("notify_issue")) else None) or {}).get("html_url"),
     }
 
 
@@ -160,31 +161,31 @@ def outcome(history: list[dict], plan: dict) -> dict:
 # the steps: each returns (status, detail) for the ledger
 
 
-def delete_release(ctx: Context) -> tuple[str, dict]:
+def delete_release(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 2a: the bad GitHub release goes; its notes are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     current = ctx.github.release_by_tag(tag)
     if current is None:
         if ctx.plan["bad_release"] is None:
-            return "skipped", {"why": f"no GitHub release for {tag}"}
-        return "done", {"release": ctx.plan["bad_release"], "deleted_earlier": True}
+            return StepStatus.SKIPPED, {"why": f"no GitHub release for {tag}"}
+        return StepStatus.DONE, {"release": ctx.plan["bad_release"], "deleted_earlier": True}
     record = {key: current.get(key) for key in ("id", "tag_name", "name", "body", "target_commitish", "draft",
                                                  "prerelease", "html_url", "created_at", "published_at")}
     ctx.start("delete_release", {"release": record})
     ctx.github.delete_release(current["id"])
-    return "done", {"release": record}
+    return StepStatus.DONE, {"release": record}
 
 
-def delete_tag(ctx: Context) -> tuple[str, dict]:
+def delete_tag(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 2b: the bad tag goes; the object it named and its commit are kept in the ledger first."""
     tag = ctx.plan["tags"]["bad"]
     obj = ctx.github.ref(f"tags/{tag}")
     if obj is None:
-        earlier = next((row["detail"] for row in reversed(ctx.recorded("delete_tag")) if row["status"] == "started"),
+        earlier = next((row["detail"] for row in reversed(ctx.recorded("delete_tag")) if row["status"] == StepStatus.STARTED),
                        None)
         if earlier is None and ctx.plan["bad_tag"] is None:
-            return "skipped", {"why": f"no tag {tag} on GitHub"}
-        return "done", {**(earlier or {"tag": tag, "object": ctx.plan["bad_tag"]}), "deleted_earlier": True}
+            return StepStatus.SKIPPED, {"why": f"no tag {tag} on GitHub"}
+        return StepStatus.DONE, {**(earlier or {"tag": tag, "object": ctx.plan["bad_tag"]}), "deleted_earlier": True}
     record = {"tag": tag, "object": {"sha": obj["sha"], "type": obj["type"]}, "commit": ctx.github.peel(obj)}
     ctx.start("delete_tag", record)
     ctx.github.delete_ref(f"tags/{tag}")
@@ -197,10 +198,10 @@ def delete_tag(ctx: Context) -> tuple[str, dict]:
     # How to put it back: the object stays in GitHub's storage for a while after the ref goes.
     record["undo"] = {"method": "POST", "path": f"/repos/{ctx.plan['repo']}/git/refs",
                       "body": {"ref": f"refs/tags/{tag}", "sha": obj["sha"]}}
-    return "done", record
+    return StepStatus.DONE, record
 
 
-def rollback_tag(ctx: Context) -> tuple[str, dict]:
+def rollback_tag(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 3: branch rollback-<new> from the good tag, the version bumped, tagged, pushed."""
     plan = ctx.plan
     git = ctx.git()
@@ -209,7 +210,7 @@ def rollback_tag(ctx: Context) -> tuple[str, dict]:
     good_commit = gitrepo.peel(git, plan["good_tag"]["sha"])
     existing = gitrepo.remote_ref(git, f"refs/tags/{new_tag}")
     if existing is not None:
-        return "done", _adopt(ctx, git, existing, good_commit)
+        return StepStatus.DONE, _adopt(ctx, git, existing, good_commit)
     with gitrepo.worktree(git, good_commit) as tree:
         touched = []
         for f in plan["version_files"]:
@@ -235,11 +236,11 @@ def rollback_tag(ctx: Context) -> tuple[str, dict]:
         if not ok:
             raise BackoutError(f"origin refused the rollback branch and tag ({why}); nothing was pushed. Fix the "
                                "cause (credentials, branch or tag protection) and rerun")
-    return "done", {"branch": branch, "tag": new_tag, "commit": commit, "tag_object": tag_object,
+    return StepStatus.DONE, {"branch": branch, "tag": new_tag, "commit": commit, "tag_object": tag_object,
                     "version_files": touched[: len(plan["version_files"])], "changelog": changelog_note}
 
 
-def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> dict:
+def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> dict[str, Any]:
     """The new tag is on GitHub already: an earlier attempt pushed it and stopped before recording
     that. Accept it only if it is a rollback commit on top of the good one."""
     gitrepo.fetch(git, f"refs/tags/{ctx.plan['tags']['new']}")
@@ -252,12 +253,12 @@ def _adopt(ctx: Context, git: gitrepo.Git, existing: str, good_commit: str) -> d
             "pushed_earlier": True}
 
 
-def pypi_yank(ctx: Context) -> tuple[str, dict]:
+def pypi_yank(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 4: which files of the bad version PyPI (and TestPyPI) publish, and whether yanked."""
     plan = ctx.plan
     project = plan["pypi_project"]
     if not project:
-        return "skipped", {"why": "no PyPI project name; pass --pypi-project to check PyPI"}
+        return StepStatus.SKIPPED, {"why": "no PyPI project name; pass --pypi-project to check PyPI"}
     indexes = [ctx.pypi] + ([PyPI(test)] if (test := testpypi_url(ctx.settings.pypi_url)) else [])
     states = [index.release(project, plan["bad"]) for index in indexes]
     published = [s for s in states if s["published"]]
@@ -265,24 +266,24 @@ def pypi_yank(ctx: Context) -> tuple[str, dict]:
     detail: dict[str, Any] = {"project": project, "version": plan["bad"], "indexes": states,
                               "rollback_version": plan["rollback_version"], "rollback_published": rollback["published"]}
     if not published:
-        return "skipped", {**detail, "why": f"{plan['bad']} is not on PyPI"}
+        return StepStatus.SKIPPED, {**detail, "why": f"{plan['bad']} is not on PyPI"}
     if all(s["yanked"] for s in published):
         unyanked = [row["detail"]["checked_at"] for row in ctx.recorded(YANK_STEP)
-                    if row["status"] == "started" and row.get("detail")]
-        return "done", {**detail, "yanked_reason": published[0]["yanked_reason"],
+                    if row["status"] == StepStatus.STARTED and row.get("detail")]
+        return StepStatus.DONE, {**detail, "yanked_reason": published[0]["yanked_reason"],
                         "first_seen_yanked_at": published[0]["checked_at"],
                         "last_seen_unyanked_at": unyanked[-1] if unyanked else None}
-    return "started", {**detail, "pending": True, "checked_at": published[0]["checked_at"],
+    return StepStatus.STARTED, {**detail, "pending": True, "checked_at": published[0]["checked_at"],
                        "links": [manage_url("https://pypi.org", project, plan["bad"]),
                                  manage_url("https://test.pypi.org", project, plan["bad"])],
                        "yank_steps": yank_steps(project, plan["bad"], plan["reason"], ctx.recheck_command)}
 
 
-def changelog(ctx: Context) -> tuple[str, dict]:
+def changelog(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 5a: the default branch's changelog gets the rollback entry and the bad one is marked."""
     plan = ctx.plan
-    tag_detail = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
-                       if (row.get("detail") or {}).get("commit")), {})
+    tag_detail: dict[str, Any] = next((row["detail"] for row in reversed(ctx.recorded("delete_tag"))
+                                       if (row["detail"] or {}).get("commit")), {})
 
     def edit(text: str) -> str:
         return Changelog(text, plan["changelog"]).with_rollback(
@@ -293,10 +294,10 @@ def changelog(ctx: Context) -> tuple[str, dict]:
         ctx.git(), plan["default_branch"], {plan["changelog"]: edit},
         f"Changelog: {plan['rollback_version']} rolls back {plan['bad']}", fallback=f"backout/changelog-{plan['rollback_version']}",
     )
-    return "done", result
+    return StepStatus.DONE, result
 
 
-def release_notes(ctx: Context) -> tuple[str, dict]:
+def release_notes(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 5b: the GitHub release of the new tag carries the rollback's notes."""
     plan = ctx.plan
     marker = _marker(ctx)
@@ -305,38 +306,38 @@ def release_notes(ctx: Context) -> tuple[str, dict]:
     if existing is None:
         made = ctx.github.create_release({"tag_name": plan["tags"]["new"], "name": plan["rollback_version"],
                                           "body": notes, "draft": False, "prerelease": False, "make_latest": "true"})
-        return "done", {"id": made["id"], "html_url": made["html_url"], "created": True}
+        return StepStatus.DONE, {"id": made["id"], "html_url": made["html_url"], "created": True}
     if marker not in (existing.get("body") or ""):
         # The release workflow made the release already; the rollback's notes go on top of its own.
         existing = ctx.github.update_release(existing["id"], {"body": f"{notes}\n\n{existing.get('body') or ''}"})
-    return "done", {"id": existing["id"], "html_url": existing["html_url"], "created": False}
+    return StepStatus.DONE, {"id": existing["id"], "html_url": existing["html_url"], "created": False}
 
 
-def notify_issue(ctx: Context) -> tuple[str, dict]:
+def notify_issue(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 6a: an issue tells the users what happened and what to do."""
     if not ctx.plan["issues_enabled"]:
-        return "skipped", {"why": "issues are disabled in the repository"}
+        return StepStatus.SKIPPED, {"why": "issues are disabled in the repository"}
     marker = _marker(ctx)
     issue = ctx.github.find_issue(marker)
     if issue is None:
         title, body = announcement(ctx)
         issue = ctx.github.create_issue(title, f"{body}\n\n{marker}", marker)
-    return "done", {"number": issue["number"], "html_url": issue["html_url"]}
+    return StepStatus.DONE, {"number": issue["number"], "html_url": issue["html_url"]}
 
 
-def notify_webhook(ctx: Context) -> tuple[str, dict]:
+def notify_webhook(ctx: Context) -> tuple[StepStatus, dict[str, Any]]:
     """Step 6b: BACKOUT_NOTIFY_URL (and Sentry) hear of it."""
     if not ctx.settings.notify_url and not ctx.settings.sentry_dsn:
-        return "skipped", {"why": "BACKOUT_NOTIFY_URL is not set"}
+        return StepStatus.SKIPPED, {"why": "BACKOUT_NOTIFY_URL is not set"}
     title, body = announcement(ctx)
     plan = ctx.plan
     notify.notify(ctx.settings, "package_rollback.succeeded", f"{title}\n{body}",
                   {"repo": plan["repo"], "bad": plan["bad"], "good": plan["good"],
                    "rollback_version": plan["rollback_version"], "request_id": ctx.request_id})
-    return "done", {"event": "package_rollback.succeeded"}
+    return StepStatus.DONE, {"event": "package_rollback.succeeded"}
 
 
-_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
+_STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[StepStatus, dict[str, Any]]]] = {
     "delete_release": delete_release, "delete_tag": delete_tag, "rollback_tag": rollback_tag,
     "pypi_yank": pypi_yank, "changelog": changelog, "release_notes": release_notes,
     "notify_issue": notify_issue, "notify_webhook": notify_webhook,
@@ -347,7 +348,7 @@ _STEP_FUNCTIONS: dict[str, Callable[[Context], tuple[str, dict]]] = {
 # words
 
 
-def changelog_entry(plan: dict) -> list[str]:
+def changelog_entry(plan: PackagePlan) -> list[str]:
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     on_pypi = bool((plan.get("pypi") or {}).get("published"))
     what = " and ".join(part for part in (_gone(plan), "it is yanked on PyPI" if on_pypi else "") if part)
@@ -359,7 +360,7 @@ def changelog_entry(plan: dict) -> list[str]:
     ]
 
 
-def _gone(plan: dict) -> str:
+def _gone(plan: PackagePlan) -> str:
     """What of the bad version was deleted on GitHub, in words."""
     parts = [f"its tag `{plan['tags']['bad']}`" if plan.get("bad_tag") else "",
              "its GitHub release" if plan.get("bad_release") else ""]
@@ -370,10 +371,12 @@ def announcement(ctx: Context) -> tuple[str, str]:
     plan = ctx.plan
     project = plan.get("pypi_project") or plan["repo"].split("/")[1]
     yank = ctx.recorded(YANK_STEP)
-    pypi = {
-        "done": f"- On PyPI, {plan['bad']} is yanked: installers skip it unless it is pinned exactly.",
-        "started": f"- On PyPI, {plan['bad']} is being yanked: installers will skip it unless it is pinned exactly.",
-    }.get(yank[-1]["status"] if yank else "", f"- {plan['bad']} was not published on PyPI." if plan.get("pypi") else "")
+    yank_texts: dict[str, str] = {
+        StepStatus.DONE: f"- On PyPI, {plan['bad']} is yanked: installers skip it unless it is pinned exactly.",
+        StepStatus.STARTED: f"- On PyPI, {plan['bad']} is being yanked: installers will skip it unless it is pinned exactly.",
+    }
+    pypi = yank_texts.get(yank[-1]["status"] if yank else "",
+                          f"- {plan['bad']} was not published on PyPI." if plan.get("pypi") else "")
     title = f"{plan['bad']} was withdrawn; upgrade to {plan['rollback_version']}"
     lines = [
         f"Release {plan['bad']} of {project} was bad and has been rolled back. Reason: {plan['reason']}.",
@@ -397,10 +400,10 @@ def _today() -> str:
     return datetime.now(timezone.utc).date().isoformat()
 
 
-def _summary(step: str, status: str, detail: dict) -> str:
-    if status == "skipped":
+def _summary(step: str, status: str, detail: dict[str, Any]) -> str:
+    if status == StepStatus.SKIPPED:
         return f"skipped ({detail.get('why', '')})"
-    if step == YANK_STEP and status == "started":
+    if step == YANK_STEP and status == StepStatus.STARTED:
         return "waiting for a maintainer to yank it on PyPI"
     if detail.get("html_url"):
         return f"{status} ({detail['html_url']})"

@@ -14,7 +14,7 @@ import configparser
 import re
 import tomllib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from packaging.version import InvalidVersion, Version
 
@@ -115,7 +115,7 @@ def project_name(read: Reader, where: str) -> str | None:
     return _name(_toml(read, "pyproject.toml", where), _cfg(read("setup.cfg"), where))
 
 
-def _name(pyproject: dict, setup_cfg: configparser.ConfigParser | None) -> str | None:
+def _name(pyproject: dict[str, Any], setup_cfg: configparser.ConfigParser | None) -> str | None:
     return (pyproject.get("project", {}).get("name") or pyproject.get("tool", {}).get("poetry", {}).get("name")
             or (setup_cfg.get("metadata", "name", fallback=None) if setup_cfg else None))
 
@@ -210,7 +210,7 @@ def _module_candidates(listdir: Lister) -> list[str]:
     return paths
 
 
-def _toml(read: Reader, path: str, where: str) -> dict:
+def _toml(read: Reader, path: str, where: str) -> dict[str, Any]:
     text = read(path)
     if text is None:
         return {}

@@ -19,7 +19,7 @@ import getpass
 import logging
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable, TypedDict
 
 import psycopg
 import redis
@@ -28,7 +28,8 @@ from rq import Worker
 from backout import ledger, redis_conn
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
-from backout.rollback.plan import build_plan
+from backout.ledger.records import FINAL_STATUSES, RequestRow, RequestStatus, StepName, StepRow, StepStatus
+from backout.rollback.plan import Plan, build_plan
 from backout.rollback.steps import describe as describe_step
 from backout.settings import Settings, load
 from backout.worker.queues import (
@@ -41,7 +42,6 @@ from backout.worker.queues import (
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = ("succeeded", "failed", "refused")
 NO_WORKER_HINT_AFTER = 10.0
 
 
@@ -77,12 +77,12 @@ def enqueue_rollback(
             requested_by=requested_by or _who_asks(), plan=plan,
         )
         request_id = request["id"]
-        ledger.record_step(conn, request_id, "plan", "done", {
+        ledger.record_step(conn, request_id, StepName.PLAN, StepStatus.DONE, {
             "target_version": plan["target"]["version"], "current_version": plan["current"]["version"],
             "noop": plan["noop"], "steps": plan["steps"],
         })
         if dry_run:
-            ledger.update_request(conn, request_id, status="succeeded", result={"dry_run": True}, finished_at="now")
+            ledger.update_request(conn, request_id, status=RequestStatus.SUCCEEDED, result={"dry_run": True}, finished_at="now")
             return request_id
         job_id = request_job_id(request_id)
         ledger.update_request(conn, request_id, job_id=job_id)
@@ -104,7 +104,7 @@ def follow(
     progress: Callable[[str], None],
     poll: float = 0.5,
     timeout: float | None = None,
-) -> dict:
+) -> RequestRow:
     """Print each ledger step of the request as it is recorded; return the request once it is final."""
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
@@ -133,11 +133,11 @@ def follow(
                 continue
             seen = True
             for step in steps[shown:]:
-                if step["step"] == ledger.MOVED_STEP:
+                if step["step"] == ledger.StepName.LEDGER_MOVED:
                     break
                 progress(describe_step(step))
                 shown += 1
-            if any(step["step"] == ledger.MOVED_STEP for step in steps):
+            if any(step["step"] == ledger.StepName.LEDGER_MOVED for step in steps):
                 # A promotion moved the ledger: the request goes on in the app's new database.
                 progress(describe_step(steps[shown]))
                 conn.close()
@@ -146,7 +146,7 @@ def follow(
             if request["status"] in FINAL_STATUSES:
                 return request
             waited = time.monotonic() - started
-            if not hinted and request["status"] == "queued" and waited > NO_WORKER_HINT_AFTER:
+            if not hinted and request["status"] == RequestStatus.QUEUED and waited > NO_WORKER_HINT_AFTER:
                 hinted = True
                 rollback_queue = ledger_queues(conn)[0]
                 if not _workers_listening(settings, rollback_queue):
@@ -158,7 +158,7 @@ def follow(
         conn.close()
 
 
-def request_document(settings: Settings, request_id: str) -> dict:
+def request_document(settings: Settings, request_id: str) -> RequestDocument:
     """The stable JSON document of a request: the request's fields, its plan, result and steps."""
     assert settings.ledger_url is not None
     conn = ledger.connect(settings.ledger_url)
@@ -173,7 +173,7 @@ def request_document(settings: Settings, request_id: str) -> dict:
         conn.close()
 
 
-def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
+def _moved_ledger(settings: Settings, app: str) -> ledger.LedgerConnection:
     """The ledger in the app's database now (DATABASE_URL, as the Platform API says), after a
     promotion moved it there from the one these settings name."""
     with HerokuClient.from_settings(settings) as client:
@@ -183,7 +183,35 @@ def _moved_ledger(settings: Settings, app: str) -> psycopg.Connection:
     return ledger.connect(url)
 
 
-def _document(request: dict, steps: list[dict]) -> dict:
+class StepDocument(TypedDict):
+    step: str
+    status: str
+    detail: dict[str, Any] | None
+    at: str
+
+
+class RequestDocument(TypedDict):
+    """A rollback request as `backout rollback --json` prints it (stable keys)."""
+
+    request_id: str
+    app: str
+    to: str
+    db: str
+    dry_run: bool
+    status: str
+    requested_by: str
+    job_id: str | None
+    attempts: int
+    plan: Plan  # written with the request, before it is enqueued
+    result: dict[str, Any] | None
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    steps: list[StepDocument]
+
+
+def _document(request: RequestRow, steps: list[StepRow]) -> RequestDocument:
     return {
         "request_id": request["id"],
         "app": request["app"],

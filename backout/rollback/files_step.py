@@ -13,28 +13,48 @@ versions and delete markers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
-import psycopg
 
 from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
 from backout.files import restore as files_restore
 from backout.heroku import HerokuClient
+from backout.ledger.records import (
+    CheckpointKind,
+    CheckpointRow,
+    CheckpointStatus,
+    LedgerConnection,
+    RequestRow,
+    StepName,
+    StepStatus,
+)
 from backout.redact import redact
-from backout.rollback.database.step import restore_point, summary
+from backout.rollback.database.step import CheckpointSummary, restore_point, summary
 from backout.settings import Settings
 from backout.storage.client import make_client
 
 Progress = Callable[[str], None]
 
 FILES_CHOICES = ("none", "restore")
-KIND = "files_restore"
+KIND = StepName.FILES_RESTORE
 
 
-def plan_files_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
-                    files: str, *, target_version: int | None, current_version: int | None) -> dict | None:
+class FilesStep(TypedDict):
+    """The files step of a rollback plan (`Plan["files_step"]`), JSON-friendly."""
+
+    kind: str  # StepName.FILES_RESTORE
+    files: str  # restore
+    restore_point: CheckpointSummary
+    restore_point_reason: str
+    locations: list[dict[str, Any]]  # per bucket: its url, the time it goes back to, what changes
+    summary: str
+    safety: str
+
+
+def plan_files_step(settings: Settings, ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
+                    files: str, *, target_version: int | None, current_version: int | None) -> FilesStep | None:
     """The files step of a plan (None for `--files none`); PlanRefused when it cannot be done."""
     if files == "none":
         return None
@@ -43,17 +63,18 @@ def plan_files_step(settings: Settings, ledger_conn: psycopg.Connection, app: st
     point, why = restore_point(ledger_conn, app, target_checkpoint, target_version, current_version)
     planned = files_restore.plan(make_client(settings.storage), point.get("files") or {}, point["id"])
     return {"kind": KIND, "files": files, "restore_point": summary(point), "restore_point_reason": why,
-            **planned, "safety": "a safety checkpoint records the files as they are before any is rewritten"}
+            "locations": planned["locations"], "summary": planned["summary"],
+            "safety": "a safety checkpoint records the files as they are before any is rewritten"}
 
 
-def run_files_step(settings: Settings, request_id: str, files_step: dict, progress: Progress) -> dict:
+def run_files_step(settings: Settings, request_id: str, files_step: FilesStep, progress: Progress) -> dict[str, Any]:
     """Carry out a planned files step for a request; the result, also recorded as its ledger step.
     Running it again restores what is still different only."""
     conn = ledger.connect(settings.ledger_url or "")
     try:
         request = ledger.require_request(conn, request_id)
         done = next((s for s in reversed(ledger.steps(conn, request_id))
-                     if s["step"] == KIND and s["status"] == "done"), None)
+                     if s["step"] == KIND and s["status"] == StepStatus.DONE), None)
         if done is not None:
             progress(f"{KIND}: already done by an earlier run of request {request_id}")
             return {**(done["detail"] or {}), "resumed": True}
@@ -61,17 +82,17 @@ def run_files_step(settings: Settings, request_id: str, files_step: dict, progre
         if point is None or not (point.get("files") or {}).get("locations"):
             raise PlanRefused(f"checkpoint {files_step['restore_point']['id']} no longer records files")
         safety = _safety_checkpoint(settings, conn, request, point, progress)
-        ledger.record_step(conn, request_id, KIND, "started",
+        ledger.record_step(conn, request_id, KIND, StepStatus.STARTED,
                            {"restore_point": point["id"], "safety_checkpoint_id": safety["id"]})
         try:
             result = files_restore.restore(make_client(settings.storage), point["files"], progress)
         except BackoutError as exc:
             detail = {"reason": redact(str(exc), settings.secrets()), "safety_checkpoint_id": safety["id"],
                       **getattr(exc, "result", {})}
-            ledger.record_step(conn, request_id, KIND, "failed", detail)
+            ledger.record_step(conn, request_id, KIND, StepStatus.FAILED, detail)
             raise
         result.update(restore_point=point["id"], safety_checkpoint_id=safety["id"])
-        ledger.record_step(conn, request_id, KIND, "done", result)
+        ledger.record_step(conn, request_id, KIND, StepStatus.DONE, result)
         progress(f"{KIND}: {result['summary']}; undo it with backout rollback --app {request['app']} "
                  f"--to {safety['id']} --files restore --confirm {request['app']}")
         return result
@@ -79,10 +100,12 @@ def run_files_step(settings: Settings, request_id: str, files_step: dict, progre
         conn.close()
 
 
-def _safety_checkpoint(settings: Settings, conn: Any, request: dict, point: dict, progress: Progress) -> dict:
+def _safety_checkpoint(settings: Settings, conn: LedgerConnection, request: RequestRow, point: CheckpointRow,
+                       progress: Progress) -> CheckpointRow:
     """A complete safety checkpoint of this request that recorded the files now; taken if none did."""
     for cp in ledger.list_checkpoints(conn, request["app"], limit=50):
-        if (cp["kind"] == "safety" and cp["request_id"] == request["id"] and cp["status"] == "complete"
+        if (cp["kind"] == CheckpointKind.SAFETY and cp["request_id"] == request["id"]
+                and cp["status"] == CheckpointStatus.COMPLETE
                 and (cp.get("files") or {}).get("locations")):
             return cp
     storage = dataclasses.replace(settings.storage, files=tuple(
@@ -92,5 +115,5 @@ def _safety_checkpoint(settings: Settings, conn: Any, request: dict, point: dict
     with HerokuClient.from_settings(settings) as client:
         current = client.current_release(request["app"])
         release = checkpoints.release_from_info(current)
-        return checkpoints.take(local, conn, release, kind="safety", heroku=client, progress=progress,
+        return checkpoints.take(local, conn, release, kind=CheckpointKind.SAFETY, heroku=client, progress=progress,
                                 request_id=request["id"])

@@ -26,23 +26,67 @@ back, else what the rollback costs by the verdicts recorded with the checkpoints
 from __future__ import annotations
 
 import re
-from typing import Any, Collection
+from typing import TYPE_CHECKING, Any, Collection, Mapping, TypeAlias, TypedDict
 
 from backout import ledger
 from backout.errors import HerokuAPIError, PlanRefused
-from backout.heroku import HerokuClient
+from backout.heroku import ApiObject, HerokuClient
+from backout.ledger.records import CheckpointRow, StepName
 from backout.release_version import parse_release_version, slug_id
 from backout.settings import Settings, load
+
+if TYPE_CHECKING:  # the steps' modules load only when a plan has such a step
+    from backout.rollback.database.step import DbStep
+    from backout.rollback.files_step import FilesStep
 
 TO_FORMS = "vNN (a release version), a checkpoint id (cp_...), or `previous`"
 DB_CHOICES = ("none", "down", "restore")
 _CHECKPOINT = re.compile(r"cp_[0-9A-Z]{26}")
 
 
+class ReleaseSummary(TypedDict):
+    """A release as a plan names it."""
+
+    version: int
+    id: str
+    slug_id: str | None
+    description: str | None
+    created_at: str | None
+    checkpoint_id: str | None  # its deploy checkpoint, if the ledger has one
+
+
+class TargetRelease(ReleaseSummary):
+    verified_healthy_at: str | None
+
+
+# "added", "removed" and "changed", each a sorted list of config var names (names only: values are secrets).
+ConfigChanges: TypeAlias = dict[str, list[str]]
+
+
+class Plan(TypedDict):
+    """A rollback plan: stored with its request in the ledger, printed by --dry-run, carried out by
+    backout.jobs.rollback. Its keys are stable (see this module's docstring)."""
+
+    app: str
+    to: str
+    resolved_by: str
+    current: ReleaseSummary
+    target: TargetRelease
+    config_changes: ConfigChanges
+    addon_config_vars: list[str]
+    noop: bool
+    db: str
+    db_step: DbStep | None
+    files: str
+    files_step: FilesStep | None
+    verdict: dict[str, Any] | None  # backout.verdict.cost's document
+    steps: list[str]  # StepName values, in the order the job runs them
+
+
 def build_plan(
-    client: HerokuClient, conn: Any, app: str, to: str, db: str = "none", confirm: str | None = None,
-    settings: Settings | None = None, dry_run: bool = False, files: str = "none",
-) -> dict:
+    client: HerokuClient, conn: ledger.LedgerConnection, app: str, to: str, db: str = "none",
+    confirm: str | None = None, settings: Settings | None = None, dry_run: bool = False, files: str = "none",
+) -> Plan:
     """The plan for rolling `app` back to `to`, or PlanRefused saying why it cannot be done."""
     if db not in DB_CHOICES:
         raise PlanRefused(f"--db {db!r} is not one of {', '.join(DB_CHOICES)}")
@@ -84,9 +128,10 @@ def build_plan(
 
     # Exactly the steps the job runs: a database step behind its safety checkpoint, the files step,
     # and no code rollback (nor its release phase) when the app already runs the target's code and config.
-    steps = ([] if step is None else (["safety_checkpoint"] if step.get("safety_checkpoint") else []) + [step["kind"]])
+    steps: list[str] = [] if step is None else (
+        ([StepName.SAFETY_CHECKPOINT] if step.get("safety_checkpoint") else []) + [step["kind"]])
     steps += [] if files_step is None else [files_step["kind"]]
-    steps += ["verify"] if noop else ["code_rollback", "release_phase", "verify"]
+    steps += [StepName.VERIFY] if noop else [StepName.CODE_ROLLBACK, StepName.RELEASE_PHASE, StepName.VERIFY]
     cost = None
     if target["version"] < current["version"]:
         from backout.verdict.cost import cost_now
@@ -114,9 +159,9 @@ def build_plan(
 
 
 def database_step(
-    conn: Any, app: str, db: str, current: dict, target: dict, checkpoint: dict | None,
-    settings: Settings | None = None, client: HerokuClient | None = None,
-) -> dict | None:
+    conn: ledger.LedgerConnection, app: str, db: str, current: ApiObject, target: ApiObject,
+    checkpoint: CheckpointRow | None, settings: Settings | None = None, client: HerokuClient | None = None,
+) -> DbStep | None:
     """The database part of the plan: None for `--db none`.
 
     For `down` it lists the migrations to revert (from the down scripts saved in the checkpoints)
@@ -143,7 +188,7 @@ def addon_config_vars(client: HerokuClient, app: str) -> set[str]:
     return names
 
 
-def config_changes(current: dict, target: dict, managed: Collection[str] = ()) -> dict:
+def config_changes(current: Mapping[str, Any], target: Mapping[str, Any], managed: Collection[str] = ()) -> ConfigChanges:
     """Which config var names a rollback adds, removes or changes (names only: values are secrets).
 
     Names in `managed` (set by add-ons) are left out: a rollback does not change them.
@@ -157,7 +202,7 @@ def config_changes(current: dict, target: dict, managed: Collection[str] = ()) -
     }
 
 
-def describe(plan: dict) -> str:
+def describe(plan: Plan) -> str:
     """The plan as lines a person reads."""
     current, target = plan["current"], plan["target"]
     how = {
@@ -178,24 +223,26 @@ def describe(plan: dict) -> str:
         changes = plan["config_changes"]
         config = ", ".join(f"{kind}: {' '.join(names)}" for kind, names in changes.items() if names) or "no config changes"
         lines.append(f"code:    {slug}; config vars {config}")
-    if plan.get("verdict"):
+    # .get: plans stored by an older backout may lack the newer keys.
+    if verdict := plan.get("verdict"):
         from backout.verdict.cost import describe as describe_cost
 
-        lines += describe_cost(plan["verdict"])
-    lines.append(f"database: {'left as it is' if plan['db_step'] is None else plan['db_step'].get('summary', plan['db'])}")
-    if plan.get("files_step"):
-        lines.append(f"files:   {plan['files_step']['summary']}")
+        lines += describe_cost(verdict)
+    step = plan["db_step"]
+    lines.append(f"database: {'left as it is' if step is None else step.get('summary', plan['db'])}")
+    if files_step := plan.get("files_step"):
+        lines.append(f"files:   {files_step['summary']}")
     lines.append("steps:   " + " -> ".join(plan["steps"]))
     return "\n".join(lines)
 
 
 def _resolve_target(
-    client: HerokuClient, conn: Any, app: str, to: str, current: dict
-) -> tuple[dict, dict | None, str]:
+    client: HerokuClient, conn: ledger.LedgerConnection, app: str, to: str, current: ApiObject
+) -> tuple[dict[str, Any], CheckpointRow | None, str]:
     if to == "previous":
         checkpoint = ledger.latest_verified_checkpoint(conn, app, before_version=current["version"])
-        if checkpoint is not None and checkpoint.get("release_version"):
-            return _release(client, app, checkpoint["release_version"]), checkpoint, "verified-checkpoint"
+        if checkpoint is not None and (version := checkpoint["release_version"]):
+            return _release(client, app, version), checkpoint, "verified-checkpoint"
         for release in client.list_releases(app):
             if release["version"] < current["version"] and _eligible(release):
                 return release, ledger.checkpoint_for_release(conn, app, release["version"]), "previous-release"
@@ -207,15 +254,15 @@ def _resolve_target(
         checkpoint = ledger.get_checkpoint(conn, to)
         if checkpoint is None or checkpoint["app"] != app:
             raise PlanRefused(f"checkpoint {to} is not a checkpoint of {app!r}; `backout checkpoints --app {app}` lists them")
-        if not checkpoint.get("release_version"):
+        if not (version := checkpoint["release_version"]):
             raise PlanRefused(f"checkpoint {to} records no release version, so there is nothing to roll back to")
-        return _release(client, app, checkpoint["release_version"]), checkpoint, "checkpoint"
-    version = _version(to)
-    assert version is not None  # build_plan let through only the forms above
-    return _release(client, app, version), ledger.checkpoint_for_release(conn, app, version), "version"
+        return _release(client, app, version), checkpoint, "checkpoint"
+    number = _version(to)
+    assert number is not None  # build_plan let through only the forms above
+    return _release(client, app, number), ledger.checkpoint_for_release(conn, app, number), "version"
 
 
-def _release(client: HerokuClient, app: str, version: int) -> dict:
+def _release(client: HerokuClient, app: str, version: int) -> ApiObject:
     try:
         return client.release_info(app, version)
     except HerokuAPIError as exc:
@@ -224,12 +271,12 @@ def _release(client: HerokuClient, app: str, version: int) -> dict:
         raise
 
 
-def _eligible(release: dict) -> bool:
+def _eligible(release: ApiObject) -> bool:
     # `eligible_for_rollback` comes with the API's sdk variant; without it, a succeeded release is.
     return release.get("status") == "succeeded" and release.get("eligible_for_rollback", True) is not False
 
 
-def _check_eligible(app: str, target: dict) -> None:
+def _check_eligible(app: str, target: ApiObject) -> None:
     if _eligible(target):
         return
     status = target.get("status")
@@ -242,7 +289,7 @@ def _version(to: str) -> int | None:
     return parse_release_version(to) if to[:1] in ("v", "V") else None
 
 
-def _release_summary(release: dict, checkpoint: dict | None) -> dict:
+def _release_summary(release: ApiObject, checkpoint: CheckpointRow | None) -> ReleaseSummary:
     return {
         "version": release["version"],
         "id": release["id"],

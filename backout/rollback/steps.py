@@ -9,10 +9,13 @@ that line alone, so a step says "done" only when it is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # this module stays light: `backout rollback --wait` renders with it
+    from backout.ledger.records import StepRow
 
 
-def describe(step: dict[str, Any]) -> str:
+def describe(step: StepRow) -> str:
     name, status = step["step"], step["status"]
     detail: dict[str, Any] = step["detail"] or {}
     if status == "started" and set(detail) == {"progress"}:

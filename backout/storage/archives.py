@@ -43,7 +43,7 @@ class StoredArchive:
     version_id: str | None = None
 
     @classmethod
-    def of(cls, client: Any, backup: dict) -> "StoredArchive":
+    def of(cls, client: Any, backup: dict[str, Any]) -> "StoredArchive":
         version = backup.get("version_id")
         return cls(client, backup["bucket"], backup["key"], backup.get("size"), backup.get("etag"),
                    None if version in (None, "null") else version)
@@ -73,7 +73,7 @@ class StoredArchive:
                                               version_id=self.version_id), CHUNK)
 
 
-def delete(client: Any, backup: dict) -> None:
+def delete(client: Any, backup: dict[str, Any]) -> None:
     """Delete an archive (its recorded version, so a versioned bucket frees the space too)."""
     version = backup.get("version_id")
     extra = {} if version in (None, "null") else {"VersionId": version}
@@ -91,7 +91,7 @@ def sweep(client: Any, where: Location, app: str, writing: Callable[[str], bool]
     aborted = []
     try:
         pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=where.bucket, Prefix=where.key(f"{app}/"))
-        uploads: Iterable[dict] = (u for page in pages for u in page.get("Uploads") or [])
+        uploads: Iterable[dict[str, Any]] = (u for page in pages for u in page.get("Uploads") or [])
         for upload in uploads:
             checkpoint_id = checkpoint_of(upload["Key"])
             if checkpoint_id is not None and writing(checkpoint_id):

@@ -51,7 +51,7 @@ class MultipartUpload:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backout-upload")
         self._workers = workers
         self._pending: deque[Future] = deque()
-        self._parts: list[dict] = []
+        self._parts: list[dict[str, Any]] = []
         self._done = False
 
     def __enter__(self) -> "MultipartUpload":
@@ -84,7 +84,7 @@ class MultipartUpload:
     def flush(self) -> None:
         pass
 
-    def complete(self) -> dict:
+    def complete(self) -> dict[str, Any]:
         """Send the last part, complete the upload, check the object; {"etag", "size", "sha256", "parts"}."""
         if self._buffer or not self._number:
             self._send(bytes(self._buffer))
@@ -128,13 +128,13 @@ class MultipartUpload:
             self._parts.append(self._result(self._pending.popleft()))
         self._pending.append(self._pool.submit(self._upload_part, self._number, part))
 
-    def _upload_part(self, number: int, data: bytes) -> dict:
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - S3's integrity check
         answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                          PartNumber=number, Body=data, ContentMD5=md5)
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
-    def _result(self, future: Future) -> dict:
+    def _result(self, future: Future) -> dict[str, Any]:
         try:
             return future.result()
         except Exception as exc:

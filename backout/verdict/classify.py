@@ -455,7 +455,7 @@ def _walk(node: Any) -> list[ast.Node]:
         item = stack.pop()
         if isinstance(item, ast.Node):
             found.append(item)
-            stack.extend(getattr(item, name) for name in item)  # type: ignore[attr-defined]
+            stack.extend(getattr(item, name) for name in item)
         elif isinstance(item, (tuple, list)):
             stack.extend(item)
     return found

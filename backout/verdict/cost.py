@@ -15,6 +15,7 @@ import psycopg
 from backout import ledger
 from backout.checkpoint import database_connection
 from backout.errors import BackoutError
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.redact import redact
 from backout.settings import Settings
 from backout.verdict.verdict import DOWN_NEEDED, TEXT, Verdict, down_loss, with_loss, worst
@@ -22,8 +23,8 @@ from backout.verdict.verdict import DOWN_NEEDED, TEXT, Verdict, down_loss, with_
 NO_VERDICT = "no-verdict"
 
 
-def rollback_cost(ledger_conn: psycopg.Connection, app: str, target_version: int, current_version: int,
-                  app_conn: psycopg.Connection | None = None) -> dict[str, Any]:
+def rollback_cost(ledger_conn: LedgerConnection, app: str, target_version: int, current_version: int,
+                  app_conn: psycopg.Connection[Any] | None = None) -> dict[str, Any]:
     """The cost of rolling `app` back from `current_version` to `target_version`, JSON-friendly:
     {verdict, text, reason, releases, deciding, down_drops, loss, loss_counted}. `verdict` is
     `no-verdict` when a release in between was checkpointed without one."""
@@ -45,7 +46,7 @@ def rollback_cost(ledger_conn: psycopg.Connection, app: str, target_version: int
             "down_drops": document["down_drops"], "loss": lost, "loss_counted": counted}
 
 
-def cost_now(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_version: int,
+def cost_now(settings: Settings, ledger_conn: LedgerConnection, app: str, target_version: int,
              current_version: int) -> dict[str, Any]:
     """`rollback_cost` with the loss counted in the app's database (DATABASE_URL) when it can be
     reached from here; otherwise `loss_counted` is false and the reason says so."""
@@ -73,11 +74,12 @@ def describe(cost: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _deploys_between(conn: psycopg.Connection, app: str, after: int, up_to: int) -> list[dict]:
+def _deploys_between(conn: LedgerConnection, app: str, after: int, up_to: int) -> list[CheckpointRow]:
     """The newest complete deploy checkpoint of each release after `after` up to `up_to`, oldest first."""
-    chosen: dict[int, dict] = {}
+    chosen: dict[int, CheckpointRow] = {}
     for cp in ledger.list_checkpoints(conn, app):
         version = cp.get("release_version")
-        if cp["kind"] == "deploy" and cp["status"] == "complete" and version is not None and after < version <= up_to:
+        if (cp["kind"] == CheckpointKind.DEPLOY and cp["status"] == CheckpointStatus.COMPLETE
+                and version is not None and after < version <= up_to):
             chosen.setdefault(version, cp)
     return [chosen[v] for v in sorted(chosen)]

@@ -108,7 +108,7 @@ class Verdict:
         return out
 
 
-def judge(adapter: MigrationAdapter, conn: psycopg.Connection | None, pending: Sequence[SavedMigration],
+def judge(adapter: MigrationAdapter, conn: psycopg.Connection[Any] | None, pending: Sequence[SavedMigration],
           big_table_bytes: int = BIG_TABLE_BYTES) -> Verdict:
     """The verdict on applying `pending` (oldest first) to the database behind `conn`; the sizes of
     the tables locked are looked up there (skipped without a connection)."""
@@ -160,7 +160,7 @@ def worst(verdicts: Sequence[Verdict]) -> Verdict:
     return combined if _ORDER[combined.kind] >= _ORDER[heaviest.kind] else heaviest
 
 
-def down_loss(conn: psycopg.Connection, drops: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
+def down_loss(conn: psycopg.Connection[Any], drops: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
     """What running the down scripts would lose now: for each dropped table its rows, for each
     dropped column the rows holding a value other than its default. Only what holds data is listed."""
     lost = []
@@ -213,7 +213,7 @@ def _on_new_table(s: Statement) -> None:
     s.dangers.clear()
 
 
-def _check_size(conn: psycopg.Connection, s: Statement, big_table_bytes: int) -> None:
+def _check_size(conn: psycopg.Connection[Any], s: Statement, big_table_bytes: int) -> None:
     with conn.transaction():
         row = conn.execute("SELECT pg_total_relation_size(c.oid), c.reltuples::bigint FROM pg_class c"
                            " WHERE c.oid = to_regclass(%s)", [s.locks]).fetchone()
@@ -223,7 +223,7 @@ def _check_size(conn: psycopg.Connection, s: Statement, big_table_bytes: int) ->
                             f"{_mb(row[0])} (~{max(row[1], 0)} rows): every query of it waits while it runs"))
 
 
-def _rows_holding_data(conn: psycopg.Connection, table: str, column: str | None) -> int:
+def _rows_holding_data(conn: psycopg.Connection[Any], table: str, column: str | None) -> int:
     target = pgsql.Identifier(*table.split("."))
     with conn.transaction():
         if not _scalar(conn, "SELECT to_regclass(%s) IS NOT NULL", [table]):
@@ -247,7 +247,7 @@ def _rows_holding_data(conn: psycopg.Connection, table: str, column: str | None)
         return int(_scalar(conn, pgsql.SQL("SELECT count(*) FROM {} WHERE {}").format(target, condition)))
 
 
-def _scalar(conn: psycopg.Connection, query: Any, params: Sequence[Any] = ()) -> Any:
+def _scalar(conn: psycopg.Connection[Any], query: Any, params: Sequence[Any] = ()) -> Any:
     row = conn.execute(query, params).fetchone()
     return row[0] if row else None
 

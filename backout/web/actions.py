@@ -12,11 +12,11 @@ from backout import ledger
 from backout.errors import BackoutError, BadInput
 from backout.heroku import HerokuClient
 from backout.rollback.enqueue import enqueue_rollback
-from backout.rollback.plan import build_plan
+from backout.rollback.plan import Plan, build_plan
 from backout.settings import Settings
 
 
-def preview(settings: Settings, app: str, to: str, db: str) -> tuple[dict | None, str | None]:
+def preview(settings: Settings, app: str, to: str, db: str) -> tuple[Plan | None, str | None]:
     """The plan of rolling `app` back to `to` with `--db db` (confirmed, as it would be once the
     name is typed), or None and the reason it would be refused. Nothing is written."""
     assert settings.ledger_url is not None

@@ -18,6 +18,7 @@ from html import escape
 from typing import Callable, Iterable
 
 from backout.timestamps import epoch
+from backout.ledger.records import ProbeSampleRow
 from backout.web.facts import AppFacts, Release
 
 WIDTH = 960
@@ -93,9 +94,9 @@ def _release_bands(releases: list[Release], t0: float, t1: float, x: Callable[[f
     return out
 
 
-def _panel(url: str, samples: list[dict], top: float, x: Callable[[float], float],
+def _panel(url: str, samples: list[ProbeSampleRow], top: float, x: Callable[[float], float],
            text: Callable[[object], str]) -> list[str]:
-    elapsed = [s["elapsed"] * 1000 for s in samples if s.get("elapsed") is not None]
+    elapsed = [e * 1000 for s in samples if (e := s["elapsed"]) is not None]
     ceiling = _nice(max(elapsed, default=100.0))
 
     def y(ms: float) -> float:

@@ -12,12 +12,25 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from backout import ledger
 from backout.release_version import rollback_target
+from backout.health.policy import EventKind
+from backout.ledger.records import (
+    ACTIVE_STATUSES,
+    CheckpointKind,
+    CheckpointRow,
+    HealthEventRow,
+    LedgerConnection,
+    ProbeSampleRow,
+    RequestRow,
+    RequestStatus,
+    StepRow,
+)
 
 RELEASES_SHOWN = 20
 ROLLBACKS_SHOWN = 10
@@ -25,16 +38,15 @@ EVENTS_READ = 500
 SAMPLES_READ = 5000
 
 # Health events that settle a release's verdict, and what the page calls them.
-VERDICTS = {
-    "verified": "verified healthy",
-    "failed": "failed",
-    "watch_started": "watching",
-    "watch_skipped": "not watched",
+VERDICTS: dict[str, str] = {
+    EventKind.VERIFIED: "verified healthy",
+    EventKind.FAILED: "failed",
+    EventKind.WATCH_STARTED: "watching",
+    EventKind.WATCH_SKIPPED: "not watched",
 }
 # The events that end a watch; a watch started after the last of them is still going on.
-WATCH_ENDS = ("verified", "watch_ended", "watch_skipped", "suppressed", "dry_run", "rollback_finished",
-              "rollback_failed")
-RUNNING = ("queued", "running")
+WATCH_ENDS = (EventKind.VERIFIED, EventKind.WATCH_ENDED, EventKind.WATCH_SKIPPED, EventKind.SUPPRESSED,
+              EventKind.DRY_RUN, EventKind.ROLLBACK_FINISHED, EventKind.ROLLBACK_FAILED)
 
 
 @dataclass
@@ -46,18 +58,18 @@ class Release:
     description: str | None = None
     status: str | None = None
     current: bool = False
-    checkpoint: dict | None = None
+    checkpoint: CheckpointRow | None = None
     health: str = ""
     health_reason: str | None = None
-    rolled_back_by: list[dict] = field(default_factory=list)  # requests that took the app off this release
+    rolled_back_by: list[RequestRow] = field(default_factory=list)  # requests that took the app off this release
     rollback_of: int | None = None  # for a rollback release: the version it went back to
-    made_by: dict | None = None  # for a rollback release: the request that made it
+    made_by: RequestRow | None = None  # for a rollback release: the request that made it
 
 
 @dataclass
 class Rollback:
-    request: dict
-    steps: list[dict]
+    request: RequestRow
+    steps: list[StepRow]
 
     @property
     def target(self) -> int | None:
@@ -82,8 +94,8 @@ class AppFacts:
     app: str
     releases: list[Release]  # newest first
     rollbacks: list[Rollback]  # newest first
-    samples: list[dict]  # oldest first: at, url, outcome, status, elapsed, release_version, counted
-    events: list[dict]  # oldest first
+    samples: list[ProbeSampleRow]  # oldest first
+    events: list[HealthEventRow]  # oldest first
     in_progress: bool
     api_note: str | None = None  # why Heroku's release list is missing, when it is
     read_at: float = field(default_factory=time.time)
@@ -92,7 +104,7 @@ class AppFacts:
         return next((r for r in self.releases if r.version == version), None)
 
 
-def apps(conn: psycopg.Connection) -> list[dict]:
+def apps(conn: LedgerConnection) -> list[dict[str, Any]]:
     """Every app the ledger knows, with the time of its latest record, most recent first."""
     rows = conn.cursor(row_factory=dict_row).execute(
         f"""SELECT app, max(at) AS last FROM (
@@ -103,7 +115,7 @@ def apps(conn: psycopg.Connection) -> list[dict]:
     return [{"app": r["app"], "last": r["last"].isoformat()} for r in rows]
 
 
-def gather(conn: psycopg.Connection, app: str, heroku_releases: list[dict] | None,
+def gather(conn: LedgerConnection, app: str, heroku_releases: list[dict[str, Any]] | None,
            api_note: str | None = None, watch_horizon: float = 3600.0) -> AppFacts:
     """The app's facts. `heroku_releases` is the Platform API's list (newest first), or None."""
     checkpoints = ledger.list_checkpoints(conn, app, limit=200)
@@ -113,20 +125,20 @@ def gather(conn: psycopg.Connection, app: str, heroku_releases: list[dict] | Non
     samples = ledger.probe_samples(conn, app, limit=SAMPLES_READ)
 
     releases = _releases(heroku_releases, checkpoints, events, rollbacks)
-    running = any(r.request["status"] in RUNNING for r in rollbacks)
+    running = any(r.request["status"] in ACTIVE_STATUSES for r in rollbacks)
     return AppFacts(app=app, releases=releases, rollbacks=rollbacks, samples=samples, events=events,
                     in_progress=running or _watching(events, watch_horizon), api_note=api_note)
 
 
-def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], events: list[dict],
-              rollbacks: list[Rollback]) -> list[Release]:
+def _releases(heroku_releases: list[dict[str, Any]] | None, checkpoints: list[CheckpointRow],
+              events: list[HealthEventRow], rollbacks: list[Rollback]) -> list[Release]:
     found: dict[int, Release] = {}
 
     def release(version: int) -> Release:
         return found.setdefault(version, Release(version))
 
     for cp in reversed(checkpoints):  # oldest first, so the newest deploy checkpoint wins
-        if cp["kind"] == "deploy" and cp["release_version"] is not None:
+        if cp["kind"] == CheckpointKind.DEPLOY and cp["release_version"] is not None:
             r = release(cp["release_version"])
             r.checkpoint, r.commit, r.when = cp, cp.get("slug_commit"), r.when or cp["created_at"]
     for event in events:
@@ -136,10 +148,10 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], event
         r = release(version)
         if event["kind"] in VERDICTS:
             r.health, r.health_reason = VERDICTS[event["kind"]], event["reason"]
-        elif event["kind"] in ("suppressed", "dry_run", "rollback_failed"):
+        elif event["kind"] in (EventKind.SUPPRESSED, EventKind.DRY_RUN, EventKind.ROLLBACK_FAILED):
             r.health_reason = f"{r.health_reason}; {event['reason']}" if r.health_reason else event["reason"]
     for rollback in rollbacks:
-        if rollback.source is not None and rollback.request["status"] != "refused":
+        if rollback.source is not None and rollback.request["status"] != RequestStatus.REFUSED:
             release(rollback.source).rolled_back_by.append(rollback.request)
         if rollback.release_version is not None:
             r = release(rollback.release_version)
@@ -164,10 +176,10 @@ def _releases(heroku_releases: list[dict] | None, checkpoints: list[dict], event
     return sorted(found.values(), key=lambda r: r.version, reverse=True)[:RELEASES_SHOWN]
 
 
-def _watching(events: list[dict], horizon: float) -> bool:
+def _watching(events: list[HealthEventRow], horizon: float) -> bool:
     """Whether the newest watch has not said its last word (and is not older than `horizon` seconds,
     in case the worker holding it died)."""
-    last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == "watch_started"), None)
-    if last is None or last["kind"] != "watch_started":
+    last = next((e for e in reversed(events) if e["kind"] in WATCH_ENDS or e["kind"] == EventKind.WATCH_STARTED), None)
+    if last is None or last["kind"] != EventKind.WATCH_STARTED:
         return False
     return time.time() - datetime.fromisoformat(last["at"]).timestamp() < horizon

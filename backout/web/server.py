@@ -27,6 +27,7 @@ from backout.errors import BackoutError, BadInput, first_line
 from backout.health import dyno_webhook
 from backout.health.watches import WatchRegistry
 from backout.heroku import HerokuClient
+from backout.ledger.records import LedgerConnection
 from backout.redact import redact
 from backout.settings import Settings
 from backout.web import actions, auth
@@ -73,7 +74,7 @@ class WebApp:
         self.views = Views([*settings.secrets(), self.password], actions=settings.web.actions)
         self.webhook = webhook
         self.throttle = auth.Throttle()
-        self._releases: dict[str, tuple[float, list[dict] | None, str | None]] = {}
+        self._releases: dict[str, tuple[float, list[dict[str, Any]] | None, str | None]] = {}
         self._lock = threading.Lock()
 
     def handle(self, method: str, target: str, headers: Any, body: bytes = b"", peer: str = "") -> Response:
@@ -127,7 +128,7 @@ class WebApp:
 
     # --- pages -----------------------------------------------------------------------------------
 
-    def _app_page(self, conn: psycopg.Connection, app: str, query: dict[str, list[str]]) -> Response:
+    def _app_page(self, conn: LedgerConnection, app: str, query: dict[str, list[str]]) -> Response:
         heroku_releases, note = self._heroku_releases(app)
         health = self.settings.health
         facts = gather(conn, app, heroku_releases, note,
@@ -166,7 +167,7 @@ class WebApp:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _with_ledger(self, render: Callable[[psycopg.Connection], Response]) -> Response:
+    def _with_ledger(self, render: Callable[[psycopg.Connection[Any]], Response]) -> Response:
         assert self.settings.ledger_url is not None
         try:
             conn = ledger.connect(self.settings.ledger_url)
@@ -179,7 +180,7 @@ class WebApp:
         finally:
             conn.close()
 
-    def _heroku_releases(self, app: str) -> tuple[list[dict] | None, str | None]:
+    def _heroku_releases(self, app: str) -> tuple[list[dict[str, Any]] | None, str | None]:
         """Heroku's newest releases of `app` (cached briefly), or None and why not."""
         if not self.settings.heroku_api_key:
             return None, "HEROKU_API_KEY is not set: releases are shown from the ledger alone, without who made them"
@@ -191,7 +192,7 @@ class WebApp:
         try:
             with HerokuClient(self.settings.heroku_api_key, self.settings.heroku_api_url,
                               self.settings.heroku_data_url, timeout=API_TIMEOUT) as client:
-                found: list[dict] | None = client.recent_releases(app, RELEASES_SHOWN)
+                found: list[dict[str, Any]] | None = client.recent_releases(app, RELEASES_SHOWN)
             note = None
         except BackoutError as exc:  # an API error, or Heroku not answering
             found, note = None, f"Heroku's release list is unavailable ({first_line(exc)}); shown from the ledger alone"

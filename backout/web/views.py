@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from html import escape
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
 from backout import __version__
+from backout.ledger.records import ACTIVE_STATUSES, CheckpointRow, StepRow
 from backout.output import human_bytes
 from backout.redact import redact
-from backout.rollback.plan import DB_CHOICES, describe
+from backout.rollback.plan import DB_CHOICES, Plan, describe
 from backout.web import chart
 from backout.web.facts import AppFacts, Release, Rollback
 
@@ -40,7 +41,7 @@ class Views:
 
     # --- pages -----------------------------------------------------------------------------------
 
-    def index(self, apps: list[dict]) -> str:
+    def index(self, apps: list[dict[str, Any]]) -> str:
         if not apps:
             body = "<p>The ledger holds no app yet: deploy one with <code>release: backout release -- ...</code>.</p>"
         else:
@@ -62,7 +63,7 @@ class Views:
         parts.append(self._rollbacks(facts.rollbacks))
         return self._document(f"{facts.app} · backout", "\n".join(parts), refresh=facts.in_progress)
 
-    def plan_page(self, app: str, to: str, db: str, plan: dict | None, refusal: str | None, csrf: str) -> str:
+    def plan_page(self, app: str, to: str, db: str, plan: Plan | None, refusal: str | None, csrf: str) -> str:
         parts = [f'<p><a href="{app_path(app)}">&larr; {self.text(app)}</a></p>',
                  f"<h1>Roll {self.text(app)} back to {self.text(to)}</h1>", self._db_choices(app, to, db)]
         if refusal:
@@ -100,7 +101,7 @@ class Views:
         newest = facts.releases[0] if facts.releases else None
         if newest is not None and newest.health:
             items.append(f"v{newest.version} {_badge(newest.health)}")
-        running = [r for r in facts.rollbacks if r.request["status"] in ("queued", "running")]
+        running = [r for r in facts.rollbacks if r.request["status"] in ACTIVE_STATUSES]
         if running:
             items.append(f'<span class="badge running">rollback {self.text(running[0].request["status"])}</span>')
         if facts.in_progress:
@@ -141,7 +142,7 @@ class Views:
                          f'{self.text(request["status"])})</div>')
         return "".join(parts)
 
-    def _checkpoint(self, cp: dict | None) -> str:
+    def _checkpoint(self, cp: CheckpointRow | None) -> str:
         if cp is None:
             return '<span class="muted">none</span>'
         backup = cp.get("backup") or {}
@@ -192,7 +193,7 @@ class Views:
                 + f'<ol class="steps">{steps}</ol></article>')
         return '<section id="rollbacks"><h2>Rollbacks</h2>' + "".join(items) + "</section>"
 
-    def _step_detail(self, step: dict) -> str:
+    def _step_detail(self, step: StepRow) -> str:
         detail = step.get("detail") or {}
         shown = ", ".join(f"{k} {v}" for k, v in detail.items()
                           if v is not None and not isinstance(v, (dict, list)))[:300]

@@ -35,6 +35,14 @@ from rq.job import JobStatus
 
 from backout import ledger
 from backout.errors import BackoutError
+from backout.ledger.records import (
+    ACTIVE_STATUSES,
+    LedgerConnection,
+    RequestRow,
+    RequestStatus,
+    StepName,
+    StepStatus,
+)
 from backout.notify import notify
 from backout.redact import redact
 from backout.settings import Settings
@@ -69,7 +77,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
         if not lock.acquire(blocking=False):
             return []
         try:
-            for request in ledger.list_requests(conn, statuses=["queued", "running"], limit=1000):
+            for request in ledger.list_requests(conn, statuses=ACTIVE_STATUSES, limit=1000):
                 if request["dry_run"] or request["kind"] not in REQUEST_JOBS:
                     continue
                 reason = _why_lost(request, connection, settings, rollback_queue)
@@ -79,7 +87,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
                     continue  # this ledger is the copy a promotion left behind
                 # The job may have finished between listing and looking at Redis.
                 current = ledger.get_request(conn, request["id"])
-                if current is None or current["status"] not in ("queued", "running"):
+                if current is None or current["status"] not in ACTIVE_STATUSES:
                     continue
                 if _requeue(conn, connection, settings, current, reason, rollback_queue):
                     requeued.append(current["id"])
@@ -91,7 +99,7 @@ def requeue_lost(settings: Settings, connection: Redis) -> list[str]:
     return requeued
 
 
-def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
+def _why_lost(request: RequestRow, connection: Redis, settings: Settings, rollback_queue: str) -> str | None:
     try:
         job = AllowlistedJob.fetch(request_job_id(request["id"]), connection=connection, serializer=SERIALIZER)
     except NoSuchJobError:
@@ -104,7 +112,7 @@ def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_que
         return f"its job waits on {job.origin}, where no worker of this ledger looks"
     if status != JobStatus.STARTED:
         return None  # queued, scheduled or deferred: a worker will get to it
-    if request["status"] == "running":
+    if request["status"] == RequestStatus.RUNNING:
         assert settings.ledger_url is not None
         with ledger.app_lock(settings.ledger_url, request["app"], wait=False) as free:
             if free:
@@ -117,7 +125,7 @@ def _why_lost(request: dict, connection: Redis, settings: Settings, rollback_que
     return None
 
 
-def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
+def _reconcile_failed(conn: LedgerConnection, connection: Redis, settings: Settings, rollback_queue: str) -> list[str]:
     """Give their job again to recently failed requests whose rollback release Heroku made."""
     since = datetime.now(timezone.utc) - RECONCILE_WITHIN
     candidates = []
@@ -127,8 +135,8 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
         if datetime.fromisoformat(request["finished_at"]) < since or request["attempts"] >= MAX_ATTEMPTS:
             continue
         steps = ledger.steps(conn, request["id"])
-        asked = any(s["step"] == "code_rollback" and s["status"] in ("started", "done") for s in steps)
-        if asked and not any(s["step"] == "reconcile" for s in steps):
+        asked = any(s["step"] == StepName.CODE_ROLLBACK and s["status"] in (StepStatus.STARTED, StepStatus.DONE) for s in steps)
+        if asked and not any(s["step"] == StepName.RECONCILE for s in steps):
             candidates.append(request)
     if not candidates:
         return []
@@ -146,26 +154,27 @@ def _reconcile_failed(conn, connection: Redis, settings: Settings, rollback_queu
                             redact(str(exc), settings.secrets()))
                 continue
             if release is None:
-                ledger.record_step(conn, request["id"], "reconcile", "skipped",
+                ledger.record_step(conn, request["id"], StepName.RECONCILE, StepStatus.SKIPPED,
                                    {"reason": "Heroku has no rollback release of this request; it failed"})
                 continue
             reason = (f"it failed, but its rollback release v{release['version']} exists "
                       f"({release.get('status')}): following it to the end")
-            ledger.record_step(conn, request["id"], "reconcile", "done",
+            ledger.record_step(conn, request["id"], StepName.RECONCILE, StepStatus.DONE,
                                {"reason": reason, "release_version": release["version"]})
-            ledger.update_request(conn, request["id"], status="queued", error=None, finished_at=None)
+            ledger.update_request(conn, request["id"], status=RequestStatus.QUEUED, error=None, finished_at=None)
             if _requeue(conn, connection, settings, ledger.require_request(conn, request["id"]), reason,
                         rollback_queue):
                 reconciled.append(request["id"])
     return reconciled
 
 
-def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason: str, rollback_queue: str) -> bool:
+def _requeue(conn: LedgerConnection, connection: Redis, settings: Settings, request: RequestRow, reason: str,
+             rollback_queue: str) -> bool:
     request_id = request["id"]
     if request["attempts"] >= MAX_ATTEMPTS:
         error = f"gave up after {request['attempts']} attempts: {reason}"
-        ledger.record_step(conn, request_id, "requeue", "failed", {"reason": reason})
-        ledger.update_request(conn, request_id, status="failed", error=error, finished_at="now")
+        ledger.record_step(conn, request_id, StepName.REQUEUE, StepStatus.FAILED, {"reason": reason})
+        ledger.update_request(conn, request_id, status=RequestStatus.FAILED, error=error, finished_at="now")
         log.error("rollback request %s: %s", request_id, error)
         notify(settings, "rollback.failed", f"Rollback {request_id} of {request['app']} failed: {error}",
                {"request_id": request_id, "app": request["app"], "error": error})
@@ -177,9 +186,9 @@ def _requeue(conn, connection: Redis, settings: Settings, request: dict, reason:
         pass
     enqueue_once(connection, rollback_queue, REQUEST_JOBS[request["kind"]], [request_id], job_id,
                  secrets=settings.secrets())
-    ledger.record_step(conn, request_id, "requeue", "done", {"reason": reason, "job_id": job_id})
-    if request["status"] == "running":
-        ledger.update_request(conn, request_id, status="queued")
+    ledger.record_step(conn, request_id, StepName.REQUEUE, StepStatus.DONE, {"reason": reason, "job_id": job_id})
+    if request["status"] == RequestStatus.RUNNING:
+        ledger.update_request(conn, request_id, status=RequestStatus.QUEUED)
     message = f"rollback request {request_id} of {request['app']} re-enqueued: {reason}"
     log.warning(message)
     # A job lost this way was abandoned by its worker; Sentry hears of it (a no-op without SENTRY_DSN).

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
+from backout.ledger.records import CheckpointKind, CheckpointRow, CheckpointStatus, LedgerConnection
 from backout.migrations import DownMigrationError, SavedMigration, get_adapter
 from backout.migrations.base import oldest_first
 
@@ -65,7 +66,7 @@ class DownPlan:
                          "apply migrations (redeploy the target, or restore a checkpoint)")
         return found
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "tool": self.tool,
             "migrations": [{"id": m.id, "name": m.name, "checkpoint_id": self.sources[m.id],
@@ -76,13 +77,14 @@ class DownPlan:
         }
 
 
-def saved_plan(ledger_conn: psycopg.Connection, restore_point: dict) -> DownPlan:
+def saved_plan(ledger_conn: LedgerConnection, restore_point: CheckpointRow) -> DownPlan:
     """The down plan from the ledger alone; PlanRefused when the checkpoints mix tools."""
     app = restore_point["app"]
     tool = _one_tool(ledger_conn, restore_point)
     since = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == "complete" and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
-             and (cp["kind"] == "deploy")]
+             if cp["status"] == CheckpointStatus.COMPLETE
+             and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])
+             and (cp["kind"] == CheckpointKind.DEPLOY)]
     chosen: dict[str, SavedMigration] = {}
     sources: dict[str, str] = {}
     for cp in since:  # newest first: the newest copy of a migration wins
@@ -100,7 +102,7 @@ def saved_plan(ledger_conn: psycopg.Connection, restore_point: dict) -> DownPlan
                     target_state=restore_point.get("migrations_before"))
 
 
-def live_plan(ledger_conn: psycopg.Connection, app_conn: psycopg.Connection, restore_point: dict,
+def live_plan(ledger_conn: LedgerConnection, app_conn: psycopg.Connection[Any], restore_point: CheckpointRow,
               path: Path | str | None = None) -> DownPlan:
     """The down plan from the state applied now in `app_conn` to the restore point's, by every
     down script any checkpoint of the app saved; `problems()` says what stops it."""
@@ -125,7 +127,7 @@ def live_plan(ledger_conn: psycopg.Connection, app_conn: psycopg.Connection, res
                     target_state=target, from_live_state=True, missing=way.missing, behind=way.behind)
 
 
-def way_out(restore_point: dict) -> str:
+def way_out(restore_point: CheckpointRow) -> str:
     """What to do instead when no down plan reaches the restore point."""
     app = restore_point["app"]
     if restore_point.get("backup_strategy") in (None, "none") or not restore_point.get("backup"):
@@ -135,13 +137,13 @@ def way_out(restore_point: dict) -> str:
             f"--db restore --confirm {app} (loses every write since {restore_point['created_at']})")
 
 
-def refusal(plan: DownPlan, problems: list[str], restore_point: dict) -> PlanRefused:
+def refusal(plan: DownPlan, problems: list[str], restore_point: CheckpointRow) -> PlanRefused:
     return PlanRefused("cannot run the down migrations: " + "; ".join(problems) + "; " + way_out(restore_point))
 
 
-def _one_tool(ledger_conn: psycopg.Connection, restore_point: dict) -> str:
+def _one_tool(ledger_conn: LedgerConnection, restore_point: CheckpointRow) -> str:
     since = [cp for cp in ledger.list_checkpoints(ledger_conn, restore_point["app"])
-             if cp["status"] == "complete" and cp["kind"] == "deploy"
+             if cp["status"] == CheckpointStatus.COMPLETE and cp["kind"] == CheckpointKind.DEPLOY
              and (cp["created_at"], cp["id"]) >= (restore_point["created_at"], restore_point["id"])]
     tools = sorted({cp["migration_tool"] for cp in since} | {restore_point["migration_tool"]})
     if len(tools) > 1:
@@ -150,7 +152,7 @@ def _one_tool(ledger_conn: psycopg.Connection, restore_point: dict) -> str:
     return tools[0]
 
 
-def check(conn: psycopg.Connection, plan: DownPlan, path: Path | str | None = None) -> list[str]:
+def check(conn: psycopg.Connection[Any], plan: DownPlan, path: Path | str | None = None) -> list[str]:
     """What the database says against the plan: [] when it can run. `path`: where the tool's
     migrations are (BACKOUT_MIGRATIONS_PATH), which Django needs to run at all."""
     adapter = get_adapter(plan.tool, path)
@@ -162,7 +164,7 @@ def check(conn: psycopg.Connection, plan: DownPlan, path: Path | str | None = No
     return []
 
 
-def run(conn: psycopg.Connection, plan: DownPlan, progress: Progress, path: Path | str | None = None) -> dict:
+def run(conn: psycopg.Connection[Any], plan: DownPlan, progress: Progress, path: Path | str | None = None) -> dict[str, Any]:
     """Undo the plan's migrations and check the tool's state after. A failing script raises
     DownMigrationError (its own transaction rolled back, the steps before it recorded as run)."""
     adapter = get_adapter(plan.tool, path)

@@ -37,7 +37,7 @@ class Table:
     key: list[str]  # primary key columns
     serial: str | None  # the sequence behind a one-column key, if any
     rows: int = 0
-    data: IO[bytes] = field(default=None, repr=False)  # type: ignore[assignment]
+    data: IO[bytes] = field(default=None, repr=False)  # type: ignore[arg-type]  # set by snapshot() before any use
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Snapshot:
         return {t.name: t.rows for t in self.tables}
 
 
-def snapshot(conn: psycopg.Connection) -> Snapshot:
+def snapshot(conn: psycopg.Connection[Any]) -> Snapshot:
     """Every ledger table's rows (binary COPY into spooled temporary files), in one snapshot: a
     repeatable-read transaction of its own, or the caller's while it holds writes."""
     tables = _tables(conn)
@@ -89,7 +89,7 @@ def replace_into(url: str, snap: Snapshot) -> dict[str, int]:
 
 
 @contextmanager
-def writes_held(conn: psycopg.Connection) -> Iterator[None]:
+def writes_held(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Other sessions may read the ledger but not write it while the block runs (the caller must
     not write it either, from another connection)."""
     names = [t.name for t in _tables(conn)]
@@ -99,7 +99,7 @@ def writes_held(conn: psycopg.Connection) -> Iterator[None]:
         yield
 
 
-def _merge_table(conn: psycopg.Connection, table: Table) -> int:
+def _merge_table(conn: psycopg.Connection[Any], table: Table) -> int:
     temp = f"backout_merge_{table.name}"
     columns = sql.SQL(", ").join(map(sql.Identifier, table.columns))
     target = sql.Identifier(SCHEMA, table.name)
@@ -134,7 +134,7 @@ def _merge_table(conn: psycopg.Connection, table: Table) -> int:
     return cur.rowcount
 
 
-def _tables(conn: psycopg.Connection) -> list[Table]:
+def _tables(conn: psycopg.Connection[Any]) -> list[Table]:
     rows = conn.cursor(row_factory=tuple_row).execute(
         """SELECT c.oid, c.relname,
                   array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0
@@ -165,6 +165,6 @@ def _tables(conn: psycopg.Connection) -> list[Table]:
     return ordered
 
 
-def _one(conn: psycopg.Connection, query: str | sql.Composable, params: list | None = None) -> Any:
+def _one(conn: psycopg.Connection[Any], query: str | sql.Composed, params: list[Any] | None = None) -> Any:
     # Ledger connections return dict rows; these queries want the one value.
-    return conn.cursor(row_factory=tuple_row).execute(query, params).fetchone()[0]
+    return pgtools.one(conn.cursor(row_factory=tuple_row).execute(query, params))[0]

@@ -14,6 +14,7 @@ Left alone: the ledger's schema, the system schemas, the copies a schema swap ke
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -58,7 +59,7 @@ SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE '
 """
 
 
-def leftovers(conn: psycopg.Connection, archive: Archive) -> list[tuple[str, str, str, str | None]]:
+def leftovers(conn: psycopg.Connection[Any], archive: Archive) -> list[tuple[str, str, str, str | None]]:
     """(kind, schema, name, arguments) of each object in the database that the archive lacks."""
     held = {(e.desc, e.namespace or "", e.tag) for e in archive.entries}
     schemas = {e.tag for e in archive.entries if e.desc == "SCHEMA"} | archive.schemas() | {"public"}

@@ -17,23 +17,26 @@ Two measures, both read from the live database:
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+
+from backout.rollback.database import pgtools
 
 LEDGER_SCHEMA = "backout"
 TOP_TABLES = 10
 
 
-def estimate(conn: psycopg.Connection, since: str, wal_lsn: str | None) -> dict:
+def estimate(conn: psycopg.Connection[Any], since: str, wal_lsn: str | None) -> dict[str, Any]:
     cur = conn.cursor(row_factory=tuple_row)
-    now, wal_bytes, stats_reset, server_start = cur.execute(
+    now, wal_bytes, stats_reset, server_start = pgtools.one(cur.execute(
         """SELECT now(),
                   CASE WHEN %(lsn)s::pg_lsn IS NULL OR pg_current_wal_lsn() < %(lsn)s::pg_lsn THEN NULL
                        ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), %(lsn)s::pg_lsn)::bigint END,
                   (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
                   pg_postmaster_start_time()""",
-        {"lsn": wal_lsn}).fetchone()
+        {"lsn": wal_lsn}))
     tables = cur.execute(
         """SELECT schemaname || '.' || relname, n_tup_ins + n_tup_upd + n_tup_del
            FROM pg_stat_user_tables WHERE schemaname <> %s ORDER BY 2 DESC, 1""", [LEDGER_SCHEMA]).fetchall()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -22,7 +22,7 @@ from backout.redact import mask_url
 
 
 def connect(url: str, what: str = "the database", autocommit: bool = True,
-            variable: str | None = None) -> psycopg.Connection:
+            variable: str | None = None) -> psycopg.Connection[Any]:
     """A connection, or one clear line saying why not (the URL shown without its password, and the
     setting it came from when given)."""
     try:
@@ -31,6 +31,13 @@ def connect(url: str, what: str = "the database", autocommit: bool = True,
         first = (str(exc).strip().splitlines() or ["no answer"])[0]
         named = f" ({variable})" if variable else ""
         raise BackoutError(f"cannot connect to {what} {mask_url(url)}{named}: {first}") from None
+
+
+def one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row a query that always answers one (an aggregate, a function call, a known row) returned."""
+    row = cursor.fetchone()
+    assert row is not None, "the query answers exactly one row"
+    return row
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -26,7 +26,7 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 import requests
@@ -37,6 +37,7 @@ from backout.backups.heroku import ATTACHMENT, database_addon
 from backout.backups.pitr import PITR_TIERS, plan_tier
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import CheckpointRow
 from backout.migrations import get_adapter
 from backout.rollback.database import down, ledger_copy, leftovers, pgtools, stream, swap
 from backout.settings import Settings
@@ -59,7 +60,7 @@ def pg_dump_choice(settings: Settings, toc: Archive) -> swap.Choice:
         return swap.choose(conn, ledger_here=ledger_in_app_database(settings), archive=toc)
 
 
-def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progress: Progress) -> dict:
+def restore_pg_dump(settings: Settings, checkpoint: CheckpointRow, request_id: str, progress: Progress) -> dict[str, Any]:
     backup = checkpoint["backup"] or {}
     source = archive_of(checkpoint, settings)
     toc = stream.read_toc(source)
@@ -73,7 +74,7 @@ def restore_pg_dump(settings: Settings, checkpoint: dict, request_id: str, progr
     return result
 
 
-def archive_of(checkpoint: dict, settings: Settings) -> stream.Source:
+def archive_of(checkpoint: CheckpointRow, settings: Settings) -> stream.Source:
     """The checkpoint's pg_dump archive, checked to be there as written; BackoutError naming the
     checkpoint and what is missing when it is not (pruned, deleted, expired, on another machine)."""
     if checkpoint.get("pruned_at"):
@@ -104,7 +105,7 @@ def ledger_in_app_database(settings: Settings) -> bool:
 # heroku
 
 
-def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
+def check_heroku_backup(client: HerokuClient, app: str, backup: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's backup as the Data API has it now; PlanRefused when it is gone or failed."""
     num = backup.get("transfer_num")
     if num is None:
@@ -118,7 +119,8 @@ def check_heroku_backup(client: HerokuClient, app: str, backup: dict) -> dict:
     return transfer
 
 
-def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress) -> dict:
+def restore_heroku(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow,
+                   progress: Progress) -> dict[str, Any]:
     backup = checkpoint["backup"] or {}
     check_heroku_backup(client, app, backup)
     num = backup["transfer_num"]
@@ -178,8 +180,8 @@ def _count_tables(url: str, names: list[str]) -> dict[str, int]:
         for name in names:
             schema, _, table = name.partition(".")
             try:
-                found[name] = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
-                    psycopg.sql.Identifier(schema, table))).fetchone()[0]
+                found[name] = pgtools.one(conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(
+                    psycopg.sql.Identifier(schema, table))))[0]
             except psycopg.errors.UndefinedTable:
                 raise BackoutError(f"verification failed: table {name} of the backup is missing after the restore") from None
     return found
@@ -189,7 +191,7 @@ def _count_tables(url: str, names: list[str]) -> dict[str, int]:
 # pitr
 
 
-def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
+def check_pitr(client: HerokuClient, app: str, backup: dict[str, Any]) -> dict[str, Any]:
     """The add-on to roll back and its plan; PlanRefused when it is gone, on a plan without
     rollback, or the checkpoint's time is outside the add-on's rollback window."""
     if not backup.get("time"):
@@ -210,8 +212,9 @@ def check_pitr(client: HerokuClient, app: str, backup: dict) -> dict:
             "earliest": earliest.isoformat() if earliest else None}
 
 
-def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: dict, progress: Progress,
-                 earlier: dict | None, record: Callable[[dict], None], reapplied: down.DownPlan) -> dict:
+def restore_pitr(settings: Settings, client: HerokuClient, app: str, checkpoint: CheckpointRow, progress: Progress,
+                 earlier: dict[str, Any] | None, record: Callable[[dict[str, Any]], object],
+                 reapplied: down.DownPlan) -> dict[str, Any]:
     """`earlier`: what an earlier run of the same request recorded when it created the rollback
     add-on, if one did; `record` writes such a step detail to the ledger (never while ledger writes
     are held); `reapplied`: the down plan back to the checkpoint's migrations, for the ones the
@@ -313,7 +316,7 @@ def _migration_state(tool: str, url: str) -> list[str]:
 _EARLIEST = re.compile(r"earliest from (\S+)")
 
 
-def _earliest(info: dict) -> datetime | None:
+def _earliest(info: dict[str, Any]) -> datetime | None:
     for item in info.get("info") or []:
         if item.get("name") == "Rollback":
             for value in item.get("values") or []:
@@ -326,7 +329,7 @@ def _earliest(info: dict) -> datetime | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _unless_gone(lookup: Callable[[], dict], refusal: str) -> dict:
+def _unless_gone(lookup: Callable[[], dict[str, Any]], refusal: str) -> dict[str, Any]:
     """What `lookup` answers; PlanRefused(refusal) when the API says it does not exist (404)."""
     try:
         return lookup()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Required, TypedDict
 
 import psycopg
 
@@ -34,6 +34,16 @@ from backout import checkpoint as checkpoints
 from backout import ledger
 from backout.errors import BackoutError, PlanRefused
 from backout.heroku import HerokuClient
+from backout.ledger.records import (
+    FINISHED_STEP,
+    CheckpointKind,
+    CheckpointRow,
+    CheckpointStatus,
+    LedgerConnection,
+    StepName,
+    StepRow,
+    StepStatus,
+)
 from backout.output import human_bytes
 from backout.redact import redact
 from backout.release_version import slug_id
@@ -43,29 +53,57 @@ from backout.settings import Settings
 
 Progress = Callable[[str], None]
 
-DB_KINDS = {"restore": "db_restore", "down": "db_down"}
+DB_KINDS = {"restore": StepName.DB_RESTORE, "down": StepName.DB_DOWN}
 
+
+
+class CheckpointSummary(TypedDict):
+    """A checkpoint as a plan names it (its restore point)."""
+
+    id: str
+    kind: str
+    release_version: int | None
+    created_at: str
+    backup_strategy: str
+    migration_tool: str
+
+
+class DbStep(TypedDict, total=False):
+    """The database step of a rollback plan (`Plan["db_step"]`), JSON-friendly: planned by
+    `plan_db_step`, carried out by `run_db_step`."""
+
+    kind: Required[str]  # StepName.DB_RESTORE or StepName.DB_DOWN
+    db: Required[str]  # restore | down
+    restore_point: Required[CheckpointSummary]
+    restore_point_reason: Required[str]
+    checked_here: Required[list[str]]  # what the plan checked where it was made
+    checked_by_worker: Required[list[str]]  # what only the worker can check
+    restore: dict[str, Any]  # restore: the strategy, and the mode, size, source ... it implies
+    down: dict[str, Any]  # down: the DownPlan's JSON (tool, migrations newest first)
+    safety_checkpoint: dict[str, str] | None  # {"backup": strategy}, or None when nothing changes
+    loss: dict[str, Any]  # what it discards, estimated from the app's database when reachable
+    summary: str
 
 # ---------------------------------------------------------------------------------------------
 # planning
 
 
-def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
-                  target_version: int | None, current_version: int | None = None) -> tuple[dict, str]:
+def restore_point(ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
+                  target_version: int | None, current_version: int | None = None) -> tuple[CheckpointRow, str]:
     """The checkpoint whose database goes with the target release, and why it was chosen."""
     if target_version is None:
         raise PlanRefused("the target release has no version, so no checkpoint can be matched to it")
     after = target_checkpoint["created_at"] if target_checkpoint else ""
     later = [cp for cp in ledger.list_checkpoints(ledger_conn, app)
-             if cp["status"] == "complete" and cp["created_at"] > after and left_by(cp, target_version)]
+             if cp["status"] == CheckpointStatus.COMPLETE and cp["created_at"] > after and left_by(cp, target_version)]
     if later:
         point = later[-1]
-        if point["kind"] == "safety":
+        if point["kind"] == CheckpointKind.SAFETY:
             return point, f"a safety checkpoint taken while v{target_version} ran: the database as it left it"
         return point, (f"taken when v{point['release_version']} was deployed over v{target_version}: the database "
                        f"as v{target_version} left it")
-    if target_checkpoint is not None and target_checkpoint.get("status") == "complete":
-        if target_checkpoint["kind"] == "safety":
+    if target_checkpoint is not None and target_checkpoint["status"] == CheckpointStatus.COMPLETE:
+        if target_checkpoint["kind"] == CheckpointKind.SAFETY:
             return target_checkpoint, f"the safety checkpoint named, taken while v{target_version} ran"
         if target_version == current_version:
             raise PlanRefused(f"v{target_version} is the release {app} runs, so its database is the current one; "
@@ -76,19 +114,19 @@ def restore_point(ledger_conn: psycopg.Connection, app: str, target_checkpoint: 
                       "`backout checkpoints` lists them")
 
 
-def left_by(cp: dict, version: int) -> bool:
+def left_by(cp: CheckpointRow, version: int) -> bool:
     """Whether a checkpoint holds the database as release `version` left it: the checkpoint of the
     deploy that replaced it, or a safety checkpoint taken while it ran."""
-    if cp["kind"] == "safety":
+    if cp["kind"] == CheckpointKind.SAFETY:
         return cp["release_version"] == version
     previous = cp["previous_release_version"]
     # Without the Platform API the hook records no previous release: a later version then counts.
     return previous == version or (previous is None and (cp["release_version"] or 0) > version)
 
 
-def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, target_checkpoint: dict | None,
+def plan_db_step(settings: Settings, ledger_conn: LedgerConnection, app: str, target_checkpoint: CheckpointRow | None,
                  db: str, *, target_version: int | None = None, current_version: int | None = None,
-                 heroku: HerokuClient | None = None) -> dict | None:
+                 heroku: HerokuClient | None = None) -> DbStep | None:
     """The database step of a rollback plan (None for `--db none`), JSON-friendly; PlanRefused
     when it cannot be carried out."""
     if db == "none":
@@ -98,7 +136,7 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
     if target_version is None and target_checkpoint is not None:
         target_version = target_checkpoint.get("release_version")
     point, why = restore_point(ledger_conn, app, target_checkpoint, target_version, current_version)
-    step: dict[str, Any] = {
+    step: DbStep = {
         "kind": DB_KINDS[db], "db": db, "restore_point": summary(point), "restore_point_reason": why,
         "checked_here": [], "checked_by_worker": [],
     }
@@ -117,8 +155,8 @@ def plan_db_step(settings: Settings, ledger_conn: psycopg.Connection, app: str, 
     return step
 
 
-def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, app: str, point: dict,
-                  conn: psycopg.Connection | None, ledger_conn: psycopg.Connection) -> None:
+def _plan_restore(step: DbStep, settings: Settings, client: HerokuClient | None, app: str, point: CheckpointRow,
+                  conn: psycopg.Connection[Any] | None, ledger_conn: LedgerConnection) -> None:
     strategy = point["backup_strategy"]
     backup = point.get("backup") or {}
     info: dict[str, Any] = {"strategy": strategy}
@@ -174,8 +212,8 @@ def _plan_restore(step: dict, settings: Settings, client: HerokuClient | None, a
     step["safety_checkpoint"] = _safety_plan(strategy)
 
 
-def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, point: dict,
-               conn: psycopg.Connection | None) -> None:
+def _plan_down(step: DbStep, settings: Settings, ledger_conn: LedgerConnection, point: CheckpointRow,
+               conn: psycopg.Connection[Any] | None) -> None:
     path = _migrations_path(settings, point)
     if conn is None:
         plan = down.saved_plan(ledger_conn, point)
@@ -192,19 +230,19 @@ def _plan_down(step: dict, settings: Settings, ledger_conn: psycopg.Connection, 
     step["safety_checkpoint"] = _safety_plan(settings.backup) if plan.migrations else None
 
 
-def _migrations_path(settings: Settings, point: dict) -> Path | None:
+def _migrations_path(settings: Settings, point: CheckpointRow) -> Path | None:
     """BACKOUT_MIGRATIONS_PATH when it is the checkpoints' tool's (Django runs from there)."""
     return settings.migrations_path if settings.migrations == point["migration_tool"] else None
 
 
-def _safety_plan(strategy: str) -> dict:
+def _safety_plan(strategy: str) -> dict[str, str]:
     if strategy == "none":
         raise PlanRefused("the safety checkpoint taken before a database rollback would hold no copy of the data "
                           "(BACKOUT_BACKUP=none); set BACKOUT_BACKUP to pg_dump, heroku or pitr")
     return {"backup": strategy}
 
 
-def _loss(conn: psycopg.Connection | None, point: dict, db: str) -> dict:
+def _loss(conn: psycopg.Connection[Any] | None, point: CheckpointRow, db: str) -> dict[str, Any]:
     what = ("every write since the checkpoint" if db == "restore"
             else "the data in the tables and columns the undone migrations made")
     if conn is None:
@@ -216,12 +254,12 @@ def _loss(conn: psycopg.Connection | None, point: dict, db: str) -> dict:
 class _app_database:
     """The app's database when this process can reach it; None (and a note) when it cannot."""
 
-    def __init__(self, settings: Settings, step: dict) -> None:
+    def __init__(self, settings: Settings, step: DbStep) -> None:
         self.settings = settings
         self.step = step
-        self.conn: psycopg.Connection | None = None
+        self.conn: psycopg.Connection[Any] | None = None
 
-    def __enter__(self) -> psycopg.Connection | None:
+    def __enter__(self) -> psycopg.Connection[Any] | None:
         if not self.settings.database_url:
             self.step["checked_by_worker"].append("the app's database (DATABASE_URL is not set here)")
             return None
@@ -237,13 +275,13 @@ class _app_database:
             self.conn.close()
 
 
-def summary(cp: dict) -> dict:
+def summary(cp: CheckpointRow) -> CheckpointSummary:
     return {"id": cp["id"], "kind": cp["kind"], "release_version": cp["release_version"],
             "created_at": cp["created_at"], "backup_strategy": cp["backup_strategy"],
             "migration_tool": cp["migration_tool"]}
 
 
-def _describe(step: dict) -> str:
+def _describe(step: DbStep) -> str:
     point = step["restore_point"]
     lost = step.get("loss") or {}
     estimate = lost.get("rows_changed_estimate")
@@ -262,8 +300,8 @@ def _describe(step: dict) -> str:
             return f"no migrations to undo: the database is already at {point['id']}'s migrations"
         text = (f"undo {len(undo)} {step['down']['tool']} migration(s) newest first ({', '.join(m['id'] for m in undo)}) "
                 f"back to {point['id']}; discards their tables' and columns' data")
-    if step.get("safety_checkpoint"):
-        text += f"; a safety checkpoint ({step['safety_checkpoint']['backup']}) first"
+    if safety := step.get("safety_checkpoint"):
+        text += f"; a safety checkpoint ({safety['backup']}) first"
     return text
 
 
@@ -271,8 +309,8 @@ def _describe(step: dict) -> str:
 # running
 
 
-def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Progress,
-                conn: ledger.FollowingConnection | None = None) -> dict:
+def run_db_step(settings: Settings, request_id: str, db_step: DbStep, progress: Progress,
+                conn: ledger.FollowingConnection | None = None) -> dict[str, Any]:
     """Carry out a planned database step for a request: checks again, safety checkpoint, restore
     or down migrations, verification; each recorded as a ledger step. Returns what was done.
     Running it again for the same request does the work once. `conn`: the caller's ledger
@@ -286,7 +324,7 @@ def run_db_step(settings: Settings, request_id: str, db_step: dict, progress: Pr
         request = ledger.require_request(conn, request_id)
         app = request["app"]
         earlier = [s for s in ledger.steps(conn, request_id) if s["step"] == kind]
-        finished = next((s for s in reversed(earlier) if s["status"] in ("done", "skipped")), None)
+        finished = next((s for s in reversed(earlier) if s["status"] in FINISHED_STEP), None)
         if finished is not None:
             progress(f"{kind}: already done by an earlier run of request {request_id}")
             return {**(finished["detail"] or {}), "resumed": True}
@@ -310,45 +348,45 @@ class _Runner:
     app: str
     request_id: str
     kind: str
-    point: dict
+    point: CheckpointRow
     progress: Progress
 
     def say(self, line: str, record: bool = False) -> None:
         self.progress(line)
         if record:
-            ledger.record_step(self.conn, self.request_id, self.kind, "started", {"progress": line})
+            ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.STARTED, {"progress": line})
 
-    def run(self, db_step: dict, earlier: list[dict]) -> dict:
-        if self.kind == "db_down":
+    def run(self, db_step: DbStep, earlier: list[StepRow]) -> dict[str, Any]:
+        if self.kind == StepName.DB_DOWN:
             plan = self._down_plan(db_step)
             if not plan.migrations:
                 detail = {"undone": [], "reason": "the database is already at the checkpoint's migrations"}
-                ledger.record_step(self.conn, self.request_id, self.kind, "skipped", detail)
+                ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.SKIPPED, detail)
                 return detail
             strategy = self.settings.backup
         else:
             plan = None
             strategy = self.point["backup_strategy"]
         safety = self._safety_checkpoint(_safety_plan(strategy)["backup"])
-        ledger.record_step(self.conn, self.request_id, self.kind, "started",
+        ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.STARTED,
                            {"restore_point": self.point["id"], "safety_checkpoint_id": safety["id"]})
         try:
             result = self._down(plan) if plan is not None else self._restore(earlier)
         except DownMigrationError as exc:
-            ledger.record_step(self.conn, self.request_id, self.kind, "failed",
+            ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.FAILED,
                                {"ran": exc.ran, "failed": exc.failed, "reason": exc.reason,
                                 "safety_checkpoint_id": safety["id"]})
             raise BackoutError(f"{exc}; safety checkpoint {safety['id']} holds the database as it was before") from exc
         except Exception as exc:
-            ledger.record_step(self.conn, self.request_id, self.kind, "failed",
+            ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.FAILED,
                                {"reason": redact(str(exc), self.settings.secrets()),
                                 "safety_checkpoint_id": safety["id"]})
             raise
         result.update(restore_point=self.point["id"], safety_checkpoint_id=safety["id"])
-        ledger.record_step(self.conn, self.request_id, self.kind, "done", result)
+        ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.DONE, result)
         return result
 
-    def _down_plan(self, db_step: dict) -> down.DownPlan:
+    def _down_plan(self, db_step: DbStep) -> down.DownPlan:
         path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
             plan = down.live_plan(self.conn, app_conn, self.point, path)
@@ -362,14 +400,14 @@ class _Runner:
             raise down.refusal(plan, problems, self.point)
         return plan
 
-    def _down(self, plan: down.DownPlan) -> dict:
+    def _down(self, plan: down.DownPlan) -> dict[str, Any]:
         path = _migrations_path(self.settings, self.point)
         with pgtools.connect(self.settings.database_url or "", "the app's database") as app_conn:
             result = {"tool": plan.tool, **down.run(app_conn, plan, lambda line: self.say(line, record=True), path)}
             result["schema_checked"] = self._check_schema(app_conn)
         return result
 
-    def _check_schema(self, app_conn: psycopg.Connection) -> bool:
+    def _check_schema(self, app_conn: psycopg.Connection[Any]) -> bool:
         """After the down migrations, the schema must hold what the restore point's backup holds and
         nothing more: a down script that left a table (or dropped one too many) stops the rollback
         here, before the rollback release's own migrate could paper over it. False when the backup
@@ -404,7 +442,7 @@ class _Runner:
                      record=True)
         return None
 
-    def _restore(self, earlier: list[dict]) -> dict:
+    def _restore(self, earlier: list[StepRow]) -> dict[str, Any]:
         strategy = self.point["backup_strategy"]
         if strategy == "pg_dump":
             return restore.restore_pg_dump(self.settings, self.point, self.request_id,
@@ -417,42 +455,43 @@ class _Runner:
             made = next((s["detail"] for s in earlier if (s["detail"] or {}).get("rollback_addon")), None)
             result = restore.restore_pitr(
                 self.settings, self.client, self.app, self.point, self.say, made,
-                lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, "started", detail),
+                lambda detail: ledger.record_step(self.conn, self.request_id, self.kind, StepStatus.STARTED, detail),
                 down.saved_plan(self.conn, self.point))
             if result.get("ledger_carried"):
                 self._follow_ledger(result)
             return result
         raise PlanRefused(f"checkpoint {self.point['id']} has a backup of unknown kind {strategy!r}")
 
-    def _follow_ledger(self, result: dict) -> None:
+    def _follow_ledger(self, result: dict[str, Any]) -> None:
         """The ledger was copied into the promoted database: go on there. The old copy is told, so
         that nobody reading it (a worker still on the old DATABASE_URL) runs the request again."""
         new_url = self.client.config_vars(self.app)["DATABASE_URL"]
-        ledger.record_step(self.conn, self.request_id, ledger.MOVED_STEP, "done",
+        ledger.record_step(self.conn, self.request_id, StepName.LEDGER_MOVED, StepStatus.DONE,
                            {"to": result.get("addon"), "reason": "the ledger moved with the promoted database; "
                             "this copy is no longer kept up to date"})
         self.conn.follow(new_url)
         self.settings = dataclasses.replace(self.settings, database_url=new_url)
         self.progress(f"restore: the ledger and {self.app}'s lock follow it into {result.get('addon')}")
 
-    def _safety_checkpoint(self, strategy: str) -> dict:
+    def _safety_checkpoint(self, strategy: str) -> CheckpointRow:
         for cp in ledger.list_checkpoints(self.conn, self.app, limit=50):
-            if cp["kind"] == "safety" and cp["request_id"] == self.request_id and cp["status"] == "complete":
+            if (cp["kind"] == CheckpointKind.SAFETY and cp["request_id"] == self.request_id
+                    and cp["status"] == CheckpointStatus.COMPLETE):
                 return cp
-        ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "started", {"backup": strategy})
+        ledger.record_step(self.conn, self.request_id, StepName.SAFETY_CHECKPOINT, StepStatus.STARTED, {"backup": strategy})
         current = self.client.current_release(self.app)
         release = checkpoints.Release(version=current["version"], id=current.get("id"),
                                       slug_id=slug_id(current),
                                       description=current.get("description"))
         settings = dataclasses.replace(self.settings, backup=strategy, app_name=self.app)
         try:
-            cp = checkpoints.take(settings, self.conn, release, kind="safety", heroku=self.client,
+            cp = checkpoints.take(settings, self.conn, release, kind=CheckpointKind.SAFETY, heroku=self.client,
                                   progress=self.say, request_id=self.request_id)
         except Exception as exc:
-            ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "failed",
+            ledger.record_step(self.conn, self.request_id, StepName.SAFETY_CHECKPOINT, StepStatus.FAILED,
                                {"reason": redact(str(exc), self.settings.secrets())})
             raise BackoutError(f"the safety checkpoint failed, so nothing was changed: {exc}") from exc
-        ledger.record_step(self.conn, self.request_id, "safety_checkpoint", "done",
+        ledger.record_step(self.conn, self.request_id, StepName.SAFETY_CHECKPOINT, StepStatus.DONE,
                            {"checkpoint_id": cp["id"], "backup": strategy})
         self.say(f"safety checkpoint {cp['id']} ({strategy}) taken: this rollback can be undone with "
                  f"backout rollback --app {self.app} --to {cp['id']} --db restore")

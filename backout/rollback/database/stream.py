@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 import zstandard
 
@@ -69,7 +69,7 @@ class LocalArchive:
         return open(self.path, "rb")
 
 
-def locate(backup: dict, storage: StorageSettings) -> Source:
+def locate(backup: dict[str, Any], storage: StorageSettings) -> Source:
     """The archive a checkpoint's backup record names: an object in storage when it was uploaded,
     else a file."""
     if backup.get("storage") == "s3":
@@ -124,14 +124,14 @@ def read_toc(where: "Source | str | os.PathLike") -> Archive:
     return scanner.archive
 
 
-def recorded(backup: dict, toc: Archive) -> Archive | None:
+def recorded(backup: dict[str, Any], toc: Archive) -> Archive | None:
     """The archive's table of contents with the row counts its checkpoint recorded (None for a
     checkpoint that recorded none: its rows are then counted from the archive as it streams)."""
     rows = backup.get("rows")
     return toc.with_rows(rows) if isinstance(rows, dict) else None
 
 
-def pump(source: "Source | str | os.PathLike", backup: dict, write: Callable[[bytes], object], progress: Progress,
+def pump(source: "Source | str | os.PathLike", backup: dict[str, Any], write: Callable[[bytes], object], progress: Progress,
          what: str = "restore", counted: Archive | None = None) -> Archive:
     """Decompress the archive into `write`, scanning it on the way unless its rows were `counted`
     already; progress lines carry the bytes."""
@@ -159,7 +159,7 @@ class Decompression(threading.Thread):
     table of contents are in the file, which is all that `pg_restore --section=pre-data` reads.
     `result()` waits and returns the bytes written, or raises what went wrong."""
 
-    def __init__(self, source: "Source | str | os.PathLike", backup: dict, dest: Path, progress: Progress) -> None:
+    def __init__(self, source: "Source | str | os.PathLike", backup: dict[str, Any], dest: Path, progress: Progress) -> None:
         super().__init__(daemon=True)
         self.source, self.dest, self.progress = as_source(source), dest, progress
         self.total: int | None = backup.get("dump_size")

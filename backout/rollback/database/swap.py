@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 from psycopg import sql
@@ -85,22 +85,22 @@ class Choice:
     reason: str
     problems: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "reason": self.reason, "not_possible": self.problems}
 
 
-def capabilities(conn: psycopg.Connection) -> Capabilities:
-    row = conn.execute(
+def capabilities(conn: psycopg.Connection[Any]) -> Capabilities:
+    row = pgtools.one(conn.execute(
         """SELECT current_user, current_database(), r.rolsuper, r.rolcreatedb,
                   pg_has_role(current_user, d.datdba, 'MEMBER'),
                   has_database_privilege(current_database(), 'CREATE')
            FROM pg_roles r, pg_database d
            WHERE r.rolname = current_user AND d.datname = current_database()"""
-    ).fetchone()
+    ))
     return Capabilities(*row)
 
 
-def choose(conn: psycopg.Connection, *, ledger_here: bool, archive: Archive | None = None) -> Choice:
+def choose(conn: psycopg.Connection[Any], *, ledger_here: bool, archive: Archive | None = None) -> Choice:
     """The first possible mode, why, and what ruled out the better ones."""
     caps = capabilities(conn)
     problems = []
@@ -123,7 +123,7 @@ def choose(conn: psycopg.Connection, *, ledger_here: bool, archive: Archive | No
                               "for the whole restore (" + "; ".join(problems) + ")", problems)
 
 
-def schema_problems(conn: psycopg.Connection, caps: Capabilities, archive: Archive | None) -> list[str]:
+def schema_problems(conn: psycopg.Connection[Any], caps: Capabilities, archive: Archive | None) -> list[str]:
     """What rules out a schema swap; [] when it is possible. Without the archive, the live
     schemas stand in for the archive's (the worker checks again with the archive)."""
     problems = []
@@ -156,7 +156,7 @@ def schema_problems(conn: psycopg.Connection, caps: Capabilities, archive: Archi
     return problems
 
 
-def _may_move_extension(conn: psycopg.Connection, name: str) -> bool:
+def _may_move_extension(conn: psycopg.Connection[Any], name: str) -> bool:
     """Whether this role may move the extension to another schema: tried, and rolled back."""
     try:
         with conn.transaction(force_rollback=True):
@@ -176,7 +176,7 @@ class Restore:
     """One restore of an archive into the database at `url`."""
 
     url: str = field(repr=False)
-    backup: dict
+    backup: dict[str, Any]
     checkpoint_id: str
     key: str  # short and stable per rollback request: names of staging objects, so a retry finds them
     progress: Progress
@@ -187,7 +187,7 @@ class Restore:
     dbname: str = field(init=False)
     superuser: bool = field(init=False)
 
-    def run(self, mode: str, archive_toc: Archive) -> dict:
+    def run(self, mode: str, archive_toc: Archive) -> dict[str, Any]:
         """Restore in `mode` (see `choose`), verify, swap; what was done, for the ledger."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}")
@@ -195,7 +195,7 @@ class Restore:
         self.source.check()
         with pgtools.connect(self.url, "the app's database") as conn:
             self.superuser = capabilities(conn).superuser
-            self.dbname = conn.execute("SELECT current_database()").fetchone()[0]
+            self.dbname = pgtools.one(conn.execute("SELECT current_database()"))[0]
         started = time.monotonic()
         # Checkpoints record each table's rows as they are taken; older ones are counted as they stream.
         counted = stream.recorded(self.backup, archive_toc)
@@ -208,7 +208,7 @@ class Restore:
 
     # --- database mode -----------------------------------------------------------------------
 
-    def _database(self, counted: Archive | None) -> dict:
+    def _database(self, counted: Archive | None) -> dict[str, Any]:
         new = _name(self.dbname, "_restore_" + self.key)
         admin_url = maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
@@ -261,7 +261,7 @@ class Restore:
                 return 1
         return jobs
 
-    def _restore_argv(self, new_url: str) -> tuple[list[str], dict]:
+    def _restore_argv(self, new_url: str) -> tuple[list[str], dict[str, Any]]:
         conninfo, env = pgtools.child_env(new_url)
         return [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"], env
 
@@ -284,24 +284,29 @@ class Restore:
         self.progress(f"restore: pg_restore -j{jobs} into {new}")
         proc = subprocess.Popen([*argv, f"--jobs={jobs}", "--section=data", "--section=post-data", str(temp)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
         errors = pgtools.Drain(proc.stderr)
         # Rows the checkpoint did not record are counted from the file while pg_restore runs.
-        counting = None if counted else _Background(lambda: scan_file(temp))
+        counting = None if counted else _Background(lambda: scan_file(str(temp)))
         _wait_reporting(proc, new_url, self.progress)
         if proc.returncode != 0:
             raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
                                f"{errors.last_error(pgtools.secrets_of(env))}")
-        return counted if counting is None else counting.result()
+        if counting is not None:
+            return counting.result()
+        assert counted is not None
+        return counted
 
-    def _run_restore(self, argv: list[str], env: dict) -> None:
+    def _run_restore(self, argv: list[str], env: dict[str, Any]) -> None:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env=env)
+        assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
         errors = pgtools.Drain(proc.stderr)
         if proc.wait() != 0:
             raise BackoutError(f"pg_restore failed (exit status {proc.returncode}): "
                                f"{errors.last_error(pgtools.secrets_of(env))}")
 
-    def _feed(self, proc: subprocess.Popen, env: dict, counted: Archive | None) -> Archive:
+    def _feed(self, proc: subprocess.Popen, env: dict[str, Any], counted: Archive | None) -> Archive:
         return feed(proc, env, self.source, self.backup, self.progress, counted)
 
     def _owner_flags(self) -> list[str]:
@@ -310,7 +315,7 @@ class Restore:
 
     # --- schema and in-place modes: one transaction through psql ------------------------------
 
-    def _streaming(self, mode: str, toc: Archive, counted: Archive | None) -> dict:
+    def _streaming(self, mode: str, toc: Archive, counted: Archive | None) -> dict[str, Any]:
         with pgtools.connect(self.url, "the app's database") as conn:
             plan = _SchemaPlan.make(conn, toc, self.key, self.checkpoint_id, self.superuser) if mode == "schema" else None
         appname = f"backout-restore-{self.key}"
@@ -333,6 +338,7 @@ class Restore:
                                        stderr=subprocess.PIPE)
             psql = subprocess.Popen(psql_argv, stdin=restore.stdout, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, env=env)
+            assert restore.stdin and restore.stdout and restore.stderr and psql.stderr  # Popen's pipes exist: PIPE was asked for
             restore.stdout.close()
             restore_errors, psql_errors = pgtools.Drain(restore.stderr), pgtools.Drain(psql.stderr)
             # In place, the restore drops the live tables: sessions holding them are ended.
@@ -364,7 +370,7 @@ class Restore:
                 raise BackoutError(f"pg_restore failed (exit status {restore_status}), the database is as it "
                                    f"was: {restore_errors.last_error(secrets)}")
         counts = archive.row_counts() or {}
-        result: dict = {"tables": counts, "ended_sessions": watcher.ended if watcher else 0,
+        result: dict[str, Any] = {"tables": counts, "ended_sessions": watcher.ended if watcher else 0,
                         "archive_bytes": self.backup.get("dump_size")}
         if plan is None:
             self.progress(f"restore: restored in place and verified, {len(counts)} tables")
@@ -377,10 +383,11 @@ class Restore:
         return result
 
 
-def feed(proc: subprocess.Popen, env: dict, source: stream.Source, backup: dict, progress: Progress,
+def feed(proc: subprocess.Popen, env: dict[str, Any], source: stream.Source, backup: dict[str, Any], progress: Progress,
          counted: Archive | None = None) -> Archive:
     """Stream the archive into a pg_restore reading its stdin; the archive with its rows (as
     `counted` already, or as scanned on the way)."""
+    assert proc.stdin is not None and proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
     errors = pgtools.Drain(proc.stderr)
     try:
         archive = stream.pump(source, backup, proc.stdin.write, progress, counted=counted)
@@ -420,7 +427,7 @@ class _SchemaPlan:
         return {s: s for s in self.schemas}
 
     @classmethod
-    def make(cls, conn: psycopg.Connection, toc: Archive, key: str, checkpoint_id: str, superuser: bool) -> _SchemaPlan:
+    def make(cls, conn: psycopg.Connection[Any], toc: Archive, key: str, checkpoint_id: str, superuser: bool) -> _SchemaPlan:
         schemas = sorted(toc.schemas() - {LEDGER_SCHEMA})
         live = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", [schemas])}
         taken = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
@@ -429,8 +436,8 @@ class _SchemaPlan:
         for s in schemas:
             statements = [f"CREATE SCHEMA {pgtools.quoted(s)};"]
             if s in owners:  # the archive's own: its owner (when we may give it) and ACL entries apply
-                if owners[s] and superuser:
-                    statements.append(f"ALTER SCHEMA {pgtools.quoted(s)} OWNER TO {pgtools.quoted(owners[s])};")
+                if (owner := owners[s]) and superuser:
+                    statements.append(f"ALTER SCHEMA {pgtools.quoted(s)} OWNER TO {pgtools.quoted(owner)};")
             elif s in live:  # `public`, which pg_dump does not create: as the live one is
                 statements += _copy_schema_owner_and_acl(conn, s)
             create[s] = "\n".join(statements)
@@ -462,7 +469,7 @@ class _SchemaPlan:
         return "\n".join(lines) + "\n"
 
 
-def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict:
+def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict[str, Any]:
     """Live schemas -> kept names and restored -> live names, in one transaction, after taking the
     live tables' locks (sessions holding them past BLOCKER_GRACE are ended). Returns the names
     kept and how long the app's queries waited on it."""
@@ -509,7 +516,7 @@ def swap_schemas(url: str, plan: _SchemaPlan, key: str) -> dict:
 # database mode
 
 
-def swap_databases(admin: psycopg.Connection, old: str, new: str, kept: str) -> dict:
+def swap_databases(admin: psycopg.Connection[Any], old: str, new: str, kept: str) -> dict[str, Any]:
     """old -> kept and new -> old, with connections to old ended and refused meanwhile; returns
     how long the database was unavailable to the app."""
     q = sql.Identifier
@@ -545,12 +552,12 @@ def swap_databases(admin: psycopg.Connection, old: str, new: str, kept: str) -> 
     return {"seconds": round(finished - started, 4), "ended_sessions": ended}
 
 
-def _create_like(admin: psycopg.Connection, old: str, new: str) -> None:
+def _create_like(admin: psycopg.Connection[Any], old: str, new: str) -> None:
     """An empty database with the live one's owner, encoding, locale, limit, settings and grants."""
-    oid, owner, encoding, collate, ctype, provider, icu, limit, member = admin.execute(
+    oid, owner, encoding, collate, ctype, provider, icu, limit, member = pgtools.one(admin.execute(
         """SELECT d.oid, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
                   d.datlocprovider, d.daticulocale, d.datconnlimit, pg_has_role(current_user, d.datdba, 'MEMBER')
-           FROM pg_database d WHERE d.datname = %s""", [old]).fetchone()
+           FROM pg_database d WHERE d.datname = %s""", [old]))
     options = [sql.SQL("TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {} CONNECTION LIMIT {}").format(
         sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype), sql.Literal(limit))]
     if provider == "i":
@@ -591,7 +598,7 @@ def maintenance_url(url: str) -> str:
                        "databases is made from")
 
 
-def _unused_database_name(admin: psycopg.Connection, wanted: str) -> str:
+def _unused_database_name(admin: psycopg.Connection[Any], wanted: str) -> str:
     taken = {r[0] for r in admin.execute("SELECT datname FROM pg_database")}
     return _unused(taken, wanted)
 
@@ -605,7 +612,7 @@ def _wait_reporting(proc: subprocess.Popen, url: str, progress: Progress) -> Non
         except subprocess.TimeoutExpired:
             try:
                 with psycopg.connect(url, connect_timeout=5) as conn:
-                    size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+                    size = pgtools.one(conn.execute("SELECT pg_database_size(current_database())"))[0]
                 progress(f"restore: {human_bytes(size)} restored so far")
             except psycopg.Error:
                 pass
@@ -647,9 +654,9 @@ def verify_counts(url: str, archive: Archive, names: dict[str, str], workers: in
             for entry in part:
                 schema = names.get(entry.namespace or "", entry.namespace or "")
                 try:
-                    found[entry.qualified] = conn.execute(
+                    found[entry.qualified] = pgtools.one(conn.execute(
                         sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(entry.tag))
-                    ).fetchone()[0]
+                    ))[0]
                 except psycopg.errors.UndefinedTable:
                     raise BackoutError(f"verification failed: table {entry.qualified} is missing from the restored copy") from None
         return found
@@ -746,7 +753,7 @@ class BlockerWatcher:
                     waiting_since = waiting_since or time.monotonic()
                     if time.monotonic() - waiting_since >= self.grace:
                         for (pid,) in blockers:
-                            if conn.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]:
+                            if pgtools.one(conn.execute("SELECT pg_terminate_backend(%s)", [pid]))[0]:
                                 self.ended += 1
                 except psycopg.Error:
                     continue
@@ -759,7 +766,7 @@ class BlockerWatcher:
 _WITH_SCHEMA = re.compile(r'WITH SCHEMA ("(?:[^"]|"")+"|[^\s;]+)', re.I)
 
 
-def _archive_extensions(conn: psycopg.Connection, toc: Archive) -> list[tuple[str, str, bool]]:
+def _archive_extensions(conn: psycopg.Connection[Any], toc: Archive) -> list[tuple[str, str, bool]]:
     """(name, schema it lives in now, relocatable) of the archive's extensions installed here, for
     those installed in one of the archive's schemas."""
     wanted = {}
@@ -777,12 +784,12 @@ def _archive_extensions(conn: psycopg.Connection, toc: Archive) -> list[tuple[st
     return [(name, schema, relocatable) for name, schema, relocatable in rows if schema == wanted[name]]
 
 
-def _copy_schema_owner_and_acl(conn: psycopg.Connection, schema: str) -> list[str]:
+def _copy_schema_owner_and_acl(conn: psycopg.Connection[Any], schema: str) -> list[str]:
     """The statements that give a new schema the live one's owner, comment and grants (for
     `public`, which pg_dump leaves to the database to create)."""
-    owner, member, comment = conn.execute(
+    owner, member, comment = pgtools.one(conn.execute(
         "SELECT pg_get_userbyid(nspowner), pg_has_role(current_user, nspowner, 'MEMBER'),"
-        " obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+        " obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", [schema]))
     q = pgtools.quoted
     statements = [f"ALTER SCHEMA {q(schema)} OWNER TO {q(owner)};"] if member else []
     if comment is not None:
