@@ -88,11 +88,12 @@ def start_early(settings: "Settings") -> "Dump | None":
     """The dump of the checkpoint a release phase is about to take, started now; None when these
     settings take no pg_dump checkpoint, or when it cannot start (the checkpoint then starts its
     own and reports why it cannot). The caller stops it when no checkpoint uses it."""
+    from backout.backups import check_restorable
+
     if settings.backup != "pg_dump" or not settings.database_url:
         return None
-    if settings.dyno and settings.storage.archives is None:
-        return None  # refused by backups.check_restorable, with the fix named
     try:
+        check_restorable(settings)  # refused later, in order, with the fix named
         return Dump(settings.database_url)
     except Exception:  # noqa: BLE001 - the checkpoint's own dump says what is wrong, in order
         return None
