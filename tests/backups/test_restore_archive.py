@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from backout.backups import pg_dump
-from backout.backups.archive import Scanner
+from backout.backups.archive import BlockFinder, Scanner, row_boundary
 from backout.errors import BackoutError
 from backout.rollback.database import stream
 from backout.storage.config import StorageSettings
@@ -24,10 +24,9 @@ def _archive(url: str, path: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture
-def awkward(database: str, tmp_path: Path) -> bytes:
+def _awkward_tables(database: str) -> None:
     """Rows whose lengths put a line-end byte into the chunk headers (10, 266, 2570 bytes), rows
-    longer than a read, an empty table, a table with line ends inside values, and a large object."""
+    longer than a read, one-byte rows, an empty table, a table with line ends inside values."""
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA reporting")
         conn.execute("CREATE TABLE public.sized (v text)")
@@ -37,8 +36,38 @@ def awkward(database: str, tmp_path: Path) -> bytes:
         conn.execute("CREATE TABLE public.empty (a int)")
         conn.execute("CREATE TABLE reporting.notes (id int, body text)")
         conn.execute("INSERT INTO reporting.notes SELECT g, E'line one\\nline two\\\\.\\n' FROM generate_series(1, 1000) g")
+
+
+@pytest.fixture
+def awkward(database: str, tmp_path: Path) -> bytes:
+    """The awkward tables and a large object."""
+    _awkward_tables(database)
+    with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("SELECT lo_from_bytea(0, '\\x0a0a0a'::bytea)")
     return _archive(database, tmp_path / "awkward.dump")
+
+
+@pytest.fixture
+def awkward_rows(database: str, tmp_path: Path) -> bytes:
+    """The awkward tables alone: every block is rows, as in a backout archive without large objects."""
+    _awkward_tables(database)
+    return _archive(database, tmp_path / "rows.dump")
+
+
+def _blocks(data: bytes, start: int) -> tuple[dict[int, int], set[int]]:
+    """Walked one chunk at a time, the way pg_restore reads: where each block begins, and where
+    each chunk of rows begins."""
+    starts, chunks, at = {}, set(), start
+    while at < len(data):
+        starts[int.from_bytes(data[at + 2:at + 6], "little")] = at
+        at += 6
+        while True:
+            length = int.from_bytes(data[at + 1:at + 5], "little")
+            chunks.add(at)
+            at += 5 + length
+            if not length:
+                break
+    return starts, chunks
 
 
 EXPECTED = {"public.sized": 21, "public.empty": 0, "reporting.notes": 1000}
@@ -94,3 +123,39 @@ def test_a_checkpoint_archive_streams_with_its_counts_and_refuses_damage(databas
         stream.pump(cut, {**backup, "path": str(cut)}, lambda chunk: None, lambda line: None)
     with pytest.raises(BackoutError, match="not on this machine"):
         stream.locate({**backup, "path": str(tmp_path / "gone.dump.zst")}, StorageSettings()).check()
+
+
+@pytest.mark.parametrize("size", [1, 7, 20, 21, 22, 4096, 1 << 20])
+def test_every_data_block_is_found_however_the_stream_is_cut(awkward_rows: bytes, size: int) -> None:
+    scanner = Scanner()
+    scanner.feed(awkward_rows)
+    archive = scanner.finish()
+    finder = BlockFinder.for_archive(archive)
+    assert finder is not None
+    for start in range(0, len(awkward_rows), size):
+        finder.feed(awkward_rows[start:start + size], start)
+    expected, _ = _blocks(awkward_rows, archive.data_start)
+    assert finder.all_found and finder.starts == expected
+    assert set(expected) == {e.dump_id for e in archive.table_data()}
+
+
+def test_blocks_are_not_looked_for_beside_large_objects(awkward: bytes) -> None:
+    scanner = Scanner()
+    scanner.feed(awkward)
+    assert BlockFinder.for_archive(scanner.finish()) is None
+
+
+def test_a_row_boundary_is_always_a_chunks_start(awkward_rows: bytes) -> None:
+    scanner = Scanner()
+    scanner.feed(awkward_rows)
+    archive = scanner.finish()
+    _, chunks = _blocks(awkward_rows, archive.data_start)
+    found = set()
+    for offset in range(archive.data_start, len(awkward_rows)):
+        at = row_boundary(awkward_rows[offset:offset + 4096])
+        if at is not None:
+            assert offset + at in chunks, offset
+            found.add(offset + at)
+    # Most are found: all but those after rows too short to be sure of (1-byte rows) and the
+    # blocks' first chunks.
+    assert len(found) > 0.9 * len(chunks)

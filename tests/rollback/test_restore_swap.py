@@ -16,8 +16,8 @@ import pytest
 from backout import ledger
 from backout.backups import pg_dump
 from backout.errors import BackoutError
-from backout.rollback.database import stream, swap
-from tests.rollback.support import checksums
+from backout.rollback.database import stream, streamed, swap
+from tests.rollback.support import checksums, schema
 from tests.support import SERVER_URL, database_url, drop_database
 
 pytestmark = pytest.mark.integration
@@ -213,6 +213,36 @@ def test_database_swap_restores_in_parallel_beside_the_live_database(database: s
             assert conn.execute("INSERT INTO customers (email) VALUES ('n@example.com') RETURNING id").fetchone() == (301,)
     finally:
         drop_database(kept)
+
+
+def test_a_parallel_restore_loads_as_it_decompresses_and_shares_a_large_table(
+        database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A table that loads long after the others: the place they leave idle takes half its rows.
+    monkeypatch.setattr(streamed, "SPLIT_FROM", 256 * 1024)
+    monkeypatch.setattr(streamed, "STEP", 16 * 1024)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, body text NOT NULL, at timestamptz NOT NULL)")
+        conn.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 4), now() - g * interval '1 s' "
+                     "FROM generate_series(1, 120000) g")
+        conn.execute("CREATE INDEX big_at ON big (at)")
+    backup, at_checkpoint, cp_id = _prepare(database, tmp_path)
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP TABLE public.newer")
+        conn.execute("ALTER TABLE customers DROP COLUMN phone")
+        conn.execute("CREATE TABLE reporting.daily (day date PRIMARY KEY, orders int NOT NULL)")
+    shape = schema(database)  # the checkpoint's schema again, its rows changed since
+    kept = f"{urlsplit(database).path.lstrip('/')}_before_{cp_id.lower()}"
+    lines: list[str] = []
+    try:
+        result = swap.Restore(database, backup, cp_id, "k3y00006", lines.append, tmp_path / "work", jobs=2).run(
+            "database", stream.read_toc(Path(backup["path"])))
+    finally:
+        drop_database(kept)
+    assert any("tables into" in line and "as they decompress" in line for line in lines)
+    assert any(line.startswith("restore: public.big: the last") for line in lines), lines
+    assert result["tables"]["public.big"] == 120000
+    assert checksums(database) == at_checkpoint
+    assert schema(database) == shape  # every index, key, default and view
 
 
 def test_in_place_restore_keeps_the_ledger_and_objects_made_since(database: str, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 import zstandard
 
-from backout.backups.archive import Archive, Scanner
+from backout.backups.archive import Archive, BlockFinder, Scanner
 from backout.errors import BackoutError
 from backout.output import human_bytes
 from backout.storage.config import StorageSettings
@@ -154,10 +154,12 @@ def pump(source: "Source | str | os.PathLike", backup: dict[str, Any], write: Ca
 
 
 class Decompression(threading.Thread):
-    """Decompresses the archive into `dest` (mode 0600) on a thread, for a parallel pg_restore to
-    seek in, so that the restore prepares meanwhile: `toc` is set once the archive's header and
-    table of contents are in the file, which is all that `pg_restore --section=pre-data` reads.
-    `result()` waits and returns the bytes written, or raises what went wrong."""
+    """Decompresses the archive into `dest` (mode 0600) on a thread, for pg_restore to read while
+    the restore prepares and loads meanwhile: `toc` is set once the archive's header and table of
+    contents are in the file (all that `pg_restore --section=pre-data` reads; `archive` then holds
+    them), `block_start` says where a table's data block begins as soon as it is written, and
+    `wait_for` waits for the bytes up to an offset. `result()` waits for the end and returns the
+    bytes written, or raises what went wrong."""
 
     def __init__(self, source: "Source | str | os.PathLike", backup: dict[str, Any], dest: Path, progress: Progress) -> None:
         super().__init__(daemon=True)
@@ -165,31 +167,38 @@ class Decompression(threading.Thread):
         self.total: int | None = backup.get("dump_size")
         self.toc = threading.Event()
         self.cancelled = threading.Event()
+        self.archive: Archive | None = None
+        self.blocks: BlockFinder | None = None
         self.written = 0
+        self.finished = False
         self.error: BaseException | None = None
+        self._changed = threading.Condition()
         self.start()
 
     def run(self) -> None:
         scanner = Scanner()
-        buffer = bytearray(4 * CHUNK)
-        view = memoryview(buffer)
         next_report = time.monotonic() + PROGRESS_EVERY
         try:
             fd = os.open(self.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with self.source.open() as raw, open(fd, "wb", buffering=0) as out:
-                reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK)
-                while not self.cancelled.is_set():
-                    size = reader.readinto(buffer)
-                    if not size:
+                for chunk in zstandard.ZstdDecompressor().read_to_iter(raw, read_size=CHUNK, write_size=4 * CHUNK):
+                    if self.cancelled.is_set():
                         break
+                    view = memoryview(chunk)
                     done = 0
-                    while done < size:
-                        done += out.write(view[done:size]) or 0
-                    self.written += size
+                    while done < len(chunk):
+                        done += out.write(view[done:]) or 0
                     if scanner.in_toc:
-                        scanner.feed(bytes(view[:size]))
+                        scanner.feed(chunk)
                         if not scanner.in_toc:
+                            self.archive = scanner.archive
+                            self.blocks = BlockFinder.for_archive(self.archive)
                             self.toc.set()
+                    if self.blocks is not None:
+                        self.blocks.feed(chunk, self.written)
+                    with self._changed:
+                        self.written += len(chunk)
+                        self._changed.notify_all()
                     if time.monotonic() >= next_report:
                         self.progress(f"decompress: {human_bytes(self.written)} of "
                                       f"{human_bytes(self.total or self.written)} written")
@@ -199,7 +208,28 @@ class Decompression(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
             self.error = exc
         finally:
+            with self._changed:
+                self.finished = True
+                self._changed.notify_all()
             self.toc.set()  # wakes a waiter, which then finds the error or the file
+
+    def wait_for(self, offset: int) -> tuple[int, bool]:
+        """Wait until the file holds the bytes before `offset`, or the decompression has ended
+        (then fewer may be there); the bytes written, and whether that is all."""
+        with self._changed:
+            while self.written < offset and not self.finished:
+                self._changed.wait()
+            return self.written, self.finished
+
+    def block_start(self, dump_id: int, wait: bool = True) -> int | None:
+        """Where the data block of entry `dump_id` begins, once written; None when the decompression
+        ended without it (an error, or an archive cut short), or, unless waiting, is not there yet."""
+        with self._changed:
+            while True:
+                found = self.blocks.starts.get(dump_id) if self.blocks is not None else None
+                if found is not None or self.finished or not wait:
+                    return found
+                self._changed.wait()
 
     def result(self) -> int:
         self.join()

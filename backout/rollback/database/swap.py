@@ -42,10 +42,10 @@ from typing import Any, Callable
 import psycopg
 from psycopg import sql
 
-from backout.backups.archive import Archive, scan_file
+from backout.backups.archive import Archive, BlockFinder, scan_file
 from backout.errors import BackoutError
 from backout.output import human_bytes
-from backout.rollback.database import pgtools, stream
+from backout.rollback.database import pgtools, stream, streamed
 from backout.storage.config import StorageSettings
 
 MODES = ("database", "schema", "in-place")
@@ -200,7 +200,7 @@ class Restore:
         # Checkpoints record each table's rows as they are taken; older ones are counted as they stream.
         counted = stream.recorded(self.backup, archive_toc)
         if mode == "database":
-            result = self._database(counted)
+            result = self._database(counted, archive_toc)
         else:
             result = self._streaming(mode, archive_toc, counted)
         result.update(mode=mode, seconds=round(time.monotonic() - started, 3))
@@ -208,7 +208,7 @@ class Restore:
 
     # --- database mode -----------------------------------------------------------------------
 
-    def _database(self, counted: Archive | None) -> dict[str, Any]:
+    def _database(self, counted: Archive | None, toc: Archive) -> dict[str, Any]:
         new = _name(self.dbname, "_restore_" + self.key)
         admin_url = maintenance_url(self.url)
         new_url = pgtools.with_database(self.url, new)
@@ -228,11 +228,16 @@ class Restore:
                 try:
                     if decompression is None:
                         archive = self._load_streaming(new_url, new, counted)
+                    elif counted is not None and BlockFinder.works_for(toc):
+                        archive = self._load_overlapped(new_url, new, counted, decompression, temp, jobs)
                     else:
                         archive = self._load_parallel(new_url, new, counted, decompression, temp, jobs)
                     self.progress(f"restore: verifying {len(archive.table_data())} tables in {new}")
                     counts = verify_fresh(new_url, archive, max(2, jobs))
                     kept = _unused_database_name(admin, _name(self.dbname, "_before_" + self.checkpoint_id.lower()))
+                    # The restore's sessions commit without waiting for the disk: a commit that does
+                    # wait puts their last writes on disk now, not during the swap.
+                    admin.execute("SELECT txid_current()")
                     self.progress(f"restore: verified; swapping {self.dbname} -> {kept} and {new} -> {self.dbname}")
                     swap = swap_databases(admin, self.dbname, new, kept)
                     swapped = True
@@ -263,6 +268,9 @@ class Restore:
 
     def _restore_argv(self, new_url: str) -> tuple[list[str], dict[str, Any]]:
         conninfo, env = pgtools.child_env(new_url)
+        # Nobody sees the new database before the swap, which commits (and so flushes) after it:
+        # its sessions need not wait for each commit to reach the disk.
+        env["PGOPTIONS"] = " ".join(filter(None, [env.get("PGOPTIONS"), "-c synchronous_commit=off"]))
         return [pgtools.program("pg_restore"), "--exit-on-error", *self._owner_flags(), f"--dbname={conninfo}"], env
 
     def _load_streaming(self, new_url: str, new: str, counted: Archive | None) -> Archive:
@@ -271,6 +279,22 @@ class Restore:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, env=env)
         return self._feed(proc, env, counted)
+
+    def _load_overlapped(self, new_url: str, new: str, counted: Archive, decompression: stream.Decompression,
+                         temp: Path, jobs: int) -> Archive:
+        """Each table loaded as soon as its rows decompress (see `streamed`); the rows were counted
+        when the checkpoint was taken."""
+        argv, env = self._restore_argv(new_url)
+        decompression.toc.wait()
+        if decompression.archive is None:
+            decompression.result()  # raises what stopped it before the table of contents was whole
+            raise BackoutError(f"the archive {self.source.name} ends inside its table of contents")
+        self.progress(f"restore: schema into {new} while the archive decompresses")
+        self._run_restore([*argv, "--section=pre-data", str(temp)], env)
+        self.progress(f"restore: {len(counted.table_data())} tables into {new} as they decompress, {jobs} at a time")
+        streamed.Load(decompression, temp, argv, env, jobs, self.progress,
+                      lambda: _report_size(new_url, self.progress)).run(decompression.archive)
+        return counted
 
     def _load_parallel(self, new_url: str, new: str, counted: Archive | None,
                        decompression: stream.Decompression, temp: Path, jobs: int) -> Archive:
@@ -610,12 +634,16 @@ def _wait_reporting(proc: subprocess.Popen, url: str, progress: Progress) -> Non
             proc.wait(PROGRESS_EVERY)
             return
         except subprocess.TimeoutExpired:
-            try:
-                with psycopg.connect(url, connect_timeout=5) as conn:
-                    size = pgtools.one(conn.execute("SELECT pg_database_size(current_database())"))[0]
-                progress(f"restore: {human_bytes(size)} restored so far")
-            except psycopg.Error:
-                pass
+            _report_size(url, progress)
+
+
+def _report_size(url: str, progress: Progress) -> None:
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            size = pgtools.one(conn.execute("SELECT pg_database_size(current_database())"))[0]
+        progress(f"restore: {human_bytes(size)} restored so far")
+    except psycopg.Error:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
