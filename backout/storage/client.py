@@ -5,6 +5,9 @@ MinIO and Bucketeer. Two defaults are changed for them: checksums are sent and c
 an operation requires them (botocore's newer default CRC headers are refused by some S3-compatible
 services; archives carry their own sha256 and every part its Content-MD5), and the addressing
 style is configurable (BACKOUT_S3_ADDRESSING: MinIO and most local endpoints want `path`).
+Payloads are not hashed into the request's signature: every part backout uploads carries its
+Content-MD5, which S3 checks, and botocore would otherwise hash each payload again over plain HTTP
+(a MinIO or a loopback endpoint; over HTTPS it skips it already when Content-MD5 is there).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def make_client(storage: StorageSettings) -> Any:
         aws_session_token=storage.session_token, region_name=storage.region or "us-east-1",
     )
     config = Config(
-        s3={"addressing_style": storage.addressing},
+        s3={"addressing_style": storage.addressing, "payload_signing_enabled": False},
         retries={"max_attempts": 8, "mode": "standard"},
         max_pool_connections=POOL,
         connect_timeout=10,

@@ -2,7 +2,8 @@
 
 Bytes written are cut into parts (8 MiB, doubling every 1,000 parts so that S3's 10,000-part limit
 is never reached below 8 TB), each sent with its Content-MD5 by a small pool of threads; at most
-`workers` parts are in flight and one is being filled, so memory stays near (workers + 1) parts.
+`workers` parts are in flight and one is being filled (in place: a full part is sent as it is, not
+copied), so memory stays at (workers + 1) parts.
 `complete()` finishes the upload and checks the object's size; any failure, or leaving the `with`
 block by an exception, aborts it, so no half-written object ever appears under the key.
 """
@@ -46,7 +47,8 @@ class MultipartUpload:
         self.digest = hashlib.sha256()
         self.size = 0
         self.upload_id: str | None = None
-        self._buffer = bytearray()
+        self._part: bytearray | None = None  # the part being filled
+        self._filled = 0
         self._number = 0
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backout-upload")
         self._workers = workers
@@ -73,12 +75,17 @@ class MultipartUpload:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self.digest.update(data)
         self.size += len(data)
-        self._buffer += data
-        while len(self._buffer) >= part_size(self._number + 1, self.base_part):
-            size = part_size(self._number + 1, self.base_part)
-            part = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            self._send(part)
+        view = memoryview(data).cast("B")
+        while view:
+            if self._part is None:
+                self._part, self._filled = bytearray(part_size(self._number + 1, self.base_part)), 0
+            take = min(len(view), len(self._part) - self._filled)
+            self._part[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == len(self._part):
+                self._send(self._part)
+                self._part = None
         return len(data)
 
     def flush(self) -> None:
@@ -86,9 +93,9 @@ class MultipartUpload:
 
     def complete(self) -> dict[str, Any]:
         """Send the last part, complete the upload, check the object; {"etag", "size", "sha256", "parts"}."""
-        if self._buffer or not self._number:
-            self._send(bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._part is not None or not self._number:
+            self._send(self._part[:self._filled] if self._part is not None else bytearray())
+            self._part = None
         while self._pending:
             self._parts.append(self._result(self._pending.popleft()))
         where = f"s3://{self.bucket}/{self.key}"
@@ -122,13 +129,13 @@ class MultipartUpload:
             except Exception:  # noqa: BLE001 - the next run's sweep aborts what is left (see archives.sweep)
                 pass
 
-    def _send(self, part: bytes) -> None:
+    def _send(self, part: bytearray) -> None:
         self._number += 1
         if len(self._pending) >= self._workers:
             self._parts.append(self._result(self._pending.popleft()))
         self._pending.append(self._pool.submit(self._upload_part, self._number, part))
 
-    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+    def _upload_part(self, number: int, data: bytearray) -> dict[str, Any]:
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 - S3's integrity check
         answer = self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                          PartNumber=number, Body=data, ContentMD5=md5)
