@@ -225,6 +225,8 @@ def test_a_parallel_restore_loads_as_it_decompresses_and_shares_a_large_table(
         conn.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 4), now() - g * interval '1 s' "
                      "FROM generate_series(1, 120000) g")
         conn.execute("CREATE INDEX big_at ON big (at)")
+        conn.execute("GRANT SELECT ON big TO PUBLIC")
+        conn.execute("COMMENT ON TABLE big IS 'the large one'")
     backup, at_checkpoint, cp_id = _prepare(database, tmp_path)
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("DROP TABLE public.newer")
@@ -243,6 +245,9 @@ def test_a_parallel_restore_loads_as_it_decompresses_and_shares_a_large_table(
     assert result["tables"]["public.big"] == 120000
     assert checksums(database) == at_checkpoint
     assert schema(database) == shape  # every index, key, default and view
+    with psycopg.connect(database) as conn:  # grants and comments, which come last
+        assert conn.execute("SELECT has_table_privilege('public', 'big', 'SELECT'), "
+                            "obj_description('big'::regclass, 'pg_class')").fetchone() == (True, "the large one")
 
 
 def test_in_place_restore_keeps_the_ledger_and_objects_made_since(database: str, tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ The app keeps its database while the restore runs; it loses it only for the swap
 which takes about the same time whatever the size. Three modes, the first one possible:
 
 - `database`: the role may create databases and the ledger lives elsewhere. The archive is
-  restored into a new database (with `pg_restore -j`, from a decompressed copy, when there are
-  cores to share), verified, and the databases swap names: connections to the live one are
-  ended, it becomes `<db>_before_<checkpoint>` (kept), and the restored one takes its name.
+  restored into a new database (when there are cores to share, in parallel, each table loading
+  while the rest of the archive still decompresses: see `streamed`), verified, and the databases
+  swap names: connections to the live one are ended, it becomes `<db>_before_<checkpoint>`
+  (kept), and the restored one takes its name.
 - `schema`: the role owns the app's schemas. Everything is restored in one transaction into
   schemas of their own: the transaction first renames the live schemas out of the way and
   creates empty ones under their names, so that every reference the restore makes (defaults,
@@ -56,8 +57,9 @@ SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 GLOBAL_ENTRIES = ("EVENT TRIGGER", "PUBLICATION", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA",
                   "SUBSCRIPTION", "FOREIGN DATA WRAPPER", "SERVER", "USER MAPPING", "CAST",
                   "PROCEDURAL LANGUAGE", "TRANSFORM", "ACCESS METHOD")
-# Below this size the archive streams straight into pg_restore; above it, with two cores or more,
-# it is decompressed to a file first so that pg_restore -j can share the tables out.
+# Below this size the archive streams straight into one pg_restore; above it, with two cores or
+# more, it decompresses into a file that the parallel restore reads as it grows (or, for an archive
+# whose blocks cannot be found as it streams, once it is whole, for pg_restore -j).
 PARALLEL_FROM = 32 * 1000 * 1000
 # How long a verification waits for pg_restore's sessions' statistics before it counts the rows.
 STATS_WAIT = 1.0
