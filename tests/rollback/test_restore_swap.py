@@ -279,9 +279,9 @@ def test_a_damaged_archive_changes_nothing(database: str, tmp_path: Path, mode: 
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%k3y00003%'").fetchone() == (0,)
 
 
-@pytest.mark.parametrize("mode", ["schema", "in-place", "database"])
+@pytest.mark.parametrize("mode,jobs", [("schema", None), ("in-place", None), ("database", None), ("database", 2)])
 def test_a_row_count_that_differs_from_the_archive_fails_before_the_swap(database: str, tmp_path: Path,
-                                                                          mode: str) -> None:
+                                                                          mode: str, jobs: int | None) -> None:
     backup, _, cp_id = _prepare(database, tmp_path)
     now = checksums(database)
     toc = stream.read_toc(Path(backup["path"]))
@@ -289,7 +289,8 @@ def test_a_row_count_that_differs_from_the_archive_fails_before_the_swap(databas
     backup["rows"]["public.orders"] += 1
     archive_counts = backup["rows"]
     with pytest.raises(BackoutError, match="public.orders has 4000 rows, the archive 4001"):
-        swap.Restore(database, backup, cp_id, "k3y00004", lambda line: None, tmp_path / "work").run(mode, toc)
+        swap.Restore(database, backup, cp_id, "k3y00004", lambda line: None, tmp_path / "work", jobs=jobs).run(
+            mode, toc)
     assert archive_counts["public.orders"] == 4001
     assert checksums(database) == now
 
