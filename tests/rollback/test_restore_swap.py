@@ -4,6 +4,7 @@ it is now, keeps the old data under another name, and leaves the live data alone
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -227,6 +228,9 @@ def test_a_parallel_restore_loads_as_it_decompresses_and_shares_a_large_table(
         conn.execute("CREATE INDEX big_at ON big (at)")
         conn.execute("GRANT SELECT ON big TO PUBLIC")
         conn.execute("COMMENT ON TABLE big IS 'the large one'")
+        for n in range(30):  # small tables, loaded together
+            conn.execute(f"CREATE TABLE small_{n:02} (id int PRIMARY KEY, note text)")
+            conn.execute(f"INSERT INTO small_{n:02} SELECT g, 'row ' || g FROM generate_series(1, {n * 7}) g")
     backup, at_checkpoint, cp_id = _prepare(database, tmp_path)
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("DROP TABLE public.newer")
@@ -242,6 +246,9 @@ def test_a_parallel_restore_loads_as_it_decompresses_and_shares_a_large_table(
         drop_database(kept)
     assert any("tables into" in line and "as they decompress" in line for line in lines)
     assert any(line.startswith("restore: public.big: the last") for line in lines), lines
+    [loads] = [line for line in lines if line.startswith("restore: rows of ")]
+    tables, sessions = map(int, re.findall(r"\d+", loads))
+    assert tables == 34 and sessions < 10, loads  # big's two parts; the small tables a few at a time
     assert result["tables"]["public.big"] == 120000
     assert checksums(database) == at_checkpoint
     assert schema(database) == shape  # every index, key, default and view

@@ -4,11 +4,12 @@
 for the decompression, and it loads each table's rows in one session however large the table. Here
 each table's rows go to a `pg_restore` of their own as soon as the table's data block begins: the
 child reads the archive's header and table of contents, then that one block, from a pipe fed from
-the file the archive is decompressing into. Up to `jobs` children run at once, tables first, in the
+the file the archive is decompressing into (small tables already decompressed go to one child
+together, blocks one after the other). Up to `jobs` children run at once, tables first, in the
 archive's order. A place that falls free takes over the second half of the rows still to load of
 the largest table (cut at a row boundary, each half a block of its own), so one large table does
-not keep the other places idle, or else builds an index or key of a table whose rows are in (one
-child each, as `pg_restore -j` interleaves them). What is left (the other indexes and keys, foreign
+not keep the other places idle, or else builds indexes and keys of tables whose rows are in (as
+`pg_restore -j` interleaves them; those ready are shared out among the free places). What is left (the other indexes and keys, foreign
 keys, sequences' values, grants...) goes to one `pg_restore -j` at the end, which reads only the
 table of contents.
 """
@@ -40,6 +41,10 @@ STEP = 1 << 20
 SPLIT_FROM = 16 << 20
 # How many bytes from the middle of those rows on a row boundary is looked for.
 _WINDOW = 1 << 16
+# Small tables already decompressed go to one pg_restore together, up to this many bytes of rows
+# and tables: a child and its connection cost about 20 ms, more than a small table's rows.
+BATCH_BYTES = 4 << 20
+BATCH_TABLES = 64
 
 Progress = Callable[[str], None]
 
@@ -48,11 +53,16 @@ Progress = Callable[[str], None]
 class _Task:
     label: str
     entries: list[TocEntry]
-    table: TocEntry | None = None  # the table whose rows it loads, fed through its stdin
+    rows: bool = False  # it loads the entries' rows (consecutive blocks), fed through its stdin
     start: int | None = None  # where its rows begin, when not at the block's start (a split's second part)
-    end: int | None = None  # where its rows end, when not at the block's end (a split's first part)
+    end: int | None = None  # where its rows end, when not at the last block's end (a split's first part)
     position: int = 0  # how far its rows are fed, or about to be
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def table(self) -> TocEntry | None:
+        """The one table whose rows it loads (a task of several tables is not split)."""
+        return self.entries[0] if self.rows and len(self.entries) == 1 else None
 
 
 class Load:
@@ -67,6 +77,7 @@ class Load:
         self.ended: queue.Queue[subprocess.Popen] = queue.Queue()
         self.lists = Path(tempfile.mkdtemp(prefix="backout-lists-"))
         self.started = 0
+        self.loads = 0  # pg_restore children that loaded rows
 
     def run(self, archive: Archive) -> None:
         """Load every table and build what depends on them; BackoutError naming the first failure."""
@@ -103,30 +114,51 @@ class Load:
                 task: _Task | None
                 # Rows first: the indexes of the table that loads last are what the restore ends with.
                 if tables:
-                    table = tables.popleft()
-                    task = _Task(f"rows of {table.qualified}", [table], table=table)
-                elif (task := self._split(archive)) is None and \
-                        (entry := next((e for e in early if ready(e)), None)) is not None:
-                    early.remove(entry)
-                    task = _Task(f"{entry.desc.lower()} {entry.tag}", [entry])
+                    task = self._batch(archive, tables)
+                elif (task := self._split(archive)) is None and (now := [e for e in early if ready(e)]):
+                    # Shared out among the free places, each share built by one pg_restore.
+                    share = now[:-(-len(now) // (self.jobs - len(self.running)))]
+                    for entry in share:
+                        early.remove(entry)
+                    task = _Task(f"{share[0].desc.lower()} {share[0].tag}" +
+                                 (f" and {len(share) - 1} more" if len(share) > 1 else ""), share)
                 if task is None:
                     break
-                if task.table is not None:
-                    loading[task.table.dump_id] = loading.get(task.table.dump_id, 0) + 1
+                if task.rows:
+                    self.loads += 1
+                    for table in task.entries:
+                        loading[table.dump_id] = loading.get(table.dump_id, 0) + 1
                 self._start(task)
             done = self._wait_one()
-            if done.table is not None:
-                loading[done.table.dump_id] -= 1
-                if not loading[done.table.dump_id]:
-                    loaded.add(done.table.dump_id)
+            if done.rows:
+                for table in done.entries:
+                    loading[table.dump_id] -= 1
+                    if not loading[table.dump_id]:
+                        loaded.add(table.dump_id)
             else:
                 built.update(e.dump_id for e in done.entries)
         self.decompression.result()
+        self.progress(f"restore: rows of {len(loaded)} tables loaded by {self.loads} pg_restore sessions")
         rest = [e for e in archive.listed_entries()
                 if e.section != SECTION_PRE_DATA and not e.has_block and e.dump_id not in built]
         if rest:
             self._start(_Task("the rest", rest), [f"--jobs={self.jobs}"])
             self._wait_one()
+
+    def _batch(self, archive: Archive, tables: deque[TocEntry]) -> _Task:
+        """The next table, with the small ones after it whose rows are all decompressed already."""
+        batch = [tables.popleft()]
+        start = self.decompression.block_start(batch[0].dump_id, wait=False)
+        end = self._block_end(archive, batch[0])
+        while tables and len(batch) < BATCH_TABLES and start is not None and end is not None and \
+                end - start < BATCH_BYTES:
+            following = self._block_end(archive, tables[0])
+            if following is None or following - start > BATCH_BYTES:
+                break
+            batch.append(tables.popleft())
+            end = following
+        label = f"rows of {batch[0].qualified}" + (f" and {len(batch) - 1} more tables" if len(batch) > 1 else "")
+        return _Task(label, batch, rows=True)
 
     def _split(self, archive: Archive) -> _Task | None:
         """A second part for the running table load with the most rows still to feed, when that is
@@ -156,7 +188,7 @@ class Load:
             task.end = boundary
         self.progress(f"restore: {table.qualified}: the last {human_bytes(end - boundary)} of its rows "
                       "load beside the rest")
-        return _Task(f"rows of {table.qualified} (from byte {boundary})", [table], table=table, start=boundary,
+        return _Task(f"rows of {table.qualified} (from byte {boundary})", [table], rows=True, start=boundary,
                      end=inherited)
 
     def _block_end(self, archive: Archive, table: TocEntry) -> int | None:
@@ -172,9 +204,9 @@ class Load:
         listing = self.lists / f"{self.started}.list"
         listing.write_text("".join(f"{e.dump_id};\n" for e in task.entries))
         argv = [*self.argv, f"--use-list={listing}", *(flags or [])]
-        if task.table is None:
+        if not task.rows:
             argv.append(str(self.temp))
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if task.table else subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if task.rows else subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         assert proc.stderr is not None  # Popen's pipes exist: PIPE was asked for
         self.running[proc] = (task, pgtools.Drain(proc.stderr))
@@ -182,7 +214,7 @@ class Load:
 
     def _watch(self, proc: subprocess.Popen, task: _Task) -> None:
         try:
-            if task.table is not None:
+            if task.rows:
                 assert proc.stdin is not None  # Popen's pipes exist: PIPE was asked for
                 with proc.stdin:
                     self._feed(proc.stdin.fileno(), task)
@@ -193,24 +225,24 @@ class Load:
             self.ended.put(proc)
 
     def _feed(self, pipe: int, task: _Task) -> None:
-        """The archive's header and table of contents, then the task's rows of its table as they
-        are written, as one block."""
-        decompression, table = self.decompression, task.table
+        """The archive's header and table of contents, then the task's rows as they are written:
+        its tables' blocks, or the part of one table's block it loads, as a block of its own."""
+        decompression, first, last = self.decompression, task.entries[0], task.entries[-1]
         archive = decompression.archive
-        assert archive is not None and table is not None  # the tables are known from it
+        assert archive is not None  # the tables are known from it
         with open(self.temp, "rb") as source:
             _send(pipe, source.fileno(), 0, archive.data_start)
             if task.start is None:
-                position = decompression.block_start(table.dump_id)
+                position = decompression.block_start(first.dump_id)
                 if position is None:
                     return  # cut short: pg_restore fails reading, and the decompression's error is raised
             else:
-                _write(pipe, block_header(table.dump_id))
+                _write(pipe, block_header(first.dump_id))
                 position = task.start
             while True:
                 written, whole = decompression.wait_for(position + 1)
                 with task.lock:
-                    end = task.end if task.end is not None else self._block_end(archive, table)
+                    end = task.end if task.end is not None else self._block_end(archive, last)
                     limit = min(written, position + STEP, written if end is None else end)
                     task.position = limit
                 if position < limit:
