@@ -9,7 +9,7 @@ together, blocks one after the other). Up to `jobs` children run at once, tables
 archive's order. A place that falls free takes over the second half of the rows still to load of
 the largest table (cut at a row boundary, each half a block of its own), so one large table does
 not keep the other places idle, or else builds indexes and keys of tables whose rows are in (as
-`pg_restore -j` interleaves them; those ready are shared out among the free places). What is left (the other indexes and keys, foreign
+`pg_restore -j` interleaves them; those of small tables together, like the tables). What is left (the other indexes and keys, foreign
 keys, sequences' values, grants...) goes to one `pg_restore -j` at the end, which reads only the
 table of contents.
 """
@@ -42,7 +42,8 @@ SPLIT_FROM = 16 << 20
 # How many bytes from the middle of those rows on a row boundary is looked for.
 _WINDOW = 1 << 16
 # Small tables already decompressed go to one pg_restore together, up to this many bytes of rows
-# and tables: a child and its connection cost about 20 ms, more than a small table's rows.
+# and tables (their indexes and keys too): a child and its connection cost about 20 ms, more than a
+# small table's rows.
 BATCH_BYTES = 4 << 20
 BATCH_TABLES = 64
 
@@ -116,9 +117,14 @@ class Load:
                 if tables:
                     task = self._batch(archive, tables)
                 elif (task := self._split(archive)) is None and (now := [e for e in early if ready(e)]):
-                    # Shared out among the free places, each share built by one pg_restore.
-                    share = now[:-(-len(now) // (self.jobs - len(self.running)))]
-                    for entry in share:
+                    # Those on small tables are built together, as small tables load together.
+                    share: list[TocEntry] = []
+                    weight = 0
+                    for entry in now:
+                        weight += sum(self._block_size(archive, rows_of[d]) for d in entry.dependencies if d in rows_of)
+                        if share and (weight > BATCH_BYTES or len(share) == BATCH_TABLES):
+                            break
+                        share.append(entry)
                         early.remove(entry)
                     task = _Task(f"{share[0].desc.lower()} {share[0].tag}" +
                                  (f" and {len(share) - 1} more" if len(share) > 1 else ""), share)
@@ -190,6 +196,12 @@ class Load:
                       "load beside the rest")
         return _Task(f"rows of {table.qualified} (from byte {boundary})", [table], rows=True, start=boundary,
                      end=inherited)
+
+    def _block_size(self, archive: Archive, dump_id: int) -> int:
+        """The bytes of a loaded table's block."""
+        start = self.decompression.block_start(dump_id, wait=False)
+        end = self._block_end(archive, next(e for e in archive.entries if e.dump_id == dump_id))
+        return (end or 0) - (start or 0)
 
     def _block_end(self, archive: Archive, table: TocEntry) -> int | None:
         """Where the table's block ends, once known: the next block's start, or the archive's end."""
