@@ -37,7 +37,7 @@ END_OF_COPY = b"\\.\n\n\n"  # what pg_dump writes after a table's rows
 # Entries pg_restore applies to the session or only with --create: not listed, not restored.
 SESSION_ENTRIES = frozenset({"ENCODING", "STDSTRINGS", "SEARCHPATH", "DATABASE"})
 # An entry's section (pg_backup.h's teSection).
-SECTION_PRE_DATA, SECTION_DATA, SECTION_POST_DATA = 2, 3, 4
+SECTION_PRE_DATA, SECTION_POST_DATA = 2, 4
 # An entry's data state in the TOC: it has no data block (pg_backup_custom.c's K_OFFSET_NO_DATA).
 _NO_DATA = 3
 

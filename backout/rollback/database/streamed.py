@@ -79,6 +79,7 @@ class Load:
         self.lists = Path(tempfile.mkdtemp(prefix="backout-lists-"))
         self.started = 0
         self.loads = 0  # pg_restore children that loaded rows
+        self.following: dict[int, int | None] = {}  # a block's dump id -> the next block's, in the archive
 
     def run(self, archive: Archive) -> None:
         """Load every table and build what depends on them; BackoutError naming the first failure."""
@@ -95,6 +96,8 @@ class Load:
 
     def _run(self, archive: Archive) -> None:
         by_id = {e.dump_id: e for e in archive.entries}
+        blocks = [e.dump_id for e in archive.entries if e.has_block]
+        self.following = dict(zip(blocks, [*blocks[1:], None]))
         # An index waits for the rows of the table it is on (pg_restore repoints its dependency on
         # the table to the table's data the same way).
         rows_of = {d: e.dump_id for e in archive.entries if e.has_block for d in e.dependencies}
@@ -115,13 +118,13 @@ class Load:
                 task: _Task | None
                 # Rows first: the indexes of the table that loads last are what the restore ends with.
                 if tables:
-                    task = self._batch(archive, tables)
-                elif (task := self._split(archive)) is None and (now := [e for e in early if ready(e)]):
+                    task = self._batch(tables)
+                elif (task := self._split()) is None and (now := [e for e in early if ready(e)]):
                     # Those on small tables are built together, as small tables load together.
                     share: list[TocEntry] = []
                     weight = 0
                     for entry in now:
-                        weight += sum(self._block_size(archive, rows_of[d]) for d in entry.dependencies if d in rows_of)
+                        weight += sum(self._block_size(rows_of[d]) for d in entry.dependencies if d in rows_of)
                         if share and (weight > BATCH_BYTES or len(share) == BATCH_TABLES):
                             break
                         share.append(entry)
@@ -151,14 +154,14 @@ class Load:
             self._start(_Task("the rest", rest), [f"--jobs={self.jobs}"])
             self._wait_one()
 
-    def _batch(self, archive: Archive, tables: deque[TocEntry]) -> _Task:
+    def _batch(self, tables: deque[TocEntry]) -> _Task:
         """The next table, with the small ones after it whose rows are all decompressed already."""
         batch = [tables.popleft()]
         start = self.decompression.block_start(batch[0].dump_id, wait=False)
-        end = self._block_end(archive, batch[0])
+        end = self._block_end(batch[0].dump_id)
         while tables and len(batch) < BATCH_TABLES and start is not None and end is not None and \
                 end - start < BATCH_BYTES:
-            following = self._block_end(archive, tables[0])
+            following = self._block_end(tables[0].dump_id)
             if following is None or following - start > BATCH_BYTES:
                 break
             batch.append(tables.popleft())
@@ -166,16 +169,22 @@ class Load:
         label = f"rows of {batch[0].qualified}" + (f" and {len(batch) - 1} more tables" if len(batch) > 1 else "")
         return _Task(label, batch, rows=True)
 
-    def _split(self, archive: Archive) -> _Task | None:
+    def _split(self) -> _Task | None:
         """A second part for the running table load with the most rows still to feed, when that is
         worth a place: it takes the rows after a row boundary half-way, where the first part stops."""
         best: tuple[int, _Task, int] | None = None
         for task, _ in self.running.values():
             if task.table is None:
                 continue
-            end = task.end if task.end is not None else self._block_end(archive, task.table)
-            if end is not None and end - task.position >= SPLIT_FROM and (best is None or end - task.position > best[0]):
-                best = (end - task.position, task, end)
+            # Measured from where its rows begin until its feeding has begun.
+            begin = task.start if task.start is not None else \
+                self.decompression.block_start(task.table.dump_id, wait=False)
+            end = task.end if task.end is not None else self._block_end(task.table.dump_id)
+            if begin is None or end is None:
+                continue
+            left = end - max(task.position, begin)
+            if left >= SPLIT_FROM and (best is None or left > best[0]):
+                best = (left, task, end)
         if best is None:
             return None
         left, task, end = best
@@ -197,15 +206,14 @@ class Load:
         return _Task(f"rows of {table.qualified} (from byte {boundary})", [table], rows=True, start=boundary,
                      end=inherited)
 
-    def _block_size(self, archive: Archive, dump_id: int) -> int:
+    def _block_size(self, dump_id: int) -> int:
         """The bytes of a loaded table's block."""
         start = self.decompression.block_start(dump_id, wait=False)
-        end = self._block_end(archive, next(e for e in archive.entries if e.dump_id == dump_id))
-        return (end or 0) - (start or 0)
+        return (self._block_end(dump_id) or 0) - (start or 0)
 
-    def _block_end(self, archive: Archive, table: TocEntry) -> int | None:
-        """Where the table's block ends, once known: the next block's start, or the archive's end."""
-        following = _following(archive, table)
+    def _block_end(self, dump_id: int) -> int | None:
+        """Where a block ends, once known: the next block's start, or the archive's end."""
+        following = self.following[dump_id]
         if following is not None:
             return self.decompression.block_start(following, wait=False)
         written, whole = self.decompression.wait_for(0)
@@ -254,7 +262,7 @@ class Load:
             while True:
                 written, whole = decompression.wait_for(position + 1)
                 with task.lock:
-                    end = task.end if task.end is not None else self._block_end(archive, last)
+                    end = task.end if task.end is not None else self._block_end(last.dump_id)
                     limit = min(written, position + STEP, written if end is None else end)
                     task.position = limit
                 if position < limit:
@@ -281,13 +289,6 @@ class Load:
             raise BackoutError(f"pg_restore failed restoring {task.label} (exit status {proc.returncode}): "
                                f"{errors.last_error(pgtools.secrets_of(self.env))}")
         return task
-
-
-def _following(archive: Archive, table: TocEntry) -> int | None:
-    """The dump id of the block after the table's, if any."""
-    blocks = [e.dump_id for e in archive.entries if e.has_block]
-    at = blocks.index(table.dump_id)
-    return blocks[at + 1] if at + 1 < len(blocks) else None
 
 
 def _write(pipe: int, data: bytes) -> None:
